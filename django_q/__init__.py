@@ -1,0 +1,34 @@
+"""Django Q: a task queue for Django that never loses a task.
+
+The task API (`async_task`, `result`, ...) is importable from here as well as
+from `django_q.tasks`; it is loaded on first use so that importing the package
+does not need Django's app registry.
+"""
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_TASK_API = frozenset(
+    {
+        "async_task",
+        "async_iter",
+        "async_chain",
+        "result",
+        "fetch",
+        "result_group",
+        "fetch_group",
+        "count_group",
+        "delete_group",
+        "queue_size",
+        "schedule",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TASK_API:
+        from . import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'django_q' has no attribute {name!r}")

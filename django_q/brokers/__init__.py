@@ -1,0 +1,50 @@
+"""The one place that picks a broker: Q_CLUSTER['redis'] selects Redis, else the database."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ..conf import Config, get_config
+from .base import Broker, Delivery
+
+__all__ = ["Broker", "Delivery", "get_broker", "close_brokers"]
+
+_local = threading.local()
+
+
+def get_broker(name: str | None = None, config: Config | None = None) -> Broker:
+    """The broker of queue `name` (the cluster name by default), one per thread and process."""
+    config = config or get_config()
+    name = name or config.name
+    cache = _cache()
+    key = (name, id(config))
+    broker = cache.get(key)
+    if broker is None:
+        broker = cache[key] = _create(name, config)
+    return broker
+
+
+def _create(name: str, config: Config) -> Broker:
+    if config.broker_kind == "redis":
+        from .redis import RedisBroker
+
+        return RedisBroker(name, config.retry, config.redis)
+    from .orm import OrmBroker
+
+    return OrmBroker(name, config.retry, alias=config.orm_alias, poll=config.poll)
+
+
+def _cache() -> dict:
+    cache = getattr(_local, "brokers", None)
+    if cache is None or _local.pid != os.getpid():
+        cache = _local.brokers = {}
+        _local.pid = os.getpid()
+    return cache
+
+
+def close_brokers() -> None:
+    """Close and forget this thread's brokers (settings changed, or a process is ending)."""
+    for broker in _cache().values():
+        broker.close()
+    _local.brokers = {}

@@ -1,0 +1,187 @@
+"""The Q_CLUSTER setting, read on first use, validated, and reset when settings change.
+
+Nothing here is read at import time: `get_config()` builds a frozen `Config`
+from the current settings and caches it until Django's `setting_changed`
+signal says a setting it depends on changed (so `override_settings` works).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .exceptions import ConfigurationError
+
+# Keys of django-q / django-q2 that this project accepts but does not use, so
+# that a project moves over without editing its settings. They produce a
+# warning from `manage.py check`, not an error.
+IGNORED_KEYS = frozenset(
+    {
+        "bulk",
+        "cached",
+        "cpu_affinity",
+        "daemonize_workers",
+        "guard_cycle",
+        "has_replica",
+        "scheduler",
+        "error_reporter",
+        "broker_class",
+        "orm_poll",
+        "save_limit_per",
+        "attempt_count",
+        "ALT_CLUSTERS",
+    }
+)
+
+# Flat settings of the seed, honoured when Q_CLUSTER does not set the key.
+FLAT_SETTINGS = {"workers": "Q_WORKERS", "compress": "Q_COMPRESSED", "save_limit": "Q_SAVE_LIMIT"}
+
+SETTING_NAMES = frozenset({"Q_CLUSTER", "SECRET_KEY", "SECRET_KEY_FALLBACKS", *FLAT_SETTINGS.values()})
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective cluster settings; see SPEC.md for what each key means."""
+
+    name: str = "default"
+    workers: int = 1
+    timeout: float | None = None
+    retry: float = 60.0
+    max_attempts: int = 0
+    compress: bool = False
+    save_limit: int = 100
+    sync: bool = False
+    redis: str | dict | None = None
+    orm: str | None = None
+    poll: float = 0.2
+    recycle: int = 500
+    max_rss: int | None = None
+    queue_limit: int = 1
+    ack_failures: bool = True
+    catch_up: bool = True
+    label: str = "Django Q"
+    serializer: str = "pickle"
+    package_limit: int = 16 * 1024 * 1024  # bytes; our addition
+
+    @property
+    def broker_kind(self) -> str:
+        """'redis' or 'orm': which broker the cluster uses."""
+        return "redis" if self.redis is not None else "orm"
+
+    @property
+    def orm_alias(self) -> str:
+        """The database alias of the database broker."""
+        return self.orm or "default"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with passwords in redis URLs or dicts replaced by '***'."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["redis"] = _mask_redis(self.redis)
+        return out
+
+
+def _mask_redis(value: str | dict | None) -> str | dict | None:
+    if isinstance(value, dict):
+        return {k: ("***" if "password" in k else v) for k, v in value.items()}
+    if isinstance(value, str) and "@" in value and ":" in value.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = value.split("//", 1) if "//" in value else ("", value)
+        creds, host = rest.split("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{host}"
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# key -> (check, what the value must be)
+_RULES: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str) and v != "" and ":" not in v, "a non-empty string without ':'"),
+    "workers": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number of seconds or None"),
+    "retry": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "max_attempts": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no limit)"),
+    "compress": (lambda v: isinstance(v, bool), "True or False"),
+    "save_limit": (lambda v: _is_int(v) and v >= -1, "an integer >= -1"),
+    "sync": (lambda v: isinstance(v, bool), "True or False"),
+    "redis": (lambda v: isinstance(v, (str, dict)), "a redis URL or a dict of redis.Redis arguments"),
+    "orm": (lambda v: isinstance(v, str) and v in settings.DATABASES, "a database alias of DATABASES"),
+    "poll": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "recycle": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "max_rss": (lambda v: v is None or (_is_int(v) and v > 0), "a positive number of KiB or None"),
+    "queue_limit": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "ack_failures": (lambda v: isinstance(v, bool), "True or False"),
+    "catch_up": (lambda v: isinstance(v, bool), "True or False"),
+    "label": (lambda v: isinstance(v, str), "a string"),
+    "serializer": (lambda v: v in ("pickle", "json"), "'pickle' or 'json'"),
+    "package_limit": (lambda v: _is_int(v) and v > 0, "a positive number of bytes"),
+}
+
+
+def build_config() -> Config:
+    """Read and validate the settings now; raise ConfigurationError naming the bad key."""
+    raw = getattr(settings, "Q_CLUSTER", None) or {}
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"Q_CLUSTER must be a dict, got {type(raw).__name__}")
+    values: dict[str, Any] = {}
+    for key, flat in FLAT_SETTINGS.items():
+        if key not in raw and hasattr(settings, flat):
+            values[key] = _checked(key, getattr(settings, flat), flat)
+    for key, value in raw.items():
+        if key in IGNORED_KEYS:
+            continue
+        if key not in _RULES:
+            raise ConfigurationError(f"Q_CLUSTER['{key}']: unknown key (known keys: {', '.join(sorted(_RULES))})")
+        values[key] = _checked(key, value, f"Q_CLUSTER['{key}']")
+    if "redis" in values and "orm" in values:
+        raise ConfigurationError("Q_CLUSTER: set either 'redis' or 'orm', not both")
+    if not values.get("workers"):
+        values["workers"] = os.cpu_count() or 1
+    values.setdefault("queue_limit", values["workers"] ** 2)
+    return Config(**values)
+
+
+def _checked(key: str, value: Any, label: str) -> Any:
+    check, must = _RULES[key]
+    if not check(value):
+        raise ConfigurationError(f"{label} must be {must}, got {value!r}")
+    if key in ("timeout", "retry", "poll") and value is not None:
+        return float(value)
+    return value
+
+
+def ignored_keys() -> list[str]:
+    """Keys of Q_CLUSTER that are accepted for compatibility but have no effect."""
+    raw = getattr(settings, "Q_CLUSTER", None) or {}
+    return sorted(k for k in raw if k in IGNORED_KEYS) if isinstance(raw, dict) else []
+
+
+_config: Config | None = None
+
+
+def get_config() -> Config:
+    """The current Config, built on first use."""
+    global _config
+    if _config is None:
+        _config = build_config()
+    return _config
+
+
+@receiver(setting_changed)
+def _reset(setting: str, **_: Any) -> None:
+    global _config
+    if setting in SETTING_NAMES:
+        _config = None
+        from . import package
+
+        package.reset_keys()

@@ -1,0 +1,43 @@
+"""The one error tree of Django Q: every error it raises derives from DjangoQError."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class DjangoQError(Exception):
+    """Base of every error Django Q raises."""
+
+
+class ConfigurationError(DjangoQError, ImproperlyConfigured):
+    """A Q_CLUSTER setting is unknown or has a value of the wrong kind."""
+
+
+class TaskTypeError(DjangoQError, TypeError):
+    """A task's function or arguments cannot be sent to a worker."""
+
+
+class PackageError(DjangoQError):
+    """A package read from a broker cannot be trusted or read."""
+
+
+class BadSignature(PackageError):
+    """The package was not signed with this project's SECRET_KEY (or a fallback)."""
+
+
+class PackageTooLarge(PackageError):
+    """The package is over the configured package_limit."""
+
+
+class CorruptPackage(PackageError):
+    """The signature holds but the body does not decompress or deserialize."""
+
+
+class BrokerError(DjangoQError):
+    """The broker failed to carry out an operation."""
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker cannot be reached."""
+
+
+class TimeoutExpired(DjangoQError):
+    """A wait for a task's result ran out."""

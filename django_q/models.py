@@ -1,0 +1,229 @@
+"""Stored tasks, schedules, the database broker's queue and the dead letters."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class PickledObjectField(models.BinaryField):
+    """Any picklable value, stored as a pickle. Only the cluster and the project write it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        return super().get_prep_value(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return None
+        return pickle.loads(bytes(value))
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def value_to_string(self, obj: Any) -> str:
+        return repr(self.value_from_object(obj))
+
+
+class Task(models.Model):
+    """A task that ran: its call, its result (or traceback) and its timing."""
+
+    id = models.CharField(max_length=32, primary_key=True, editable=False)
+    name = models.CharField(max_length=100, unique=True, editable=False)
+    func = models.CharField(max_length=256)
+    hook = models.CharField(max_length=256, null=True, blank=True)
+    args = PickledObjectField()
+    kwargs = PickledObjectField()
+    result = PickledObjectField()
+    group = models.CharField(max_length=100, null=True, blank=True, db_index=True)
+    cluster = models.CharField(max_length=100, null=True, blank=True)
+    parent = models.CharField(max_length=32, null=True, blank=True, db_index=True, editable=False)
+    started = models.DateTimeField(editable=False)
+    stopped = models.DateTimeField(editable=False, db_index=True)
+    success = models.BooleanField(default=True, editable=False)
+    attempt_count = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "django_q"
+        ordering = ["-stopped"]
+        verbose_name = _("task")
+
+    def __str__(self) -> str:
+        return self.name or self.id
+
+    def time_taken(self) -> float:
+        """Seconds from start to stop."""
+        return (self.stopped - self.started).total_seconds()
+
+    @staticmethod
+    def get_result(task_id: str) -> Any:
+        """The result of a task by id or name, or None."""
+        task = Task.get_task(task_id)
+        return task.result if task else None
+
+    @staticmethod
+    def get_task(task_id: str) -> Task | None:
+        """A stored task by id (32 hex characters) or by name."""
+        lookup = {"id": task_id} if _looks_like_id(task_id) else {"name": task_id}
+        return Task.objects.filter(**lookup).first()
+
+
+def _looks_like_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+class SuccessManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(success=True)
+
+
+class FailureManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(success=False)
+
+
+class Success(Task):
+    objects = SuccessManager()
+
+    class Meta:
+        app_label = "django_q"
+        proxy = True
+        verbose_name = _("successful task")
+
+
+class Failure(Task):
+    objects = FailureManager()
+
+    class Meta:
+        app_label = "django_q"
+        proxy = True
+        verbose_name = _("failed task")
+
+
+def validate_cron(value: str) -> None:
+    """Raise ValidationError unless `value` is a cron expression croniter accepts."""
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValidationError(_("%(value)s is not a valid cron expression"), params={"value": value})
+
+
+class Schedule(models.Model):
+    """A task to enqueue on a schedule. Run by the cluster's scheduler."""
+
+    ONCE = "O"
+    MINUTES = "I"
+    HOURLY = "H"
+    DAILY = "D"
+    WEEKLY = "W"
+    BIWEEKLY = "BW"
+    MONTHLY = "M"
+    BIMONTHLY = "BM"
+    QUARTERLY = "Q"
+    YEARLY = "Y"
+    CRON = "C"
+    TYPE = [
+        (ONCE, _("Once")),
+        (MINUTES, _("Minutes")),
+        (HOURLY, _("Hourly")),
+        (DAILY, _("Daily")),
+        (WEEKLY, _("Weekly")),
+        (BIWEEKLY, _("Biweekly")),
+        (MONTHLY, _("Monthly")),
+        (BIMONTHLY, _("Bimonthly")),
+        (QUARTERLY, _("Quarterly")),
+        (YEARLY, _("Yearly")),
+        (CRON, _("Cron")),
+    ]
+
+    name = models.CharField(max_length=100, null=True, blank=True)
+    func = models.CharField(max_length=256, help_text="e.g. module.tasks.function")
+    hook = models.CharField(max_length=256, null=True, blank=True, help_text="e.g. module.tasks.result_function")
+    args = models.TextField(null=True, blank=True, help_text=_("e.g. 1, 2, 'John'"))
+    kwargs = models.TextField(null=True, blank=True, help_text=_("e.g. x=1, y=2, name='John'"))
+    schedule_type = models.CharField(max_length=2, choices=TYPE, default=ONCE, verbose_name=_("Schedule Type"))
+    minutes = models.PositiveIntegerField(null=True, blank=True, help_text=_("Number of minutes for the Minutes type"))
+    repeats = models.IntegerField(default=-1, verbose_name=_("Repeats"), help_text=_("n = n times, -1 = forever"))
+    next_run = models.DateTimeField(verbose_name=_("Next Run"), default=timezone.now, null=True, db_index=True)
+    cron = models.CharField(max_length=100, null=True, blank=True, validators=[validate_cron])
+    task = models.CharField(max_length=100, null=True, editable=False)
+    cluster = models.CharField(max_length=100, null=True, blank=True)
+
+    class Meta:
+        app_label = "django_q"
+        ordering = ["next_run"]
+        verbose_name = _("scheduled task")
+
+    def __str__(self) -> str:
+        return self.name or self.func
+
+    def clean(self) -> None:
+        if self.schedule_type == self.CRON and not self.cron:
+            raise ValidationError({"cron": _("A cron schedule needs a cron expression.")})
+        if self.schedule_type == self.MINUTES and not self.minutes:
+            raise ValidationError({"minutes": _("A minutes schedule needs the number of minutes.")})
+
+    def last_run(self) -> Task | None:
+        """The task this schedule enqueued last, once it has run."""
+        return Task.get_task(self.task) if self.task else None
+
+    def result(self) -> Any:
+        """The result of the last run, or None."""
+        task = self.last_run()
+        return task.result if task else None
+
+    def success(self) -> bool | None:
+        """Whether the last run succeeded; None before it ran."""
+        task = self.last_run()
+        return task.success if task else None
+
+
+class OrmQ(models.Model):
+    """The database broker's queue: one row per package until it is acked."""
+
+    queue = models.CharField(max_length=100)
+    payload = models.BinaryField()
+    priority = models.SmallIntegerField(default=0)
+    # Epoch seconds from which the row may be handed out: now for a new row, the
+    # lease's end for a leased one, the due time for a delayed one.
+    visible = models.FloatField()
+    leased = models.BooleanField(default=False)
+    attempts = models.IntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        app_label = "django_q"
+        verbose_name = _("queued task")
+        indexes = [models.Index(fields=["queue", "visible"], name="django_q_ormq_ready")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}#{self.pk}"
+
+
+class DeadLetter(models.Model):
+    """A package the cluster refused to run (bad signature, corrupt, too large), kept aside."""
+
+    broker_id = models.CharField(max_length=100)
+    queue = models.CharField(max_length=100)
+    payload = models.BinaryField()
+    reason = models.TextField()
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        app_label = "django_q"
+        ordering = ["-created"]
+        verbose_name = _("dead letter")
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.broker_id}"

@@ -1,0 +1,157 @@
+"""The package format: what a task looks like on the broker.
+
+A package is bytes laid out as
+
+    b"DQ" | version (1 byte) | flags (1 byte) | HMAC-SHA256 (32 bytes) | body
+
+The HMAC is Django's `salted_hmac` over flags and body with SECRET_KEY; a
+package signed with any of SECRET_KEY_FALLBACKS is accepted too. The
+signature is checked before the body is decompressed or deserialized, so a
+package from anyone without the key is never unpickled. The cluster name is
+not part of the signature: any cluster holding the key reads any queue.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from django.conf import settings
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from .exceptions import BadSignature, CorruptPackage, PackageTooLarge
+
+MAGIC = b"DQ\x01"
+FLAG_ZLIB = 0x01
+FLAG_JSON = 0x02
+SIG_BYTES = 32
+HEADER_BYTES = len(MAGIC) + 1 + SIG_BYTES
+SALT = "django_q.package"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPackage:
+    """One task as enqueued: what the worker needs to run it and the monitor to record it."""
+
+    id: str
+    name: str
+    func: Any  # a dotted path, or (pickle only) a picklable callable object
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    hook: str | None = None
+    group: str | None = None
+    timeout: float | None = None
+    save: bool | None = None
+    ack_failure: bool | None = None
+    cluster: str | None = None
+    enqueued: float = 0.0  # epoch seconds
+    chain: tuple = ()  # the (func, args, kwargs) still to run after this task
+    parent: str | None = None  # async_iter: the id the list of results is saved under
+    iter_count: int = 0  # async_iter: how many parts the parent has
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskPackage:
+        known = {k: v for k, v in data.items() if k in _FIELDS}
+        known["args"] = tuple(known.get("args") or ())
+        known["chain"] = tuple(tuple(link) for link in known.get("chain") or ())
+        return cls(**known)
+
+    @property
+    def func_name(self) -> str:
+        """The dotted path of the function, for display and the Task row."""
+        if isinstance(self.func, str):
+            return self.func
+        return callable_path(self.func)
+
+
+_FIELDS = tuple(f.name for f in fields(TaskPackage))
+
+
+def callable_path(func: Any) -> str:
+    """A readable dotted path for any callable (functions, methods, callable objects)."""
+    module = getattr(func, "__module__", None) or type(func).__module__
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{qualname}"
+
+
+_keys: list[bytes] | None = None
+
+
+def _secrets() -> list[str]:
+    global _keys
+    if _keys is None:
+        _keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return _keys
+
+
+def reset_keys() -> None:
+    """Forget the cached keys (called when SECRET_KEY or its fallbacks change)."""
+    global _keys
+    _keys = None
+
+
+def _mac(secret: str, signed: bytes) -> bytes:
+    return salted_hmac(SALT, signed, secret=secret, algorithm="sha256").digest()
+
+
+def sign(body: bytes, flags: int) -> bytes:
+    """Frame and sign a serialized body."""
+    signed = bytes((flags,)) + body
+    return MAGIC + signed[:1] + _mac(_secrets()[0], signed) + signed[1:]
+
+
+def verify(data: bytes, limit: int) -> None:
+    """Raise a PackageError unless `data` is a package of ours within `limit` bytes."""
+    if len(data) > limit:
+        raise PackageTooLarge(f"package is {len(data)} bytes, over package_limit {limit}")
+    if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
+        raise BadSignature("not a Django Q package (bad header)")
+    flags = data[len(MAGIC) : len(MAGIC) + 1]
+    sig = data[len(MAGIC) + 1 : HEADER_BYTES]
+    signed = flags + data[HEADER_BYTES:]
+    if not any(constant_time_compare(sig, _mac(secret, signed)) for secret in _secrets()):
+        raise BadSignature("signature does not match SECRET_KEY or SECRET_KEY_FALLBACKS")
+
+
+def pack(task: TaskPackage, serializer: str = "pickle", compress: bool = False, limit: int | None = None) -> bytes:
+    """Serialize, optionally compress, and sign a task."""
+    data = task.to_dict()
+    if serializer == "json":
+        body = json.dumps(data, separators=(",", ":")).encode()
+        flags = FLAG_JSON
+    else:
+        body = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        flags = 0
+    if compress:
+        body = zlib.compress(body)
+        flags |= FLAG_ZLIB
+    out = sign(body, flags)
+    if limit is not None and len(out) > limit:
+        raise PackageTooLarge(f"task {task.name} is {len(out)} bytes packed, over package_limit {limit}")
+    return out
+
+
+def unpack(data: bytes, limit: int, verified: bool = False) -> TaskPackage:
+    """Check the signature (unless already `verified`), then decompress and deserialize."""
+    if not verified:
+        verify(data, limit)
+    flags = data[len(MAGIC)]
+    body = data[HEADER_BYTES:]
+    try:
+        if flags & FLAG_ZLIB:
+            inflater = zlib.decompressobj()
+            body = inflater.decompress(body, limit)
+            if inflater.unconsumed_tail:
+                raise PackageTooLarge(f"package inflates past package_limit {limit}")
+        raw = json.loads(body) if flags & FLAG_JSON else pickle.loads(body)
+        return TaskPackage.from_dict(raw)
+    except PackageTooLarge:
+        raise
+    except Exception as exc:
+        raise CorruptPackage(f"signed package does not decode: {type(exc).__name__}: {exc}") from exc

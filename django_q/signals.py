@@ -1,0 +1,12 @@
+"""Signals sent around a task's life. Receivers get keyword arguments only."""
+
+from django.dispatch import Signal
+
+#: before a task is sent to the broker: task (TaskPackage)
+pre_enqueue = Signal()
+#: in the worker, before the function is called: func (the callable), task (TaskPackage)
+pre_execute = Signal()
+#: in the monitor, after the result is saved: task (the Task model instance)
+post_execute = Signal()
+#: in a cluster process once it started: proc_name (str)
+post_spawn = Signal()

@@ -1,0 +1,77 @@
+"""Settings for the test suite: SQLite by default, PostgreSQL and MariaDB as extra aliases."""
+
+import os
+import sys
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent
+RUN_ID = os.environ.get("DQ_TEST_ID", str(os.getpid()))
+TMP = Path(os.environ.get("DQ_TEST_TMP", f"/tmp/django_q_tests_{RUN_ID}"))
+TMP.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = "test-secret-key-not-for-production"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_q",
+    "tests.app",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# Test databases get the run id in their names so that two runs on one machine
+# (two Python versions, two developers) do not drop each other's databases.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(TMP / "db.sqlite3"),
+        "TEST": {"NAME": str(TMP / "test_db.sqlite3")},
+    },
+    "pg": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "test",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+        "TEST": {"NAME": f"test_dq_{RUN_ID}"},
+    },
+    "mysql": {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "test",
+        "USER": "root",
+        "HOST": "127.0.0.1",
+        "PORT": "3306",
+        "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"NAME": f"test_dq_{RUN_ID}", "CHARSET": "utf8mb4"},
+    },
+}
+
+REDIS_URL = os.environ.get("DQ_TEST_REDIS", "redis://127.0.0.1:6379/14")
+
+Q_CLUSTER = {"name": f"test{RUN_ID}", "workers": 2, "retry": 5, "poll": 0.05}
