@@ -1,8 +1,11 @@
 """Settings for the test suite: SQLite by default, PostgreSQL and MariaDB as extra aliases."""
 
 import os
-import sys
 from pathlib import Path
+
+import pymysql
+
+pymysql.install_as_MySQLdb()
 
 BASE = Path(__file__).resolve().parent
 RUN_ID = os.environ.get("DQ_TEST_ID", str(os.getpid()))
@@ -71,6 +74,12 @@ DATABASES = {
         "TEST": {"NAME": f"test_dq_{RUN_ID}", "CHARSET": "utf8mb4"},
     },
 }
+
+# DQ_DEFAULT_DB=pg runs the suite with PostgreSQL as the default database, so
+# that results, schedules and the database broker all live there.
+if os.environ.get("DQ_DEFAULT_DB") == "pg":
+    DATABASES["default"], DATABASES["sqlite"] = DATABASES["pg"], DATABASES["default"]
+    DATABASES["pg"] = DATABASES["default"]
 
 REDIS_URL = os.environ.get("DQ_TEST_REDIS", "redis://127.0.0.1:6379/14")
 

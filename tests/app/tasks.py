@@ -36,3 +36,45 @@ def record_hook(task):
 
 def bad_hook(task):
     raise RuntimeError("this hook always fails")
+
+
+def mark_then_sleep(key, seconds, value=None):
+    """Record that the task started (a Hooked row with result 'started'), then sleep."""
+    from tests.app.models import Hooked
+
+    Hooked.objects.create(task_id=key, result="started", success=True)
+    time.sleep(seconds)
+    return value
+
+
+# Added for tests/unit.
+
+
+def echo_kwargs(**kwargs):
+    """Returns its keyword arguments, to show which ones reached the function."""
+    return kwargs
+
+
+def unpicklable_result():
+    """Returns a value that cannot be pickled."""
+    import threading
+
+    return threading.Lock()
+
+
+async def async_fail(message="async boom"):
+    await asyncio.sleep(0)
+    raise ValueError(message)
+
+
+class Greeter:
+    """A module-level class whose bound methods and instances are picklable callables."""
+
+    def __init__(self, greeting="hello"):
+        self.greeting = greeting
+
+    def greet(self, name):
+        return f"{self.greeting} {name}"
+
+    def __call__(self, name):
+        return self.greet(name)

@@ -1,0 +1,103 @@
+# Developer commands. Everything installs itself on first use:
+#
+#   make demo                  the example project: a cluster runs a few hundred tasks
+#   make test                  the test suite on Python 3.11 (Django 5.2) and 3.12 (Django 6.x)
+#   make test PY=311           one interpreter only (PY=312 for the other)
+#   make test ARGS="-k redis"  extra pytest arguments
+#   make check                 manage.py check and makemigrations --check, both Pythons
+#
+# Each interpreter has its own virtualenv (.venv, .venv312). It is (re)installed
+# when it is missing or when pyproject.toml is newer than its stamp file.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PY ?= 311 312
+ARGS ?=
+
+# The interpreters that create the virtualenvs. pyenv's shims need
+# PYENV_VERSION to expose a version that is not the global one.
+PYTHON_311 ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+PYTHON_312 ?= PYENV_VERSION=3.12.1 python3.12
+
+VENV_311 := .venv
+VENV_312 := .venv312
+STAMP := .installed
+
+.PHONY: help test demo check venv clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+# --- virtualenvs -----------------------------------------------------------
+
+$(VENV_311)/$(STAMP): pyproject.toml
+	@$(call make-venv,$(VENV_311),$(PYTHON_311),3.11)
+
+$(VENV_312)/$(STAMP): pyproject.toml
+	@$(call make-venv,$(VENV_312),$(PYTHON_312),3.12)
+
+# make-venv DIR, INTERPRETER, EXPECTED_VERSION: a working venv at DIR with -e .[test].
+# A venv whose python no longer runs (its interpreter was removed) is rebuilt.
+# The sed drops pip's warnings about this machine's optional local index folders.
+define make-venv
+	if ! $(1)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(3)".split("."))))' 2>/dev/null; then \
+		echo "==> creating $(1) (Python $(3))"; \
+		rm -rf $(1); \
+		$(2) -m venv $(1); \
+		$(1)/bin/python -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(3)" else "$(1): expected Python $(3), got " + v)'; \
+	fi; \
+	echo "==> installing -e .[test] into $(1)"; \
+	$(1)/bin/python -m pip install -q -e '.[test]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'; \
+	touch $(1)/$(STAMP)
+endef
+
+venv: $(foreach v,$(PY),$(VENV_$(v))/$(STAMP))
+
+# --- tests -----------------------------------------------------------------
+
+# Each run gets its own DQ_TEST_ID (test database names, cluster name) and its
+# own scratch folder, so the two interpreters, or two checkouts on one machine,
+# never share a database. Both runs go ahead even if the first fails.
+test: venv
+	@failed=""; \
+	for v in $(PY); do \
+		venv=$$([ $$v = 311 ] && echo $(VENV_311) || echo $(VENV_312)); \
+		id="py$${v}_$$$$"; \
+		tmp=$$(mktemp -d "/tmp/django_q_tests_$${id}.XXXX"); \
+		echo "==> pytest on $$($$venv/bin/python -c 'import sys, django; print("Python %d.%d, Django %s" % (*sys.version_info[:2], django.__version__))') (DQ_TEST_ID=$$id)"; \
+		rc=0; \
+		DQ_TEST_ID=$$id DQ_TEST_TMP=$$tmp $$venv/bin/python -m pytest tests/ $(ARGS) || rc=$$?; \
+		rm -rf "$$tmp"; \
+		if [ $$rc -ne 0 ]; then echo "==> pytest on py$$v failed (exit $$rc)"; failed="$$failed py$$v"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "==> FAILED:$$failed"; exit 1; fi; \
+	echo "==> all test runs passed ($(PY))"
+
+# --- demo ------------------------------------------------------------------
+
+demo: $(VENV_311)/$(STAMP)
+	$(VENV_311)/bin/python example/run_demo.py
+
+# --- checks ----------------------------------------------------------------
+
+# The example project checks against a throwaway database so that it never
+# creates or touches example/db.sqlite3.
+check: venv
+	@for v in $(PY); do \
+		venv=$$([ $$v = 311 ] && echo $(VENV_311) || echo $(VENV_312)); \
+		py=$$PWD/$$venv/bin/python; \
+		tmp=$$(mktemp -d); \
+		trap 'rm -rf "$$tmp"' EXIT; \
+		echo "==> checks on py$$v: example project"; \
+		(cd example && DEMO_DB=$$tmp/db.sqlite3 $$py manage.py check --fail-level WARNING \
+			&& DEMO_DB=$$tmp/db.sqlite3 $$py manage.py makemigrations --check --dry-run); \
+		echo "==> checks on py$$v: tests.settings"; \
+		DQ_TEST_ID=check$${v}_$$$$ DQ_TEST_TMP=$$tmp $$py -m django check --settings=tests.settings; \
+		DQ_TEST_ID=check$${v}_$$$$ DQ_TEST_TMP=$$tmp $$py -m django makemigrations --check --dry-run --settings=tests.settings; \
+		rm -rf "$$tmp"; \
+	done
+
+clean:
+	rm -rf $(VENV_311) $(VENV_312) .pytest_cache example/db.sqlite3 example/db.sqlite3-* example/*.log

@@ -1,0 +1,244 @@
+"""The database broker: one OrmQ row per package, claimed atomically so no row goes out twice.
+
+A row's `visible` (epoch seconds) says when it may be handed out: now for a new
+row, the due time for a delayed one, the end of the lease for a leased one. So
+one condition, `visible <= now`, finds both new rows and rows whose lease
+lapsed, and a claim is "move `visible` to the end of a new lease".
+
+Claims, by database:
+
+- PostgreSQL: one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+  RETURNING`; concurrent claimers skip each other's rows instead of waiting.
+- SQLite: the same statement without the lock clause. A write statement takes
+  the database's write lock before it reads, so the select and the update are
+  one atomic step; run in autocommit, it never upgrades a read transaction to a
+  write one (which fails at once with "database is locked", whatever the busy
+  timeout).
+- MySQL/MariaDB and others: `SELECT ... FOR UPDATE SKIP LOCKED` then `UPDATE`
+  in one transaction (MariaDB cannot `UPDATE ... RETURNING`).
+
+Time is this host's `time.time()`: clusters sharing a database must keep their
+clocks in step (NTP) for leases and delays to hold.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from django.db import DatabaseError, Error, InterfaceError, OperationalError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.models import F, QuerySet
+from django.dispatch import receiver
+
+from ..exceptions import BrokerConnectionError, BrokerError
+from ..models import OrmQ
+from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
+
+# Long enough to outwait any other writer of the cluster: each of them holds
+# the write lock for one short statement.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Rows per INSERT of enqueue_many, so that big packages stay under MySQL's
+# max_allowed_packet.
+BULK_BATCH = 100
+
+Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
+
+
+class OrmBroker(Broker):
+    """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
+
+    def __init__(self, name: str, lease: float, alias: str = "default", poll: float = 0.2) -> None:
+        super().__init__(name, lease)
+        self.alias = alias
+        self.poll = poll
+
+    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
+        """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
+        _check_priority(priority)
+        with self._db():
+            row = OrmQ.objects.using(self.alias).create(
+                queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0)
+            )
+        return str(row.pk)
+
+    def enqueue_many(self, payloads: Sequence[bytes], priority: int = 0) -> list[str]:
+        """Add several packages with multi-row INSERTs."""
+        _check_priority(priority)
+        now = time.time()
+        rows = [OrmQ(queue=self.name, payload=p, priority=priority, visible=now) for p in payloads]
+        with self._db() as conn:
+            if conn.features.can_return_rows_from_bulk_insert:
+                OrmQ.objects.using(self.alias).bulk_create(rows, batch_size=BULK_BATCH)
+            else:
+                # Without RETURNING a bulk insert cannot tell us the ids.
+                with transaction.atomic(using=self.alias):
+                    for row in rows:
+                        row.save(using=self.alias, force_insert=True)
+        return [str(row.pk) for row in rows]
+
+    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+        """Lease up to `count` ready packages, polling up to `timeout` seconds for the first."""
+        if count < 1:
+            return []
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._db() as conn:
+                rows = self._claim(conn, count)
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                break
+            time.sleep(min(self.poll, remaining))
+        # RETURNING gives rows in no particular order.
+        rows.sort(key=lambda row: (-row[3], row[0]))
+        return [Delivery(id=str(pk), payload=bytes(payload), attempts=attempts) for pk, payload, attempts, _ in rows]
+
+    def renew(self, ids: Sequence[str]) -> None:
+        """Extend the leases of `ids` to `lease` seconds from now."""
+        with self._db():
+            self._leased_rows(ids).update(visible=time.time() + self.lease)
+
+    def ack(self, ids: Sequence[str]) -> None:
+        """Delete the rows of leased deliveries."""
+        with self._db():
+            self._leased_rows(ids).delete()
+
+    def requeue(self, ids: Sequence[str]) -> None:
+        """Make leased deliveries ready now; rows keep their id, so they keep their place."""
+        with self._db():
+            self._leased_rows(ids).update(leased=False, visible=time.time())
+
+    def size(self) -> int:
+        """Rows that the next dequeue may hand out: new, requeued, due or with a lapsed lease."""
+        with self._db():
+            return self._rows().filter(visible__lte=time.time()).count()
+
+    def leased(self) -> int:
+        """Rows handed out whose lease has not lapsed."""
+        with self._db():
+            return self._rows().filter(leased=True, visible__gt=time.time()).count()
+
+    def ping(self) -> None:
+        """Run `SELECT 1`; raise BrokerConnectionError if the database does not answer."""
+        with self._db() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def purge(self) -> None:
+        """Delete every row of this queue, ready, delayed or leased."""
+        with self._db():
+            self._rows().delete()
+
+    def close(self) -> None:
+        """Close this thread's connection to `alias` unless a transaction is open on it."""
+        conn = connections[self.alias]
+        if not conn.in_atomic_block:
+            with suppress(Error):
+                conn.close()
+
+    def _rows(self) -> QuerySet:
+        return OrmQ.objects.using(self.alias).filter(queue=self.name)
+
+    def _leased_rows(self, ids: Sequence[str]) -> QuerySet:
+        # An id that is not a row id cannot be leased: it matches nothing.
+        pks = [int(i) for i in ids if str(i).isdigit()]
+        return self._rows().filter(pk__in=pks, leased=True)
+
+    def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
+        now = time.time()
+        if conn.vendor in ("postgresql", "sqlite"):
+            return self._claim_returning(conn, count, now)
+        return self._claim_locking(conn, count, now)
+
+    def _claim_returning(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+        if conn.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+            raise BrokerError(f"the database broker needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}")
+        table = conn.ops.quote_name(OrmQ._meta.db_table)
+        lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
+        sql = (
+            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1 "
+            f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
+            f"ORDER BY priority DESC, id LIMIT %s{lock}) "
+            "RETURNING id, payload, attempts, priority"
+        )
+        with conn.cursor() as cursor:
+            cursor.execute(sql, [now + self.lease, True, self.name, now, count])
+            return list(cursor.fetchall())
+
+    def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+        skip = conn.features.has_select_for_update_skip_locked
+        with transaction.atomic(using=self.alias):
+            ready = self._rows().filter(visible__lte=now).order_by("-priority", "id")
+            rows = list(
+                ready.select_for_update(skip_locked=skip).values_list("id", "payload", "attempts", "priority")[:count]
+            )
+            if rows:
+                OrmQ.objects.using(self.alias).filter(pk__in=[row[0] for row in rows]).update(
+                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1
+                )
+        return [(pk, payload, attempts + 1, priority) for pk, payload, attempts, priority in rows]
+
+    @contextmanager
+    def _db(self) -> Iterator[BaseDatabaseWrapper]:
+        """This thread's connection to `alias`, with database errors turned into broker errors."""
+        conn = connections[self.alias]
+        try:
+            if conn.vendor == "sqlite":
+                conn.ensure_connection()
+                prepare_sqlite(conn)
+            yield conn
+        except (OperationalError, InterfaceError) as exc:
+            # The connection may be broken for good: drop it, so that the next
+            # call reconnects. Closing a dead connection may raise in turn.
+            if not conn.in_atomic_block:
+                with suppress(Error):
+                    conn.close()
+            raise BrokerConnectionError(f"database {self.alias!r}: {exc}") from exc
+        except DatabaseError as exc:
+            raise BrokerError(f"database {self.alias!r}: {exc}") from exc
+
+
+# The raw connection each wrapper was prepared with: a reconnect brings a new
+# raw connection, which needs preparing again.
+_prepared: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
+
+
+def prepare_sqlite(conn: BaseDatabaseWrapper) -> None:
+    """Make an open SQLite connection wait for the write lock, and put file databases in WAL mode.
+
+    The cluster writes from many processes at once (claims, acks, results).
+    A busy timeout makes each writer wait its turn instead of failing with
+    "database is locked"; WAL lets readers go on while one of them writes.
+    Idempotent; a timeout the project set higher is kept.
+    """
+    raw = conn.connection
+    if raw is None or _prepared.get(conn) is raw:
+        return
+    (current,) = raw.execute("PRAGMA busy_timeout").fetchone()
+    if current < SQLITE_BUSY_TIMEOUT_MS:
+        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    if not conn.is_in_memory_db() and not raw.in_transaction:
+        try:
+            if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                raw.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error:
+            # WAL is a speed-up, not a need (a read-only directory refuses it).
+            pass
+    _prepared[conn] = raw
+
+
+@receiver(connection_created, dispatch_uid="django_q.brokers.orm.prepare_sqlite")
+def _prepare_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    # Every SQLite connection of a process that uses this broker, not only the
+    # broker's own: workers save results to the same file.
+    if connection.vendor == "sqlite":
+        prepare_sqlite(connection)
+
+
+def _check_priority(priority: int) -> None:
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}")

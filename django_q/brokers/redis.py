@@ -1,0 +1,295 @@
+"""The Redis broker: leased deliveries with priorities and delays, atomic in Lua scripts.
+
+Key layout, for queue `name` (the braces are a Redis Cluster hash tag, so every
+key of one queue lives in one slot and a script may touch them all):
+
+    django_q:{name}:seq       STRING  INCR counter, the source of message ids
+    django_q:{name}:ready     ZSET    id -> id; lowest score is handed out first
+    django_q:{name}:payload   HASH    id -> package bytes
+    django_q:{name}:attempts  HASH    id -> deliveries so far
+    django_q:{name}:leased    ZSET    id -> lease deadline, ms of the server's clock
+    django_q:{name}:delayed   ZSET    id -> due time, ms of the server's clock
+    django_q:{name}:wake      LIST    wake-up tokens that blocked consumers BLPOP
+
+A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
+integer (below 2**53, so a double holds it exactly). Lower scores mean higher
+priority, then first in, first out; and a requeued or lapsed message goes back
+with `ZADD ready id id` to exactly the place it had.
+
+Why not Streams: a consumer group gives leases (the pending list), but no
+priorities and no delays. Sorted sets give all three, and Lua scripts make each
+move between them atomic, with `TIME` as the one clock every cluster shares.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from ..exceptions import BrokerConnectionError, BrokerError
+from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
+
+KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake")
+PRIORITY_SHIFT = 2**44
+# Enough tokens to wake every consumer of a busy queue; more would only be
+# popped and found stale.
+WAKE_CAP = 64
+# Scripts move at most this many due or lapsed ids per call, so one call never
+# blocks the server for long; the next call moves the rest.
+RELEASE_BATCH = 1000
+ENQUEUE_BATCH = 1000
+# Shortest BLPOP: its timeout 0 would mean "forever".
+MIN_BLOCK = 0.005
+
+# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake.
+_LUA_COMMON = f"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Put ids of a timed ZSET whose time has come back in ready, at their own place.
+local function release(zset, now)
+  local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, {RELEASE_BATCH})
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', zset, id)
+    if redis.call('HEXISTS', KEYS[3], id) == 1 then
+      redis.call('ZADD', KEYS[2], id, id)
+    end
+  end
+end
+local function wake()
+  redis.call('LPUSH', KEYS[7], 1)
+  redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1})
+end
+"""
+
+# ARGV: priority base, delay ms, payload...  Returns the new ids.
+_ENQUEUE = """
+local base = tonumber(ARGV[1])
+local delay = tonumber(ARGV[2])
+local due = nil
+if delay > 0 then due = now_ms() + delay end
+local n = #ARGV - 2
+local first = redis.call('INCRBY', KEYS[1], n) - n
+local ids = {}
+for i = 1, n do
+  local id = string.format('%d', base + first + i)
+  redis.call('HSET', KEYS[3], id, ARGV[i + 2])
+  if due then redis.call('ZADD', KEYS[6], due, id) else redis.call('ZADD', KEYS[2], id, id) end
+  ids[i] = id
+end
+-- A delayed message wakes consumers too, so that they shorten their wait to its due time.
+wake()
+return ids
+"""
+
+# ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint
+# is how long until a delayed message is due or a lease lapses (-1: never).
+_DEQUEUE = """
+local count = tonumber(ARGV[1])
+local now = now_ms()
+release(KEYS[6], now)
+release(KEYS[5], now)
+local out = {-1}
+local got = 0
+while got < count do
+  local popped = redis.call('ZPOPMIN', KEYS[2], count - got)
+  if #popped == 0 then break end
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local body = redis.call('HGET', KEYS[3], id)
+    if body then
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
+      out[#out + 1] = id
+      out[#out + 1] = body
+      out[#out + 1] = redis.call('HINCRBY', KEYS[4], id, 1)
+      got = got + 1
+    end
+  end
+end
+-- Pass the baton: another blocked consumer can take what this one left.
+if redis.call('ZCARD', KEYS[2]) > 0 then wake() end
+for _, key in ipairs({KEYS[6], KEYS[5]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = tonumber(first[2]) - now
+    if out[1] < 0 or wait < out[1] then out[1] = wait end
+  end
+end
+return out
+"""
+
+# ARGV: lease ms, id...  XX: an id that is not leased stays unleased.
+_RENEW = """
+local deadline = now_ms() + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[5], 'XX', deadline, ARGV[i]) end
+"""
+
+_ACK = """
+for _, id in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[5], id) == 1 then
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+  end
+end
+"""
+
+_REQUEUE = """
+local moved = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
+    redis.call('ZADD', KEYS[2], id, id)
+    moved = moved + 1
+  end
+end
+if moved > 0 then wake() end
+"""
+
+# Read only: due delayed messages and lapsed leases count as waiting, as they
+# would be handed out by the next dequeue.  Returns {waiting, leased}.
+_COUNTS = """
+local now = now_ms()
+local due = redis.call('ZCOUNT', KEYS[6], '-inf', now)
+local lapsed = redis.call('ZCOUNT', KEYS[5], '-inf', now)
+local leased = redis.call('ZCARD', KEYS[5]) - lapsed
+return {redis.call('ZCARD', KEYS[2]) + due + lapsed, leased}
+"""
+
+
+class RedisBroker(Broker):
+    """A queue in Redis; `dequeue` blocks on the server and wakes as soon as a package arrives."""
+
+    blocking = True
+
+    def __init__(self, name: str, lease: float, redis_setting: str | dict[str, Any]) -> None:
+        super().__init__(name, lease)
+        self._client = _make_client(redis_setting)
+        self._keys = [f"django_q:{{{name}}}:{key}" for key in KEY_NAMES]
+        socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+        # A BLPOP must end before the socket read times out, or redis-py raises.
+        self._max_block = 0.8 * socket_timeout if socket_timeout else None
+        register = self._client.register_script
+        self._enqueue = register(_LUA_COMMON + _ENQUEUE)
+        self._dequeue = register(_LUA_COMMON + _DEQUEUE)
+        self._renew = register(_LUA_COMMON + _RENEW)
+        self._ack = register(_LUA_COMMON + _ACK)
+        self._requeue = register(_LUA_COMMON + _REQUEUE)
+        self._counts = register(_LUA_COMMON + _COUNTS)
+
+    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
+        """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
+        delay_ms = max(0, round(delay * 1000))
+        with _translate():
+            ids = self._enqueue(keys=self._keys, args=[_priority_base(priority), delay_ms, payload])
+        return ids[0].decode()
+
+    def enqueue_many(self, payloads: Sequence[bytes], priority: int = 0) -> list[str]:
+        """Add several packages, up to ENQUEUE_BATCH per script call."""
+        base = _priority_base(priority)
+        ids: list[str] = []
+        with _translate():
+            for start in range(0, len(payloads), ENQUEUE_BATCH):
+                chunk = list(payloads[start : start + ENQUEUE_BATCH])
+                ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=[base, 0, *chunk]))
+        return ids
+
+    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+        """Lease up to `count` packages, blocking on the wake list up to `timeout` seconds."""
+        if count < 1:
+            return []
+        deadline = time.monotonic() + timeout
+        lease_ms = max(1, round(self.lease * 1000))
+        with _translate():
+            while True:
+                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms])
+                if flat:
+                    return [
+                        Delivery(id=flat[i].decode(), payload=flat[i + 1], attempts=int(flat[i + 2]))
+                        for i in range(0, len(flat), 3)
+                    ]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                # Nobody pushes a token when a delay ends or a lease lapses, so
+                # wake up by then on our own.
+                wait = remaining if hint_ms < 0 else min(remaining, hint_ms / 1000)
+                if self._max_block is not None:
+                    wait = min(wait, self._max_block)
+                self._client.blpop([self._keys[6]], timeout=max(wait, MIN_BLOCK))
+
+    def renew(self, ids: Sequence[str]) -> None:
+        """Extend the leases of `ids` to `lease` seconds from now."""
+        if ids:
+            with _translate():
+                self._renew(keys=self._keys, args=[max(1, round(self.lease * 1000)), *ids])
+
+    def ack(self, ids: Sequence[str]) -> None:
+        """Remove deliveries for good."""
+        if ids:
+            with _translate():
+                self._ack(keys=self._keys, args=list(ids))
+
+    def requeue(self, ids: Sequence[str]) -> None:
+        """Make leased deliveries ready again now, at their own place and with their attempts."""
+        if ids:
+            with _translate():
+                self._requeue(keys=self._keys, args=list(ids))
+
+    def size(self) -> int:
+        """Packages waiting to be handed out (leased and delayed ones excluded)."""
+        with _translate():
+            return int(self._counts(keys=self._keys)[0])
+
+    def leased(self) -> int:
+        """Packages handed out whose lease has not lapsed."""
+        with _translate():
+            return int(self._counts(keys=self._keys)[1])
+
+    def ping(self) -> None:
+        """Return if Redis answers PING; raise BrokerConnectionError otherwise."""
+        with _translate():
+            self._client.ping()
+
+    def purge(self) -> None:
+        """Delete every key of this queue."""
+        with _translate():
+            self._client.delete(*self._keys)
+
+    def close(self) -> None:
+        """Close the client and its connection pool."""
+        self._client.close()
+
+
+def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
+    """A client of its own with bounded connect and read times, returning bytes."""
+    # Without a socket timeout a vanished server (not a refused connection)
+    # would hang a consumer forever; the user's values win.
+    defaults: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
+    if isinstance(setting, str):
+        client = redis.Redis.from_url(setting, **defaults)
+    else:
+        client = redis.Redis(**{**defaults, **setting})
+    # Payloads are bytes: a client that decodes replies would corrupt them.
+    client.connection_pool.connection_kwargs["decode_responses"] = False
+    return client
+
+
+def _priority_base(priority: int) -> int:
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}")
+    return (PRIORITY_MAX - priority) * PRIORITY_SHIFT
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise BrokerConnectionError(f"Redis: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc

@@ -1,0 +1,77 @@
+"""The pusher's fetch thread: keeps up to `queue_limit` leased deliveries ready for the workers.
+
+It owns its own broker instance (brokers are used by one thread at a time)
+and wakes the pusher's loop through a pipe whenever deliveries arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+
+from ..brokers import get_broker
+from ..conf import Config
+from ..exceptions import BrokerError
+from ..brokers.base import Delivery
+
+logger = logging.getLogger("django_q")
+
+WAIT = 1.0  # seconds one dequeue call may block, so that a stop is seen promptly
+
+
+class Fetcher(threading.Thread):
+    """Fills `buffer` from the broker until `stop()`; the pusher pops from the left."""
+
+    def __init__(self, config: Config, queue: str, wake: Connection) -> None:
+        super().__init__(name="django_q-fetcher", daemon=True)
+        self.config = config
+        self.queue = queue
+        self.wake = wake
+        self.buffer: deque[Delivery] = deque()
+        self.room = threading.Event()  # set by the pusher when it took deliveries out
+        self.stopping = threading.Event()
+        self.empty_polls = 0  # consecutive dequeues that found nothing (run-once mode reads it)
+        self.outage_since: float | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.room.set()
+
+    def run(self) -> None:
+        broker = get_broker(self.queue, self.config)
+        pause = 0.2
+        try:
+            while not self.stopping.is_set():
+                room = self.config.queue_limit - len(self.buffer)
+                if room <= 0:
+                    self.room.wait(WAIT)
+                    self.room.clear()
+                    continue
+                try:
+                    got = broker.dequeue(room, WAIT)
+                except BrokerError as exc:
+                    self._outage(exc)
+                    self.stopping.wait(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                pause = 0.2
+                if self.outage_since is not None:
+                    logger.warning("broker is back after %.1fs", time.monotonic() - self.outage_since)
+                    self.outage_since = None
+                if got:
+                    self.empty_polls = 0
+                    self.buffer.extend(got)
+                    self.wake.send_bytes(b"f")
+                else:
+                    self.empty_polls += 1
+        finally:
+            broker.close()
+            self.wake.send_bytes(b"x")
+
+    def _outage(self, exc: Exception) -> None:
+        if self.outage_since is None:  # log once per outage, not once per attempt
+            self.outage_since = time.monotonic()
+            logger.error("broker unreachable, retrying with backoff: %s", exc)

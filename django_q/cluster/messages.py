@@ -1,0 +1,96 @@
+"""What the cluster's processes say to each other.
+
+Workers and the monitor connect to the pusher over a local socket and speak
+in these frozen dataclasses; STOP ends a conversation.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..package import TaskPackage
+
+
+class Control(enum.Enum):
+    STOP = "stop"
+
+
+#: sent by the pusher to a worker or the monitor: finish up and exit
+STOP = Control.STOP
+
+
+class Role(enum.Enum):
+    WORKER = "worker"
+    MONITOR = "monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on a new connection to the pusher."""
+
+    role: Role
+    pid: int
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Pusher to worker: run this verified package."""
+
+    delivery_id: str
+    attempts: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Worker to pusher: the job began; the pusher kills the worker after `timeout` seconds."""
+
+    delivery_id: str
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished task: worker to pusher to monitor, which saves it."""
+
+    delivery_id: str
+    task: TaskPackage
+    success: bool
+    result: Any  # the return value, or the traceback text of a failure
+    started: float  # epoch seconds
+    stopped: float
+    attempts: int
+    cluster: str
+    ack: bool = True  # False: release the delivery so that it is delivered again
+
+    def with_result(self, success: bool, result: Any) -> Outcome:
+        return replace(self, success=success, result=result)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Worker to pusher: the package's signature held but it does not decode."""
+
+    delivery_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterNote:
+    """Pusher to monitor: keep this package aside and never run it."""
+
+    delivery_id: str
+    queue: str
+    payload: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """Monitor to pusher: these results are stored; ack `ack_ids` and forget `release_ids`."""
+
+    ack_ids: tuple[str, ...]
+    release_ids: tuple[str, ...] = ()

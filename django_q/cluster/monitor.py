@@ -1,0 +1,258 @@
+"""The monitor: saves results in batches, prunes, calls hooks, continues chains.
+
+It gets outcomes from the pusher and answers each batch with `Saved`, after
+the rows are committed; only then does the pusher ack the broker. A batch that
+meets a database outage is kept and saved again until it goes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from django import db
+from django.db import DatabaseError, IntegrityError, router, transaction
+
+from .. import signals
+from ..conf import Config
+from ..models import DeadLetter, Success, Task
+from ..package import TaskPackage
+from . import process
+from .messages import STOP, DeadLetterNote, Hello, Outcome, Role, Saved
+
+logger = logging.getLogger("django_q")
+
+BATCH = 500  # most messages saved in one transaction
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
+
+
+class Recorder:
+    """Turns outcomes into Task rows and runs what follows a finished task."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.alias = router.db_for_write(Task)
+
+    def record(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetterNote] = ()) -> Saved:
+        """Save a batch in one transaction, then run hooks, chains and iter folding for new results."""
+        stored = [o for o in outcomes if self._keeps(o)]
+        latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
+        # Read before the transaction, so that on SQLite it opens with a write and
+        # waits for the lock instead of failing to upgrade a read lock.
+        existing = dict(Task.objects.using(self.alias).filter(id__in=list(latest)).values_list("id", "success"))
+        with transaction.atomic(using=self.alias):
+            if dead:
+                DeadLetter.objects.using(self.alias).bulk_create(
+                    [DeadLetter(broker_id=d.delivery_id, queue=d.queue, payload=d.payload, reason=d.reason) for d in dead]
+                )
+            fresh = self._store(latest, existing)
+            if self.config.save_limit > 0 and any(o.success for o in stored):
+                self._prune()
+        rows = {t.id: t for t in fresh}
+        for outcome in outcomes:
+            if outcome.task.id in latest and outcome.task.id not in rows:
+                continue  # a repeat of a result saved before: its hook and chain ran then
+            self._after(outcome, rows.get(outcome.task.id) or self._row(outcome))
+        return Saved(
+            ack_ids=tuple(o.delivery_id for o in outcomes if o.ack) + tuple(d.delivery_id for d in dead),
+            release_ids=tuple(o.delivery_id for o in outcomes if not o.ack),
+        )
+
+    def _keeps(self, outcome: Outcome) -> bool:
+        if not outcome.success or outcome.task.parent:
+            return True  # failures are always kept; iter parts until they are folded
+        if outcome.task.save is not None:
+            return outcome.task.save
+        return self.config.save_limit != -1
+
+    def _row(self, outcome: Outcome) -> Task:
+        task = outcome.task
+        return Task(
+            id=task.id,
+            name=task.name,
+            func=task.func_name[:256],
+            hook=task.hook,
+            args=task.args,
+            kwargs=task.kwargs,
+            result=outcome.result,
+            group=task.group if not task.parent else None,
+            cluster=outcome.cluster,
+            parent=task.parent,
+            started=_dt(outcome.started),
+            stopped=_dt(outcome.stopped),
+            success=outcome.success,
+            attempt_count=outcome.attempts,
+        )
+
+    def _store(self, latest: dict[str, Outcome], existing: dict[str, bool]) -> list[Task]:
+        """Insert new rows; a success replaces a stored failure, nothing replaces a success."""
+        new = [self._row(o) for tid, o in latest.items() if tid not in existing]
+        replaced = [self._row(o) for tid, o in latest.items() if tid in existing and not existing[tid]]
+        inserted = self._insert(new)
+        for row in replaced:
+            row.save(using=self.alias, force_update=True)
+        return inserted + [r for r in replaced if r.success]
+
+    def _insert(self, rows: list[Task]) -> list[Task]:
+        """Insert rows and return those inserted; a row whose id is already stored is left out."""
+        if not rows:
+            return []
+        try:
+            with transaction.atomic(using=self.alias):
+                Task.objects.using(self.alias).bulk_create(rows)
+            return rows
+        except IntegrityError:
+            pass
+        # Another monitor stored one of these ids meanwhile, or a task_name repeats:
+        # save one by one, leave stored ids alone and make clashing names unique.
+        inserted = []
+        for row in rows:
+            if Task.objects.using(self.alias).filter(id=row.id).exists():
+                continue
+            try:
+                with transaction.atomic(using=self.alias):
+                    row.save(using=self.alias, force_insert=True)
+            except IntegrityError:
+                row.name = f"{row.name[:90]}-{row.id[-6:]}"
+                with transaction.atomic(using=self.alias):
+                    row.save(using=self.alias, force_insert=True)
+            inserted.append(row)
+        return inserted
+
+    def _prune(self) -> None:
+        keep = self.config.save_limit
+        old = Success.objects.using(self.alias).filter(parent__isnull=True).order_by("-stopped")
+        excess = list(old.values_list("id", flat=True)[keep : keep + 10_000])
+        if excess:
+            Task.objects.using(self.alias).filter(id__in=excess).delete()
+
+    def _after(self, outcome: Outcome, row: Task) -> None:
+        task = outcome.task
+        if task.parent:
+            self._fold(task)
+            return
+        if task.chain:
+            self._continue_chain(task)
+        self._finish(task.hook, row)
+
+    def _finish(self, hook: str | None, row: Task) -> None:
+        if hook:
+            try:
+                from ..tasks import resolve
+
+                resolve(hook)(row)
+            except Exception:
+                logger.exception("hook %s of task %s (%s) failed", hook, row.name, row.id)
+        signals.post_execute.send(sender="django_q", task=row)
+
+    def _continue_chain(self, task: TaskPackage) -> None:
+        from ..tasks import OPTION_NAMES, build_package, enqueue_packages
+
+        func, args, kwargs = task.chain[0]
+        kwargs = dict(kwargs)
+        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+        options.update(group=task.group, cluster=task.cluster)
+        try:
+            nxt = build_package(func, args, kwargs, options, self.config, chain=task.chain[1:])
+            enqueue_packages([nxt], self.config)
+        except Exception:
+            logger.exception("chain of group %s could not continue after task %s", task.group, task.id)
+
+    def _fold(self, task: TaskPackage) -> None:
+        """Once every part of an async_iter ran, save the list of results under the parent id."""
+        tasks = Task.objects.using(self.alias)
+        parts = list(tasks.filter(parent=task.parent).order_by("id"))
+        if len(parts) < task.iter_count or tasks.filter(id=task.parent).exists():
+            return
+        row = Task(
+            id=task.parent,
+            name=task.name.rsplit("-", 1)[0],
+            func=task.func_name[:256],
+            hook=task.hook,
+            args=[p.args for p in parts],
+            kwargs=task.kwargs,
+            result=[p.result for p in parts],
+            group=task.group,
+            cluster=parts[-1].cluster,
+            started=min(p.started for p in parts),
+            stopped=max(p.stopped for p in parts),
+            success=all(p.success for p in parts),
+            attempt_count=max(p.attempt_count for p in parts),
+        )
+        try:
+            with transaction.atomic(using=self.alias):
+                row.save(using=self.alias, force_insert=True)
+                tasks.filter(parent=task.parent).delete()
+        except IntegrityError:
+            return  # another monitor folded it first
+        self._finish(task.hook, row)
+
+
+class Monitor:
+    """The monitor process's loop around a Recorder."""
+
+    def __init__(self, conn: Any, config: Config) -> None:
+        self.conn = conn
+        self.recorder = Recorder(config)
+        self.outage_since: float | None = None
+
+    def loop(self, timeout: float = 1.0) -> bool:
+        """Receive what is there (waiting up to `timeout`), save it, answer; False once told to stop."""
+        outcomes: list[Outcome] = []
+        dead: list[DeadLetterNote] = []
+        stop = False
+        if self.conn.poll(timeout):
+            while len(outcomes) + len(dead) < BATCH:
+                msg = self.conn.recv()
+                if msg is STOP:
+                    stop = True
+                    break
+                (dead if isinstance(msg, DeadLetterNote) else outcomes).append(msg)
+                if not self.conn.poll(0):
+                    break
+        if outcomes or dead:
+            self.conn.send(self.save(outcomes, dead))
+        return not stop
+
+    def save(self, outcomes: list[Outcome], dead: list[DeadLetterNote]) -> Saved:
+        """Record a batch, waiting out database outages with a growing pause."""
+        pause = 0.1
+        while True:
+            try:
+                saved = self.recorder.record(outcomes, dead)
+            except DatabaseError as exc:
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    logger.error("saving %s results failed, will retry: %s", len(outcomes), exc)
+                db.connections.close_all()
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            if self.outage_since is not None:
+                logger.warning("results saved again after %.1fs", time.monotonic() - self.outage_since)
+                self.outage_since = None
+            return saved
+
+
+def main(address: str, authkey: bytes, config: Config) -> None:
+    """Process entry point: save results until the pusher says stop or goes away."""
+    process.setup("monitor")
+    conn = process.connect(address, authkey, Hello(Role.MONITOR, os.getpid()))
+    if conn is None:
+        return
+    monitor = Monitor(conn, config)
+    try:
+        while monitor.loop():
+            pass
+    except (EOFError, OSError):
+        return
+    finally:
+        conn.close()
+        db.connections.close_all()

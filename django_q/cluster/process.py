@@ -1,0 +1,53 @@
+"""What every cluster process does at start: Django, signals, and reaching the pusher."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from multiprocessing.connection import Client, Connection
+
+import django
+from django.apps import apps
+
+from .. import signals
+from .messages import Hello
+
+logger = logging.getLogger("django_q")
+
+CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
+
+
+def setup(name: str) -> None:
+    """Make a child process ready: Django loaded (spawn, forkserver), stop signals left to the sentinel."""
+    if not apps.ready:
+        django.setup()
+    # Ctrl-C reaches the whole process group; only the sentinel decides how the
+    # cluster stops, so children ignore SIGINT and SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signals.post_spawn.send(sender="django_q", proc_name=name)
+
+
+def orphaned(parent_pid: int) -> bool:
+    """Whether the process that started us is gone."""
+    return os.getppid() != parent_pid
+
+
+def connect(address: str, authkey: bytes, hello: Hello) -> Connection | None:
+    """Connect to the pusher and introduce ourselves; None if the cluster went away first."""
+    parent = os.getppid()
+    deadline = time.monotonic() + CONNECT_PATIENCE
+    pause = 0.005
+    while time.monotonic() < deadline and not orphaned(parent):
+        try:
+            conn = Client(address, family="AF_UNIX", authkey=authkey)
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            continue
+        conn.send(hello)
+        return conn
+    logger.error("%s: the pusher at %s did not answer", hello.role.value, address)
+    return None

@@ -1,0 +1,310 @@
+"""The pusher: owns every lease the cluster holds, from dequeue to ack.
+
+Workers and the monitor connect to the pusher's local socket. The pusher
+hands each idle worker one verified job, forwards finished outcomes to the
+monitor, and acks a delivery only when the monitor says its result is saved.
+Until then the delivery's lease is renewed, so a long task or a slow save is
+never delivered twice while the cluster lives; if the cluster dies the
+renewals stop and the broker hands the delivery out again after `retry`.
+
+A worker that dies mid-task (killed for its timeout, or crashed) closes its
+connection; its running job is recorded as failed or handed back to the
+broker, and any job it had not started goes back to the front of the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Listener, Pipe, wait
+
+from ..brokers import get_broker
+from ..brokers.base import Delivery
+from ..conf import Config
+from ..exceptions import BrokerError, PackageError
+from ..package import unpack, verify
+from . import process
+from .messages import STOP, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
+
+logger = logging.getLogger("django_q")
+
+TICK = 0.1  # seconds between housekeeping passes when nothing arrives
+
+
+@dataclass
+class Slot:
+    """What the pusher knows of one connected worker."""
+
+    conn: Connection
+    pid: int
+    index: int
+    job: Delivery | None = None
+    deadline: float | None = None  # monotonic time after which the worker is killed
+    started: float | None = None  # epoch seconds the job started; None until Started came
+    killed: bool = False
+
+
+@dataclass
+class Pending:
+    """Deliveries that ran and wait for the monitor to save them."""
+
+    messages: dict[str, Outcome | DeadLetterNote] = field(default_factory=dict)
+    sent: set[str] = field(default_factory=set)
+
+
+class Pusher:
+    """Dispatches jobs, tracks leases, and acks after saves. Drive it with `loop()`."""
+
+    def __init__(self, config: Config, address: str, authkey: bytes, run_once: bool = False) -> None:
+        from .fetcher import Fetcher
+
+        self.config = config
+        self.run_once = run_once
+        self.broker = get_broker(config.name, config)
+        self.listener = Listener(address, family="AF_UNIX", authkey=authkey)
+        self.wake_r, self.wake_w = Pipe(duplex=False)
+        self.fetcher = Fetcher(config, config.name, self.wake_w)
+        self.slots: dict[Connection, Slot] = {}
+        self.monitor: Connection | None = None
+        self.pending = Pending()
+        self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
+        self.stopping = False
+        self.next_renewal = time.monotonic() + config.retry / 3
+        self._newcomers: deque[tuple[Connection, Hello]] = deque()
+        threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
+        self.fetcher.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self.listener.accept()
+                hello = conn.recv()
+            except OSError:
+                return  # the listener was closed
+            except Exception:
+                continue  # a failed handshake: ignore that client
+            self._newcomers.append((conn, hello))
+            self.wake_w.send_bytes(b"a")
+
+    def stop(self) -> None:
+        """Begin a graceful stop: fetch nothing more, hand back what did not start, finish the rest."""
+        if not self.stopping:
+            self.stopping = True
+            self.fetcher.stop()
+
+    @property
+    def done(self) -> bool:
+        """Stopped and nothing left in hand."""
+        return self.stopping and not self.fetcher.is_alive() and self._idle()
+
+    def loop(self, timeout: float = TICK) -> None:
+        """One pass: read every ready connection, then dispatch, watch timeouts and renew leases."""
+        for conn in wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout):
+            if conn is self.wake_r:
+                while self.wake_r.poll():
+                    self.wake_r.recv_bytes()
+                continue
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                self._gone(conn)
+                continue
+            if conn is self.monitor:
+                self._saved(msg)
+            else:
+                self._from_worker(self.slots[conn], msg)
+        while self._newcomers:
+            self._welcome(*self._newcomers.popleft())
+        if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
+            self._hand_back()
+        self._dispatch()
+        self._watch_timeouts()
+        self._retry_acks()
+        if time.monotonic() >= self.next_renewal:
+            self._renew()
+        if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
+            self.stop()
+
+    def _idle(self) -> bool:
+        return not self.fetcher.buffer and not self.pending.messages and not any(s.job for s in self.slots.values())
+
+    def _welcome(self, conn: Connection, hello: Hello) -> None:
+        if hello.role is Role.MONITOR:
+            if self.monitor is not None:
+                self.monitor.close()
+            self.monitor = conn
+            self.pending.sent.clear()  # a new monitor gets everything not yet saved
+            self._to_monitor()
+        else:
+            self.slots[conn] = Slot(conn, hello.pid, hello.index)
+
+    def _dispatch(self) -> None:
+        buffer = self.fetcher.buffer
+        if self.stopping:
+            buffer = deque()  # what is left goes back to the broker, not to a worker
+        idle = [s for s in self.slots.values() if s.job is None and not s.killed]
+        while buffer and idle:
+            delivery = buffer.popleft()
+            self.fetcher.room.set()
+            if not self._admissible(delivery):
+                continue
+            slot = idle.pop()
+            slot.job, slot.started, slot.deadline = delivery, None, None
+            try:
+                slot.conn.send(Job(delivery.id, delivery.attempts, delivery.payload))
+            except OSError:
+                self._gone(slot.conn)
+        self._to_monitor()
+
+    def _admissible(self, delivery: Delivery) -> bool:
+        """Check the signature and the attempt limit; route what may not run to the monitor."""
+        try:
+            verify(delivery.payload, self.config.package_limit)
+        except PackageError as exc:
+            self._dead_letter(delivery, str(exc))
+            return False
+        limit = self.config.max_attempts
+        if limit and delivery.attempts > limit:
+            self._fail(delivery, f"delivered {delivery.attempts} times without finishing (max_attempts={limit})")
+            return False
+        return True
+
+    def _from_worker(self, slot: Slot, msg: object) -> None:
+        if isinstance(msg, Started):
+            slot.started = time.time()
+            slot.deadline = time.monotonic() + msg.timeout if msg.timeout else None
+        elif isinstance(msg, Outcome):
+            slot.job = slot.deadline = slot.started = None
+            self._pend(msg)
+        elif isinstance(msg, Rejected):
+            delivery, slot.job = slot.job, None
+            if delivery is not None:
+                self._dead_letter(delivery, msg.reason)
+
+    def _gone(self, conn: Connection) -> None:
+        """A connection closed: a worker died or recycled, or the monitor went away."""
+        conn.close()
+        if conn is self.monitor:
+            self.monitor = None
+            return
+        slot = self.slots.pop(conn)
+        if slot.job is None:
+            return
+        delivery = slot.job
+        if slot.started is None:
+            self.fetcher.buffer.appendleft(delivery)  # it never began: run it elsewhere
+        elif slot.killed:
+            self._fail(delivery, f"task exceeded its timeout and its worker (pid {slot.pid}) was killed", slot)
+        elif self.config.max_attempts and delivery.attempts >= self.config.max_attempts:
+            self._fail(delivery, f"worker lost after {delivery.attempts} attempts", slot)
+        else:
+            logger.warning("worker pid %s died running delivery %s; handing it back", slot.pid, delivery.id)
+            self._broker_call(self.broker.requeue, [delivery.id])
+
+    def _watch_timeouts(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots.values():
+            if slot.deadline is not None and now > slot.deadline and not slot.killed:
+                logger.error("worker pid %s passed its task's timeout; killing it", slot.pid)
+                slot.killed = True
+                try:
+                    os.kill(slot.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None) -> None:
+        """Record a task that did not finish as a failure (it is acked once saved)."""
+        try:
+            task = unpack(delivery.payload, self.config.package_limit, verified=True)
+        except PackageError as exc:
+            self._dead_letter(delivery, str(exc))
+            return
+        now = time.time()
+        started = slot.started if slot and slot.started else now
+        outcome = Outcome(delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name)
+        self._pend(outcome)
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
+        self._pend(DeadLetterNote(delivery.id, self.config.name, delivery.payload, reason))
+
+    def _pend(self, msg: Outcome | DeadLetterNote) -> None:
+        self.pending.messages[msg.delivery_id] = msg
+
+    def _to_monitor(self) -> None:
+        if self.monitor is None:
+            return
+        for delivery_id, msg in self.pending.messages.items():
+            if delivery_id not in self.pending.sent:
+                try:
+                    self.monitor.send(msg)
+                except OSError:
+                    self._gone(self.monitor)
+                    return
+                self.pending.sent.add(delivery_id)
+
+    def _saved(self, saved: Saved) -> None:
+        for delivery_id in (*saved.ack_ids, *saved.release_ids):
+            self.pending.messages.pop(delivery_id, None)
+            self.pending.sent.discard(delivery_id)
+        self.unacked.update(saved.ack_ids)
+        self._retry_acks()
+
+    def _retry_acks(self) -> None:
+        if self.unacked and self._broker_call(self.broker.ack, list(self.unacked)):
+            self.unacked.clear()
+
+    def _hand_back(self) -> None:
+        """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""
+        ids = [d.id for d in self.fetcher.buffer]
+        if self._broker_call(self.broker.requeue, ids):
+            self.fetcher.buffer.clear()
+
+    def _held(self) -> list[str]:
+        running = [s.job.id for s in self.slots.values() if s.job]
+        return [*(d.id for d in list(self.fetcher.buffer)), *running, *self.pending.messages, *self.unacked]
+
+    def _renew(self) -> None:
+        held = self._held()
+        if not held or self._broker_call(self.broker.renew, held):
+            self.next_renewal = time.monotonic() + self.config.retry / 3
+
+    def _broker_call(self, method: object, ids: list[str]) -> bool:
+        try:
+            method(ids)  # type: ignore[operator]
+            return True
+        except BrokerError as exc:
+            logger.error("broker %s failed, will retry: %s", getattr(method, "__name__", method), exc)
+            return False
+
+    def close(self) -> None:
+        """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
+        self._retry_acks()
+        for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
+            try:
+                conn.send(STOP)
+            except OSError:
+                pass
+        self.listener.close()
+        self.broker.close()
+
+
+def main(address: str, authkey: bytes, config: Config, run_once: bool = False) -> None:
+    """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
+    parent = os.getppid()
+    process.setup("pusher")
+    pusher = Pusher(config, address, authkey, run_once)
+    signal.signal(signal.SIGTERM, lambda *_: pusher.stop())
+    try:
+        while not pusher.done:
+            pusher.loop()
+            if process.orphaned(parent):
+                logger.error("pusher: the sentinel is gone; leaving leases to lapse")
+                return
+    finally:
+        pusher.close()

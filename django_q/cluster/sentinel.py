@@ -1,0 +1,135 @@
+"""The sentinel: starts the pusher, the monitor and the workers, and brings back any that die.
+
+SIGTERM or SIGINT asks the pusher to stop gracefully (it hands back what did
+not start, lets running tasks finish and waits for every result to be saved);
+the sentinel then waits for the others to exit and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from django import db
+
+from ..conf import Config
+from . import monitor, pusher, worker
+
+logger = logging.getLogger("django_q")
+
+EXIT_PATIENCE = 10.0  # seconds workers and the monitor get to exit after the pusher stopped
+
+
+class Sentinel:
+    """Owns the cluster's processes. `start()`, then `guard()` until it returns."""
+
+    def __init__(self, config: Config, run_once: bool = False, start_method: str | None = None) -> None:
+        self.config = config
+        self.run_once = run_once
+        self.ctx = multiprocessing.get_context(start_method)
+        self.dir = tempfile.mkdtemp(prefix="django_q-")
+        self.address = os.path.join(self.dir, "pusher.sock")
+        self.authkey = os.urandom(32)
+        self.pusher: BaseProcess | None = None
+        self.monitor: BaseProcess | None = None
+        self.workers: list[BaseProcess | None] = [None] * config.workers
+        self.stop_requested = False
+        self.stopping = False
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> BaseProcess:
+        # A forked child must not share this process's database sockets: closing
+        # one there would end the session here too.
+        db.connections.close_all()
+        proc = self.ctx.Process(target=target, args=args, name=f"django_q-{name}")
+        proc.start()
+        return proc
+
+    def _spawn_pusher(self) -> None:
+        if os.path.exists(self.address):
+            os.unlink(self.address)  # left by a pusher that died
+        self.pusher = self._spawn("pusher", pusher.main, self.address, self.authkey, self.config, self.run_once)
+
+    def start(self) -> None:
+        """Start every process of the cluster."""
+        self._spawn_pusher()
+        self.monitor = self._spawn("monitor", monitor.main, self.address, self.authkey, self.config)
+        for i in range(self.config.workers):
+            self.workers[i] = self._spawn(f"worker-{i}", worker.main, self.address, self.authkey, i, self.config)
+        logger.info(
+            "cluster %s started: pid %s, %s workers, %s broker", self.config.name, os.getpid(), len(self.workers),
+            self.config.broker_kind,
+        )
+
+    def request_stop(self, *_: Any) -> None:
+        """Signal handler: ask for a graceful stop."""
+        self.stop_requested = True
+
+    def processes(self) -> list[BaseProcess]:
+        return [p for p in (self.pusher, self.monitor, *self.workers) if p is not None]
+
+    def guard(self) -> None:
+        """Watch the processes until the cluster stopped; replaces those that die."""
+        assert self.pusher is not None
+        while True:
+            if self.stop_requested and not self.stopping:
+                self.stopping = True
+                logger.info("cluster %s stopping: finishing running tasks", self.config.name)
+                if self.pusher.is_alive():
+                    os.kill(self.pusher.pid, signal.SIGTERM)
+            if not self.pusher.is_alive():
+                if self.stopping or self.pusher.exitcode == 0:
+                    break  # stopped, or a run-once cluster found the queue empty
+                logger.error("pusher died (exit code %s); starting a new one", self.pusher.exitcode)
+                self._spawn_pusher()
+            self._replace_dead()
+            wait([p.sentinel for p in self.processes()], timeout=0.2)
+        self._wind_down()
+
+    def _needs_replacing(self, proc: BaseProcess | None) -> bool:
+        # While stopping, the pusher tells each process to exit (code 0); only
+        # one that died otherwise is needed to finish the stop.
+        return proc is not None and not proc.is_alive() and not (self.stopping and proc.exitcode == 0)
+
+    def _replace_dead(self) -> None:
+        if self._needs_replacing(self.monitor):
+            logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
+            self.monitor = self._spawn("monitor", monitor.main, self.address, self.authkey, self.config)
+        for i, proc in enumerate(self.workers):
+            if self._needs_replacing(proc):
+                if proc.exitcode != 0:
+                    logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
+                self.workers[i] = self._spawn(f"worker-{i}", worker.main, self.address, self.authkey, i, self.config)
+
+    def _wind_down(self) -> None:
+        deadline = time.monotonic() + EXIT_PATIENCE
+        for proc in self.processes():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                logger.error("%s (pid %s) did not exit; killing it", proc.name, proc.pid)
+                proc.kill()
+                proc.join(1.0)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        logger.info("cluster %s stopped", self.config.name)
+
+
+def run(config: Config, run_once: bool = False, start_method: str | None = None) -> None:
+    """Run a cluster in this process until SIGTERM or SIGINT (or, with run_once, an empty queue)."""
+    sentinel = Sentinel(config, run_once, start_method)
+    previous = {sig: signal.signal(sig, sentinel.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sentinel.start()
+        sentinel.guard()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for proc in sentinel.processes():
+            if proc.is_alive():
+                proc.kill()

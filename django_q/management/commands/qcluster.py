@@ -1,0 +1,49 @@
+"""manage.py qcluster: run a cluster until SIGTERM or SIGINT."""
+
+import logging
+import sys
+from dataclasses import replace
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_q.brokers import get_broker
+from django_q.conf import build_config
+from django_q.exceptions import BrokerError, ConfigurationError
+
+
+class Command(BaseCommand):
+    help = "Start a Django Q cluster: a pusher, the workers and a monitor."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--run-once", action="store_true", help="stop once the queue is empty")
+        parser.add_argument("-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name']")
+        parser.add_argument(
+            "--start-method", choices=["fork", "spawn", "forkserver"], help="multiprocessing start method"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django_q.cluster.sentinel import run
+
+        try:
+            config = build_config()
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        if options["name"]:
+            config = replace(config, name=options["name"])
+        try:
+            get_broker(config.name, config).ping()
+        except BrokerError as exc:
+            raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
+        _log_to_stderr()
+        run(config, run_once=options["run_once"], start_method=options["start_method"])
+
+
+def _log_to_stderr() -> None:
+    """Show the cluster's log when the project has not configured logging for it."""
+    logger = logging.getLogger("django_q")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [django_q] %(levelname)s %(processName)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

@@ -1,0 +1,37 @@
+"""Task ids and the human-readable names derived from them."""
+
+import uuid
+
+# 256 short words, one per byte value; four of them plus six hex digits of the
+# id name a task ("amber-otter-seven-kite-3fa2c1"), 56 bits in all, so names
+# stay unique (Task.name is a unique column) across hundreds of millions of tasks.
+WORDS = """
+acid acorn actor agent alarm album alpha amber angle apple april arrow aspen atlas attic autumn
+bacon badge baker bamboo banjo baron basil beach beacon bear berry bison blade blaze bloom blue
+bonus border bravo breeze brick bridge bronze brook brush bugle cabin cactus camel candle canoe canyon
+carbon cargo carpet castle cedar cello chalk charm cherry chess chief cider cinema circle citrus clay
+cliff clock cloud clover cobalt comet copper coral cotton crane crater crystal cubic cycle dahlia daisy
+dawn delta denim desert diesel dingo dolphin domino dragon dream drift drum dune eagle echo eclipse
+elbow ember emerald engine epoch falcon fern ferry fiddle field flame flint flute forest fossil fox
+frost galaxy garden garnet gecko ginger glacier globe gold gravel green grove guitar harbor hazel
+helium heron hill honey horizon hotel husky igloo indigo iris island ivory jacket jade jaguar jasmine
+jelly jewel jungle kayak kernel kettle kite koala lagoon lake lantern laser lava lemon lilac lime
+linen lotus lunar magnet mango maple marble meadow melon mercury meteor mint mirror monkey moss motor
+nectar needle nickel noble north nova oasis ocean olive onyx opal orbit orchid otter oxygen paddle
+panda paper parrot pastel peach pearl pebble pepper piano pilot pine planet plasma plum polar poppy
+prism pulse quartz quill rabbit radar radio raven reef ribbon river robin rocket ruby saddle saffron
+salmon sapphire satin scarlet shadow silver sky slate solar sonic spark spruce squid stone summit sunset
+swift tango thistle thunder tiger timber topaz tulip tundra velvet violet walnut willow wizard yellow zebra zephyr
+""".split()
+assert len(set(WORDS)) == 256
+
+
+def new_id() -> str:
+    """A new task id: 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def humanize(task_id: str) -> str:
+    """The readable name of a task id."""
+    raw = bytes.fromhex(task_id[:8])
+    return "-".join(WORDS[b] for b in raw) + "-" + task_id[-6:]

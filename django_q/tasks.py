@@ -1,0 +1,324 @@
+"""The public task API: enqueue work for the cluster and read what it stored."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.utils import timezone
+
+from . import signals
+from .brokers import get_broker
+from .conf import Config, get_config
+from .exceptions import PackageTooLarge, TaskTypeError
+from .names import humanize, new_id
+from .package import TaskPackage, callable_path, pack
+
+OPTION_NAMES = frozenset(
+    {"hook", "group", "timeout", "task_name", "save", "sync", "ack_failure", "cluster", "q_options"}
+)
+
+
+def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
+    """Enqueue `func(*args, **kwargs)` for the cluster and return the task id.
+
+    Options (hook, group, timeout, task_name, save, sync, ack_failure, cluster)
+    are taken from the keyword arguments, or from `q_options={...}` when the
+    task's own keyword arguments use those names.
+    """
+    q_options = kwargs.pop("q_options", None)
+    if q_options is not None:
+        options = dict(q_options)
+        unknown = set(options) - OPTION_NAMES
+        if unknown:
+            raise TaskTypeError(f"q_options has unknown option(s): {', '.join(sorted(unknown))}")
+    else:
+        options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+    config = get_config()
+    task = build_package(func, args, kwargs, options, config)
+    sync = options.get("sync")
+    if sync if sync is not None else config.sync:
+        run_sync(task, config)
+    else:
+        enqueue_packages([task], config)
+    return task.id
+
+
+def build_package(
+    func: Callable | str, args: tuple, kwargs: dict, options: dict[str, Any], config: Config, **extra: Any
+) -> TaskPackage:
+    """Check the function and options and make the package (nothing is sent)."""
+    task_id = extra.pop("id", None) or new_id()
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise TaskTypeError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    hook = options.get("hook")
+    return TaskPackage(
+        id=task_id,
+        name=options.get("task_name") or humanize(task_id),
+        func=func_reference(func, config.serializer),
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        hook=None if hook is None else _path_of(hook, "hook"),
+        group=options.get("group"),
+        timeout=None if timeout is None else float(timeout),
+        save=options.get("save"),
+        ack_failure=options.get("ack_failure"),
+        cluster=options.get("cluster"),
+        enqueued=time.time(),
+        **extra,
+    )
+
+
+def func_reference(func: Callable | str, serializer: str) -> Any:
+    """What the package carries for `func`: a dotted path, or (pickle only) the callable itself."""
+    if isinstance(func, str):
+        if "." not in func.strip(".") or " " in func:
+            raise TaskTypeError(f"func {func!r} is not a dotted path such as 'math.copysign'")
+        return func
+    if not callable(func):
+        raise TaskTypeError(f"func must be a callable or a dotted path, got {type(func).__name__}")
+    if inspect.isfunction(func) or inspect.isbuiltin(func) or inspect.isclass(func):
+        return _path_of(func, "func")
+    if serializer == "json":
+        raise TaskTypeError(f"func {callable_path(func)} is not a plain function; the json serializer needs one")
+    return func  # a bound method, functools.partial or callable object: pickled with the package
+
+
+def _path_of(func: Callable | str, what: str) -> str:
+    """The importable dotted path of a plain function, or a TaskTypeError saying why it has none."""
+    if isinstance(func, str):
+        return func
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None:
+        raise TaskTypeError(f"{what} {func!r} has no name; pass a module-level function or a dotted path")
+    if getattr(func, "__name__", "") == "<lambda>":
+        raise TaskTypeError(f"{what} is a lambda; the cluster can only import module-level functions")
+    if "<locals>" in name:
+        raise TaskTypeError(f"{what} {name} is defined inside a function; the cluster cannot import it")
+    module = getattr(func, "__module__", None)
+    if not module or module == "__main__":
+        raise TaskTypeError(f"{what} {name} is defined in __main__; move it to a module the cluster can import")
+    path = f"{module}.{name}"
+    if resolve(path) is not func:
+        raise TaskTypeError(f"{what} {name} is not importable as {path}")
+    return path
+
+
+def resolve(path: str) -> Any:
+    """Import a dotted path to a module attribute (nested attributes allowed)."""
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ImportError(f"cannot import {path!r}")
+
+
+def enqueue_packages(tasks: list[TaskPackage], config: Config) -> list[str]:
+    """Sign and send packages, grouped by cluster; raise TaskTypeError if one does not serialize."""
+    by_cluster: dict[str | None, list[bytes]] = {}
+    for task in tasks:
+        signals.pre_enqueue.send(sender="django_q", task=task)
+        by_cluster.setdefault(task.cluster, []).append(_pack(task, config))
+    ids: list[str] = []
+    for cluster, payloads in by_cluster.items():
+        broker = get_broker(cluster, config)
+        ids += [broker.enqueue(payloads[0])] if len(payloads) == 1 else broker.enqueue_many(payloads)
+    return ids
+
+
+def _pack(task: TaskPackage, config: Config) -> bytes:
+    try:
+        return pack(task, config.serializer, config.compress, config.package_limit)
+    except PackageTooLarge:
+        raise
+    except Exception as exc:
+        raise TaskTypeError(
+            f"task {task.name} ({task.func_name}) cannot be serialized with {config.serializer}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def run_sync(task: TaskPackage, config: Config) -> None:
+    """Run a task in this process through the same pack, execute and save steps as the cluster."""
+    from .cluster.monitor import Recorder
+    from .cluster.worker import run_package
+
+    payload = _pack(task, config)
+    outcome = run_package(payload, delivery_id="sync", attempts=1, config=config)
+    Recorder(config).record([outcome])
+
+
+def async_iter(func: Callable | str, args_iter: Iterable[Any], **options: Any) -> str:
+    """Enqueue one task per item of `args_iter`; the parent id's result is the list of results."""
+    config = get_config()
+    parent = new_id()
+    items = [item if isinstance(item, tuple) else (item,) for item in args_iter]
+    if not items:
+        raise TaskTypeError("async_iter needs at least one item")
+    base = options.pop("task_name", None) or humanize(parent)
+    parts = [
+        build_package(
+            func,
+            args,
+            {},
+            {**options, "task_name": f"{base}-{i}"},
+            config,
+            id=f"{parent[:24]}{i:08x}",
+            parent=parent,
+            iter_count=len(items),
+        )
+        for i, args in enumerate(items)
+    ]
+    if options.get("sync", config.sync):
+        for part in parts:
+            run_sync(part, config)
+    else:
+        enqueue_packages(parts, config)
+    return parent
+
+
+def async_chain(chain: list, group: str | None = None, cluster: str | None = None, sync: bool | None = None) -> str:
+    """Run `[(func, args, kwargs), ...]` one after another; returns the group the results are in."""
+    if not chain:
+        raise TaskTypeError("async_chain needs at least one task")
+    links = [normalize_link(link) for link in chain]
+    group = group or new_id()
+    func, args, kwargs = links[0]
+    options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+    options.update(group=group, cluster=cluster)
+    if sync is not None:
+        options["sync"] = sync
+    config = get_config()
+    task = build_package(func, args, kwargs, options, config, chain=tuple(links[1:]))
+    if options.get("sync", config.sync):
+        run_sync(task, config)
+    else:
+        enqueue_packages([task], config)
+    return group
+
+
+def normalize_link(link: Any) -> tuple[Any, tuple, dict]:
+    """A chain link as (func, args, kwargs) from a func, (func,), (func, args) or (func, args, kwargs)."""
+    if not isinstance(link, (tuple, list)):
+        link = (link,)
+    func = link[0]
+    args = tuple(link[1]) if len(link) > 1 and link[1] is not None else ()
+    kwargs = dict(link[2]) if len(link) > 2 and link[2] is not None else {}
+    return (func if isinstance(func, str) else _path_of(func, "func"), args, kwargs)
+
+
+def _wait(get: Callable[[], Any], wait: int) -> Any:
+    """Call `get` until it returns something, for up to `wait` ms (-1: forever)."""
+    value = get()
+    deadline = None if wait < 0 else time.monotonic() + wait / 1000
+    pause = 0.01
+    while value is None and (deadline is None or time.monotonic() < deadline):
+        time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 0.2)
+        value = get()
+    return value
+
+
+def fetch(task_id: str, wait: int = 0) -> Any:
+    """The stored Task of an id or name, or None until it ran; waits up to `wait` ms."""
+    from .models import Task
+
+    return _wait(lambda: Task.get_task(task_id), wait)
+
+
+def result(task_id: str, wait: int = 0) -> Any:
+    """The result of a task, or None until it ran; waits up to `wait` ms (-1: forever)."""
+    task = fetch(task_id, wait)
+    return task.result if task is not None else None
+
+
+def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> list | None:
+    from .models import Task
+
+    def get() -> list | None:
+        tasks = Task.objects.filter(group=group)
+        if not failures:
+            tasks = tasks.filter(success=True)
+        found = list(tasks.order_by("started"))
+        if count is not None:
+            return found if len(found) >= count else None
+        return found or None
+
+    return _wait(get, wait)
+
+
+def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | None = None) -> list | None:
+    """The stored Tasks of a group (successes only unless `failures`), or None."""
+    return _group_tasks(group, failures, wait, count)
+
+
+def result_group(group: str, failures: bool = False, wait: int = 0, count: int | None = None) -> list | None:
+    """The results of a group's tasks in start order, or None; `count` waits for that many."""
+    tasks = _group_tasks(group, failures, wait, count)
+    return None if tasks is None else [t.result for t in tasks]
+
+
+def count_group(group: str, failures: bool = False) -> int:
+    """How many tasks of a group succeeded (or failed, with `failures`)."""
+    from .models import Task
+
+    return Task.objects.filter(group=group, success=not failures).count()
+
+
+def delete_group(group: str, tasks: bool = False) -> int:
+    """Remove the group label from its tasks, or delete the tasks with `tasks=True`."""
+    from .models import Task
+
+    rows = Task.objects.filter(group=group)
+    return rows.delete()[0] if tasks else rows.update(group=None)
+
+
+def queue_size(cluster: str | None = None) -> int:
+    """Tasks waiting in the broker of `cluster` (the configured cluster by default)."""
+    return get_broker(cluster).size()
+
+
+def schedule(
+    func: Callable | str,
+    *args: Any,
+    name: str | None = None,
+    hook: Callable | str | None = None,
+    schedule_type: str = "O",
+    minutes: int | None = None,
+    repeats: int = -1,
+    next_run: Any = None,
+    cron: str | None = None,
+    cluster: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Create and return a Schedule; its args and kwargs are stored as literal text."""
+    from .models import Schedule
+
+    sched = Schedule(
+        name=name,
+        func=_path_of(func, "func"),
+        hook=None if hook is None else _path_of(hook, "hook"),
+        args=", ".join(repr(a) for a in args) or None,
+        kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or None,
+        schedule_type=schedule_type,
+        minutes=minutes,
+        repeats=repeats,
+        next_run=next_run or timezone.now(),
+        cron=cron,
+        cluster=cluster,
+    )
+    sched.full_clean()
+    sched.save()
+    return sched

@@ -1,0 +1,112 @@
+"""What the contract does not say about the database broker: rows, SQLite settings, reconnects, load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+
+from django_q.brokers.orm import SQLITE_BUSY_TIMEOUT_MS, OrmBroker
+from django_q.exceptions import BrokerConnectionError
+from django_q.models import OrmQ
+
+from .conftest import ALIASES, in_thread
+
+ORM_BACKENDS = [
+    pytest.param(alias, id=kind, marks=pytest.mark.django_db(databases=[alias], transaction=True))
+    for kind, alias in ALIASES.items()
+]
+
+
+@pytest.fixture(params=ORM_BACKENDS)
+def alias(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def broker(alias: str, queue_name: str) -> OrmBroker:
+    return OrmBroker(queue_name, 30.0, alias=alias, poll=0.02)
+
+
+def test_rows_record_lease_and_attempts(broker: OrmBroker, alias: str) -> None:
+    package_id = broker.enqueue(b"job", priority=3)
+    (delivery,) = broker.dequeue()
+    row = OrmQ.objects.using(alias).get(pk=int(package_id))
+    assert (row.queue, row.priority, row.leased, row.attempts) == (broker.name, 3, True, 1)
+    assert row.visible > time.time() + 25
+    broker.requeue([delivery.id])
+    row.refresh_from_db()
+    assert (row.leased, row.attempts) == (False, 1)
+    broker.dequeue()
+    broker.ack([delivery.id])
+    assert not OrmQ.objects.using(alias).filter(pk=int(package_id)).exists()
+
+
+@pytest.mark.django_db(databases=["default"], transaction=True)
+def test_sqlite_connections_wait_for_locks_and_use_wal(queue_name: str) -> None:
+    OrmBroker(queue_name, 30.0).ping()
+    prepared: list[tuple[int, str]] = []
+
+    def check() -> None:
+        try:
+            raw = connections["default"]
+            raw.ensure_connection()  # a new connection: prepared by the connection_created receiver
+            prepared.append(
+                (
+                    raw.connection.execute("PRAGMA busy_timeout").fetchone()[0],
+                    raw.connection.execute("PRAGMA journal_mode").fetchone()[0],
+                )
+            )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join(10)
+    assert prepared == [(SQLITE_BUSY_TIMEOUT_MS, "wal")]
+
+
+@pytest.mark.parametrize("alias", [p for p in ORM_BACKENDS if p.values[0] != "default"])
+def test_broken_connection_raises_then_reconnects(broker: OrmBroker, alias: str) -> None:
+    broker.ping()
+    connections[alias].connection.close()  # behind Django's back, as a server restart would
+    with pytest.raises(BrokerConnectionError):
+        broker.size()
+    broker.enqueue(b"after")
+    assert [d.payload for d in broker.dequeue()] == [b"after"]
+    broker.purge()
+
+
+def test_producers_and_consumers_under_load(broker: OrmBroker, alias: str) -> None:
+    """Three producers and three consumers at once: no lock errors, every package exactly once."""
+    expected = sorted(b"%d-%d" % (p, i) for p in range(3) for i in range(60))
+    produced = threading.Event()
+    deadline = time.monotonic() + 60
+
+    def produce(p: int) -> None:
+        mine = OrmBroker(broker.name, 30.0, alias=alias)
+        for i in range(60):
+            mine.enqueue(b"%d-%d" % (p, i))
+
+    def consume() -> list[bytes]:
+        mine = OrmBroker(broker.name, 30.0, alias=alias, poll=0.01)
+        got: list[bytes] = []
+        while time.monotonic() < deadline:
+            deliveries = mine.dequeue(count=4, timeout=0.5)
+            if not deliveries and produced.is_set():
+                break
+            got.extend(d.payload for d in deliveries)
+            mine.ack([d.id for d in deliveries])
+        return got
+
+    with ThreadPoolExecutor(6) as pool:
+        consumers = [pool.submit(in_thread, consume) for _ in range(3)]
+        for producer in [pool.submit(in_thread, produce, p) for p in range(3)]:
+            producer.result(timeout=60)
+        produced.set()
+        got = [payload for future in consumers for payload in future.result(timeout=60)]
+    assert sorted(got) == expected
+    assert (broker.size(), broker.leased()) == (0, 0)

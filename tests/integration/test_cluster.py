@@ -1,0 +1,119 @@
+"""End to end: enqueue with the public API, a real cluster runs it, results land in the database."""
+
+import os
+import signal
+
+import pytest
+
+from django_q.models import Failure, OrmQ, Success, Task
+from django_q.tasks import (
+    async_chain,
+    async_iter,
+    async_task,
+    count_group,
+    fetch,
+    queue_size,
+    result,
+    result_group,
+)
+from tests.app.models import Hooked
+
+from .conftest import wait_until
+
+
+def test_seed_examples(cluster):
+    cluster()
+    task_id = async_task("math.copysign", 2, -2)
+    assert result(task_id, wait=30_000) == -2.0
+    hooked = async_task("math.modf", 2.5, hook="tests.app.tasks.record_hook")
+    assert result(hooked, wait=30_000) == (0.5, 2.0)
+    row = wait_until(lambda: Hooked.objects.filter(task_id=hooked).first())
+    assert row.result == "(0.5, 2.0)" and row.success
+
+
+def test_many_tasks_all_saved_and_acked(cluster, q_cluster):
+    cluster(save_limit=0)
+    ids = [async_task("tests.app.tasks.add", i, i, group="many") for i in range(200)]
+    wait_until(lambda: count_group("many") == 200)
+    assert sorted(result_group("many")) == sorted(2 * i for i in range(200))
+    wait_until(lambda: queue_size() == 0)
+    assert Task.objects.filter(id__in=ids).count() == 200
+
+
+def test_failure_keeps_traceback_and_hook_failure_is_only_logged(cluster):
+    cluster()
+    failed = async_task("tests.app.tasks.fail", "kaput", hook="tests.app.tasks.bad_hook")
+    task = fetch(failed, wait=30_000)
+    assert task is not None and not task.success
+    assert "ValueError: kaput" in task.result
+    assert Failure.objects.filter(id=failed).exists()
+    ok = async_task("tests.app.tasks.add", 1, 2)
+    assert result(ok, wait=30_000) == 3  # the cluster goes on after a failing hook
+
+
+def test_coroutine_function_is_awaited(cluster):
+    cluster()
+    assert result(async_task("tests.app.tasks.async_add", 2, 3), wait=30_000) == 5
+
+
+def test_iter_and_chain(cluster):
+    cluster()
+    parent = async_iter("tests.app.tasks.add", [(1, 1), (2, 2), (3, 3)])
+    assert result(parent, wait=30_000) == [2, 4, 6]
+    group = async_chain([("tests.app.tasks.add", (1, 2)), ("tests.app.tasks.add", (3, 4))])
+    assert sorted(result_group(group, count=2, wait=30_000)) == [3, 7]
+
+
+def test_timeout_kills_worker_and_records_failure(cluster):
+    running = cluster(timeout=1.0)
+    slow = async_task("tests.app.tasks.sleep", 30)
+    task = fetch(slow, wait=30_000)
+    assert not task.success and "timeout" in task.result
+    assert result(async_task("tests.app.tasks.add", 2, 2), wait=30_000) == 4  # a replacement worker runs
+    running.stop()
+
+
+def test_recycle_replaces_workers(cluster):
+    cluster(recycle=2, workers=1)
+    pids = {result(async_task("tests.app.tasks.pid"), wait=30_000) for _ in range(6)}
+    assert len(pids) >= 3
+
+
+def test_save_limit_prunes_successes_keeps_failures(cluster):
+    cluster(save_limit=5)
+    for i in range(12):
+        async_task("tests.app.tasks.add", i, 0, group="pruned")
+    failed = async_task("tests.app.tasks.fail")
+    wait_until(lambda: Failure.objects.filter(id=failed).exists())
+    wait_until(lambda: queue_size() == 0 and Success.objects.count() <= 5)
+    assert Success.objects.count() == 5
+
+
+def test_graceful_stop_finishes_running_tasks(cluster):
+    running = cluster(workers=2)
+    ids = [async_task("tests.app.tasks.mark_then_sleep", f"g{i}", 1.0, i) for i in range(2)]
+    wait_until(lambda: Hooked.objects.filter(task_id__in=["g0", "g1"]).count() == 2)
+    running.stop()
+    assert sorted(result(i) for i in ids) == [0, 1]
+    assert queue_size() == 0 and not OrmQ.objects.exists()
+
+
+def test_graceful_stop_hands_back_unstarted_tasks(cluster):
+    running = cluster(workers=1, queue_limit=10)
+    first = async_task("tests.app.tasks.mark_then_sleep", "h0", 1.0, "first")
+    waiting = [async_task("tests.app.tasks.add", i, 0) for i in range(5)]
+    wait_until(lambda: Hooked.objects.filter(task_id="h0").exists())
+    running.stop()
+    assert result(first) == "first"
+    assert queue_size() == len([w for w in waiting if fetch(w) is None])
+
+
+def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
+    running = cluster(workers=1, retry=2)
+    task_id = async_task("tests.app.tasks.mark_then_sleep", "k", 2.0, "done")
+    worker = running.sentinel.workers[0]
+    wait_until(lambda: queue_size() == 0)
+    wait_until(lambda: Hooked.objects.filter(task_id="k").exists())
+    os.kill(worker.pid, signal.SIGKILL)
+    assert result(task_id, wait=30_000) == "done"
+    assert fetch(task_id).attempt_count >= 2

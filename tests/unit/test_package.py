@@ -1,0 +1,249 @@
+"""The signed package format: round trips, and every way a package is refused before it is read."""
+
+import json
+import pickle
+
+import pytest
+
+from django_q.cluster.worker import run_package
+from django_q.conf import get_config
+from django_q.exceptions import BadSignature, CorruptPackage, PackageError, PackageTooLarge
+from django_q.package import (
+    FLAG_JSON,
+    FLAG_ZLIB,
+    HEADER_BYTES,
+    MAGIC,
+    TaskPackage,
+    callable_path,
+    pack,
+    sign,
+    unpack,
+    verify,
+)
+
+LIMIT = 1024 * 1024
+
+
+def make_task(**fields) -> TaskPackage:
+    defaults = dict(
+        id="0123456789abcdef0123456789abcdef",
+        name="amber-otter-comet-kite-abcdef",
+        func="math.copysign",
+        args=(2, -2),
+        kwargs={"flag": True, "items": [1, "two", None]},
+        hook="tests.app.tasks.record_hook",
+        group="g",
+        timeout=3.5,
+        save=False,
+        ack_failure=True,
+        cluster="c",
+        enqueued=1_700_000_000.25,
+    )
+    return TaskPackage(**{**defaults, **fields})
+
+
+def flipped(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes((data[index] ^ 0x01,)) + data[index + 1 :]
+
+
+class SideEffect:
+    """Unpickling this creates the file at `path`: proof that a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("compress", [False, True])
+    @pytest.mark.parametrize("serializer", ["pickle", "json"])
+    def test_unpack_returns_what_was_packed(self, serializer, compress):
+        task = make_task()
+        data = pack(task, serializer=serializer, compress=compress)
+        assert unpack(data, LIMIT) == task
+
+    @pytest.mark.parametrize("compress", [False, True])
+    @pytest.mark.parametrize("serializer", ["pickle", "json"])
+    def test_the_flags_say_how_the_body_is_encoded(self, serializer, compress):
+        flags = pack(make_task(), serializer=serializer, compress=compress)[len(MAGIC)]
+        assert bool(flags & FLAG_JSON) == (serializer == "json")
+        assert bool(flags & FLAG_ZLIB) == compress
+
+    def test_a_json_body_is_json(self):
+        data = pack(make_task(), serializer="json")
+        assert json.loads(data[HEADER_BYTES:])["func"] == "math.copysign"
+
+    def test_pickle_carries_callables_and_a_chain(self):
+        task = make_task(func=callable_path, chain=(("math.copysign", (1, 2), {}), ("math.floor", (2.5,), {})))
+        assert unpack(pack(task), LIMIT) == task
+
+    def test_compression_makes_a_repetitive_package_smaller(self):
+        task = make_task(args=("x" * 10_000,))
+        assert len(pack(task, compress=True)) < len(pack(task)) // 10
+
+    def test_a_package_starts_with_the_magic_bytes(self):
+        assert pack(make_task()).startswith(MAGIC)
+
+
+class TestSignature:
+    @pytest.mark.parametrize("compress", [False, True])
+    @pytest.mark.parametrize("serializer", ["pickle", "json"])
+    def test_a_flipped_bit_anywhere_is_a_bad_signature(self, serializer, compress):
+        data = pack(make_task(), serializer=serializer, compress=compress)
+        for index in range(len(data)):
+            with pytest.raises(BadSignature):
+                unpack(flipped(data, index), LIMIT)
+
+    @pytest.mark.parametrize("keep", [0, len(MAGIC), HEADER_BYTES - 1, HEADER_BYTES, -1])
+    def test_a_truncated_package_is_a_bad_signature(self, keep):
+        data = pack(make_task())
+        with pytest.raises(BadSignature):
+            verify(data[:keep], LIMIT)
+
+    def test_appended_bytes_are_a_bad_signature(self):
+        with pytest.raises(BadSignature):
+            verify(pack(make_task()) + b"\x00", LIMIT)
+
+    def test_a_package_signed_with_another_secret_key_is_refused(self, settings):
+        own = settings.SECRET_KEY
+        settings.SECRET_KEY = "someone-elses-key"
+        foreign = pack(make_task())
+        settings.SECRET_KEY = own
+        verify(pack(make_task()), LIMIT)  # the project's own packages still pass
+        with pytest.raises(BadSignature, match="SECRET_KEY"):
+            unpack(foreign, LIMIT)
+
+    def test_a_package_signed_with_a_fallback_key_is_accepted(self, settings):
+        settings.SECRET_KEY = "old-key"
+        old = pack(make_task())
+        settings.SECRET_KEY = "new-key"
+        settings.SECRET_KEY_FALLBACKS = ["unrelated-key", "old-key"]
+        assert unpack(old, LIMIT) == make_task()
+
+    def test_new_packages_are_signed_with_the_current_key_not_a_fallback(self, settings):
+        settings.SECRET_KEY = "new-key"
+        settings.SECRET_KEY_FALLBACKS = ["old-key"]
+        data = pack(make_task())
+        settings.SECRET_KEY_FALLBACKS = []
+        assert unpack(data, LIMIT) == make_task()
+
+    def test_a_dropped_fallback_is_no_longer_accepted(self, settings):
+        settings.SECRET_KEY = "old-key"
+        old = pack(make_task())
+        settings.SECRET_KEY = "new-key"
+        settings.SECRET_KEY_FALLBACKS = []
+        with pytest.raises(BadSignature):
+            unpack(old, LIMIT)
+
+
+class TestNeverUnpickled:
+    def test_the_side_effect_pickle_really_has_a_side_effect(self, tmp_path):
+        """Control: without the signature check, loading this pickle creates the file."""
+        marker = tmp_path / "control"
+        pickle.loads(pickle.dumps(SideEffect(marker))).close()
+        assert marker.exists()
+
+    def test_a_raw_pickle_is_refused_unread(self, tmp_path):
+        marker = tmp_path / "pwned"
+        with pytest.raises(BadSignature):
+            unpack(pickle.dumps(SideEffect(marker)), LIMIT)
+        assert not marker.exists()
+
+    def test_a_pickle_behind_a_forged_header_is_refused_unread(self, tmp_path):
+        marker = tmp_path / "pwned"
+        forged = MAGIC + b"\x00" + b"\x00" * 32 + pickle.dumps({"id": SideEffect(marker)})
+        with pytest.raises(BadSignature):
+            unpack(forged, LIMIT)
+        assert not marker.exists()
+
+    def test_the_worker_refuses_it_too(self, tmp_path, q_cluster):
+        q_cluster()
+        marker = tmp_path / "pwned"
+        forged = MAGIC + b"\x00" + b"\x00" * 32 + pickle.dumps(SideEffect(marker))
+        with pytest.raises(BadSignature):
+            run_package(forged, delivery_id="x", attempts=1, config=get_config())
+        assert not marker.exists()
+
+    def test_a_tampered_body_of_a_real_package_is_refused_unread(self, tmp_path):
+        marker = tmp_path / "pwned"
+        genuine = pack(make_task())
+        tampered = genuine[:HEADER_BYTES] + pickle.dumps(SideEffect(marker))
+        with pytest.raises(BadSignature):
+            unpack(tampered, LIMIT)
+        assert not marker.exists()
+
+
+class TestSize:
+    def test_pack_refuses_a_package_over_the_limit(self):
+        task = make_task(args=("x" * 5000,))
+        with pytest.raises(PackageTooLarge, match="over package_limit 1000"):
+            pack(task, limit=1000)
+
+    def test_pack_accepts_a_package_of_exactly_the_limit(self):
+        size = len(pack(make_task()))
+        assert len(pack(make_task(), limit=size)) == size
+
+    def test_verify_refuses_a_package_over_the_limit(self):
+        data = pack(make_task())
+        verify(data, len(data))
+        with pytest.raises(PackageTooLarge):
+            verify(data, len(data) - 1)
+        with pytest.raises(PackageTooLarge):
+            unpack(data, len(data) - 1)
+
+    def test_size_is_checked_before_the_signature(self):
+        with pytest.raises(PackageTooLarge):
+            verify(b"garbage" * 100, 10)
+
+    def test_a_small_compressed_body_that_inflates_past_the_limit_is_refused(self):
+        bomb = pack(make_task(args=(b"\x00" * 5_000_000,)), compress=True)
+        limit = 100_000
+        assert len(bomb) < limit, "the package itself passes the size check"
+        verify(bomb, limit)
+        with pytest.raises(PackageTooLarge, match="inflates past"):
+            unpack(bomb, limit)
+
+    def test_a_body_that_inflates_to_exactly_the_limit_is_accepted(self):
+        task = make_task(args=(b"\x00" * 100_000,))
+        inflated = len(pickle.dumps(task.to_dict(), protocol=pickle.HIGHEST_PROTOCOL))
+        data = pack(task, compress=True)
+        assert unpack(data, inflated) == task
+        with pytest.raises(PackageTooLarge):
+            unpack(data, inflated - 1)
+
+
+class TestCorrupt:
+    @pytest.mark.parametrize(
+        ("body", "flags"),
+        [
+            (b"not a pickle", 0),
+            (b"{not json", FLAG_JSON),
+            (b"not zlib", FLAG_ZLIB),
+            (pickle.dumps(["a", "list"]), 0),
+            (pickle.dumps({"name": "no id"}), 0),
+            (json.dumps({"id": "x", "name": "n", "func": "m.f", "bogus": 1, "args": 5}).encode(), FLAG_JSON),
+        ],
+        ids=["garbage", "bad-json", "bad-zlib", "not-a-dict", "missing-fields", "args-not-a-list"],
+    )
+    def test_a_signed_body_that_does_not_decode_is_corrupt(self, body, flags):
+        data = sign(body, flags)
+        verify(data, LIMIT)  # the signature holds
+        with pytest.raises(CorruptPackage, match="signed package does not decode"):
+            unpack(data, LIMIT)
+
+    def test_every_package_error_is_a_package_error(self):
+        assert issubclass(BadSignature, PackageError)
+        assert issubclass(PackageTooLarge, PackageError)
+        assert issubclass(CorruptPackage, PackageError)
+
+
+def test_unknown_fields_of_a_newer_sender_are_ignored():
+    data = {**make_task().to_dict(), "priority": 5}
+    assert TaskPackage.from_dict(data) == make_task()
+
+
+def test_func_name_is_the_dotted_path_of_any_callable():
+    assert make_task().func_name == "math.copysign"
+    assert make_task(func=callable_path).func_name == "django_q.package.callable_path"
