@@ -15,6 +15,7 @@ SHELL := /bin/bash
 
 PY ?= 311 312
 ARGS ?=
+$(foreach v,$(PY),$(if $(filter 311 312,$(v)),,$(error PY takes 311 and/or 312, not "$(v)")))
 
 # The interpreters that create the virtualenvs. pyenv's shims need
 # PYENV_VERSION to expose a version that is not the global one.

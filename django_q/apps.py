@@ -12,11 +12,14 @@ class DjangoQConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import conf
+        # Imported for their receivers: conf resets on setting_changed, and the
+        # database broker prepares every SQLite connection (busy timeout, WAL),
+        # including those a worker's tasks and the monitor use.
+        from . import conf  # noqa: F401
+        from .brokers import orm  # noqa: F401
 
         self.verbose_name = _label()
         checks.register(check_settings, checks.Tags.compatibility)
-        conf.get_config  # the setting_changed receiver is connected on import
 
 
 def _label() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -88,12 +89,15 @@ class Config:
 def _mask_redis(value: str | dict | None) -> str | dict | None:
     if isinstance(value, dict):
         return {k: ("***" if "password" in k else v) for k, v in value.items()}
-    if isinstance(value, str) and "@" in value and ":" in value.split("@", 1)[0].split("//", 1)[-1]:
-        scheme, rest = value.split("//", 1) if "//" in value else ("", value)
-        creds, host = rest.split("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}//{user}:***@{host}"
-    return value
+    if not isinstance(value, str):
+        return value
+    parts = urlsplit(value)
+    netloc = parts.netloc
+    creds, at, host = netloc.rpartition("@")  # redis-py splits at the last '@' too
+    if at and ":" in creds:
+        netloc = f"{creds.split(':', 1)[0]}:***@{host}"
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _is_int(value: Any) -> bool:
@@ -130,7 +134,8 @@ _RULES: dict[str, tuple[Any, str]] = {
 
 def build_config() -> Config:
     """Read and validate the settings now; raise ConfigurationError naming the bad key."""
-    raw = getattr(settings, "Q_CLUSTER", None) or {}
+    raw = getattr(settings, "Q_CLUSTER", None)
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigurationError(f"Q_CLUSTER must be a dict, got {type(raw).__name__}")
     values: dict[str, Any] = {}
@@ -160,9 +165,14 @@ def _checked(key: str, value: Any, label: str) -> Any:
     return value
 
 
+def check_name(name: str) -> str:
+    """Validate a cluster name given outside Q_CLUSTER (qcluster -n)."""
+    return _checked("name", name, "the cluster name")
+
+
 def ignored_keys() -> list[str]:
     """Keys of Q_CLUSTER that are accepted for compatibility but have no effect."""
-    raw = getattr(settings, "Q_CLUSTER", None) or {}
+    raw = getattr(settings, "Q_CLUSTER", None)
     return sorted(k for k in raw if k in IGNORED_KEYS) if isinstance(raw, dict) else []
 
 

@@ -205,7 +205,10 @@ class OrmQ(models.Model):
     class Meta:
         app_label = "django_q"
         verbose_name = _("queued task")
-        indexes = [models.Index(fields=["queue", "visible"], name="django_q_ormq_ready")]
+        indexes = [
+            models.Index(fields=["queue", "visible"], name="django_q_ormq_ready"),
+            models.Index(fields=["queue", "-priority", "id"], name="django_q_ormq_order"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.queue}#{self.pk}"

@@ -155,9 +155,10 @@ def run_sync(task: TaskPackage, config: Config) -> None:
     from .cluster.monitor import Recorder
     from .cluster.worker import run_package
 
+    signals.pre_enqueue.send(sender="django_q", task=task)
     payload = _pack(task, config)
     outcome = run_package(payload, delivery_id="sync", attempts=1, config=config)
-    Recorder(config).record([outcome])
+    Recorder(config, sync=True).record([outcome])
 
 
 def async_iter(func: Callable | str, args_iter: Iterable[Any], **options: Any) -> str:

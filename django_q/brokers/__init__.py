@@ -18,10 +18,13 @@ def get_broker(name: str | None = None, config: Config | None = None) -> Broker:
     config = config or get_config()
     name = name or config.name
     cache = _cache()
-    key = (name, id(config))
-    broker = cache.get(key)
-    if broker is None:
-        broker = cache[key] = _create(name, config)
+    cached = cache.get(name)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()  # built for settings that have changed since
+    broker = _create(name, config)
+    cache[name] = (config, broker)
     return broker
 
 
@@ -45,6 +48,6 @@ def _cache() -> dict:
 
 def close_brokers() -> None:
     """Close and forget this thread's brokers (settings changed, or a process is ending)."""
-    for broker in _cache().values():
+    for _, broker in _cache().values():
         broker.close()
     _local.brokers = {}

@@ -145,7 +145,7 @@ class OrmBroker(Broker):
 
     def _leased_rows(self, ids: Sequence[str]) -> QuerySet:
         # An id that is not a row id cannot be leased: it matches nothing.
-        pks = [int(i) for i in ids if str(i).isdigit()]
+        pks = [int(s) for s in map(str, ids) if s.isascii() and s.isdigit()]
         return self._rows().filter(pk__in=pks, leased=True)
 
     def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
@@ -222,12 +222,10 @@ def prepare_sqlite(conn: BaseDatabaseWrapper) -> None:
     if current < SQLITE_BUSY_TIMEOUT_MS:
         raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     if not conn.is_in_memory_db() and not raw.in_transaction:
-        try:
+        # WAL is a speed-up, not a need (a read-only directory refuses it).
+        with suppress(sqlite3.Error):
             if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 raw.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.Error:
-            # WAL is a speed-up, not a need (a read-only directory refuses it).
-            pass
     _prepared[conn] = raw
 
 

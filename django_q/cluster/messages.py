@@ -21,6 +21,14 @@ class Control(enum.Enum):
 STOP = Control.STOP
 
 
+class Exit(enum.IntEnum):
+    """Exit codes of workers and the monitor, read by the sentinel."""
+
+    STOPPED = 0  # told to stop: not replaced
+    UNREACHABLE = 1  # the pusher did not answer: replaced
+    RECYCLED = 3  # recycle or max_rss reached: replaced
+
+
 class Role(enum.Enum):
     WORKER = "worker"
     MONITOR = "monitor"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone as dt_timezone
@@ -22,7 +23,7 @@ from ..conf import Config
 from ..models import DeadLetter, Success, Task
 from ..package import TaskPackage
 from . import process
-from .messages import STOP, DeadLetterNote, Hello, Outcome, Role, Saved
+from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved
 
 logger = logging.getLogger("django_q")
 
@@ -36,13 +37,16 @@ def _dt(epoch: float) -> datetime:
 class Recorder:
     """Turns outcomes into Task rows and runs what follows a finished task."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sync: bool = False) -> None:
         self.config = config
+        self.sync = sync  # continue chains in this process rather than through the broker
         self.alias = router.db_for_write(Task)
 
     def record(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetterNote] = ()) -> Saved:
         """Save a batch in one transaction, then run hooks, chains and iter folding for new results."""
-        stored = [o for o in outcomes if self._keeps(o)]
+        repeats = self._folded_parts(outcomes)
+        live = [o for o in outcomes if o not in repeats] if repeats else outcomes
+        stored = [o for o in live if self._keeps(o)]
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
         # waits for the lock instead of failing to upgrade a read lock.
@@ -56,7 +60,7 @@ class Recorder:
             if self.config.save_limit > 0 and any(o.success for o in stored):
                 self._prune()
         rows = {t.id: t for t in fresh}
-        for outcome in outcomes:
+        for outcome in live:
             if outcome.task.id in latest and outcome.task.id not in rows:
                 continue  # a repeat of a result saved before: its hook and chain ran then
             self._after(outcome, rows.get(outcome.task.id) or self._row(outcome))
@@ -64,6 +68,14 @@ class Recorder:
             ack_ids=tuple(o.delivery_id for o in outcomes if o.ack) + tuple(d.delivery_id for d in dead),
             release_ids=tuple(o.delivery_id for o in outcomes if not o.ack),
         )
+
+    def _folded_parts(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """async_iter parts delivered again after their parent was folded: acked, not stored."""
+        parents = {o.task.parent for o in outcomes if o.task.parent}
+        if not parents:
+            return []
+        folded = set(Task.objects.using(self.alias).filter(id__in=parents).values_list("id", flat=True))
+        return [o for o in outcomes if o.task.parent in folded]
 
     def _keeps(self, outcome: Outcome) -> bool:
         if not outcome.success or outcome.task.parent:
@@ -153,7 +165,7 @@ class Recorder:
         signals.post_execute.send(sender="django_q", task=row)
 
     def _continue_chain(self, task: TaskPackage) -> None:
-        from ..tasks import OPTION_NAMES, build_package, enqueue_packages
+        from ..tasks import OPTION_NAMES, build_package, enqueue_packages, run_sync
 
         func, args, kwargs = task.chain[0]
         kwargs = dict(kwargs)
@@ -161,6 +173,13 @@ class Recorder:
         options.update(group=task.group, cluster=task.cluster)
         try:
             nxt = build_package(func, args, kwargs, options, self.config, chain=task.chain[1:])
+        except Exception:
+            logger.exception("chain of group %s could not continue after task %s", task.group, task.id)
+            return
+        if self.sync:
+            run_sync(nxt, self.config)
+            return
+        try:
             enqueue_packages([nxt], self.config)
         except Exception:
             logger.exception("chain of group %s could not continue after task %s", task.group, task.id)
@@ -242,17 +261,21 @@ class Monitor:
 
 
 def main(address: str, authkey: bytes, config: Config) -> None:
-    """Process entry point: save results until the pusher says stop or goes away."""
+    """Process entry point: save results until the pusher says stop; reconnect if it is replaced."""
     process.setup("monitor")
-    conn = process.connect(address, authkey, Hello(Role.MONITOR, os.getpid()))
-    if conn is None:
-        return
-    monitor = Monitor(conn, config)
     try:
-        while monitor.loop():
-            pass
-    except (EOFError, OSError):
-        return
+        while True:
+            conn = process.connect(address, authkey, Hello(Role.MONITOR, os.getpid()))
+            if conn is None:
+                sys.exit(Exit.UNREACHABLE)
+            monitor = Monitor(conn, config)
+            try:
+                while monitor.loop():
+                    pass
+                return
+            except (EOFError, OSError):
+                continue  # the pusher died: its replacement resends what was not saved
+            finally:
+                conn.close()
     finally:
-        conn.close()
         db.connections.close_all()

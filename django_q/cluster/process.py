@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import time
 from multiprocessing.connection import Client, Connection
+from typing import Any
 
 import django
 from django.apps import apps
@@ -17,6 +19,18 @@ from .messages import Hello
 logger = logging.getLogger("django_q")
 
 CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
+
+
+def start(module: str, function: str, *args: Any) -> None:
+    """Process target: load Django, then import and run `module.function(*args)`.
+
+    Under the spawn and forkserver start methods the child unpickles its target
+    before Django is set up, so the target must not import models; this one
+    imports the role's module only after `django.setup()`.
+    """
+    if not apps.ready:
+        django.setup()
+    getattr(importlib.import_module(module), function)(*args)
 
 
 def setup(name: str) -> None:

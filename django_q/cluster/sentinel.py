@@ -21,7 +21,8 @@ from typing import Any
 from django import db
 
 from ..conf import Config
-from . import monitor, pusher, worker
+from . import process
+from .messages import Exit
 
 logger = logging.getLogger("django_q")
 
@@ -44,25 +45,27 @@ class Sentinel:
         self.stop_requested = False
         self.stopping = False
 
-    def _spawn(self, name: str, target: Any, *args: Any) -> BaseProcess:
+    def _spawn(self, name: str, role: str, *args: Any) -> BaseProcess:
         # A forked child must not share this process's database sockets: closing
         # one there would end the session here too.
         db.connections.close_all()
-        proc = self.ctx.Process(target=target, args=args, name=f"django_q-{name}")
+        proc = self.ctx.Process(
+            target=process.start, args=(f"django_q.cluster.{role}", "main", *args), name=f"django_q-{name}"
+        )
         proc.start()
         return proc
 
     def _spawn_pusher(self) -> None:
         if os.path.exists(self.address):
             os.unlink(self.address)  # left by a pusher that died
-        self.pusher = self._spawn("pusher", pusher.main, self.address, self.authkey, self.config, self.run_once)
+        self.pusher = self._spawn("pusher", "pusher", self.address, self.authkey, self.config, self.run_once)
 
     def start(self) -> None:
         """Start every process of the cluster."""
         self._spawn_pusher()
-        self.monitor = self._spawn("monitor", monitor.main, self.address, self.authkey, self.config)
+        self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i in range(self.config.workers):
-            self.workers[i] = self._spawn(f"worker-{i}", worker.main, self.address, self.authkey, i, self.config)
+            self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
         logger.info(
             "cluster %s started: pid %s, %s workers, %s broker", self.config.name, os.getpid(), len(self.workers),
             self.config.broker_kind,
@@ -94,19 +97,19 @@ class Sentinel:
         self._wind_down()
 
     def _needs_replacing(self, proc: BaseProcess | None) -> bool:
-        # While stopping, the pusher tells each process to exit (code 0); only
-        # one that died otherwise is needed to finish the stop.
-        return proc is not None and not proc.is_alive() and not (self.stopping and proc.exitcode == 0)
+        # Exit code 0 means the pusher told the process to stop: the cluster is
+        # ending, so it is not replaced. Recycled workers and crashes are.
+        return proc is not None and not proc.is_alive() and proc.exitcode != Exit.STOPPED
 
     def _replace_dead(self) -> None:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
-            self.monitor = self._spawn("monitor", monitor.main, self.address, self.authkey, self.config)
+            self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i, proc in enumerate(self.workers):
             if self._needs_replacing(proc):
-                if proc.exitcode != 0:
+                if proc.exitcode != Exit.RECYCLED:
                     logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
-                self.workers[i] = self._spawn(f"worker-{i}", worker.main, self.address, self.authkey, i, self.config)
+                self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
 
     def _wind_down(self) -> None:
         deadline = time.monotonic() + EXIT_PATIENCE

@@ -12,8 +12,10 @@ import inspect
 import logging
 import os
 import pickle
+import sys
 import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any
 
 from django import db
@@ -23,7 +25,7 @@ from ..conf import Config
 from ..exceptions import PackageError
 from ..package import TaskPackage, unpack
 from . import process
-from .messages import STOP, Hello, Job, Outcome, Rejected, Role, Started
+from .messages import STOP, Exit, Hello, Job, Outcome, Rejected, Role, Started
 
 logger = logging.getLogger("django_q")
 
@@ -53,14 +55,18 @@ def call(task: TaskPackage) -> tuple[bool, Any]:
         return False, traceback.format_exc()
 
 
-def execute(task: TaskPackage, delivery_id: str, attempts: int, config: Config) -> Outcome:
-    """Run a task with fresh database connections and make its Outcome."""
-    db.close_old_connections()
+def execute(
+    task: TaskPackage, delivery_id: str, attempts: int, config: Config, own_connections: bool = True
+) -> Outcome:
+    """Run a task and make its Outcome; in a worker (`own_connections`) around fresh DB connections."""
+    if own_connections:
+        db.close_old_connections()
     started = time.time()
     try:
         success, value = call(task)
     finally:
-        db.close_old_connections()
+        if own_connections:
+            db.close_old_connections()
     return Outcome(
         delivery_id=delivery_id,
         task=task,
@@ -93,10 +99,10 @@ def _acks_failure(task: TaskPackage, config: Config) -> bool:
     return task.ack_failure if task.ack_failure is not None else config.ack_failures
 
 
-def run_package(payload: bytes, delivery_id: str, attempts: int, config: Config, verified: bool = False) -> Outcome:
-    """Unpack and run a package (raises PackageError if it cannot be trusted or read)."""
-    task = unpack(payload, config.package_limit, verified=verified)
-    return checked(execute(task, delivery_id, attempts, config))
+def run_package(payload: bytes, delivery_id: str, attempts: int, config: Config) -> Outcome:
+    """Unpack and run a package in the calling process, leaving its DB connections alone (sync mode)."""
+    task = unpack(payload, config.package_limit)
+    return checked(execute(task, delivery_id, attempts, config, own_connections=False))
 
 
 def rss_kib() -> int:
@@ -106,36 +112,56 @@ def rss_kib() -> int:
     return psutil.Process().memory_info().rss // 1024
 
 
+class Worker:
+    """One worker's conversation with the pusher; `loop()` serves one message."""
+
+    def __init__(self, conn: Connection, index: int, config: Config) -> None:
+        self.conn = conn
+        self.index = index
+        self.config = config
+        self.done = 0
+
+    def loop(self) -> Exit | None:
+        """Serve one message; an Exit once the worker should end."""
+        job = self.conn.recv()
+        if job is STOP:
+            return Exit.STOPPED
+        if not isinstance(job, Job):
+            return None
+        try:
+            task = unpack(job.payload, self.config.package_limit, verified=True)
+        except PackageError as exc:
+            self.conn.send(Rejected(job.delivery_id, str(exc)))
+            return None
+        self.conn.send(Started(job.delivery_id, task.timeout or self.config.timeout))
+        outcome = execute(task, job.delivery_id, job.attempts, self.config)
+        try:
+            self.conn.send(outcome)  # pickles fully before writing, so a failure writes nothing
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            self.conn.send(unpicklable(outcome, exc))
+        self.done += 1
+        if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
+            logger.info("worker-%s (pid %s) recycled after %s tasks", self.index, os.getpid(), self.done)
+            return Exit.RECYCLED
+        return None
+
+
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
-    """Process entry point: serve the pusher until told to stop, recycled, or orphaned."""
+    """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
     process.setup(f"worker-{index}")
-    conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))
-    if conn is None:
-        return
     done = 0
-    try:
-        while True:
-            job = conn.recv()
-            if job is STOP:
-                return
-            if not isinstance(job, Job):
-                continue
-            try:
-                task = unpack(job.payload, config.package_limit, verified=True)
-            except PackageError as exc:
-                conn.send(Rejected(job.delivery_id, str(exc)))
-                continue
-            conn.send(Started(job.delivery_id, task.timeout or config.timeout))
-            outcome = execute(task, job.delivery_id, job.attempts, config)
-            try:
-                conn.send(outcome)  # pickles fully before writing, so a failure writes nothing
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                conn.send(unpicklable(outcome, exc))
-            done += 1
-            if done >= config.recycle or (config.max_rss and rss_kib() > config.max_rss):
-                logger.info("worker-%s (pid %s) recycled after %s tasks", index, os.getpid(), done)
-                return
-    except (EOFError, OSError):
-        return  # the pusher went away; the sentinel replaces or stops us
-    finally:
-        conn.close()
+    while True:
+        conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))
+        if conn is None:
+            sys.exit(Exit.UNREACHABLE)
+        worker = Worker(conn, index, config)
+        worker.done = done
+        try:
+            while (end := worker.loop()) is None:
+                pass
+        except (EOFError, OSError):
+            done = worker.done
+            continue  # the pusher died; the sentinel starts another, so reconnect
+        finally:
+            conn.close()
+        sys.exit(end)

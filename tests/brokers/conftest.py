@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import pymysql
 import pytest
 from django.db import connections
 from django.db.utils import load_backend
@@ -14,10 +13,6 @@ from django.db.utils import load_backend
 from django_q.brokers.base import Broker
 from django_q.brokers.orm import OrmBroker
 from django_q.brokers.redis import RedisBroker
-
-# Django's MySQL backend imports MySQLdb; PyMySQL stands in for it. This runs at
-# collection, before any test opens the `mysql` connection.
-pymysql.install_as_MySQLdb()
 
 ALIASES = {"sqlite": "default", "pg": "pg", "mysql": "mysql"}
 

@@ -97,11 +97,11 @@ def test_lapsed_lease_delivers_again(make_broker: MakeBroker) -> None:
 
 
 def test_renew_keeps_the_lease(make_broker: MakeBroker) -> None:
-    broker = make_broker(lease=0.6)
+    broker = make_broker(lease=1.0)
     broker.enqueue(b"long job")
     (delivery,) = broker.dequeue()
-    for _ in range(6):
-        time.sleep(0.25)
+    for _ in range(5):
+        time.sleep(0.3)
         broker.renew([delivery.id])
         assert broker.dequeue() == []
     assert broker.leased() == 1

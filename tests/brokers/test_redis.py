@@ -83,10 +83,3 @@ def test_idle_consumer_wakes_within_milliseconds(broker: RedisBroker, queue_name
             latencies.append(received.result(timeout=10) - sent)
     consumer.close()
     assert statistics.median(latencies) < 0.05
-
-
-def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis.Redis) -> None:
-    broker.enqueue(b"before")
-    redis_client.script_flush()
-    broker.enqueue(b"after")
-    assert [d.payload for d in broker.dequeue(count=2)] == [b"before", b"after"]

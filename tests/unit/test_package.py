@@ -25,20 +25,20 @@ LIMIT = 1024 * 1024
 
 
 def make_task(**fields) -> TaskPackage:
-    defaults = dict(
-        id="0123456789abcdef0123456789abcdef",
-        name="amber-otter-comet-kite-abcdef",
-        func="math.copysign",
-        args=(2, -2),
-        kwargs={"flag": True, "items": [1, "two", None]},
-        hook="tests.app.tasks.record_hook",
-        group="g",
-        timeout=3.5,
-        save=False,
-        ack_failure=True,
-        cluster="c",
-        enqueued=1_700_000_000.25,
-    )
+    defaults = {
+        "id": "0123456789abcdef0123456789abcdef",
+        "name": "amber-otter-comet-kite-abcdef",
+        "func": "math.copysign",
+        "args": (2, -2),
+        "kwargs": {"flag": True, "items": [1, "two", None]},
+        "hook": "tests.app.tasks.record_hook",
+        "group": "g",
+        "timeout": 3.5,
+        "save": False,
+        "ack_failure": True,
+        "cluster": "c",
+        "enqueued": 1_700_000_000.25,
+    }
     return TaskPackage(**{**defaults, **fields})
 
 

@@ -8,12 +8,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_q.brokers import get_broker
-from django_q.conf import build_config
+from django_q.conf import build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
 
 
 class Command(BaseCommand):
     help = "Start a Django Q cluster: a pusher, the workers and a monitor."
+    # Q_CLUSTER is validated in handle(), so that a bad key stops the command
+    # with one line rather than the system check report.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run-once", action="store_true", help="stop once the queue is empty")
@@ -27,10 +30,10 @@ class Command(BaseCommand):
 
         try:
             config = build_config()
+            if options["name"]:
+                config = replace(config, name=check_name(options["name"]))
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
-        if options["name"]:
-            config = replace(config, name=options["name"])
         try:
             get_broker(config.name, config).ping()
         except BrokerError as exc:

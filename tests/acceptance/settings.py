@@ -1,0 +1,16 @@
+"""Settings for a project run in subprocesses: `qcluster`, and a driver that enqueues and reads."""
+
+import os
+
+import pymysql
+
+pymysql.install_as_MySQLdb()
+
+SECRET_KEY = "acceptance-secret-key"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_q", "tests.app"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DQ_ACCEPT_DB"]}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+Q_CLUSTER = {"name": os.environ.get("DQ_ACCEPT_QUEUE", "accept"), "workers": 2, "retry": 5, "poll": 0.05}
+if os.environ.get("DQ_ACCEPT_REDIS"):
+    Q_CLUSTER["redis"] = os.environ["DQ_ACCEPT_REDIS"]

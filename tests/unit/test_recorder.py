@@ -1,0 +1,265 @@
+"""Recorder.record: how outcomes become Task rows, and what runs after a new result."""
+
+import itertools
+import random
+
+import pytest
+
+from django_q.cluster.messages import DeadLetterNote, Outcome
+from django_q.cluster.monitor import Recorder
+from django_q.conf import Config
+from django_q.models import DeadLetter, Failure, Success, Task
+from django_q.names import humanize, new_id
+from django_q.package import TaskPackage
+from tests.app.models import Hooked
+
+pytestmark = pytest.mark.django_db
+
+_clock = itertools.count(1_700_000_000)
+
+
+def make_task(**fields) -> TaskPackage:
+    task_id = fields.pop("id", None) or new_id()
+    fields.setdefault("name", humanize(task_id))
+    return TaskPackage(id=task_id, func="tests.app.tasks.add", args=(1, 2), **fields)
+
+
+def outcome(task=None, success=True, result=3, delivery="d", attempts=1, ack=True, **task_fields) -> Outcome:
+    """An outcome that finished after every outcome made before it."""
+    started = float(next(_clock))
+    return Outcome(
+        delivery_id=delivery,
+        task=task or make_task(**task_fields),
+        success=success,
+        result=result,
+        started=started,
+        stopped=started + 0.5,
+        attempts=attempts,
+        cluster="c1",
+        ack=ack,
+    )
+
+
+def failure(task=None, **kwargs) -> Outcome:
+    return outcome(task, success=False, result="Traceback ...\nValueError: boom\n", **kwargs)
+
+
+def recorder(**settings) -> Recorder:
+    return Recorder(Config(**settings))
+
+
+class TestStore:
+    def test_a_new_outcome_is_inserted(self):
+        done = outcome(group="g", hook=None, attempts=2)
+        recorder().record([done])
+        row = Task.objects.get(id=done.task.id)
+        assert (row.name, row.func, row.args, row.kwargs, row.result) == (
+            done.task.name,
+            "tests.app.tasks.add",
+            (1, 2),
+            {},
+            3,
+        )
+        assert (row.group, row.cluster, row.success, row.attempt_count) == ("g", "c1", True, 2)
+        assert row.time_taken() == 0.5
+
+    def test_a_success_is_not_overwritten_by_a_failure(self):
+        task = make_task()
+        recorder().record([outcome(task, result=3)])
+        recorder().record([failure(task, attempts=2)])
+        row = Task.objects.get(id=task.id)
+        assert (row.success, row.result, row.attempt_count) == (True, 3, 1)
+
+    def test_a_success_is_not_overwritten_by_a_second_success(self):
+        task = make_task()
+        recorder().record([outcome(task, result=3)])
+        recorder().record([outcome(task, result=4, attempts=2)])
+        assert Task.objects.get(id=task.id).result == 3
+
+    def test_a_failure_is_replaced_by_a_success(self):
+        task = make_task()
+        recorder().record([failure(task)])
+        recorder().record([outcome(task, result=3, attempts=2)])
+        row = Task.objects.get(id=task.id)
+        assert (row.success, row.result, row.attempt_count) == (True, 3, 2)
+        assert Task.objects.count() == 1
+
+    def test_the_last_of_one_task_in_a_batch_wins(self):
+        task = make_task()
+        recorder().record([failure(task), outcome(task, result=3, attempts=2)])
+        assert Task.objects.get(id=task.id).success is True
+
+    def test_a_clashing_task_name_is_made_unique(self):
+        first, second = make_task(name="nightly"), make_task(name="nightly")
+        recorder().record([outcome(first), outcome(second)])
+        assert Task.objects.get(id=first.id).name == "nightly"
+        assert Task.objects.get(id=second.id).name == f"nightly-{second.id[-6:]}"
+
+    def test_saved_acks_the_acked_and_releases_the_rest(self):
+        saved = recorder().record([outcome(delivery="a"), failure(delivery="b", ack=False), failure(delivery="c")])
+        assert (saved.ack_ids, saved.release_ids) == (("a", "c"), ("b",))
+
+    def test_dead_letters_are_kept_and_acked(self):
+        note = DeadLetterNote(delivery_id="9", queue="q", payload=b"junk", reason="bad signature")
+        saved = recorder().record([], dead=[note])
+        letter = DeadLetter.objects.get()
+        assert (letter.broker_id, letter.queue, bytes(letter.payload), letter.reason) == (
+            "9",
+            "q",
+            b"junk",
+            "bad signature",
+        )
+        assert saved.ack_ids == ("9",)
+
+
+class TestSaveOptions:
+    def test_save_false_stores_no_success(self):
+        recorder().record([outcome(save=False)])
+        assert not Task.objects.exists()
+
+    def test_save_false_stores_a_failure(self):
+        recorder().record([failure(save=False)])
+        assert Failure.objects.count() == 1
+
+    def test_save_limit_minus_one_keeps_no_success(self):
+        recorder(save_limit=-1).record([outcome(), failure()])
+        assert (Success.objects.count(), Failure.objects.count()) == (0, 1)
+
+    def test_save_true_wins_over_save_limit_minus_one(self):
+        recorder(save_limit=-1).record([outcome(save=True)])
+        assert Success.objects.count() == 1
+
+    def test_save_false_still_calls_the_hook(self):
+        done = outcome(save=False, hook="tests.app.tasks.record_hook")
+        recorder().record([done])
+        assert Hooked.objects.get().task_id == done.task.id
+
+
+class TestPruning:
+    def test_save_limit_keeps_the_newest_successes(self):
+        rec = recorder(save_limit=3)
+        done = [outcome() for _ in range(5)]
+        for one in done:
+            rec.record([one])
+        assert set(Success.objects.values_list("id", flat=True)) == {o.task.id for o in done[2:]}
+
+    def test_pruning_within_one_batch(self):
+        done = [outcome() for _ in range(5)]
+        recorder(save_limit=2).record(done)
+        assert set(Success.objects.values_list("id", flat=True)) == {o.task.id for o in done[3:]}
+
+    def test_failures_are_never_pruned(self):
+        rec = recorder(save_limit=1)
+        failed = [failure() for _ in range(3)]
+        rec.record(failed)
+        rec.record([outcome(), outcome()])
+        assert Failure.objects.count() == 3
+        assert Success.objects.count() == 1
+
+    def test_save_limit_zero_keeps_every_success(self):
+        rec = recorder(save_limit=0)
+        for _ in range(5):
+            rec.record([outcome()])
+        assert Success.objects.count() == 5
+
+
+class TestHooks:
+    def test_the_hook_gets_the_saved_task(self):
+        done = outcome(hook="tests.app.tasks.record_hook", result=42)
+        recorder().record([done])
+        hooked = Hooked.objects.get()
+        assert (hooked.task_id, hooked.result, hooked.success) == (done.task.id, "42", True)
+
+    def test_the_hook_is_called_once_per_task_however_often_it_is_saved(self):
+        task = make_task(hook="tests.app.tasks.record_hook")
+        rec = recorder()
+        rec.record([outcome(task, delivery="1")])
+        rec.record([outcome(task, delivery="2")])  # delivered again: saved before
+        rec.record([failure(task, delivery="3")])
+        assert Hooked.objects.count() == 1
+
+    def test_a_failure_then_a_success_calls_the_hook_for_each(self):
+        task = make_task(hook="tests.app.tasks.record_hook")
+        recorder().record([failure(task)])
+        recorder().record([outcome(task)])
+        assert list(Hooked.objects.order_by("id").values_list("success", flat=True)) == [False, True]
+
+    def test_a_failing_hook_is_only_logged(self, caplog):
+        done = outcome(hook="tests.app.tasks.bad_hook")
+        saved = recorder().record([done])
+        assert saved.ack_ids == ("d",)
+        assert Task.objects.get(id=done.task.id).success is True
+        [record] = [r for r in caplog.records if r.name == "django_q"]
+        assert record.getMessage() == f"hook tests.app.tasks.bad_hook of task {done.task.name} ({done.task.id}) failed"
+
+    def test_a_hook_that_does_not_import_is_only_logged(self, caplog):
+        recorder().record([outcome(hook="tests.app.tasks.no_such_hook")])
+        assert any("no_such_hook" in r.getMessage() for r in caplog.records if r.name == "django_q")
+        assert Task.objects.count() == 1
+
+
+class TestIterFolding:
+    def parts(self, values, **fields):
+        parent = new_id()
+        return parent, [
+            outcome(
+                make_task(id=f"{parent[:24]}{i:08x}", name=f"it-{i}", parent=parent, iter_count=len(values), **fields),
+                result=value,
+            )
+            for i, value in enumerate(values)
+        ]
+
+    def test_parts_are_folded_into_the_parent_once_all_ran(self):
+        parent, parts = self.parts([10, 20, 30], group="g")
+        shuffled = random.Random(7).sample(parts, len(parts))
+        rec = recorder()
+        for part in shuffled[:-1]:
+            rec.record([part])
+            assert not Task.objects.filter(id=parent).exists()
+        rec.record([shuffled[-1]])
+        row = Task.objects.get(id=parent)
+        assert (row.result, row.success, row.group, row.name) == ([10, 20, 30], True, "g", "it")
+        assert row.args == [(1, 2)] * 3
+        assert Task.objects.count() == 1, "the parts are deleted once folded"
+
+    def test_parts_in_one_batch(self):
+        parent, parts = self.parts([1, 2, 3, 4])
+        recorder().record(parts[::-1])
+        assert Task.objects.get(id=parent).result == [1, 2, 3, 4]
+
+    def test_a_failed_part_fails_the_parent(self):
+        parent, parts = self.parts([1, 2])
+        parts[1] = parts[1].with_result(False, "Traceback ...\nValueError: no\n")
+        recorder().record(parts)
+        row = Task.objects.get(id=parent)
+        assert row.success is False and row.result[1].endswith("ValueError: no\n")
+
+    def test_parts_are_kept_until_folded_even_with_save_limit_minus_one(self):
+        parent, parts = self.parts([1, 2])
+        rec = recorder(save_limit=-1)
+        rec.record(parts[:1])
+        assert Task.objects.filter(parent=parent).count() == 1
+        rec.record(parts[1:])
+        assert Task.objects.get(id=parent).result == [1, 2]
+
+    def test_parts_are_not_pruned(self):
+        parent, parts = self.parts([1, 2, 3])
+        rec = recorder(save_limit=1)
+        rec.record(parts[:2])
+        rec.record([outcome(), outcome()])
+        assert Task.objects.filter(parent=parent).count() == 2
+
+    def test_the_hook_is_called_once_for_the_parent(self):
+        parent, parts = self.parts([1, 2, 3], hook="tests.app.tasks.record_hook")
+        rec = recorder()
+        for part in parts:
+            rec.record([part])
+        hooked = Hooked.objects.get()
+        assert (hooked.task_id, hooked.result) == (parent, "[1, 2, 3]")
+
+    def test_a_part_delivered_again_after_the_fold_leaves_no_row(self):
+        parent, parts = self.parts([1, 2])
+        rec = recorder()
+        rec.record(parts)
+        rec.record([parts[0]])  # saved, but the cluster died before the ack
+        assert list(Task.objects.values_list("id", flat=True)) == [parent]
