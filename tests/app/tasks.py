@@ -78,3 +78,19 @@ class Greeter:
 
     def __call__(self, name):
         return self.greet(name)
+
+
+def die():
+    """Kill the worker running this task, as a segfault or the OOM killer would."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def grow(kib):
+    """Keep `kib` KiB alive in the worker (for max_rss)."""
+    global _ballast
+    _ballast = bytearray(kib * 1024)
+    for i in range(0, len(_ballast), 4096):
+        _ballast[i] = 1
+    return os.getpid()

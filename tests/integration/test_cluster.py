@@ -117,3 +117,31 @@ def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
     os.kill(worker.pid, signal.SIGKILL)
     assert result(task_id, wait=30_000) == "done"
     assert fetch(task_id).attempt_count >= 2
+
+
+def test_signals_reach_cluster_processes(cluster, tmp_path):
+    from django_q import signals
+
+    def spawned(proc_name, **_):
+        (tmp_path / f"spawn-{proc_name}").touch()
+
+    def executing(func, task, **_):
+        (tmp_path / f"pre-{task.id}").touch()
+
+    def executed(task, **_):
+        (tmp_path / f"post-{task.id}").touch()
+
+    receivers = [(signals.post_spawn, spawned), (signals.pre_execute, executing), (signals.post_execute, executed)]
+    for signal_, receiver in receivers:
+        signal_.connect(receiver)
+    try:
+        cluster(workers=1)  # forked children inherit the receivers
+        task_id = async_task("tests.app.tasks.add", 1, 1)
+        assert result(task_id, wait=30_000) == 2
+        wait_until(lambda: (tmp_path / f"post-{task_id}").exists())
+        assert (tmp_path / f"pre-{task_id}").exists()
+        names = {p.name for p in tmp_path.iterdir()}
+        assert {"spawn-pusher", "spawn-monitor", "spawn-worker-0"} <= names
+    finally:
+        for signal_, receiver in receivers:
+            signal_.disconnect(receiver)
