@@ -3,7 +3,7 @@
 #   make demo                  the example project: a cluster runs a few hundred tasks
 #   make test                  the test suite on Python 3.11 (Django 5.2) and 3.12 (Django 6.x)
 #   make test PY=311           one interpreter only (PY=312 for the other)
-#   make test ARGS="-k redis"  extra pytest arguments
+#   make test ARGS="-k redis"  extra pytest arguments (TESTS="tests/unit" picks the tests)
 #   make check                 manage.py check and makemigrations --check, both Pythons
 #
 # Each interpreter has its own virtualenv (.venv, .venv312). It is (re)installed
@@ -15,6 +15,7 @@ SHELL := /bin/bash
 
 PY ?= 311 312
 ARGS ?=
+TESTS ?= tests/
 $(foreach v,$(PY),$(if $(filter 311 312,$(v)),,$(error PY takes 311 and/or 312, not "$(v)")))
 
 # The interpreters that create the virtualenvs. pyenv's shims need
@@ -69,7 +70,7 @@ test: venv
 		tmp=$$(mktemp -d "/tmp/django_q_tests_$${id}.XXXX"); \
 		echo "==> pytest on $$($$venv/bin/python -c 'import sys, django; print("Python %d.%d, Django %s" % (*sys.version_info[:2], django.__version__))') (DQ_TEST_ID=$$id)"; \
 		rc=0; \
-		DQ_TEST_ID=$$id DQ_TEST_TMP=$$tmp $$venv/bin/python -m pytest tests/ $(ARGS) || rc=$$?; \
+		DQ_TEST_ID=$$id DQ_TEST_TMP=$$tmp $$venv/bin/python -m pytest $(TESTS) $(ARGS) || rc=$$?; \
 		rm -rf "$$tmp"; \
 		if [ $$rc -ne 0 ]; then echo "==> pytest on py$$v failed (exit $$rc)"; failed="$$failed py$$v"; fi; \
 	done; \

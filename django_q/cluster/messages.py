@@ -87,6 +87,13 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class AlreadyDone:
+    """Worker to pusher: a redelivered task's success is stored already; ack without running it."""
+
+    delivery_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterNote:
     """Pusher to monitor: keep this package aside and never run it."""
 

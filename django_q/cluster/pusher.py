@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener, Pipe, wait
 
@@ -29,7 +30,7 @@ from ..conf import Config
 from ..exceptions import BrokerError, PackageError
 from ..package import unpack, verify
 from . import process
-from .messages import STOP, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
+from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
 
 logger = logging.getLogger("django_q")
 
@@ -74,6 +75,8 @@ class Pusher:
         self.pending = Pending()
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         self.stopping = False
+        self.outage_since: float | None = None
+        self.retry_at = self.retry_pause = 0.0
         self.next_renewal = time.monotonic() + config.retry / 3
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
@@ -181,6 +184,9 @@ class Pusher:
         elif isinstance(msg, Outcome):
             slot.job = slot.deadline = slot.started = None
             self._pend(msg)
+        elif isinstance(msg, AlreadyDone):
+            slot.job = None
+            self.unacked.add(msg.delivery_id)
         elif isinstance(msg, Rejected):
             delivery, slot.job = slot.job, None
             if delivery is not None:
@@ -274,13 +280,28 @@ class Pusher:
         if not held or self._broker_call(self.broker.renew, held):
             self.next_renewal = time.monotonic() + self.config.retry / 3
 
-    def _broker_call(self, method: object, ids: list[str]) -> bool:
-        try:
-            method(ids)  # type: ignore[operator]
-            return True
-        except BrokerError as exc:
-            logger.error("broker %s failed, will retry: %s", getattr(method, "__name__", method), exc)
+    def _broker_call(self, method: Callable[[list[str]], None], ids: list[str]) -> bool:
+        """Call a broker method; on failure log once per outage and report False (the caller retries).
+
+        During an outage calls are spaced out with a growing pause, so that the
+        loop keeps serving workers instead of waiting on connect timeouts.
+        """
+        now = time.monotonic()
+        if self.outage_since is not None and now < self.retry_at:
             return False
+        try:
+            method(ids)
+        except BrokerError as exc:
+            if self.outage_since is None:
+                self.outage_since, self.retry_pause = now, 0.1
+                logger.error("broker %s failed, will retry: %s", method.__name__, exc)
+            self.retry_pause = min(self.retry_pause * 2, 5.0)
+            self.retry_at = time.monotonic() + self.retry_pause
+            return False
+        if self.outage_since is not None:
+            logger.warning("broker answers again after %.1fs", time.monotonic() - self.outage_since)
+            self.outage_since = None
+        return True
 
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""

@@ -25,7 +25,7 @@ from ..conf import Config
 from ..exceptions import PackageError
 from ..package import TaskPackage, unpack
 from . import process
-from .messages import STOP, Exit, Hello, Job, Outcome, Rejected, Role, Started
+from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, Started
 
 logger = logging.getLogger("django_q")
 
@@ -112,6 +112,16 @@ def rss_kib() -> int:
     return psutil.Process().memory_info().rss // 1024
 
 
+def succeeded_before(task_id: str) -> bool:
+    """Whether a success of this task id is stored (only asked of redelivered tasks)."""
+    from ..models import Task
+
+    try:
+        return Task.objects.filter(id=task_id, success=True).exists()
+    except db.DatabaseError:
+        return False  # cannot tell: run it again, at least once beats never
+
+
 class Worker:
     """One worker's conversation with the pusher; `loop()` serves one message."""
 
@@ -132,6 +142,9 @@ class Worker:
             task = unpack(job.payload, self.config.package_limit, verified=True)
         except PackageError as exc:
             self.conn.send(Rejected(job.delivery_id, str(exc)))
+            return None
+        if job.attempts > 1 and succeeded_before(task.id):
+            self.conn.send(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
             return None
         self.conn.send(Started(job.delivery_id, task.timeout or self.config.timeout))
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
