@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -119,8 +120,46 @@ def validate_cron(value: str) -> None:
         raise ValidationError(_("%(value)s is not a valid cron expression"), params={"value": value})
 
 
+def validate_cron_occurs(value: str | None) -> str | None:
+    """Why a valid cron expression never runs (e.g. "0 0 30 2 *"), or None."""
+    from croniter import croniter
+
+    from .schedules import CRON, Recurrence, ScheduleError
+
+    if not value or not croniter.is_valid(value):
+        return None  # the field's validator reports it
+    now = timezone.now() if settings.USE_TZ else timezone.make_aware(timezone.now())
+    try:
+        Recurrence(CRON, now, timezone.get_default_timezone(), cron=value).after(now)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+def importable(path: str) -> str | None:
+    """Why the dotted path `path` is not an importable callable, or None."""
+    from .tasks import resolve
+
+    try:
+        obj = resolve(path)
+    except Exception as exc:  # importing runs the module's code: anything can go wrong
+        return f"{path!r} cannot be imported: {type(exc).__name__}: {exc}"
+    return None if callable(obj) else f"{path!r} is not callable"
+
+
 class Schedule(models.Model):
-    """A task to enqueue on a schedule. Run by the cluster's scheduler."""
+    """A task to enqueue on a schedule. Run by the cluster's scheduler (`django_q.cluster.scheduler`).
+
+    Each due occurrence is enqueued once however many clusters run (see
+    `django_q.schedules` for when each type recurs, in TIME_ZONE). `repeats`
+    counts runs down: n runs n more times; -1 (any negative count) runs forever
+    and keeps counting down, as in django-q. A finished schedule (its repeats
+    reached 0) is kept with `next_run` None, so that its last task and result
+    stay linked; a ONCE schedule with negative repeats is deleted once its task
+    is enqueued (django-q's behaviour; give it repeats=1 to keep it). A schedule
+    the scheduler cannot run (it bypassed validation) is stopped the same way,
+    `next_run` None, with a failed task saying why.
+    """
 
     ONCE = "O"
     MINUTES = "I"
@@ -155,10 +194,20 @@ class Schedule(models.Model):
     schedule_type = models.CharField(max_length=2, choices=TYPE, default=ONCE, verbose_name=_("Schedule Type"))
     minutes = models.PositiveIntegerField(null=True, blank=True, help_text=_("Number of minutes for the Minutes type"))
     repeats = models.IntegerField(default=-1, verbose_name=_("Repeats"), help_text=_("n = n times, -1 = forever"))
-    next_run = models.DateTimeField(verbose_name=_("Next Run"), default=timezone.now, null=True, db_index=True)
+    next_run = models.DateTimeField(
+        verbose_name=_("Next Run"), default=timezone.now, null=True, blank=True, db_index=True,
+        help_text=_("Empty once the schedule has finished"),
+    )
     cron = models.CharField(max_length=100, null=True, blank=True, validators=[validate_cron])
     task = models.CharField(max_length=100, null=True, editable=False)
     cluster = models.CharField(max_length=100, null=True, blank=True)
+    # The instant the series of occurrences counts from, so that month ends and
+    # DST gaps do not shift later runs; set by the scheduler, reset by it when
+    # next_run is moved off the series.
+    anchor = models.DateTimeField(null=True, editable=False)
+    # The id of a task a scheduler claimed but may not have enqueued yet (a
+    # broker outside the schedule's database); see django_q.cluster.scheduler.
+    enqueuing = models.CharField(max_length=32, null=True, editable=False)
 
     class Meta:
         app_label = "django_q"
@@ -169,10 +218,29 @@ class Schedule(models.Model):
         return self.name or self.func
 
     def clean(self) -> None:
+        """Check what the scheduler needs: the type's settings, literal arguments, importable functions."""
+        from .schedules import ScheduleError, parse_args, parse_kwargs
+
+        errors: dict[str, list[str]] = {}
         if self.schedule_type == self.CRON and not self.cron:
-            raise ValidationError({"cron": _("A cron schedule needs a cron expression.")})
+            errors.setdefault("cron", []).append(_("A cron schedule needs a cron expression."))
+        elif self.schedule_type == self.CRON and (never := validate_cron_occurs(self.cron)):
+            errors.setdefault("cron", []).append(never)
         if self.schedule_type == self.MINUTES and not self.minutes:
-            raise ValidationError({"minutes": _("A minutes schedule needs the number of minutes.")})
+            errors.setdefault("minutes", []).append(_("A minutes schedule needs the number of minutes."))
+        if self.repeats != 0 and self.next_run is None:
+            errors.setdefault("next_run", []).append(_("A schedule that still repeats needs a next run."))
+        for field, parse in (("args", parse_args), ("kwargs", parse_kwargs)):
+            try:
+                parse(getattr(self, field))
+            except ScheduleError as exc:
+                errors.setdefault(field, []).append(str(exc))
+        for field in ("func", "hook"):
+            problem = importable(getattr(self, field)) if getattr(self, field) else None
+            if problem:
+                errors.setdefault(field, []).append(problem)
+        if errors:
+            raise ValidationError(errors)
 
     def last_run(self) -> Task | None:
         """The task this schedule enqueued last, once it has run."""

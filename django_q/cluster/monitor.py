@@ -262,7 +262,7 @@ class Monitor:
 
 def main(address: str, authkey: bytes, config: Config) -> None:
     """Process entry point: save results until the pusher says stop; reconnect if it is replaced."""
-    process.setup("monitor")
+    process.setup("monitor", config.name)
     try:
         while True:
             conn = process.connect(address, authkey, Hello(Role.MONITOR, os.getpid()))

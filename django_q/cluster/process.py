@@ -33,10 +33,16 @@ def start(module: str, function: str, *args: Any) -> None:
     getattr(importlib.import_module(module), function)(*args)
 
 
-def setup(name: str) -> None:
+_parent_pid = os.getppid()
+
+
+def setup(name: str, cluster: str = "") -> None:
     """Make a child process ready: Django loaded (spawn, forkserver), stop signals left to the sentinel."""
+    global _parent_pid
+    _parent_pid = os.getppid()  # the sentinel, or the forkserver it owns
     if not apps.ready:
         django.setup()
+    set_title(name, cluster)
     # Ctrl-C reaches the whole process group; only the sentinel decides how the
     # cluster stops, so children ignore SIGINT and SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -44,17 +50,23 @@ def setup(name: str) -> None:
     signals.post_spawn.send(sender="django_q", proc_name=name)
 
 
-def orphaned(parent_pid: int) -> bool:
-    """Whether the process that started us is gone."""
-    return os.getppid() != parent_pid
+def set_title(name: str, cluster: str = "") -> None:
+    """Name the process in ps and top: 'django_q <role> [<cluster>]'."""
+    from setproctitle import setproctitle
+
+    setproctitle(f"django_q {name}" + (f" [{cluster}]" if cluster else ""))
+
+
+def orphaned(parent_pid: int | None = None) -> bool:
+    """Whether the process that started us (as of `setup()`) is gone."""
+    return os.getppid() != (parent_pid or _parent_pid)
 
 
 def connect(address: str, authkey: bytes, hello: Hello) -> Connection | None:
     """Connect to the pusher and introduce ourselves; None if the cluster went away first."""
-    parent = os.getppid()
     deadline = time.monotonic() + CONNECT_PATIENCE
     pause = 0.005
-    while time.monotonic() < deadline and not orphaned(parent):
+    while time.monotonic() < deadline and not orphaned():
         try:
             conn = Client(address, family="AF_UNIX", authkey=authkey)
         except (FileNotFoundError, ConnectionRefusedError):

@@ -35,6 +35,9 @@ from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Re
 logger = logging.getLogger("django_q")
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
+HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
+MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
+BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Pending:
     """Deliveries that ran and wait for the monitor to save them."""
 
     messages: dict[str, Outcome | DeadLetterNote] = field(default_factory=dict)
+    unsent: deque[str] = field(default_factory=deque)  # in arrival order
     sent: set[str] = field(default_factory=set)
 
 
@@ -77,20 +81,25 @@ class Pusher:
         self.stopping = False
         self.outage_since: float | None = None
         self.retry_at = self.retry_pause = 0.0
-        self.next_renewal = time.monotonic() + config.retry / 3
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
+        self.closed = threading.Event()
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
+        threading.Thread(target=self._keep_leases, name="django_q-leases", daemon=True).start()
         self.fetcher.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self.closed.is_set():
             try:
                 conn = self.listener.accept()
-                hello = conn.recv()
             except OSError:
-                return  # the listener was closed
-            except Exception:
-                continue  # a failed handshake: ignore that client
+                continue  # a client died during the handshake (or we are closing)
+            try:
+                hello = conn.recv() if conn.poll(HANDSHAKE) else None
+            except (EOFError, OSError):
+                hello = None
+            if not isinstance(hello, Hello):
+                conn.close()
+                continue
             self._newcomers.append((conn, hello))
             self.wake_w.send_bytes(b"a")
 
@@ -128,8 +137,6 @@ class Pusher:
         self._dispatch()
         self._watch_timeouts()
         self._retry_acks()
-        if time.monotonic() >= self.next_renewal:
-            self._renew()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
@@ -142,14 +149,15 @@ class Pusher:
                 self.monitor.close()
             self.monitor = conn
             self.pending.sent.clear()  # a new monitor gets everything not yet saved
+            self.pending.unsent = deque(self.pending.messages)
             self._to_monitor()
         else:
             self.slots[conn] = Slot(conn, hello.pid, hello.index)
 
     def _dispatch(self) -> None:
         buffer = self.fetcher.buffer
-        if self.stopping:
-            buffer = deque()  # what is left goes back to the broker, not to a worker
+        if self.stopping or len(self.pending.messages) >= BACKLOG:
+            buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
         idle = [s for s in self.slots.values() if s.job is None and not s.killed]
         while buffer and idle:
             delivery = buffer.popleft()
@@ -241,18 +249,24 @@ class Pusher:
 
     def _pend(self, msg: Outcome | DeadLetterNote) -> None:
         self.pending.messages[msg.delivery_id] = msg
+        self.pending.unsent.append(msg.delivery_id)
 
     def _to_monitor(self) -> None:
-        if self.monitor is None:
-            return
-        for delivery_id, msg in self.pending.messages.items():
-            if delivery_id not in self.pending.sent:
-                try:
-                    self.monitor.send(msg)
-                except OSError:
-                    self._gone(self.monitor)
-                    return
-                self.pending.sent.add(delivery_id)
+        pending = self.pending
+        while self.monitor is not None and pending.unsent and len(pending.sent) < MONITOR_WINDOW:
+            # The window keeps sends from blocking on a full socket; the rest
+            # goes out as Saved answers come back.
+            delivery_id = pending.unsent.popleft()
+            msg = pending.messages.get(delivery_id)
+            if msg is None or delivery_id in pending.sent:
+                continue
+            try:
+                self.monitor.send(msg)
+            except OSError:
+                pending.unsent.appendleft(delivery_id)
+                self._gone(self.monitor)
+                return
+            pending.sent.add(delivery_id)
 
     def _saved(self, saved: Saved) -> None:
         for delivery_id in (*saved.ack_ids, *saved.release_ids):
@@ -272,13 +286,32 @@ class Pusher:
             self.fetcher.buffer.clear()
 
     def _held(self) -> list[str]:
-        running = [s.job.id for s in self.slots.values() if s.job]
-        return [*(d.id for d in list(self.fetcher.buffer)), *running, *self.pending.messages, *self.unacked]
+        """Every delivery this cluster holds. Called from the lease thread: list() copies in one step."""
+        running = [job.id for job in [s.job for s in list(self.slots.values())] if job]
+        return [*(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages), *list(self.unacked)]
 
-    def _renew(self) -> None:
-        held = self._held()
-        if not held or self._broker_call(self.broker.renew, held):
-            self.next_renewal = time.monotonic() + self.config.retry / 3
+    def _keep_leases(self) -> None:
+        """Renew every held lease three times per `retry` period.
+
+        A thread of its own, with its own broker, so that a loop busy with a
+        slow monitor or a broker outage does not let leases lapse under tasks
+        that are still running.
+        """
+        broker = get_broker(self.config.name, self.config)
+        period = self.config.retry / 3
+        failing = False
+        while not self.closed.wait(period if not failing else min(period, 1.0)):
+            held = self._held()
+            try:
+                if held:
+                    broker.renew(held)
+            except BrokerError as exc:
+                if not failing:  # once per outage
+                    logger.warning("lease renewal failed, retrying: %s", exc)
+                failing = True
+                continue
+            failing = False
+        broker.close()
 
     def _broker_call(self, method: Callable[[list[str]], None], ids: list[str]) -> bool:
         """Call a broker method; on failure log once per outage and report False (the caller retries).
@@ -306,6 +339,7 @@ class Pusher:
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
         self._retry_acks()
+        self.closed.set()
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
                 conn.send(STOP)
@@ -317,14 +351,13 @@ class Pusher:
 
 def main(address: str, authkey: bytes, config: Config, run_once: bool = False) -> None:
     """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
-    parent = os.getppid()
-    process.setup("pusher")
+    process.setup("pusher", config.name)
     pusher = Pusher(config, address, authkey, run_once)
     signal.signal(signal.SIGTERM, lambda *_: pusher.stop())
     try:
         while not pusher.done:
             pusher.loop()
-            if process.orphaned(parent):
+            if process.orphaned():
                 logger.error("pusher: the sentinel is gone; leaving leases to lapse")
                 return
     finally:

@@ -1,4 +1,4 @@
-"""The sentinel: starts the pusher, the monitor and the workers, and brings back any that die.
+"""The sentinel: starts the pusher, the monitor, the scheduler and the workers, and brings back any that die.
 
 SIGTERM or SIGINT asks the pusher to stop gracefully (it hands back what did
 not start, lets running tasks finish and waits for every result to be saved);
@@ -41,6 +41,7 @@ class Sentinel:
         self.authkey = os.urandom(32)
         self.pusher: BaseProcess | None = None
         self.monitor: BaseProcess | None = None
+        self.scheduler: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
         self.stop_requested = False
         self.stopping = False
@@ -64,6 +65,7 @@ class Sentinel:
         """Start every process of the cluster."""
         self._spawn_pusher()
         self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
+        self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i in range(self.config.workers):
             self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
         logger.info(
@@ -76,7 +78,7 @@ class Sentinel:
         self.stop_requested = True
 
     def processes(self) -> list[BaseProcess]:
-        return [p for p in (self.pusher, self.monitor, *self.workers) if p is not None]
+        return [p for p in (self.pusher, self.monitor, self.scheduler, *self.workers) if p is not None]
 
     def guard(self) -> None:
         """Watch the processes until the cluster stopped; replaces those that die."""
@@ -87,6 +89,7 @@ class Sentinel:
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
                 if self.pusher.is_alive():
                     os.kill(self.pusher.pid, signal.SIGTERM)
+                self._stop_scheduler()
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
                     break  # stopped, or a run-once cluster found the queue empty
@@ -105,13 +108,24 @@ class Sentinel:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
+        if not self.stopping and self._needs_replacing(self.scheduler):
+            logger.warning("scheduler exited (code %s); starting a new one", self.scheduler.exitcode)
+            self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i, proc in enumerate(self.workers):
             if self._needs_replacing(proc):
                 if proc.exitcode != Exit.RECYCLED:
                     logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
                 self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
 
+    def _stop_scheduler(self) -> None:
+        # The scheduler takes no orders from the pusher: SIGTERM makes it finish
+        # its pass and exit 0. A kill would be safe too (see cluster.scheduler:
+        # an interrupted pass at worst delays a run).
+        if self.scheduler is not None and self.scheduler.is_alive():
+            os.kill(self.scheduler.pid, signal.SIGTERM)
+
     def _wind_down(self) -> None:
+        self._stop_scheduler()  # a run-once cluster ends without a stop request
         deadline = time.monotonic() + EXIT_PATIENCE
         for proc in self.processes():
             proc.join(max(0.0, deadline - time.monotonic()))
@@ -126,6 +140,7 @@ class Sentinel:
 def run(config: Config, run_once: bool = False, start_method: str | None = None) -> None:
     """Run a cluster in this process until SIGTERM or SIGINT (or, with run_once, an empty queue)."""
     sentinel = Sentinel(config, run_once, start_method)
+    process.set_title("sentinel", config.name)
     previous = {sig: signal.signal(sig, sentinel.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         sentinel.start()

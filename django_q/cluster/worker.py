@@ -161,7 +161,7 @@ class Worker:
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
     """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
-    process.setup(f"worker-{index}")
+    process.setup(f"worker-{index}", config.name)
     done = 0
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))

@@ -12,6 +12,8 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DQ_ACCEPT_DB"]}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 Q_CLUSTER = {"name": os.environ.get("DQ_ACCEPT_QUEUE", "accept"), "workers": 2, "retry": 5, "poll": 0.05}
+if os.environ.get("DQ_ACCEPT_RETRY"):
+    Q_CLUSTER["retry"] = float(os.environ["DQ_ACCEPT_RETRY"])
 if os.environ.get("DQ_ACCEPT_SAVE_LIMIT"):
     Q_CLUSTER["save_limit"] = int(os.environ["DQ_ACCEPT_SAVE_LIMIT"])
 if os.environ.get("DQ_ACCEPT_REDIS"):

@@ -94,3 +94,18 @@ def grow(kib):
     for i in range(0, len(_ballast), 4096):
         _ballast[i] = 1
     return os.getpid()
+
+
+_redis = None
+
+
+def incr(key, seconds=0.0, url="redis://127.0.0.1:6379/14"):
+    """Sleep, then count one run of this task in Redis (one connection per process)."""
+    global _redis
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url(url)
+    if seconds:
+        time.sleep(seconds)
+    return _redis.incr(key)

@@ -48,3 +48,18 @@ def test_max_rss_replaces_a_bloated_worker(cluster):
     first = result(async_task("tests.app.tasks.grow", 300_000), wait=30_000)
     second = result(async_task("tests.app.tasks.pid"), wait=30_000)
     assert first and second and first != second
+
+
+def test_client_dying_in_handshake_does_not_stop_new_workers_joining(cluster):
+    import os
+    import signal
+    import socket
+
+    running = cluster(workers=1)
+    assert result(async_task("tests.app.tasks.add", 1, 1), wait=30_000) == 2
+    for _ in range(3):  # connect and vanish, as a worker killed while joining does
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(running.sentinel.address)
+        sock.close()
+    os.kill(running.sentinel.workers[0].pid, signal.SIGKILL)
+    assert result(async_task("tests.app.tasks.add", 2, 2), wait=30_000) == 4

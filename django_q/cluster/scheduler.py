@@ -1,0 +1,256 @@
+"""The scheduler: turns due schedules into tasks, each occurrence once however many clusters run.
+
+A pass (`Scheduler.loop(now)`) reads the due schedules of this cluster (those
+whose `cluster` is unset or this cluster's name), decides with
+`django_q.schedules.plan` whether each runs and when it runs next, claims the
+row and enqueues its task. `main` runs a pass every INTERVAL seconds.
+
+Claiming: `UPDATE ... WHERE id = <id> AND next_run = <the value read>`. Of any
+number of schedulers that read a due row, only the one whose statement
+changed it enqueues; the others see no row changed and move on. The order of
+the claim and the enqueue is what makes a kill at any point harmless:
+
+- Database broker in the schedule's database: the claim (next run, repeats,
+  task id) and the broker's INSERT commit in one transaction, both or
+  neither: exactly once, even under SIGKILL.
+- Any other broker: the claim cannot commit with the enqueue, so it is done
+  in three steps. (1) The claim moves next_run to a short hold (now +
+  CLAIM_HOLD) and records the task id in `enqueuing`; (2) the task is
+  enqueued; (3) next_run moves on and `enqueuing` is cleared. A scheduler
+  killed, or a broker failing, after (1) leaves the hold behind; when it
+  expires the row is due again and whoever claims it enqueues the same task
+  id (unless that task's result is stored already). A kill thus delays a run
+  by at most CLAIM_HOLD. Only a kill between (2) and (3) sends a task twice,
+  and the copy has the same id: the cluster saves one result per id and
+  skips a task whose success is stored.
+
+A row the scheduler cannot turn into a task (saved without validation: a bad
+cron expression, argument text that is not literals, ...) is stopped: its
+next_run is cleared and a failed Task saying why becomes its last run. A row
+that fails in an unexpected way is logged and left alone for BAD_ROW_PAUSE
+seconds. A database or broker outage ends the pass; `main` retries it after
+a growing pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+from django import db
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, router, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from ..brokers import close_brokers
+from ..conf import Config, get_config
+from ..exceptions import BrokerConnectionError, PackageError, TaskTypeError
+from ..models import Schedule, Task
+from ..names import humanize, new_id
+from ..package import TaskPackage
+from ..schedules import ScheduleError, Step, parse_args, parse_kwargs, plan
+from ..tasks import build_package, enqueue_packages, run_sync
+from . import process
+
+logger = logging.getLogger("django_q")
+
+INTERVAL = 1.0  # seconds between passes
+BATCH = 100  # due rows read at once; a pass reads again while batches come back full
+MAX_BATCHES = 10  # per pass, so that a backlog cannot keep the process from its stop checks
+CLAIM_HOLD = timedelta(seconds=30)  # how long a claimed row waits for its enqueue before it is due again
+BAD_ROW_PAUSE = 60.0  # seconds a row that failed unexpectedly is left alone
+OUTAGE_PAUSE_MAX = 30.0  # seconds between passes at most while the database or broker is down
+# Errors that say the database or broker is out of reach, not that a row is bad.
+OUTAGES = (OperationalError, InterfaceError, BrokerConnectionError)
+
+
+class Scheduler:
+    """Turns due schedules into tasks; each `loop()` is one pass."""
+
+    def __init__(self, config: Config, alias: str | None = None) -> None:
+        self.config = config
+        self.alias = alias or router.db_for_write(Schedule)
+        self.task_alias = router.db_for_write(Task)
+        # The claim and the enqueue can commit together only when the queue is a
+        # table of the schedules' database.
+        self.atomic = config.broker_kind == "orm" and config.orm_alias == self.alias
+        self.tz = timezone.get_default_timezone()
+        self.paused: dict[int, float] = {}  # schedule id -> time.monotonic() at which it is tried again
+
+    def loop(self, now: datetime | None = None) -> list[str]:
+        """Run one pass as of `now` (default: the current time); return the ids of the tasks enqueued."""
+        now = self._utc(now or timezone.now())
+        enqueued: list[str] = []
+        for _ in range(MAX_BATCHES):
+            rows = self._due(now)
+            for row in rows:
+                task_id = self._handle(row, now)
+                if task_id:
+                    enqueued.append(task_id)
+            if len(rows) < BATCH:
+                break
+        return enqueued
+
+    def _due(self, now: datetime) -> list[Schedule]:
+        clock = time.monotonic()
+        self.paused = {pk: until for pk, until in self.paused.items() if until > clock}
+        mine = Q(cluster__isnull=True) | Q(cluster="") | Q(cluster=self.config.name)
+        rows = (
+            Schedule.objects.using(self.alias)
+            .filter(mine, next_run__lte=self._db(now))
+            .exclude(repeats=0)
+            .exclude(pk__in=list(self.paused))
+            .order_by("next_run", "pk")
+        )
+        return list(rows[:BATCH])
+
+    def _handle(self, row: Schedule, now: datetime) -> str | None:
+        try:
+            return self._fire(row, now)
+        except (ScheduleError, TaskTypeError, PackageError) as exc:
+            self._stop(row, exc, now)
+        except OUTAGES:
+            raise
+        except Exception:
+            logger.exception("schedule %s (id %s) failed; trying it again in %ss", row, row.pk, BAD_ROW_PAUSE)
+            self.paused[row.pk] = time.monotonic() + BAD_ROW_PAUSE
+        return None
+
+    def _fire(self, row: Schedule, now: datetime) -> str | None:
+        """Claim the row and enqueue its task; the task id, or None if it was skipped or claimed elsewhere."""
+        step = plan(
+            row.schedule_type, self._utc(row.next_run), row.repeats, now, self.tz,
+            anchor=row.anchor and self._utc(row.anchor), minutes=row.minutes, cron=row.cron,
+            catch_up=self.config.catch_up, claimed=bool(row.enqueuing),
+        )
+        if not step.run:
+            if self._settle(row, step, {"next_run": row.next_run}):
+                logger.info("schedule %s (id %s): missed runs skipped (catch_up off), next run %s", row, row.pk,
+                            step.next_run)
+            return None
+        task_id = row.enqueuing or new_id()
+        task = build_task(row, task_id, self.config)
+        if self.atomic:
+            with transaction.atomic(using=self.alias):
+                if not self._settle(row, step, {"next_run": row.next_run}, task_id):
+                    return None
+                enqueue_packages([task], self.config)
+        else:
+            hold = self._db(now + CLAIM_HOLD)
+            claim = {"next_run": hold, "enqueuing": task_id, "anchor": step.anchor and self._db(step.anchor)}
+            if not self._rows(row, next_run=row.next_run).update(**claim):
+                return None
+            row.next_run = hold
+            stored = row.enqueuing and Task.objects.using(self.task_alias).filter(id=task_id).exists()
+            if not stored:
+                enqueue_packages([task], self.config)
+            self._settle(row, step, {"enqueuing": task_id}, task_id)
+        logger.info("schedule %s (id %s): task %s enqueued, next run %s", row, row.pk, task_id, step.next_run)
+        return task_id
+
+    def _settle(self, row: Schedule, step: Step, where: dict, task_id: str | None = None) -> bool:
+        """Write the step's outcome to the row if it still matches `where`; False if it did not."""
+        rows = self._rows(row, **where)
+        if step.delete:
+            return rows.delete()[0] > 0
+        values = {
+            "next_run": step.next_run and self._db(step.next_run),
+            "repeats": step.repeats,
+            "anchor": step.anchor and self._db(step.anchor),
+            "enqueuing": None,
+        }
+        if task_id:
+            values["task"] = task_id
+        return rows.update(**values) > 0
+
+    def _stop(self, row: Schedule, error: Exception, now: datetime) -> None:
+        """Stop a schedule that cannot run: next_run cleared, a failed Task with the reason as its last run."""
+        task_id = new_id()
+        reason = f"schedule {row} (id {row.pk}) cannot run: {error}"
+        with transaction.atomic(using=self.alias):
+            if not self._rows(row, next_run=row.next_run).update(next_run=None, task=task_id, enqueuing=None):
+                return  # changed meanwhile: fixed, or stopped by another scheduler
+            Task.objects.using(self.task_alias).create(
+                id=task_id, name=humanize(task_id), func=row.func[:256], hook=row.hook, result=reason,
+                group=group_of(row), cluster=self.config.name, started=self._db(now), stopped=self._db(now),
+                success=False,
+            )
+        logger.error("%s; it is stopped until it is fixed and given a next run", reason)
+
+    def _rows(self, row: Schedule, **where: object) -> QuerySet:
+        return Schedule.objects.using(self.alias).filter(pk=row.pk, **where)
+
+    def _utc(self, t: datetime) -> datetime:
+        """A database or clock value as aware UTC (without USE_TZ they are naive TIME_ZONE times)."""
+        return (t.replace(tzinfo=self.tz) if timezone.is_naive(t) else t).astimezone(UTC)
+
+    def _db(self, t: datetime) -> datetime:
+        """An aware time as the database keeps it."""
+        return t if settings.USE_TZ else timezone.make_naive(t, self.tz)
+
+
+def group_of(row: Schedule) -> str:
+    """The group of a schedule's tasks: its name, or its id (as in django-q)."""
+    return row.name or str(row.pk)
+
+
+def build_task(row: Schedule, task_id: str, config: Config) -> TaskPackage:
+    """The package for a run of `row`; ScheduleError or TaskTypeError if it cannot be made."""
+    options = {"hook": row.hook or None, "group": group_of(row)}
+    return build_package(row.func, parse_args(row.args), parse_kwargs(row.kwargs), options, config, id=task_id)
+
+
+def run_now(row: Schedule) -> str:
+    """Enqueue a run of `row` now, outside its series: next_run and repeats stay as they are."""
+    config = get_config()
+    task_id = new_id()
+    task = build_task(row, task_id, config)
+    if config.sync:
+        run_sync(task, config)
+    else:
+        enqueue_packages([task], config)
+    Schedule.objects.using(router.db_for_write(Schedule)).filter(pk=row.pk).update(task=task_id)
+    row.task = task_id
+    return task_id
+
+
+def main(config: Config) -> None:
+    """Process entry point: a pass every INTERVAL seconds until SIGTERM or until the sentinel is gone."""
+    process.setup("scheduler", config.name)
+    stop: list[int] = []
+    # The sentinel sends SIGTERM when the cluster stops; the pass under way is finished first.
+    signal.signal(signal.SIGTERM, lambda signum, _: stop.append(signum))
+    scheduler = Scheduler(config)
+    pause, trouble_since = INTERVAL, None
+    try:
+        while not stop and not process.orphaned():
+            try:
+                scheduler.loop()
+            except Exception as exc:  # the process boundary: log, wait, try again; never crash
+                if trouble_since is None:
+                    trouble_since = time.monotonic()
+                    if isinstance(exc, OUTAGES):
+                        logger.error("scheduler: database or broker unreachable, will retry: %s", exc)
+                    else:
+                        logger.exception("scheduler: pass failed, will retry")
+                db.connections.close_all()
+                close_brokers()
+                pause = min(pause * 2, OUTAGE_PAUSE_MAX)
+            else:
+                if trouble_since is not None:
+                    logger.warning("scheduler: running again after %.1fs", time.monotonic() - trouble_since)
+                pause, trouble_since = INTERVAL, None
+            _wait(pause, stop)
+    finally:
+        close_brokers()
+        db.connections.close_all()
+
+
+def _wait(seconds: float, stop: list[int]) -> None:
+    """Sleep up to `seconds`, in short naps so that SIGTERM or the sentinel's end is seen at once."""
+    deadline = time.monotonic() + seconds
+    while not stop and time.monotonic() < deadline and not process.orphaned():
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

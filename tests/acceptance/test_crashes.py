@@ -1,0 +1,138 @@
+"""Crashes of whole clusters, run as users run them: `qcluster` subprocesses killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+
+import psutil
+import pytest
+import redis
+from django.conf import settings
+
+from .test_qcluster import Project
+
+pytestmark = pytest.mark.slow
+
+TASKS = 600
+
+
+@pytest.fixture(params=["orm", "redis"])
+def crash_project(request, tmp_path):
+    project = Project(tmp_path, settings.REDIS_URL if request.param == "redis" else None)
+    project.env["DQ_ACCEPT_RETRY"] = "5"
+    assert project.run("-m", "django", "migrate", "-v", "0").returncode == 0
+    yield project
+    project.kill_all()
+    if request.param == "redis":
+        project.drive("purge")
+
+
+@pytest.fixture
+def counters():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = f"crash:{uuid.uuid4().hex[:8]}:"
+    yield client, prefix
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def enqueue_counted(project: Project, prefix: str, count: int) -> None:
+    """`count` tasks that each sleep 5 ms then INCR a key of their own."""
+    code = (
+        "import django; django.setup()\n"
+        "from django_q.tasks import async_task\n"
+        f"for i in range({count}):\n"
+        f"    async_task('tests.app.tasks.incr', '{prefix}' + str(i), 0.005, '{settings.REDIS_URL}', group='crash')\n"
+    )
+    done = project.run("-c", code, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def runs(client, prefix: str, count: int) -> list[int]:
+    values = client.mget([f"{prefix}{i}" for i in range(count)])
+    return [int(v or 0) for v in values]
+
+
+def wait_runs(client, prefix: str, count: int, at_least: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = runs(client, prefix, count)
+        if sum(1 for v in seen if v) >= at_least:
+            return seen
+        time.sleep(0.05)
+    pytest.fail(f"fewer than {at_least} of {count} tasks ran within {timeout}s")
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL a cluster and every process under it at once, as a host dying would."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_whole_cluster_killed_mid_drain_loses_nothing(crash_project, counters):
+    client, prefix = counters
+    enqueue_counted(crash_project, prefix, TASKS)
+    first = crash_project.qcluster()
+    wait_runs(client, prefix, TASKS, int(TASKS * 0.4), timeout=60)
+    kill_tree(first)
+    crash_project.qcluster()
+    seen = wait_runs(client, prefix, TASKS, TASKS, timeout=90)
+    twice = sum(1 for v in seen if v > 1)
+    assert min(seen) >= 1  # none lost
+    # Only tasks running (2 workers) or finished but not yet saved when the
+    # tree died may run again.
+    assert twice <= 6, f"{twice} tasks ran twice"
+
+
+def test_sentinel_killed_alone_takes_its_children_down_and_loses_nothing(crash_project, counters):
+    client, prefix = counters
+    enqueue_counted(crash_project, prefix, TASKS)
+    first = crash_project.qcluster()
+    wait_runs(client, prefix, TASKS, int(TASKS * 0.3), timeout=60)
+    children = psutil.Process(first.pid).children()
+    first.kill()  # SIGKILL to the sentinel only
+    first.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"orphans left running: {[p.pid for p in alive]}"
+    crash_project.qcluster()
+    seen = wait_runs(client, prefix, TASKS, TASKS, timeout=90)
+    assert min(seen) >= 1
+    assert sum(1 for v in seen if v > 1) <= 6
+
+
+def test_random_worker_kills_lose_nothing(crash_project, counters):
+    client, prefix = counters
+    count = 2000
+    enqueue_counted(crash_project, prefix, count)
+    cluster = crash_project.qcluster()
+    kills = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen = runs(client, prefix, count)
+        if all(seen):
+            break
+        victims = [p for p in psutil.Process(cluster.pid).children() if _is_worker(p)]
+        if victims:
+            try:
+                random.choice(victims).kill()
+                kills += 1
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.5)
+    seen = runs(client, prefix, count)
+    assert min(seen) >= 1, f"lost {seen.count(0)} tasks"
+    assert kills >= 3
+    assert sum(1 for v in seen if v > 1) <= kills  # only a task whose worker died may run twice
+
+
+def _is_worker(proc: psutil.Process) -> bool:
+    try:
+        return proc.cmdline()[0].startswith("django_q worker-")
+    except psutil.Error:
+        return False
