@@ -87,5 +87,9 @@ class Broker(abc.ABC):
     def purge(self) -> None:
         """Remove every package of this queue, ready or leased."""
 
+    def setup_warnings(self) -> list[str]:
+        """Ways the store's own settings could lose tasks, told once when a cluster starts."""
+        return []
+
     def close(self) -> None:
         """Release connections."""

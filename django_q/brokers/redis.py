@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
@@ -259,23 +260,56 @@ class RedisBroker(Broker):
         with _translate():
             self._client.delete(*self._keys)
 
+    def setup_warnings(self) -> list[str]:
+        """Ways this Redis could lose queued tasks: no append-only file, or a policy that evicts keys."""
+        try:
+            config = self._client.config_get("appendonly") | self._client.config_get("maxmemory-policy")
+        except redis.exceptions.RedisError:
+            return []  # CONFIG is often disabled on managed Redis; nothing to tell then
+        found = {_text(k): _text(v) for k, v in config.items()}
+        warnings = []
+        if found.get("appendonly") == "no":
+            warnings.append("Redis has appendonly off: queued tasks are lost if Redis restarts")
+        policy = found.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            warnings.append(f"Redis maxmemory-policy is {policy}: under memory pressure queued tasks can be evicted")
+        return warnings
+
     def close(self) -> None:
         """Close the client and its connection pool."""
         self._client.close()
 
 
 def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
-    """A client of its own with bounded connect and read times, returning bytes."""
+    """A client of its own with bounded connect and read times, returning bytes.
+
+    A dict with `sentinels` ([(host, port), ...]) and `service_name` connects
+    through Redis Sentinel: the client asks the sentinels for the primary and
+    asks again after a connection fails, so a failover is followed.
+    """
     # Without a socket timeout a vanished server (not a refused connection)
     # would hang a consumer forever; the user's values win.
     defaults: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
     if isinstance(setting, str):
         client = redis.Redis.from_url(setting, **defaults)
+    elif "sentinels" in setting:
+        options = {**defaults, **setting}
+        sentinels = [tuple(s) for s in options.pop("sentinels")]
+        service = options.pop("service_name", "mymaster")
+        sentinel_kwargs = options.pop("sentinel_kwargs", None) or {
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "socket_timeout": options["socket_connect_timeout"],
+        }
+        client = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs).master_for(service, **options)
     else:
         client = redis.Redis(**{**defaults, **setting})
     # Payloads are bytes: a client that decodes replies would corrupt them.
     client.connection_pool.connection_kwargs["decode_responses"] = False
     return client
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _priority_base(priority: int) -> int:
@@ -289,7 +323,8 @@ def _translate() -> Iterator[None]:
     """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
+        # ReadOnlyError: a primary was demoted under us during a failover.
         raise BrokerConnectionError(f"Redis: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise BrokerError(f"Redis: {exc}") from exc

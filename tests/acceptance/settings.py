@@ -1,5 +1,6 @@
 """Settings for a project run in subprocesses: `qcluster`, and a driver that enqueues and reads."""
 
+import json
 import os
 
 import pymysql
@@ -18,3 +19,5 @@ if os.environ.get("DQ_ACCEPT_SAVE_LIMIT"):
     Q_CLUSTER["save_limit"] = int(os.environ["DQ_ACCEPT_SAVE_LIMIT"])
 if os.environ.get("DQ_ACCEPT_REDIS"):
     Q_CLUSTER["redis"] = os.environ["DQ_ACCEPT_REDIS"]
+if os.environ.get("DQ_ACCEPT_REDIS_JSON"):  # e.g. a Sentinel setup
+    Q_CLUSTER["redis"] = json.loads(os.environ["DQ_ACCEPT_REDIS_JSON"])

@@ -34,11 +34,14 @@ class Command(BaseCommand):
                 config = replace(config, name=check_name(options["name"]))
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
+        broker = get_broker(config.name, config)
         try:
-            get_broker(config.name, config).ping()
+            broker.ping()
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
         _log_to_stderr()
+        for warning in broker.setup_warnings():
+            logging.getLogger("django_q").warning(warning)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 
 
