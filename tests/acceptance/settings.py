@@ -11,6 +11,14 @@ SECRET_KEY = "acceptance-secret-key"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_q", "tests.app"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DQ_ACCEPT_DB"]}}
+if os.environ.get("DQ_ACCEPT_PG_PORT"):  # a PostgreSQL server of the test's own
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "postgres",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": os.environ["DQ_ACCEPT_PG_PORT"],
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 Q_CLUSTER = {"name": os.environ.get("DQ_ACCEPT_QUEUE", "accept"), "workers": 2, "retry": 5, "poll": 0.05}
 if os.environ.get("DQ_ACCEPT_RETRY"):

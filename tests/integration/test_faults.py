@@ -63,3 +63,29 @@ def test_client_dying_in_handshake_does_not_stop_new_workers_joining(cluster):
         sock.close()
     os.kill(running.sentinel.workers[0].pid, signal.SIGKILL)
     assert result(async_task("tests.app.tasks.add", 2, 2), wait=30_000) == 4
+
+
+def test_task_saved_but_not_acked_is_acked_on_redelivery_not_run_again(cluster, redis_client, queue_name):
+    """A cluster died between saving a result and acking it: the next one must not run the task again."""
+    import time
+    from dataclasses import replace
+
+    from django_q.cluster.messages import Outcome
+    from django_q.cluster.monitor import Recorder
+    from django_q.conf import get_config
+    from django_q.package import unpack
+
+    key = f"{queue_name}:runs"
+    task_id = async_task("tests.app.tasks.incr", key)
+    dying = replace(get_config(), retry=0.5)  # the lease of the cluster that will "die"
+    (delivery,) = get_broker(config=dying).dequeue(1, 5)
+    task = unpack(delivery.payload, dying.package_limit)
+    now = time.time()
+    Recorder(dying).record([Outcome(delivery.id, task, True, "saved before the crash", now, now, 1, "gone")])
+    time.sleep(0.6)  # its lease lapses: no ack ever came
+
+    cluster()
+    wait_until(lambda: queue_size() == 0 and get_broker().leased() == 0)
+    assert redis_client.get(key) is None  # never ran again
+    assert result(task_id) == "saved before the crash"
+    redis_client.delete(key)
