@@ -136,3 +136,18 @@ def _is_worker(proc: psutil.Process) -> bool:
         return proc.cmdline()[0].startswith("django_q worker-")
     except psutil.Error:
         return False
+
+
+def test_two_clusters_share_a_queue_and_one_is_killed(crash_project, counters):
+    """Two qcluster processes on one queue, as on two hosts; one dies mid-drain, the other finishes."""
+    client, prefix = counters
+    count = 1000
+    enqueue_counted(crash_project, prefix, count)
+    doomed = crash_project.qcluster()
+    survivor = crash_project.qcluster()
+    wait_runs(client, prefix, count, count * 3 // 10, timeout=60)
+    kill_tree(doomed)
+    seen = wait_runs(client, prefix, count, count, timeout=90)
+    assert min(seen) >= 1
+    assert sum(1 for v in seen if v > 1) <= 6  # only what the dead cluster was running or saving
+    assert survivor.poll() is None
