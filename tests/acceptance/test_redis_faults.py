@@ -18,7 +18,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from .test_crashes import enqueue_counted, runs, wait_runs
+from .test_crashes import counters, enqueue_counted, runs, wait_runs  # noqa: F401 - fixture
 from .test_qcluster import Project, stop
 
 pytestmark = [
@@ -80,17 +80,6 @@ def servers(tmp_path):
     servers.stop_all()
 
 
-@pytest.fixture
-def counters():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    prefix = f"rf:{time.time_ns()}:"
-    yield client, prefix
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def project_on(tmp_path: Path, redis_setting: str | dict) -> Project:
     project = Project(tmp_path, None)
     project.env["DQ_ACCEPT_RETRY"] = "5"
@@ -99,7 +88,7 @@ def project_on(tmp_path: Path, redis_setting: str | dict) -> Project:
     return project
 
 
-def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):
+def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):  # noqa: F811
     client, prefix = counters
     port = free_port()
     aof = ("--appendonly", "yes", "--appendfsync", "always")
@@ -124,7 +113,7 @@ def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):
         project.kill_all()
 
 
-def test_sentinel_failover_mid_drain_loses_nothing(tmp_path, servers, counters):
+def test_sentinel_failover_mid_drain_loses_nothing(tmp_path, servers, counters):  # noqa: F811
     client, prefix = counters
     primary, replica, sentinel = free_port(), free_port(), free_port()
     servers.start(primary)
