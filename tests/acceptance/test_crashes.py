@@ -18,12 +18,17 @@ from .test_qcluster import Project
 pytestmark = pytest.mark.slow
 
 TASKS = 600
+# A whole cluster killed at once reruns the tasks it was running and those that
+# finished in the last moments before their results were committed (the monitor
+# saves in batches): a few dozen at most at this rate of tasks.
+WINDOW = 60
 
 
 @pytest.fixture(params=["orm", "redis"])
 def crash_project(request, tmp_path):
     project = Project(tmp_path, settings.REDIS_URL if request.param == "redis" else None)
     project.env["DQ_ACCEPT_RETRY"] = "5"
+    project.env["DQ_ACCEPT_SAVE_LIMIT"] = "0"  # keep every result, so redeliveries can see them
     assert project.run("-m", "django", "migrate", "-v", "0").returncode == 0
     yield project
     project.kill_all()
@@ -85,9 +90,7 @@ def test_whole_cluster_killed_mid_drain_loses_nothing(crash_project, counters):
     seen = wait_runs(client, prefix, TASKS, TASKS, timeout=90)
     twice = sum(1 for v in seen if v > 1)
     assert min(seen) >= 1  # none lost
-    # Only tasks running (2 workers) or finished but not yet saved when the
-    # tree died may run again.
-    assert twice <= 6, f"{twice} tasks ran twice"
+    assert twice <= WINDOW, f"{twice} tasks ran twice"
 
 
 def test_sentinel_killed_alone_takes_its_children_down_and_loses_nothing(crash_project, counters):
@@ -103,7 +106,8 @@ def test_sentinel_killed_alone_takes_its_children_down_and_loses_nothing(crash_p
     crash_project.qcluster()
     seen = wait_runs(client, prefix, TASKS, TASKS, timeout=90)
     assert min(seen) >= 1
-    assert sum(1 for v in seen if v > 1) <= 6
+    # The orphaned pusher stops gracefully: its workers finish, results are saved.
+    assert sum(1 for v in seen if v > 1) <= 2
 
 
 def test_random_worker_kills_lose_nothing(crash_project, counters):
@@ -149,5 +153,5 @@ def test_two_clusters_share_a_queue_and_one_is_killed(crash_project, counters):
     kill_tree(doomed)
     seen = wait_runs(client, prefix, count, count, timeout=90)
     assert min(seen) >= 1
-    assert sum(1 for v in seen if v > 1) <= 6  # only what the dead cluster was running or saving
+    assert sum(1 for v in seen if v > 1) <= WINDOW  # only what the dead cluster was running or saving
     assert survivor.poll() is None
