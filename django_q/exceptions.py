@@ -15,6 +15,10 @@ class TaskTypeError(DjangoQError, TypeError):
     """A task's function or arguments cannot be sent to a worker."""
 
 
+class ScheduleError(DjangoQError, ValueError):
+    """A schedule cannot be run as stored: a bad type, cron expression, interval or argument text."""
+
+
 class PackageError(DjangoQError):
     """A package read from a broker cannot be trusted or read."""
 

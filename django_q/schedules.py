@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from .exceptions import DjangoQError
+from .exceptions import ScheduleError
+
+__all__ = ["ScheduleError", "Recurrence", "plan", "parse_args", "parse_kwargs"]
 
 ONCE, MINUTES, HOURLY, DAILY, WEEKLY, BIWEEKLY = "O", "I", "H", "D", "W", "BW"
 MONTHLY, BIMONTHLY, QUARTERLY, YEARLY, CRON = "M", "BM", "Q", "Y", "C"
@@ -49,10 +51,6 @@ GRACE = timedelta(seconds=60)
 # instant; past this, the expression is treated as never matching.
 CRON_STEPS = 10_000
 MICROSECOND = timedelta(microseconds=1)
-
-
-class ScheduleError(DjangoQError, ValueError):
-    """A schedule cannot be run as stored: a bad type, cron expression, interval or argument text."""
 
 
 @dataclass(frozen=True)
