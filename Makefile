@@ -5,6 +5,7 @@
 #   make test PY=311           one interpreter only (PY=312 for the other)
 #   make test ARGS="-k redis"  extra pytest arguments (TESTS="tests/unit" picks the tests)
 #   make check                 manage.py check and makemigrations --check, both Pythons
+#   make bench                 the benchmark (bench/README.md); ARGS=--quick: under 3 minutes
 #
 # Each interpreter has its own virtualenv (.venv, .venv312). It is (re)installed
 # when it is missing or when pyproject.toml is newer than its stamp file.
@@ -27,7 +28,7 @@ VENV_311 := .venv
 VENV_312 := .venv312
 STAMP := .installed
 
-.PHONY: help test demo check venv clean
+.PHONY: help test demo check venv clean bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -103,3 +104,10 @@ check: venv
 
 clean:
 	rm -rf $(VENV_311) $(VENV_312) .pytest_cache example/db.sqlite3 example/db.sqlite3-* example/*.log
+
+# --- benchmark ---------------------------------------------------------------
+
+# bench/run.py makes its own venvs (bench/.venvs, pinned in bench/venvs.py) and
+# needs Redis (db 12 and 15 are flushed) and PostgreSQL on localhost.
+bench:
+	BENCH_PYTHON=$(PYTHON_311) $(PYTHON_311) bench/run.py $(ARGS)

@@ -1,62 +1,127 @@
-"""Admin pages: successful and failed tasks, the database broker's queue, schedules, dead letters."""
+"""Admin pages: successful and failed tasks, the database broker's queue, schedules, dead letters.
+
+Stored tasks, queued packages and dead letters are records: they can be looked
+at and deleted, never edited. Actions that run code (resubmit a failure,
+requeue a dead letter, run a schedule now) need the model's change permission,
+so view-only staff get none of them.
+"""
 
 from __future__ import annotations
 
+from pprint import pformat
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .models import DeadLetter, Failure, OrmQ, Schedule, Success, Task
 
-TASK_FIELDS = ("name", "func", "args", "kwargs", "result", "group", "hook", "cluster", "started", "stopped",
-               "attempt_count")
+SHORT = 80  # characters of a value shown in a list
 
 
-class ReadOnlyTaskAdmin(admin.ModelAdmin):
-    """Stored tasks are records of what ran: they can be looked at and deleted, not edited."""
+def pre(value: Any) -> SafeString:
+    """A value as escaped, pre-formatted text: strings as they are, anything else pretty-printed."""
+    text = value if isinstance(value, str) else pformat(value, width=100, sort_dicts=False)
+    return format_html('<pre style="white-space: pre-wrap; margin: 0; font-size: 12px">{}</pre>', text)
+
+
+def short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
+
+
+def last_line(traceback: Any) -> str:
+    """The line of a traceback that names the error."""
+    lines = [line for line in str(traceback).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+class TaskAdmin(admin.ModelAdmin):
+    """A stored task: shown readably, searchable and filterable; deletable, never editable."""
 
     search_fields = ("name", "func", "group")
-    list_filter = ("started", "func", "group")
-    readonly_fields = TASK_FIELDS
-    fields = TASK_FIELDS
+    list_filter = ("started", "stopped", "func", "group")
+    date_hierarchy = "stopped"
+    fields = ("name", "id", "func", "args_shown", "kwargs_shown", "result_shown", "group", "hook", "cluster",
+              "started", "stopped", "time_taken", "attempt_count")
+    readonly_fields = fields
+    list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
     @admin.display(description=_("time taken"))
     def time_taken(self, obj: Task) -> str:
-        return f"{obj.time_taken():.3f}s"
+        return f"{obj.time_taken():.3f} s"
+
+    @admin.display(description=_("attempts"), ordering="attempt_count")
+    def attempts(self, obj: Task) -> int:
+        return obj.attempt_count
+
+    @admin.display(description=_("args"))
+    def args_shown(self, obj: Task) -> SafeString:
+        return pre(obj.args if obj.args is not None else ())
+
+    @admin.display(description=_("kwargs"))
+    def kwargs_shown(self, obj: Task) -> SafeString:
+        return pre(obj.kwargs if obj.kwargs is not None else {})
+
+    @admin.display(description=_("result"))
+    def result_shown(self, obj: Task) -> SafeString:
+        return pre(obj.result)
 
 
 @admin.register(Success)
-class SuccessAdmin(ReadOnlyTaskAdmin):
-    list_display = ("name", "func", "started", "stopped", "time_taken", "group", "attempt_count")
+class SuccessAdmin(TaskAdmin):
+    list_display = ("name", "func", "group", "started", "time_taken", "attempts", "result_short")
+
+    @admin.display(description=_("result"))
+    def result_short(self, obj: Task) -> str:
+        return short(repr(obj.result))
 
 
 def resubmit(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """Enqueue the selected failed tasks again, with their arguments, hook and group."""
+    from .exceptions import DjangoQError
     from .tasks import async_task
 
     count = 0
     for task in queryset:
-        async_task(task.func, *(task.args or ()), q_options={"hook": task.hook, "group": task.group,
-                                                              "cluster": task.cluster}, **(task.kwargs or {}))
+        try:
+            async_task(task.func, *(task.args or ()), q_options={"hook": task.hook, "group": task.group,
+                                                                  "cluster": task.cluster}, **(task.kwargs or {}))
+        except (DjangoQError, TypeError) as exc:
+            modeladmin.message_user(request, _("%(task)s cannot be resubmitted: %(error)s") % {"task": task,
+                                                                                            "error": exc}, messages.ERROR)
+            continue
         task.delete()
         count += 1
-    modeladmin.message_user(request, _("%(count)d task(s) resubmitted.") % {"count": count}, messages.SUCCESS)
+    if count:
+        modeladmin.message_user(request, _("%(count)d task(s) resubmitted.") % {"count": count}, messages.SUCCESS)
 
 
 resubmit.short_description = _("Resubmit selected tasks to queue")  # type: ignore[attr-defined]
-resubmit.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+resubmit.allowed_permissions = ("resubmit",)  # type: ignore[attr-defined]
 
 
 @admin.register(Failure)
-class FailureAdmin(ReadOnlyTaskAdmin):
-    list_display = ("name", "func", "started", "stopped", "time_taken", "group", "attempt_count")
+class FailureAdmin(TaskAdmin):
+    list_display = ("name", "func", "group", "started", "time_taken", "attempts", "error")
     actions = [resubmit]
+
+    def has_resubmit_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_q.change_failure")
+
+    @admin.display(description=_("error"))
+    def error(self, obj: Task) -> str:
+        return short(last_line(obj.result))
 
 
 def run_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
@@ -146,29 +211,158 @@ class ScheduleAdmin(admin.ModelAdmin):
         return None if task is None else task.success
 
 
-@admin.register(OrmQ)
-class QueueAdmin(admin.ModelAdmin):
-    list_display = ("id", "queue", "priority", "leased", "attempts", "created")
-    list_filter = ("queue", "leased")
-    readonly_fields = ("queue", "priority", "leased", "attempts", "created", "visible")
-    exclude = ("payload",)
+def _decoded(payload: bytes) -> tuple[Any, str | None]:
+    """The task in a package whose signature verifies with the current keys, or why there is none."""
+    from .conf import get_config
+    from .exceptions import PackageError
+    from .package import unpack
+
+    try:
+        return unpack(bytes(payload), get_config().package_limit), None
+    except PackageError as exc:
+        return None, str(exc)
+
+
+class PackageAdmin(admin.ModelAdmin):
+    """Rows holding a package: its task is shown only when its signature verifies (nothing else is unpickled)."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def _task(self, obj: Any) -> tuple[Any, str | None]:
+        if getattr(obj, "_decoded_pk", None) != obj.pk:
+            obj._decoded, obj._decoded_pk = _decoded(obj.payload), obj.pk
+        return obj._decoded
+
+    @admin.display(description=_("task"))
+    def task_name(self, obj: Any) -> str:
+        task, problem = self._task(obj)
+        return task.name if task else f"({problem})"
+
+    @admin.display(description=_("func"))
+    def task_func(self, obj: Any) -> str:
+        task = self._task(obj)[0]
+        return task.func_name if task else "-"
+
+    @admin.display(description=_("group"))
+    def task_group(self, obj: Any) -> str:
+        task = self._task(obj)[0]
+        return (task.group or "-") if task else "-"
+
+    @admin.display(description=_("args"))
+    def task_args(self, obj: Any) -> SafeString:
+        task, problem = self._task(obj)
+        return pre(task.args) if task else pre(f"({problem})")
+
+    @admin.display(description=_("kwargs"))
+    def task_kwargs(self, obj: Any) -> SafeString:
+        task, problem = self._task(obj)
+        return pre(task.kwargs) if task else pre(f"({problem})")
+
+    @admin.display(description=_("size"))
+    def size(self, obj: Any) -> str:
+        return f"{len(obj.payload)} B"
+
+
+@admin.register(OrmQ)
+class QueueAdmin(PackageAdmin):
+    """The database broker's queue. Deleting a row drops its task (a running one still finishes)."""
+
+    list_display = ("id", "task_name", "task_func", "task_group", "queue", "priority", "leased", "attempts",
+                    "created")
+    list_filter = ("queue", "leased", "created")
+    fields = ("queue", "task_name", "task_func", "task_group", "task_args", "task_kwargs", "priority", "leased",
+              "attempts", "created", "size")
+    readonly_fields = fields
+
+
+def purge(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    """Delete the selected dead letters for good."""
+    count = queryset.delete()[0]
+    modeladmin.message_user(request, _("%(count)d dead letter(s) purged.") % {"count": count}, messages.SUCCESS)
+
+
+purge.short_description = _("Purge selected dead letters")  # type: ignore[attr-defined]
+purge.allowed_permissions = ("delete",)  # type: ignore[attr-defined]
+
+
+def requeue(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    """Enqueue again the selected dead letters whose signature verifies with the current keys.
+
+    A package whose signature still fails stays a dead letter: nothing the
+    keys do not vouch for ever reaches a worker.
+    """
+    from .brokers import get_broker
+    from .conf import get_config
+    from .exceptions import BrokerError, PackageError
+    from .package import verify
+
+    limit = get_config().package_limit
+    done = refused = 0
+    for letter in queryset:
+        payload = bytes(letter.payload)
+        try:
+            verify(payload, limit)
+        except PackageError as exc:
+            refused += 1
+            modeladmin.message_user(request, _("%(letter)s not requeued: %(error)s") % {"letter": letter,
+                                                                                     "error": exc}, messages.WARNING)
+            continue
+        try:
+            get_broker(letter.queue).enqueue(payload)
+        except BrokerError as exc:
+            modeladmin.message_user(request, _("%(letter)s not requeued: %(error)s") % {"letter": letter,
+                                                                                     "error": exc}, messages.ERROR)
+            continue
+        letter.delete()
+        done += 1
+    if done:
+        modeladmin.message_user(request, _("%(count)d dead letter(s) requeued.") % {"count": done}, messages.SUCCESS)
+
+
+requeue.short_description = _("Requeue selected dead letters that verify now")  # type: ignore[attr-defined]
+requeue.allowed_permissions = ("requeue",)  # type: ignore[attr-defined]
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("id", "queue", "broker_id", "reason", "created")
+class DeadLetterAdmin(PackageAdmin):
+    list_display = ("id", "queue", "task_name", "task_func", "reason_short", "verifies", "size", "created")
     list_filter = ("queue", "created")
-    readonly_fields = ("queue", "broker_id", "reason", "created")
-    exclude = ("payload",)
+    search_fields = ("queue", "broker_id", "reason")
+    date_hierarchy = "created"
+    fields = ("queue", "broker_id", "reason_shown", "created", "verifies", "size", "task_name", "task_func",
+              "task_group", "task_args", "task_kwargs")
+    readonly_fields = fields
+    actions = [requeue, purge]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_q.change_deadletter")
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # purge does the same without the extra page
+        return actions
+
+    @admin.display(description=_("reason"))
+    def reason_short(self, obj: DeadLetter) -> str:
+        return short(obj.reason)
+
+    @admin.display(description=_("reason"))
+    def reason_shown(self, obj: DeadLetter) -> SafeString:
+        return pre(obj.reason)
+
+    @admin.display(boolean=True, description=_("verifies now"))
+    def verifies(self, obj: DeadLetter) -> bool:
+        """Whether the signature holds with the current SECRET_KEY or its fallbacks."""
+        from .conf import get_config
+        from .exceptions import PackageError
+        from .package import verify
+
+        try:
+            verify(bytes(obj.payload), get_config().package_limit)
+        except PackageError:
+            return False
+        return True

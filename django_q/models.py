@@ -1,4 +1,4 @@
-"""Stored tasks, schedules, the database broker's queue and the dead letters."""
+"""Stored tasks, schedules, the database broker's queue and cluster statuses, and the dead letters."""
 
 from __future__ import annotations
 
@@ -298,3 +298,22 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue}:{self.broker_id}"
+
+
+class Heartbeat(models.Model):
+    """The database broker's cluster statuses (django_q.status): one row per running cluster of a queue."""
+
+    queue = models.CharField(max_length=100)
+    cluster_id = models.CharField(max_length=64)
+    data = models.BinaryField()
+    # Epoch seconds after which the row is ignored; the next publication of any
+    # cluster of the queue deletes it.
+    expires = models.FloatField(db_index=True)
+
+    class Meta:
+        app_label = "django_q"
+        verbose_name = _("cluster heartbeat")
+        constraints = [models.UniqueConstraint(fields=["queue", "cluster_id"], name="django_q_heartbeat_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.cluster_id}"

@@ -16,6 +16,10 @@ and hands them out under a lease:
 
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
+
+Besides packages, a broker keeps one small status record per running cluster
+of the queue (`publish_status`, `remove_status`, `statuses`; see
+django_q.status): opaque bytes that expire unless published again.
 """
 
 from __future__ import annotations
@@ -90,6 +94,18 @@ class Broker(abc.ABC):
     def setup_warnings(self) -> list[str]:
         """Ways the store's own settings could lose tasks, told once when a cluster starts."""
         return []
+
+    @abc.abstractmethod
+    def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
+        """Store (or replace) the status of cluster `cluster_id`; it expires `ttl` seconds from now."""
+
+    @abc.abstractmethod
+    def remove_status(self, cluster_id: str) -> None:
+        """Remove the status of cluster `cluster_id` now (a graceful stop)."""
+
+    @abc.abstractmethod
+    def statuses(self) -> list[bytes]:
+        """The statuses of this queue's clusters that have not expired, in no particular order."""
 
     def close(self) -> None:
         """Release connections."""

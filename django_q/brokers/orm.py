@@ -37,7 +37,7 @@ from django.db.models import F, QuerySet
 from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
-from ..models import OrmQ
+from ..models import Heartbeat, OrmQ
 from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
 
 # Long enough to outwait any other writer of the cluster: each of them holds
@@ -132,6 +132,29 @@ class OrmBroker(Broker):
         """Delete every row of this queue, ready, delayed or leased."""
         with self._db():
             self._rows().delete()
+
+    def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
+        """Store the status row of `cluster_id`, and delete the expired rows of the queue."""
+        now = time.time()
+        rows = Heartbeat.objects.using(self.alias).filter(queue=self.name)
+        with self._db():
+            rows.filter(expires__lte=now).delete()
+            # One publisher per cluster id: an update that finds no row cannot race a create.
+            if not rows.filter(cluster_id=cluster_id).update(data=data, expires=now + ttl):
+                Heartbeat.objects.using(self.alias).create(
+                    queue=self.name, cluster_id=cluster_id, data=data, expires=now + ttl
+                )
+
+    def remove_status(self, cluster_id: str) -> None:
+        """Delete the status row of `cluster_id`."""
+        with self._db():
+            Heartbeat.objects.using(self.alias).filter(queue=self.name, cluster_id=cluster_id).delete()
+
+    def statuses(self) -> list[bytes]:
+        """The status rows of the queue that have not expired."""
+        with self._db():
+            rows = Heartbeat.objects.using(self.alias).filter(queue=self.name, expires__gt=time.time())
+            return [bytes(data) for data in rows.values_list("data", flat=True)]
 
     def close(self) -> None:
         """Close this thread's connection to `alias` unless a transaction is open on it."""

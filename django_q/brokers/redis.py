@@ -10,6 +10,8 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:leased    ZSET    id -> lease deadline, ms of the server's clock
     django_q:{name}:delayed   ZSET    id -> due time, ms of the server's clock
     django_q:{name}:wake      LIST    wake-up tokens that blocked consumers BLPOP
+    django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
+    django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
 
 A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
 integer (below 2**53, so a double holds it exactly). Lower scores mean higher
@@ -161,6 +163,33 @@ return {redis.call('ZCARD', KEYS[2]) + due + lapsed, leased}
 """
 
 
+# The status keys expire with their last entry, so a queue whose clusters all
+# died leaves nothing behind.  KEYS: status, status_expiry.  ARGV: id, data, ttl ms.
+_PUBLISH_STATUS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[1], id)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+redis.call('PEXPIREAT', KEYS[2], last[2])
+"""
+
+# KEYS: status, status_expiry.  Read only: expired entries are skipped here and
+# removed by the next publication.
+_STATUSES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(ids))
+"""
+
+
 class RedisBroker(Broker):
     """A queue in Redis; `dequeue` blocks on the server and wakes as soon as a package arrives."""
 
@@ -180,6 +209,9 @@ class RedisBroker(Broker):
         self._ack = register(_LUA_COMMON + _ACK)
         self._requeue = register(_LUA_COMMON + _REQUEUE)
         self._counts = register(_LUA_COMMON + _COUNTS)
+        self._status_keys = [f"django_q:{{{name}}}:status", f"django_q:{{{name}}}:status_expiry"]
+        self._publish_status = register(_PUBLISH_STATUS)
+        self._statuses = register(_STATUSES)
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
@@ -274,6 +306,24 @@ class RedisBroker(Broker):
         if policy != "noeviction":
             warnings.append(f"Redis maxmemory-policy is {policy}: under memory pressure queued tasks can be evicted")
         return warnings
+
+    def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
+        """Store the status of `cluster_id` in the status hash, expiring `ttl` seconds from now."""
+        with _translate():
+            self._publish_status(keys=self._status_keys, args=[cluster_id, data, max(1, round(ttl * 1000))])
+
+    def remove_status(self, cluster_id: str) -> None:
+        """Remove the status of `cluster_id` now."""
+        with _translate():
+            pipe = self._client.pipeline()
+            pipe.hdel(self._status_keys[0], cluster_id)
+            pipe.zrem(self._status_keys[1], cluster_id)
+            pipe.execute()
+
+    def statuses(self) -> list[bytes]:
+        """The statuses that have not expired."""
+        with _translate():
+            return [data for data in self._statuses(keys=self._status_keys) if data is not None]
 
     def close(self) -> None:
         """Close the client and its connection pool."""

@@ -29,12 +29,19 @@ from ..brokers.base import Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
 from ..package import unpack, verify
+from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
 from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
 
 logger = logging.getLogger("django_q")
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
+# A worker is sent its next job before it finishes the current one when tasks
+# are short, so that it never waits on a round trip to the pusher. Long tasks
+# get one job at a time: a second job queued behind one would wait for it.
+PREFETCH = 2
+SHORT_TASK = 0.05  # seconds: mean run time below which workers prefetch
+ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
@@ -47,10 +54,20 @@ class Slot:
     conn: Connection
     pid: int
     index: int
-    job: Delivery | None = None
+    jobs: deque[Delivery] = field(default_factory=deque)  # sent, in the order the worker runs them
     deadline: float | None = None  # monotonic time after which the worker is killed
-    started: float | None = None  # epoch seconds the job started; None until Started came
+    started: float | None = None  # epoch seconds the first job started; None until Started came
     killed: bool = False
+
+    @property
+    def job(self) -> Delivery | None:
+        """The job the worker runs now, or runs next."""
+        return self.jobs[0] if self.jobs else None
+
+    def finish(self) -> Delivery | None:
+        """The worker is done with its first job: forget it and its clock."""
+        self.started = self.deadline = None
+        return self.jobs.popleft() if self.jobs else None
 
 
 @dataclass
@@ -65,7 +82,9 @@ class Pending:
 class Pusher:
     """Dispatches jobs, tracks leases, and acks after saves. Drive it with `loop()`."""
 
-    def __init__(self, config: Config, address: str, authkey: bytes, run_once: bool = False) -> None:
+    def __init__(
+        self, config: Config, address: str, authkey: bytes, run_once: bool = False, identity: Identity | None = None
+    ) -> None:
         from .fetcher import Fetcher
 
         self.config = config
@@ -79,6 +98,7 @@ class Pusher:
         self.pending = Pending()
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         self.stopping = False
+        self.mean_run = 0.0  # seconds, a moving mean of task run times
         self.outage_since: float | None = None
         self.retry_at = self.retry_pause = 0.0
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
@@ -86,6 +106,7 @@ class Pusher:
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
         threading.Thread(target=self._keep_leases, name="django_q-leases", daemon=True).start()
         self.fetcher.start()
+        self._start_status(identity)
 
     def _accept(self) -> None:
         while not self.closed.is_set():
@@ -141,7 +162,7 @@ class Pusher:
             self.stop()
 
     def _idle(self) -> bool:
-        return not self.fetcher.buffer and not self.pending.messages and not any(s.job for s in self.slots.values())
+        return not self.fetcher.buffer and not self.pending.messages and not any(s.jobs for s in self.slots.values())
 
     def _welcome(self, conn: Connection, hello: Hello) -> None:
         if hello.role is Role.MONITOR:
@@ -158,22 +179,30 @@ class Pusher:
         buffer = self.fetcher.buffer
         if self.stopping or len(self.pending.messages) >= BACKLOG:
             buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
-        idle = [s for s in self.slots.values() if s.job is None and not s.killed]
-        while buffer and idle:
+        depth = PREFETCH if self.mean_run < SHORT_TASK else 1
+        for wanted in range(1, depth + 1):  # first one job for every worker, then a second
+            for slot in [s for s in self.slots.values() if len(s.jobs) < wanted and not s.killed]:
+                delivery = self._next_admissible(buffer)
+                if delivery is None:
+                    break
+                slot.jobs.append(delivery)
+                try:
+                    slot.conn.send(Job(delivery.id, delivery.attempts, delivery.payload))
+                except OSError:
+                    self._gone(slot.conn)
+        self._to_monitor()
+
+    def _next_admissible(self, buffer: deque[Delivery]) -> Delivery | None:
+        while buffer:
             delivery = buffer.popleft()
             self.fetcher.room.set()
-            if not self._admissible(delivery):
-                continue
-            slot = idle.pop()
-            slot.job, slot.started, slot.deadline = delivery, None, None
-            try:
-                slot.conn.send(Job(delivery.id, delivery.attempts, delivery.payload))
-            except OSError:
-                self._gone(slot.conn)
-        self._to_monitor()
+            if self._admissible(delivery):
+                return delivery
+        return None
 
     def _admissible(self, delivery: Delivery) -> bool:
         """Check the signature and the attempt limit; route what may not run to the monitor."""
+        self.tally.received(delivery.attempts)
         try:
             verify(delivery.payload, self.config.package_limit)
         except PackageError as exc:
@@ -187,16 +216,18 @@ class Pusher:
 
     def _from_worker(self, slot: Slot, msg: object) -> None:
         if isinstance(msg, Started):
+            self.tally.started()
             slot.started = time.time()
             slot.deadline = time.monotonic() + msg.timeout if msg.timeout else None
         elif isinstance(msg, Outcome):
-            slot.job = slot.deadline = slot.started = None
+            slot.finish()
+            self.mean_run += (msg.stopped - msg.started - self.mean_run) / 8
             self._pend(msg)
         elif isinstance(msg, AlreadyDone):
-            slot.job = None
+            slot.finish()
             self.unacked.add(msg.delivery_id)
         elif isinstance(msg, Rejected):
-            delivery, slot.job = slot.job, None
+            delivery = slot.finish()
             if delivery is not None:
                 self._dead_letter(delivery, msg.reason)
 
@@ -207,12 +238,14 @@ class Pusher:
             self.monitor = None
             return
         slot = self.slots.pop(conn)
-        if slot.job is None:
+        started = slot.started is not None
+        if started:
+            delivery = slot.jobs.popleft()
+        # Jobs it had not begun go to the front of the buffer, in their order.
+        self.fetcher.buffer.extendleft(reversed(slot.jobs))
+        if not started:
             return
-        delivery = slot.job
-        if slot.started is None:
-            self.fetcher.buffer.appendleft(delivery)  # it never began: run it elsewhere
-        elif slot.killed:
+        if slot.killed:
             self._fail(delivery, f"task exceeded its timeout and its worker (pid {slot.pid}) was killed", slot)
         elif self.config.max_attempts and delivery.attempts >= self.config.max_attempts:
             self._fail(delivery, f"worker lost after {delivery.attempts} attempts", slot)
@@ -248,6 +281,7 @@ class Pusher:
         self._pend(DeadLetterNote(delivery.id, self.config.name, delivery.payload, reason))
 
     def _pend(self, msg: Outcome | DeadLetterNote) -> None:
+        self.tally.finished(msg)
         self.pending.messages[msg.delivery_id] = msg
         self.pending.unsent.append(msg.delivery_id)
 
@@ -287,7 +321,7 @@ class Pusher:
 
     def _held(self) -> list[str]:
         """Every delivery this cluster holds. Called from the lease thread: list() copies in one step."""
-        running = [job.id for job in [s.job for s in list(self.slots.values())] if job]
+        running = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
         return [*(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages), *list(self.unacked)]
 
     def _keep_leases(self) -> None:
@@ -339,6 +373,7 @@ class Pusher:
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
         self._retry_acks()
+        self.status.stop()
         self.closed.set()
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
@@ -349,16 +384,42 @@ class Pusher:
         self.broker.close()
 
 
-def main(address: str, authkey: bytes, config: Config, run_once: bool = False) -> None:
+    # --- cluster status (django_q.status) ---
+
+    def _start_status(self, identity: Identity | None) -> None:
+        """Count what happens and publish the status from a thread with its own broker."""
+        self.tally = Tally()
+        self.all_connected = False
+        identity = identity or Identity.new(self.config.name)
+        self.status = Publisher(self.config, identity, self._status_snapshot, self.tally)
+        self.status.start()
+
+    def _status_snapshot(self) -> Snapshot:
+        """State and workers for the status. Called from the status thread: list() copies in one step."""
+        slots = list(self.slots.values())
+        self.all_connected = self.all_connected or len(slots) >= self.config.workers
+        state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
+        return state, [(s.index, s.pid, s.job if s.started else None, s.started) for s in slots]
+
+
+def main(
+    address: str, authkey: bytes, config: Config, run_once: bool = False, identity: Identity | None = None
+) -> None:
     """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
     process.setup("pusher", config.name)
-    pusher = Pusher(config, address, authkey, run_once)
+    pusher = Pusher(config, address, authkey, run_once, identity)
     signal.signal(signal.SIGTERM, lambda *_: pusher.stop())
+    orphaned_at = None
     try:
         while not pusher.done:
             pusher.loop()
-            if process.orphaned():
-                logger.error("pusher: the sentinel is gone; leaving leases to lapse")
+            if orphaned_at is None and process.orphaned():
+                # The workers and the monitor outlive the sentinel for a moment:
+                # stop as gracefully as they allow, then let any lease lapse.
+                logger.error("pusher: the sentinel is gone; stopping")
+                orphaned_at = time.monotonic()
+                pusher.stop()
+            if orphaned_at is not None and time.monotonic() - orphaned_at > ORPHAN_PATIENCE:
                 return
     finally:
         pusher.close()

@@ -21,6 +21,7 @@ from typing import Any
 from django import db
 
 from ..conf import Config
+from ..status import Identity
 from . import process
 from .messages import Exit
 
@@ -45,6 +46,7 @@ class Sentinel:
         self.workers: list[BaseProcess | None] = [None] * config.workers
         self.stop_requested = False
         self.stopping = False
+        self.identity = Identity.new(config.name)  # every pusher publishes the status under it
 
     def _spawn(self, name: str, role: str, *args: Any) -> BaseProcess:
         # A forked child must not share this process's database sockets: closing
@@ -59,7 +61,9 @@ class Sentinel:
     def _spawn_pusher(self) -> None:
         if os.path.exists(self.address):
             os.unlink(self.address)  # left by a pusher that died
-        self.pusher = self._spawn("pusher", "pusher", self.address, self.authkey, self.config, self.run_once)
+        self.pusher = self._spawn(
+            "pusher", "pusher", self.address, self.authkey, self.config, self.run_once, self.identity
+        )
 
     def start(self) -> None:
         """Start every process of the cluster."""

@@ -1,0 +1,28 @@
+"""Celery app: Redis broker on the broker database, no result backend, defaults otherwise."""
+
+import os
+
+from celery import Celery
+
+import jobs
+
+app = Celery("bench", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12"))
+app.conf.task_default_queue = "bench"
+app.conf.task_ignore_result = True
+app.conf.worker_hijack_root_logger = False
+app.conf.broker_connection_retry_on_startup = True
+
+
+@app.task(name="noop")
+def noop(i):
+    jobs.noop(i)
+
+
+@app.task(name="sleepy")
+def sleepy(i):
+    jobs.sleepy(i)
+
+
+@app.task(name="latency")
+def latency(enqueued):
+    jobs.latency(enqueued)

@@ -1,0 +1,146 @@
+"""Which runs make up a bench session, in interleaved order, and which figures each run feeds."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from report import Results
+from systems import OURS, Target, orm_targets, redis_targets, results_targets
+from workloads import Runner
+
+
+@dataclass
+class Job:
+    name: str
+    target: Target
+    run: Callable[[Runner], dict]
+    record: Callable[[Results, str, str, dict], None]
+    repeats: int | None = None  # fewer repeats than the session's, if set
+
+
+def _partial(out: dict) -> str | None:
+    if out.get("complete", True):
+        return None
+    return f"{out['done']} of {out['wanted']} tasks in {out['seconds']:.1f} s"
+
+
+def record_drain(kind: str) -> Callable[[Results, str, str, dict], None]:
+    def record(results: Results, label: str, ours: str, out: dict) -> None:
+        if kind == "redis":
+            results.add("W1", label, ours, out["enqueue_rate"])
+            results.add("W2", label, ours, out["rate"], _partial(out))
+            results.add("W4-after", label, ours, out["rss_after_mib"])
+        elif kind == "orm":
+            results.add("W1-orm", label, ours, out["enqueue_rate"])
+            results.add("W2-orm", label, ours, out["rate"], _partial(out))
+        elif kind == "results":
+            results.add("W2b", label, ours, out["rate"], _partial(out))
+        else:
+            results.add("W6", label, ours, out["rate"], _partial(out))
+            results.add("W6-rss", label, ours, out["rss_peak_mib"])
+
+    return record
+
+
+def record_latency(results: Results, label: str, ours: str, out: dict) -> None:
+    for p in ("p50", "p90", "p99"):
+        results.add(f"W3-{p}", label, ours, out[p])
+    results.add("W4-idle", label, ours, out["rss_idle_mib"])
+    results.add("W4-idle-pss", label, ours, out["pss_idle_mib"])
+
+
+def record_crash(results: Results, label: str, ours: str, out: dict) -> None:
+    results.add("W5-lost", label, ours, out["lost"])
+    results.add("W5-twice", label, ours, out["twice"])
+
+
+def record_bulk(results: Results, label: str, ours: str, out: dict) -> None:
+    results.add("W1-bulk", label, ours, out["rate"])
+
+
+def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -> tuple[list[Job], list[Job]]:
+    """(jobs repeated `repeats` times in this order, jobs run once at the end)."""
+    systems = [OURS, *opts.peers]
+    only = opts.only
+
+    def keep(targets: list[Target]) -> list[Target]:
+        return [t for t in targets if not (no_pg and t.db == "postgres")]
+
+    n, cap, deadline = conf["n"], conf["enqueue_cap"], conf["deadline"]
+    jobs: list[Job] = []
+    if only & {"W1", "W2", "W4"}:
+        for t in keep(redis_targets(systems)):
+            jobs.append(Job("W1+W2", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("redis")))
+    if "W2" in only:
+        for t in keep(orm_targets(systems)):
+            jobs.append(Job("W2 orm", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("orm")))
+    if "W2b" in only:
+        for t in keep(results_targets(systems)):
+            jobs.append(Job("W2b", t, lambda r, t=t: r.drain(t, n, deadline, cap, results=True),
+                            record_drain("results")))
+    if only & {"W3", "W4"}:
+        # --quick leaves out django-q2's database broker here (about 25 s a run).
+        orm = orm_targets(systems if conf["w3_orm_peers"] else [OURS])
+        lat_targets = redis_targets(systems) + (orm if "W3" in only else [])
+        for t in keep(lat_targets):
+            jobs.append(Job("W3+W4", t, lambda r, t=t: r.latency(t, conf["lat_tasks"]), record_latency))
+    if "W5" in only:
+        for t in keep(redis_targets(systems)):
+            t5 = t.with_(retry=5) if t.django else t
+            jobs.append(Job("W5", t5, lambda r, t=t5: r.crash(t, conf["w5_n"], wait=conf["w5_wait"],
+                                                                stall=conf["w5_stall"]), record_crash,
+                            repeats=conf["w5_repeats"]))
+    once: list[Job] = []
+    if "W1" in only:
+        once.append(Job("W1 bulk", Target(OURS), lambda r: bulk(r, n), record_bulk))
+    if "W6" in only and conf["w6_n"]:
+        t = Target(OURS)
+        once.append(Job("W6", t, lambda r: r.drain(t, conf["w6_n"], 600, 600, sample_rss=True), record_drain("W6")))
+    return jobs, once
+
+
+def bulk(runner: Runner, n: int) -> dict:
+    """This project's bulk enqueue, if it has a public one; else the JSON notes it as a TODO."""
+    import json
+
+    import procs
+    from systems import BENCH
+
+    target = Target(OURS)
+    runner.prepare(target)
+    out = json.loads(procs.run(target.driver_cmd("bulk", str(n), "--reset"), target.env(runner.scratch), BENCH, 300)
+                     .strip().splitlines()[-1])
+    if "todo" in out:
+        return {"todo": out["todo"]}
+    return {"rate": out["n"] / out["seconds"]}
+
+
+def run_all(runner: Runner, jobs: list[Job], once: list[Job], repeats: int, results: Results) -> None:
+    """Every job once per repeat, in order (A B C, A B C, ...), then the once-only jobs."""
+    total = sum(min(repeats, j.repeats or repeats) for j in jobs) + len(once)
+    count = 0
+    for repeat in [*range(repeats), None]:
+        for job in jobs if repeat is not None else once:
+            if repeat is not None and job.repeats is not None and repeat >= job.repeats:
+                continue
+            count += 1
+            label = job.target.label
+            ours = Target(OURS, job.target.broker, job.target.db if job.target.django else None).label
+            started = time.monotonic()
+            try:
+                out = job.run(runner)
+            except Exception as exc:  # one failed run is reported, the session goes on
+                results.errors.append(f"{job.name} {label}: {exc}\n{traceback.format_exc()}")
+                print(f"[{count}/{total}] {job.name:<7} {label:<24} ERROR {str(exc).splitlines()[0]}", flush=True)
+                continue
+            if "todo" in out:
+                results.notes.append(f"{job.name}: TODO: {out['todo']}")
+            else:
+                job.record(results, label, ours, out)
+            brief = {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+            print(f"[{count}/{total}] {job.name:<7} {label:<24} {time.monotonic() - started:5.1f} s  {brief}",
+                  flush=True)

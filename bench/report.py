@@ -1,0 +1,110 @@
+"""Figures: collect the runs, summarize (median, min-max, ratio to ours), print one table, write JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from systems import OURS
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+
+
+FIGURES = [
+    Figure("W1", "W1 enqueue, single calls", "tasks/s", True),
+    Figure("W1-bulk", "W1 enqueue, bulk path", "tasks/s", True),
+    Figure("W2", "W2 drain, Redis broker", "tasks/s", True),
+    Figure("W2-orm", "W2 drain, database broker", "tasks/s", True),
+    Figure("W1-orm", "W1 enqueue, database broker", "tasks/s", True),
+    Figure("W2b", "W2b drain, every result stored", "tasks/s", True),
+    Figure("W3-p50", "W3 latency p50", "ms", False),
+    Figure("W3-p90", "W3 latency p90", "ms", False),
+    Figure("W3-p99", "W3 latency p99", "ms", False),
+    Figure("W4-idle", "W4 RSS, idle 3 s after start", "MiB", False),
+    Figure("W4-idle-pss", "W4 PSS, idle (shared pages split)", "MiB", False),
+    Figure("W4-after", "W4 RSS, after W2", "MiB", False),
+    Figure("W5-lost", "W5 tasks lost", "tasks", False),
+    Figure("W5-twice", "W5 tasks run twice", "tasks", False),
+    Figure("W6", "W6 drain, 100,000 tasks", "tasks/s", True),
+    Figure("W6-rss", "W6 peak RSS", "MiB", False),
+]
+BY_KEY = {f.key: f for f in FIGURES}
+
+
+class Results:
+    """figure key -> target label -> list of values, plus a note per run that did not complete."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = {}
+        self.partial: dict[str, dict[str, list[str]]] = {}
+        self.ours_of: dict[str, str] = {}
+        self.errors: list[str] = []
+        self.notes: list[str] = []
+
+    def add(self, key: str, label: str, ours_label: str, value: float, partial: str | None = None) -> None:
+        self.values.setdefault(key, {}).setdefault(label, []).append(value)
+        self.ours_of[label] = ours_label
+        if partial:
+            self.partial.setdefault(key, {}).setdefault(label, []).append(partial)
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for fig in FIGURES:
+            rows = self.values.get(fig.key)
+            if not rows:
+                continue
+            entry: dict = {"title": fig.title, "unit": fig.unit, "higher_is_better": fig.higher_is_better, "targets": {}}
+            for label, runs in rows.items():
+                row = {"runs": runs, "median": statistics.median(runs), "min": min(runs), "max": max(runs)}
+                ours = rows.get(self.ours_of.get(label, ""))
+                if ours and not label.startswith(OURS + " "):
+                    ours_median = statistics.median(ours)
+                    row["ratio_to_ours"] = row["median"] / ours_median if ours_median else None
+                partial = self.partial.get(fig.key, {}).get(label)
+                if partial:
+                    row["partial_runs"] = partial
+                entry["targets"][label] = row
+            out[fig.key] = entry
+        return out
+
+    def table(self) -> str:
+        lines = [
+            f"{'figure':<34} {'target':<24} {'median':>10} {'min-max':>21}  {'peer/ours':>9}",
+            "-" * 104,
+        ]
+        for key, entry in self.summary().items():
+            first = True
+            for label, row in sorted(entry["targets"].items(), key=lambda kv: (not kv[0].startswith(OURS + " "), kv[0])):
+                ratio = row.get("ratio_to_ours")
+                mark = "*" if row.get("partial_runs") else ""
+                title = f"{entry['title']} ({entry['unit']})" if first else ""
+                lines.append(
+                    f"{title:<34.34} {label:<24} {fmt(row['median']) + mark:>10} "
+                    f"{fmt(row['min']) + ' - ' + fmt(row['max']):>21}  {'' if ratio is None else f'{ratio:.2f}x':>9}"
+                )
+                first = False
+        lines.append("* a run was cut short (enqueue cap or drain deadline): its rate is over the tasks it did")
+        lines.append("peer/ours: the peer's median divided by ours (same broker and database)")
+        return "\n".join(lines)
+
+    def write(self, path: Path, meta: dict) -> None:
+        doc = {"meta": meta, "figures": self.summary(), "notes": self.notes, "errors": self.errors}
+        path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def fmt(value: float) -> str:
+    if value != value:
+        return "nan"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Run the workloads of shared/BENCH.md for Django Q and its peers, interleaved; print one table, write JSON.
+
+    python bench/run.py [--quick] [--only W2,W3] [--peers django-q2,celery,rq,huey,dramatiq] [--out FILE]
+
+The first run makes one virtualenv per system under bench/.venvs/ (pinned in
+venvs.py), then this script re-executes itself in this project's venv. Needs
+Redis on 127.0.0.1:6379 (db 12: brokers, db 15: counters; both are flushed)
+and PostgreSQL on 127.0.0.1:5432 (user postgres; databases dq_bench and
+dq2_bench are created). Every run starts the workers as one process group
+and kills the whole group before the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import venvs  # noqa: E402
+
+WORKLOADS = ("W1", "W2", "W2b", "W3", "W4", "W5", "W6")
+ALL_PEERS = ("django-q2", "celery", "rq", "huey", "dramatiq")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small N, 1 repeat, no W6: under 3 minutes")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. W2,W3 (default: all)")
+    parser.add_argument("--peers", default=",".join(ALL_PEERS), help="peers to compare ('' for none)")
+    parser.add_argument("--out", default=str(BENCH / "results.json"), help="the JSON file to write")
+    parser.add_argument("--repeats", type=int, help="repeats of each run (default 3; --quick 1)")
+    parser.add_argument("-n", type=int, help="tasks per drain (default 10000; --quick 1000)")
+    parser.add_argument("--w5-repeats", type=int, help="repeats of W5 (default 1)")
+    parser.add_argument("--profile", action="store_true", help="only py-spy the django_q cluster during W2 on Redis")
+    opts = parser.parse_args(argv)
+    opts.only = {w.strip() for w in opts.only.split(",") if w.strip()}
+    unknown = opts.only - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}")
+    opts.peers = [p.strip() for p in opts.peers.split(",") if p.strip()]
+    bad = set(opts.peers) - set(ALL_PEERS)
+    if bad:
+        parser.error(f"unknown peer(s) {', '.join(sorted(bad))}; known: {', '.join(ALL_PEERS)}")
+    return opts
+
+
+def bootstrap(opts: argparse.Namespace) -> None:
+    """Make the venvs, then continue in this project's venv (psutil, redis, psycopg)."""
+    if os.environ.get("BENCH_IN_VENV") == "1":
+        return
+    for system in ("django-q", *opts.peers):
+        venvs.ensure(system)
+    python = str(venvs.python("django-q"))
+    env = {**os.environ, "BENCH_IN_VENV": "1"}
+    os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+
+
+def settings(opts: argparse.Namespace) -> dict:
+    """Sizes, deadlines and repeats of this run."""
+    if opts.quick:
+        conf = dict(n=1000, repeats=1, enqueue_cap=2.0, deadline=4.0, lat_tasks=60, w5_n=300, w5_wait=30.0,
+                    w5_stall=7.0, w5_repeats=1, w6_n=0, w3_orm_peers=False)
+    else:
+        # W5 gives counts, not timings, and costs a stall wait per lossy system: once per session.
+        conf = dict(n=10_000, repeats=3, enqueue_cap=6.0, deadline=12.0, lat_tasks=300, w5_n=2000, w5_wait=60.0,
+                    w5_stall=8.0, w5_repeats=1, w6_n=100_000, w3_orm_peers=True)
+    if opts.n:
+        conf["n"] = opts.n
+    if opts.repeats:
+        conf["repeats"] = opts.repeats
+    if opts.w5_repeats:
+        conf["w5_repeats"] = opts.w5_repeats
+    return conf
+
+
+def preflight() -> list[str]:
+    """Check Redis, create the PostgreSQL databases; return notes on what is unavailable."""
+    import psycopg
+    import redis
+
+    redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
+    try:
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=5) as c:
+            for name in ("dq_bench", "dq2_bench"):
+                if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                    c.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        return [f"PostgreSQL unavailable, its targets skipped: {exc}"]
+    return []
+
+
+def meta(opts: argparse.Namespace, conf: dict, systems: list[str], load_at_start: list[float]) -> dict:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=venvs.REPO, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    keep = {"django", "django-q", "django-q2", "celery", "kombu", "rq", "huey", "dramatiq", "redis", "hiredis",
+            "psycopg", "psycopg-binary"}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        # Other work on the machine skews every figure; ratios measured interleaved less so.
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": list(os.getloadavg()),
+        "settings": conf,
+        "versions": {s: {k: v for k, v in venvs.freeze(s).items() if k in keep} for s in systems},
+        "pins": {s: venvs.PINS[s] for s in systems},
+    }
+
+
+def main() -> int:
+    opts = parse(sys.argv[1:])
+    bootstrap(opts)
+    from plan import build, run_all
+    from report import Results
+    from workloads import Runner
+
+    conf = settings(opts)
+    load_at_start = list(os.getloadavg())
+    if load_at_start[0] > 1.0:
+        print(f"warning: load average {load_at_start[0]:.1f} before the bench: other work will skew the figures")
+    results = Results()
+    results.notes += preflight()
+    no_pg = bool(results.notes)
+    scratch = Path(tempfile.mkdtemp(prefix="django_q_bench-"))
+    runner = Runner(scratch)
+    started = time.monotonic()
+    try:
+        if opts.profile:
+            from profile_cluster import profile
+
+            profile(runner, conf)
+            return 0
+        jobs, once = build(opts, conf, no_pg, results)
+        run_all(runner, jobs, once, conf["repeats"], results)
+    finally:
+        runner.broker.flushdb()
+        runner.counter.flushdb()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(results.table())
+    for note in results.notes:
+        print("note:", note)
+    for error in results.errors:
+        print("ERROR:", error.splitlines()[0])
+    out = Path(opts.out)
+    results.write(out, {**meta(opts, conf, ["django-q", *opts.peers], load_at_start), "seconds": round(time.monotonic() - started)})
+    print(f"\n{len(results.errors)} errors; {time.monotonic() - started:.0f} s; figures written to {out}")
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""One virtualenv per system under bench/.venvs/, made once with pinned versions.
+
+Only the standard library is used here, so `run.py` can build the venvs before
+it re-executes itself in this project's venv (which has psutil and redis).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+VENVS = BENCH / ".venvs"
+
+DJANGO = "Django==5.2.19"
+REDIS = ["hiredis==3.5.0"]
+# redis-py where the package leaves it open (Celery and Dramatiq pin their own range;
+# the JSON records what each venv resolved).
+REDIS_PY = "redis==8.1.0"
+POSTGRES = "psycopg[binary]==3.3.9"
+
+# system -> pip requirements. The peers get hiredis too, so every Redis client
+# parses replies the same way. Newer majors exist on PyPI (rq 3, huey 3,
+# dramatiq 2); these are the lines the benchmark brief names.
+PINS: dict[str, list[str]] = {
+    "django-q": [f"-e{REPO}[hiredis,postgres]", DJANGO, REDIS_PY, *REDIS, POSTGRES, "psutil==7.2.2", "py-spy==0.4.3"],
+    "django-q2": ["django-q2==1.11.1", DJANGO, REDIS_PY, *REDIS, POSTGRES],
+    "celery": ["celery[redis]==5.7.0", *REDIS],
+    "rq": ["rq==2.12.0", REDIS_PY, *REDIS],
+    "huey": ["huey==2.6.0", REDIS_PY, *REDIS],
+    "dramatiq": ["dramatiq[redis]==1.18.0", *REDIS],
+}
+
+PYTHON = os.environ.get("BENCH_PYTHON", "python3")
+
+
+def python(system: str) -> Path:
+    return VENVS / system / "bin" / "python"
+
+
+def _stamp(system: str) -> str:
+    return hashlib.sha256(json.dumps(PINS[system]).encode()).hexdigest()[:16]
+
+
+def ensure(system: str, log=print) -> Path:
+    """The venv's python, creating or updating the venv if its pins changed."""
+    root = VENVS / system
+    stamp = root / ".pins"
+    if stamp.exists() and stamp.read_text() == _stamp(system) and python(system).exists():
+        return python(system)
+    log(f"==> creating bench venv {system} ({' '.join(PINS[system])})")
+    if not python(system).exists():
+        subprocess.run([PYTHON, "-m", "venv", str(root)], check=True)
+    version = subprocess.run(
+        [str(python(system)), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    if version != "3.11":
+        log(f"    warning: {system} venv runs Python {version}, not 3.11")
+    _pip(system, "--upgrade", "pip")
+    _pip(system, *PINS[system])
+    stamp.write_text(_stamp(system))
+    return python(system)
+
+
+def _pip(system: str, *args: str) -> None:
+    """pip install, without this machine's warnings about missing local index folders."""
+    proc = subprocess.run(
+        [str(python(system)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+        capture_output=True, text=True,
+    )
+    noise = ("is ignored: it is neither a file nor a directory", "BuildBackendWarning", "!!", "****")
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip() and not any(n in line for n in noise):
+            print("   ", line)
+    if proc.returncode != 0:
+        raise SystemExit(f"pip install into bench/.venvs/{system} failed")
+
+
+def freeze(system: str) -> dict[str, str]:
+    """name -> version of what the venv holds."""
+    out = subprocess.run(
+        [str(python(system)), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+        capture_output=True, text=True,
+    ).stdout
+    try:
+        return {p["name"].lower(): p["version"] for p in json.loads(out)}
+    except ValueError:
+        return {}
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or PINS:
+        ensure(name)

@@ -1,0 +1,68 @@
+"""manage.py qinfo: the queue at a glance, the effective settings, or the running clusters' ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_q.conf import Config, build_config, check_name
+from django_q.exceptions import BrokerError, ConfigurationError
+
+
+class Command(BaseCommand):
+    help = "Show clusters, queue, results, schedules and dead letters of a Django Q queue."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-n", "--name", help="queue (cluster) name; Q_CLUSTER['name'] by default")
+        what = parser.add_mutually_exclusive_group()
+        what.add_argument("--config", action="store_true", help="print the effective settings, secrets masked")
+        what.add_argument("--ids", action="store_true", help="print the ids of the running clusters, one a line")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from django_q.status import cluster_statuses, overview
+
+        config = _config(options["name"])
+        if options["config"]:
+            self.stdout.write(json.dumps(config.masked(), indent=2, sort_keys=True, default=str))
+            return
+        if options["ids"]:
+            try:
+                statuses = cluster_statuses(config.name, config)
+            except BrokerError as exc:
+                raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
+            for status in statuses:
+                self.stdout.write(status.id)
+            return
+        view = overview(config.name, config)
+        unknown = "unreachable"
+        rows = [
+            ("queue", view.name),
+            ("broker", view.broker),
+            ("clusters", len(view.clusters)),
+            ("workers", view.workers),
+            ("queued", unknown if view.queued is None else view.queued),
+            ("leased", unknown if view.leased is None else view.leased),
+            ("running", view.running),
+            ("successes", view.successes),
+            ("failures", view.failures),
+            ("schedules", view.schedules),
+            ("dead letters", view.dead_letters),
+            ("mean run time", "-" if view.mean_run_time is None
+             else f"{view.mean_run_time:.3f} s (last {view.recent} tasks)"),
+        ]
+        width = max(len(label) for label, _ in rows) + 2
+        for label, value in rows:
+            self.stdout.write(f"{label + ':':<{width}}{value}")
+
+
+def _config(name: str | None) -> Config:
+    """The settings, with the queue name of -n; a bad setting is one line."""
+    try:
+        config = build_config()
+        return replace(config, name=check_name(name)) if name else config
+    except ConfigurationError as exc:
+        raise CommandError(str(exc)) from None

@@ -1,0 +1,115 @@
+"""Prometheus metrics, read at scrape time from the broker and the database.
+
+The web process that serves the scrape runs no task, so counters kept in its
+own memory would stay at zero. Instead every scrape reads:
+
+- the status each running cluster publishes (django_q.status): per-cluster
+  counters of tasks enqueued, started, succeeded, failed, retried and
+  dead-lettered, and a task duration histogram, labelled with the queue and
+  the cluster id. They start from zero when a cluster starts, like any
+  process's counters; Prometheus's rate() and increase() handle that;
+- the broker: queue depth, leased packages, clusters and busy workers;
+- the database: stored successes and failures, dead letters, schedules.
+
+Add `path("metrics/", include("django_q.urls"))` to a project's urls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from .conf import get_config
+from .exceptions import BrokerError
+from .status import DURATION_BUCKETS, ClusterStatus, cluster_statuses
+
+logger = logging.getLogger("django_q")
+
+COUNTERS = (
+    ("enqueued", "Tasks a cluster received for their first delivery"),
+    ("started", "Tasks a cluster's workers started"),
+    ("succeeded", "Tasks that returned"),
+    ("failed", "Tasks that raised, timed out or ran out of attempts"),
+    ("retried", "Deliveries of a task after its first (lapsed lease, worker lost, failure run again)"),
+    ("dead_lettered", "Packages set aside unrun (bad signature, corrupt, too large)"),
+)
+LABELS = ["queue", "cluster"]
+
+
+class QueueCollector:
+    """Collects the metrics of `queues` (the configured queue by default) at each scrape."""
+
+    def __init__(self, queues: Sequence[str] | None = None) -> None:
+        self.queues = tuple(queues) if queues else None
+
+    def collect(self) -> Iterator[Metric]:
+        from django.db.models import Count
+
+        from .brokers import get_broker
+        from .models import DeadLetter, Schedule, Task
+
+        config = get_config()
+        counters = {key: CounterMetricFamily(f"django_q_tasks_{key}", text, labels=LABELS) for key, text in COUNTERS}
+        duration = HistogramMetricFamily(
+            "django_q_task_duration_seconds", "Run time of finished tasks, per cluster", labels=LABELS
+        )
+        up = GaugeMetricFamily("django_q_broker_up", "1 if the queue's broker answered this scrape", labels=["queue"])
+        depth = GaugeMetricFamily("django_q_queue_depth", "Packages waiting to be handed out", labels=["queue"])
+        leased = GaugeMetricFamily("django_q_queue_leased", "Packages handed out and not yet acked", labels=["queue"])
+        clusters = GaugeMetricFamily("django_q_clusters", "Running clusters", labels=["queue"])
+        workers = GaugeMetricFamily("django_q_workers", "Worker processes of running clusters", labels=LABELS)
+        busy = GaugeMetricFamily("django_q_workers_busy", "Workers running a task", labels=LABELS)
+        for queue in self.queues or (config.name,):
+            broker = get_broker(queue, config)
+            try:
+                statuses = cluster_statuses(queue, config)
+                depth.add_metric([queue], broker.size())
+                leased.add_metric([queue], broker.leased())
+            except BrokerError as exc:
+                logger.warning("metrics: broker of queue %s did not answer: %s", queue, exc)
+                up.add_metric([queue], 0)
+                continue
+            up.add_metric([queue], 1)
+            clusters.add_metric([queue], len(statuses))
+            for status in statuses:
+                labels = [queue, status.id]
+                for key, _ in COUNTERS:
+                    counters[key].add_metric(labels, getattr(status.counters, key))
+                duration.add_metric(labels, _buckets(status), status.counters.duration_sum)
+                workers.add_metric(labels, len(status.workers))
+                busy.add_metric(labels, status.running)
+        yield from counters.values()
+        yield from (duration, up, depth, leased, clusters, workers, busy)
+
+        stored = GaugeMetricFamily("django_q_stored_tasks", "Task results in the database", labels=["outcome"])
+        by_outcome = dict(Task.objects.values_list("success").annotate(n=Count("id")).order_by())
+        stored.add_metric(["success"], by_outcome.get(True, 0))
+        stored.add_metric(["failure"], by_outcome.get(False, 0))
+        yield stored
+        yield GaugeMetricFamily("django_q_dead_letters", "Dead letters kept in the database", DeadLetter.objects.count())
+        yield GaugeMetricFamily("django_q_schedules", "Schedules in the database", Schedule.objects.count())
+
+
+def _buckets(status: ClusterStatus) -> list[tuple[str, float]]:
+    """The cluster's per-bucket counts as Prometheus's cumulative buckets."""
+    out, total = [], 0
+    counts = status.counters.duration_buckets
+    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), counts):
+        total += count
+        out.append((bound, total))
+    return out
+
+
+def metrics(request: HttpRequest, queues: Sequence[str] | None = None) -> HttpResponse:
+    """The Prometheus text exposition of `queues` (the configured queue by default).
+
+    Pass other queues in the url's kwargs: `path("metrics/", metrics, {"queues": ["default", "long"]})`.
+    Anyone who can reach the url can read it: serve it where only your Prometheus can.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(queues))  # type: ignore[arg-type]
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,326 @@
+"""Cluster status: what each running cluster publishes through its broker, and how to read it.
+
+The pusher owns the record (it knows every worker's job and every unsaved
+result). A thread of its own, with its own broker, publishes a `ClusterStatus`
+as JSON every PERIOD seconds with a time to live of TTL; a cluster that dies
+stops refreshing it and its entry lapses within TTL seconds. A graceful stop
+removes the entry at once.
+
+Counters (`Counters`) start at zero when the pusher starts and only grow while
+it lives, like any Prometheus counter of one process: a restarted pusher or
+cluster starts again from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .conf import Config, get_config
+from .exceptions import BrokerError, PackageError
+
+logger = logging.getLogger("django_q")
+
+PERIOD = 2.0  # seconds between two publications of a cluster's status
+TTL = 3 * PERIOD  # seconds an entry outlives its last publication
+STOP_PATIENCE = 2.0  # seconds a stopping pusher waits for its entry to be removed
+
+STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
+
+#: upper bounds (seconds) of the task duration histogram; the last bucket is +Inf
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a cluster is: made once by the sentinel, kept by every pusher it starts."""
+
+    id: str
+    host: str
+    pid: int  # the sentinel's
+    name: str
+    started: float  # epoch seconds
+
+    @classmethod
+    def new(cls, name: str) -> Identity:
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), name, time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One connected worker and the task it runs (None when idle)."""
+
+    index: int
+    pid: int
+    task_id: str | None = None
+    task_name: str | None = None
+    started: float | None = None  # epoch seconds the current task started
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What the cluster did since its pusher started."""
+
+    enqueued: int = 0  # tasks received for their first delivery
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0  # deliveries after the first: lapsed leases, requeues, failures run again
+    dead_lettered: int = 0
+    duration_buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)  # per bucket, not cumulative
+    duration_sum: float = 0.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """One cluster's published status."""
+
+    id: str
+    host: str
+    pid: int
+    name: str
+    state: str  # STARTING, RUNNING or STOPPING
+    workers: tuple[WorkerStatus, ...]
+    queued: int  # packages waiting in the broker; -1 if the broker did not answer
+    done: int  # tasks that succeeded since the cluster started
+    failed: int
+    started: float  # epoch seconds
+    updated: float  # epoch seconds of this publication
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the cluster started, as of now."""
+        return max(0.0, time.time() - self.started)
+
+    @property
+    def running(self) -> int:
+        """Workers running a task."""
+        return sum(1 for w in self.workers if w.task_id or w.task_name)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ClusterStatus:
+        """Parse a published status; keys this version does not know are ignored."""
+        raw = json.loads(data)
+        workers = tuple(WorkerStatus(**_known(WorkerStatus, w)) for w in raw.get("workers", ()))
+        counters = _known(Counters, raw.get("counters") or {})
+        counters["duration_buckets"] = tuple(counters.get("duration_buckets") or Counters().duration_buckets)
+        values = _known(cls, raw)
+        values.update(workers=workers, counters=Counters(**counters))
+        return cls(**values)
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+def cluster_statuses(name: str | None = None, config: Config | None = None) -> list[ClusterStatus]:
+    """The statuses of the running clusters of queue `name` (the configured one by default), by start."""
+    from .brokers import get_broker
+
+    config = config or get_config()
+    out = []
+    for data in get_broker(name or config.name, config).statuses():
+        try:
+            out.append(ClusterStatus.from_json(data))
+        except (ValueError, TypeError) as exc:
+            logger.warning("unreadable cluster status in queue %s: %s", name or config.name, exc)
+    return sorted(out, key=lambda s: (s.started, s.id))
+
+
+class Tally:
+    """The pusher's counters. Written by the pusher's loop only; the publisher reads a snapshot."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self._buckets = list(self.counters.duration_buckets)
+
+    def received(self, attempts: int) -> None:
+        """A delivery reached the pusher (its `attempts` includes this one)."""
+        if attempts <= 1:
+            self.counters = replace(self.counters, enqueued=self.counters.enqueued + 1)
+        else:
+            self.counters = replace(self.counters, retried=self.counters.retried + 1)
+
+    def started(self) -> None:
+        self.counters = replace(self.counters, started=self.counters.started + 1)
+
+    def finished(self, msg: Any) -> None:
+        """Count an outcome or a dead letter on its way to the monitor."""
+        from .cluster.messages import DeadLetterNote
+
+        c = self.counters
+        if isinstance(msg, DeadLetterNote):
+            self.counters = replace(c, dead_lettered=c.dead_lettered + 1)
+            return
+        seconds = max(0.0, msg.stopped - msg.started)
+        self._buckets[_bucket(seconds)] += 1
+        self.counters = replace(
+            c,
+            succeeded=c.succeeded + bool(msg.success),
+            failed=c.failed + (not msg.success),
+            duration_buckets=tuple(self._buckets),
+            duration_sum=c.duration_sum + seconds,
+        )
+
+
+def _bucket(seconds: float) -> int:
+    for i, bound in enumerate(DURATION_BUCKETS):
+        if seconds <= bound:
+            return i
+    return len(DURATION_BUCKETS)
+
+
+# What the pusher hands the publisher each period: state and workers (index,
+# pid, running package or None, start time); the publisher adds the rest.
+Snapshot = tuple[str, list[tuple[int, int, Any, float | None]]]
+
+
+class Publisher(threading.Thread):
+    """Publishes the status every PERIOD seconds until `stop()`, then removes it."""
+
+    def __init__(self, config: Config, identity: Identity, snapshot: Callable[[], Snapshot], tally: Tally) -> None:
+        super().__init__(name="django_q-status", daemon=True)
+        self.config = config
+        self.identity = identity
+        self.snapshot = snapshot
+        self.tally = tally
+        self.stopping = threading.Event()
+        self._names: dict[str, tuple[str | None, str | None]] = {}  # delivery id -> task id, name
+        self._failing = False
+
+    def stop(self) -> None:
+        """Stop publishing and remove the entry (waits up to STOP_PATIENCE seconds)."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join(STOP_PATIENCE)
+
+    def run(self) -> None:
+        from django.db import connections
+
+        from .brokers import get_broker
+
+        broker = get_broker(self.config.name, self.config)
+        try:
+            while True:
+                self._call(lambda: broker.publish_status(self.identity.id, self.build(broker).to_json(), TTL))
+                if self.stopping.wait(PERIOD):
+                    break
+            self._call(lambda: broker.remove_status(self.identity.id))
+        finally:
+            broker.close()
+            connections.close_all()
+
+    def _call(self, publish: Callable[[], None]) -> None:
+        try:
+            publish()
+        except BrokerError as exc:
+            if not self._failing:  # once per outage
+                logger.warning("cluster status not published: %s", exc)
+            self._failing = True
+            return
+        except Exception:
+            # Never let a status bug take the pusher down with it.
+            logger.exception("cluster status not published")
+            return
+        self._failing = False
+
+    def build(self, broker: Any) -> ClusterStatus:
+        """The current status: the pusher's snapshot plus the queue size."""
+        state, slots = self.snapshot()
+        try:
+            queued = broker.size()
+        except BrokerError:
+            queued = -1
+        workers = []
+        seen = set()
+        for index, pid, job, started in sorted(slots, key=lambda s: s[0]):
+            task_id = task_name = None
+            if job is not None:
+                seen.add(job.id)
+                task_id, task_name = self._task_of(job)
+            workers.append(WorkerStatus(index, pid, task_id, task_name, started))
+        self._names = {k: v for k, v in self._names.items() if k in seen}
+        ident = self.identity
+        counters = self.tally.counters
+        return ClusterStatus(
+            id=ident.id, host=ident.host, pid=ident.pid, name=self.config.name, state=state,
+            workers=tuple(workers), queued=queued, done=counters.succeeded, failed=counters.failed,
+            started=ident.started, updated=time.time(), counters=counters,
+        )
+
+    def _task_of(self, delivery: Any) -> tuple[str | None, str | None]:
+        """The task id and name of a running delivery (its package was verified before it ran)."""
+        if delivery.id not in self._names:
+            from .package import unpack
+
+            try:
+                task = unpack(delivery.payload, self.config.package_limit, verified=True)
+                self._names[delivery.id] = (task.id, task.name)
+            except PackageError:
+                self._names[delivery.id] = (None, f"delivery {delivery.id}")
+        return self._names[delivery.id]
+
+
+RECENT = 100  # tasks the mean run time is taken over
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """One queue at a glance: its clusters and broker; results, schedules and dead letters of every queue."""
+
+    name: str
+    broker: str  # "redis" or "orm"
+    clusters: tuple[ClusterStatus, ...]
+    queued: int | None  # None: the broker did not answer
+    leased: int | None
+    successes: int
+    failures: int
+    schedules: int
+    dead_letters: int
+    mean_run_time: float | None  # seconds, over the last `recent` stored tasks
+    recent: int
+
+    @property
+    def running(self) -> int:
+        return sum(s.running for s in self.clusters)
+
+    @property
+    def workers(self) -> int:
+        return sum(len(s.workers) for s in self.clusters)
+
+
+def overview(name: str | None = None, config: Config | None = None, recent: int = RECENT) -> Overview:
+    """Read everything `qinfo` shows: statuses and sizes from the broker, counts from the database."""
+    from .brokers import get_broker
+    from .models import DeadLetter, Schedule, Task
+
+    config = config or get_config()
+    name = name or config.name
+    broker = get_broker(name, config)
+    try:
+        clusters: tuple[ClusterStatus, ...] = tuple(cluster_statuses(name, config))
+        queued, leased = broker.size(), broker.leased()
+    except BrokerError as exc:
+        logger.warning("broker of queue %s did not answer: %s", name, exc)
+        clusters, queued, leased = (), None, None
+    times = list(Task.objects.order_by("-stopped").values_list("started", "stopped")[:recent])
+    mean = sum((b - a).total_seconds() for a, b in times) / len(times) if times else None
+    return Overview(
+        name=name, broker=config.broker_kind, clusters=clusters, queued=queued, leased=leased,
+        successes=Task.objects.filter(success=True).count(), failures=Task.objects.filter(success=False).count(),
+        schedules=Schedule.objects.count(), dead_letters=DeadLetter.objects.count(),
+        mean_run_time=mean, recent=len(times),
+    )

@@ -1,0 +1,161 @@
+"""`qinfo` and `qmonitor` as a user runs them, against a `qcluster` running in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .test_qcluster import ROOT, Project, project, stop  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+TTL = 6.0  # django_q.status.TTL
+
+
+def qinfo(project: Project, *args: str) -> dict[str, str]:
+    done = project.run("-m", "django", "qinfo", *args)
+    assert done.returncode == 0, done.stderr
+    return dict(re.match(r"^([a-z ]+):\s+(.*)$", line).groups() for line in done.stdout.splitlines())
+
+
+def ids(project: Project) -> list[str]:
+    done = project.run("-m", "django", "qinfo", "--ids")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def monitor_rows(project: Project) -> list[list[str]]:
+    """The cells of every table row `qmonitor --run-once` prints."""
+    done = project.run("-m", "django", "qmonitor", "--run-once")
+    assert done.returncode == 0, done.stderr
+    # Header rows are drawn with ┃, body rows with │.
+    return [[cell.strip() for cell in re.split("[│┃]", line.strip("│┃ \n"))] for line in done.stdout.splitlines()
+            if line[:1] in ("│", "┃")]
+
+
+def wait_for(check, timeout: float = 30.0, pause: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(pause)
+    pytest.fail(f"not within {timeout}s: {check}")
+
+
+def test_qinfo_and_qmonitor_show_a_running_cluster(project):
+    assert qinfo(project)["clusters"] == "0"
+    assert "No cluster" in project.run("-m", "django", "qmonitor", "--run-once").stdout
+    project.drive("enqueue", "tests.app.tasks.add", "5", "quick", "[1, 2]")
+    project.drive("enqueue", "tests.app.tasks.fail", "1", "bad")
+    cluster = project.qcluster()
+    project.wait_for("quick", 5)
+    project.wait_for("bad", 1)
+    project.drive("enqueue", "tests.app.tasks.sleep", "2", "slow", "[6, 1]")
+
+    def busy():
+        info = qinfo(project)
+        return info if info["running"] == "2" and info["clusters"] == "1" else None
+
+    info = wait_for(busy)
+    assert info["queue"] == project.env["DQ_ACCEPT_QUEUE"]
+    assert info["broker"] == ("redis" if "DQ_ACCEPT_REDIS" in project.env else "orm")
+    assert (info["workers"], info["successes"], info["failures"]) == ("2", "5", "1")
+    assert (info["queued"], info["schedules"], info["dead letters"]) == ("0", "0", "0")
+    assert re.fullmatch(r"\d+\.\d{3} s \(last 6 tasks\)", info["mean run time"])
+
+    (cluster_id,) = ids(project)
+    assert re.fullmatch(r"[0-9a-f]{32}", cluster_id)
+    rows = monitor_rows(project)
+    header, row, workers_header = rows[0], rows[1], rows[2]
+    assert header == ["Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"]
+    assert row[0] == cluster_id and row[2] == str(cluster.pid)
+    assert row[3:9] == ["running", "2", "2", "0", "5", "1"]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", row[9])
+    assert workers_header == ["Cluster", "Worker", "PID", "Task", "Task id", "Running for"]
+    workers = [r for r in rows[3:] if r[0] == cluster_id[:8]]
+    assert sorted(r[1] for r in workers) == ["0", "1"]
+    assert all(r[4] and r[3] != "idle" for r in workers)  # each runs a slow task
+
+    out = stop(cluster, signal.SIGTERM)
+    assert cluster.returncode == 0, out
+    assert ids(project) == []  # a graceful stop removes the entry at once
+    assert qinfo(project)["clusters"] == "0"
+
+
+def test_a_killed_cluster_disappears_within_seconds(project):
+    cluster = project.qcluster()
+    (cluster_id,) = wait_for(lambda: ids(project))
+    os.killpg(cluster.pid, signal.SIGKILL)
+    cluster.wait(10)
+    killed = time.monotonic()
+    # Each look takes a `manage.py qinfo` start-up (a second or more on a busy machine).
+    wait_for(lambda: ids(project) == [], timeout=TTL + 15)
+    assert time.monotonic() - killed <= TTL + 15
+
+
+def test_qinfo_config_masks_passwords(project):
+    project.env["DQ_ACCEPT_REDIS"] = "redis://user:s3cret@127.0.0.1:6379/14"
+    done = project.run("-m", "django", "qinfo", "--config")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert "s3cret" not in done.stdout
+    assert config["redis"] == "redis://user:***@127.0.0.1:6379/14"
+    assert config["name"] == project.env["DQ_ACCEPT_QUEUE"] and config["workers"] == 2
+    assert json.loads(project.run("-m", "django", "qinfo", "--config", "-n", "other").stdout)["name"] == "other"
+
+
+def test_qmonitor_on_a_terminal_refreshes_and_quits_on_q(project):
+    cluster = project.qcluster()
+    (cluster_id,) = wait_for(lambda: ids(project))
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "django", "qmonitor"], env={**project.env, "COLUMNS": "200"},
+                            cwd=ROOT, stdin=child, stdout=child, stderr=child, start_new_session=True)
+    os.close(child)
+    try:
+        # Drawn, then redrawn; the cluster shows as starting until every worker connected.
+        read_until(main, lambda text: text.count("q quits") >= 2 and cluster_id in text and "running" in text,
+                   timeout=60)
+        os.write(main, b"q")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+        stop(cluster, signal.SIGTERM)
+
+
+def test_qmonitor_without_a_terminal_runs_until_ctrl_c(project):
+    proc = subprocess.Popen([sys.executable, "-m", "django", "qmonitor"], env=project.env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "No cluster" in out and "Traceback" not in err
+
+
+def read_until(fd: int, done, timeout: float) -> str:
+    """Read a pty until `done(text so far)`; fail after `timeout` seconds."""
+    text = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                text += os.read(fd, 65536).decode(errors="replace")
+            except OSError:
+                break
+            if done(text):
+                return text
+    pytest.fail(f"terminal output incomplete after {timeout}s:\n{text[-2000:]}")
