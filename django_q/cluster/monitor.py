@@ -28,6 +28,8 @@ from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved
 logger = logging.getLogger("django_q")
 
 BATCH = 500  # most messages saved in one transaction
+LINGER = 0.01  # seconds a batch waits for more results once the first arrived (fewer commits)
+PRUNE_EVERY = 0.5  # seconds between prunes while results keep coming
 
 
 def _dt(epoch: float) -> datetime:
@@ -40,6 +42,8 @@ class Recorder:
     def __init__(self, config: Config, sync: bool = False) -> None:
         self.config = config
         self.sync = sync  # continue chains in this process rather than through the broker
+        self.prune_pending = False
+        self.pruned_at = 0.0  # monotonic time of the last prune
         self.alias = router.db_for_write(Task)
 
     def record(self, outcomes: Sequence[Outcome], dead: Sequence[DeadLetterNote] = ()) -> Saved:
@@ -57,8 +61,12 @@ class Recorder:
                     [DeadLetter(broker_id=d.delivery_id, queue=d.queue, payload=d.payload, reason=d.reason) for d in dead]
                 )
             fresh = self._store(latest, existing)
-            if self.config.save_limit > 0 and any(o.success for o in stored):
-                self._prune()
+        if self.config.save_limit > 0 and any(o.success for o in stored):
+            self.prune_pending = True
+        try:
+            self.prune_if_due()
+        except DatabaseError as exc:  # the batch is saved; its hooks must still run
+            logger.warning("pruning results failed, will retry: %s", exc)
         rows = {t.id: t for t in fresh}
         for outcome in live:
             if outcome.task.id in latest and outcome.task.id not in rows:
@@ -137,6 +145,13 @@ class Recorder:
                     row.save(using=self.alias, force_insert=True)
             inserted.append(row)
         return inserted
+
+    def prune_if_due(self, force: bool = False) -> None:
+        """Prune successes to save_limit, at most every PRUNE_EVERY seconds unless forced."""
+        if self.prune_pending and (force or time.monotonic() - self.pruned_at >= PRUNE_EVERY):
+            self._prune()
+            self.prune_pending = False
+            self.pruned_at = time.monotonic()
 
     def _prune(self) -> None:
         keep = self.config.save_limit
@@ -228,17 +243,28 @@ class Monitor:
         dead: list[DeadLetterNote] = []
         stop = False
         if self.conn.poll(timeout):
+            linger_until = time.monotonic() + LINGER
             while len(outcomes) + len(dead) < BATCH:
                 msg = self.conn.recv()
                 if msg is STOP:
                     stop = True
                     break
                 (dead if isinstance(msg, DeadLetterNote) else outcomes).append(msg)
-                if not self.conn.poll(0):
+                if not self.conn.poll(max(0.0, linger_until - time.monotonic())):
                     break
         if outcomes or dead:
             self.conn.send(self.save(outcomes, dead))
+        elif self.recorder.prune_pending:
+            self._idle_prune()
         return not stop
+
+    def _idle_prune(self) -> None:
+        """Finish a prune put off while results were coming; an outage just puts it off again."""
+        try:
+            self.recorder.prune_if_due(force=True)
+        except DatabaseError as exc:
+            logger.warning("pruning results failed, will retry: %s", exc)
+            db.connections.close_all()
 
     def save(self, outcomes: list[Outcome], dead: list[DeadLetterNote]) -> Saved:
         """Record a batch, waiting out database outages with a growing pause."""

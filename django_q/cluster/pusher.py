@@ -20,12 +20,12 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener, Pipe, wait
 
 from ..brokers import get_broker
-from ..brokers.base import Delivery
+from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
 from ..package import unpack, verify
@@ -97,6 +97,8 @@ class Pusher:
         self.monitor: Connection | None = None
         self.pending = Pending()
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
+        self.ack_lock = threading.Lock()
+        self.ack_wanted = threading.Event()
         self.stopping = False
         self.mean_run = 0.0  # seconds, a moving mean of task run times
         self.outage_since: float | None = None
@@ -104,7 +106,8 @@ class Pusher:
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
         self.closed = threading.Event()
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
-        threading.Thread(target=self._keep_leases, name="django_q-leases", daemon=True).start()
+        self.lease_thread = threading.Thread(target=self._keep_leases, name="django_q-leases", daemon=True)
+        self.lease_thread.start()
         self.fetcher.start()
         self._start_status(identity)
 
@@ -157,7 +160,6 @@ class Pusher:
             self._hand_back()
         self._dispatch()
         self._watch_timeouts()
-        self._retry_acks()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
@@ -225,7 +227,7 @@ class Pusher:
             self._pend(msg)
         elif isinstance(msg, AlreadyDone):
             slot.finish()
-            self.unacked.add(msg.delivery_id)
+            self._ack_later([msg.delivery_id])
         elif isinstance(msg, Rejected):
             delivery = slot.finish()
             if delivery is not None:
@@ -306,12 +308,21 @@ class Pusher:
         for delivery_id in (*saved.ack_ids, *saved.release_ids):
             self.pending.messages.pop(delivery_id, None)
             self.pending.sent.discard(delivery_id)
-        self.unacked.update(saved.ack_ids)
-        self._retry_acks()
+        self._ack_later(saved.ack_ids)
 
-    def _retry_acks(self) -> None:
-        if self.unacked and self._broker_call(self.broker.ack, list(self.unacked)):
-            self.unacked.clear()
+    def _ack_later(self, ids: Sequence[str]) -> None:
+        """Hand saved deliveries to the lease thread, which acks them in batches off this loop."""
+        with self.ack_lock:
+            self.unacked.update(ids)
+        self.ack_wanted.set()
+
+    def _ack_now(self, broker: Broker) -> None:
+        with self.ack_lock:
+            ids = list(self.unacked)
+        if ids:
+            broker.ack(ids)
+            with self.ack_lock:
+                self.unacked.difference_update(ids)
 
     def _hand_back(self) -> None:
         """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""
@@ -325,26 +336,40 @@ class Pusher:
         return [*(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages), *list(self.unacked)]
 
     def _keep_leases(self) -> None:
-        """Renew every held lease three times per `retry` period.
+        """Ack saved deliveries as they come, and renew every held lease three times per `retry`.
 
-        A thread of its own, with its own broker, so that a loop busy with a
-        slow monitor or a broker outage does not let leases lapse under tasks
-        that are still running.
+        A thread of its own, with its own broker, so that the loop never waits
+        on a broker round trip, and a loop busy with a slow monitor or a broker
+        outage does not let leases lapse under tasks that are still running.
         """
         broker = get_broker(self.config.name, self.config)
         period = self.config.retry / 3
-        failing = False
-        while not self.closed.wait(period if not failing else min(period, 1.0)):
-            held = self._held()
+        next_renewal = time.monotonic() + period
+        failing_since: float | None = None
+        while not self.closed.is_set():
+            wait = max(0.0, next_renewal - time.monotonic())
+            self.ack_wanted.wait(wait if failing_since is None else min(wait, 1.0))
+            self.ack_wanted.clear()
             try:
-                if held:
-                    broker.renew(held)
+                self._ack_now(broker)
+                if time.monotonic() >= next_renewal:
+                    held = self._held()
+                    if held:
+                        broker.renew(held)
+                    next_renewal = time.monotonic() + period
             except BrokerError as exc:
-                if not failing:  # once per outage
-                    logger.warning("lease renewal failed, retrying: %s", exc)
-                failing = True
+                if failing_since is None:  # once per outage
+                    failing_since = time.monotonic()
+                    logger.warning("acks and lease renewals failing, retrying: %s", exc)
+                self.closed.wait(1.0)
                 continue
-            failing = False
+            except Exception:  # this thread must outlive any surprise, or leases lapse
+                logger.exception("lease thread error")
+                self.closed.wait(1.0)
+                continue
+            if failing_since is not None:
+                logger.warning("acks and renewals go through again after %.1fs", time.monotonic() - failing_since)
+                failing_since = None
         broker.close()
 
     def _broker_call(self, method: Callable[[list[str]], None], ids: list[str]) -> bool:
@@ -372,9 +397,14 @@ class Pusher:
 
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
-        self._retry_acks()
         self.status.stop()
         self.closed.set()
+        self.ack_wanted.set()
+        self.lease_thread.join(5.0)
+        try:
+            self._ack_now(self.broker)  # what the lease thread had no time for
+        except BrokerError as exc:
+            logger.error("could not ack %s saved deliveries; they will be acked on redelivery: %s", len(self.unacked), exc)
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
                 conn.send(STOP)

@@ -141,7 +141,16 @@ class TestPruning:
         done = [outcome() for _ in range(5)]
         for one in done:
             rec.record([one])
+        rec.prune_if_due(force=True)  # a burst of batches is pruned at most every PRUNE_EVERY
         assert set(Success.objects.values_list("id", flat=True)) == {o.task.id for o in done[2:]}
+
+    def test_a_burst_of_batches_prunes_once_then_waits(self):
+        rec = recorder(save_limit=1)
+        rec.record([outcome()])
+        rec.record([outcome()])
+        assert Success.objects.count() == 2 and rec.prune_pending  # the second prune is put off
+        rec.prune_if_due(force=True)
+        assert Success.objects.count() == 1 and not rec.prune_pending
 
     def test_pruning_within_one_batch(self):
         done = [outcome() for _ in range(5)]
@@ -153,6 +162,7 @@ class TestPruning:
         failed = [failure() for _ in range(3)]
         rec.record(failed)
         rec.record([outcome(), outcome()])
+        rec.prune_if_due(force=True)
         assert Failure.objects.count() == 3
         assert Success.objects.count() == 1
 
