@@ -15,7 +15,7 @@ from django.conf import settings
 
 from .test_qcluster import Project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 TASKS = 600
 # A whole cluster killed at once reruns the tasks it was running and those that

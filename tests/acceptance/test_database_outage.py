@@ -21,7 +21,7 @@ from .test_crashes import counters, enqueue_counted, wait_runs  # noqa: F401 - f
 from .test_qcluster import Project, stop
 from .test_redis_faults import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 TASKS = 300
