@@ -295,30 +295,12 @@ def requeue(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
     A package whose signature still fails stays a dead letter: nothing the
     keys do not vouch for ever reaches a worker.
     """
-    from .brokers import get_broker
-    from .conf import get_config
-    from .exceptions import BrokerError, PackageError
-    from .package import verify
+    from .deadletters import requeue as send_back
 
-    limit = get_config().package_limit
-    done = refused = 0
-    for letter in queryset:
-        payload = bytes(letter.payload)
-        try:
-            verify(payload, limit)
-        except PackageError as exc:
-            refused += 1
-            modeladmin.message_user(request, _("%(letter)s not requeued: %(error)s") % {"letter": letter,
-                                                                                     "error": exc}, messages.WARNING)
-            continue
-        try:
-            get_broker(letter.queue).enqueue(payload)
-        except BrokerError as exc:
-            modeladmin.message_user(request, _("%(letter)s not requeued: %(error)s") % {"letter": letter,
-                                                                                     "error": exc}, messages.ERROR)
-            continue
-        letter.delete()
-        done += 1
+    done, kept = send_back(queryset)
+    for letter, reason in kept:
+        modeladmin.message_user(request, _("%(letter)s not requeued: %(error)s") % {"letter": letter,
+                                                                                 "error": reason}, messages.WARNING)
     if done:
         modeladmin.message_user(request, _("%(count)d dead letter(s) requeued.") % {"count": done}, messages.SUCCESS)
 

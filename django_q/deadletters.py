@@ -6,26 +6,28 @@ from django.db.models import QuerySet
 
 from .brokers import get_broker
 from .conf import get_config
-from .exceptions import PackageError
+from .exceptions import BrokerError, PackageError
 from .models import DeadLetter
 from .package import verify
 
 
-def requeue(letters: QuerySet | None = None) -> tuple[int, int]:
+def requeue(letters: QuerySet | None = None) -> tuple[int, list[tuple[DeadLetter, str]]]:
     """Send back to their queues the dead letters that verify with the current keys.
 
-    Returns (requeued, kept): a letter that still fails its check stays where it is.
+    Returns how many went back, and each letter kept with the reason: a
+    package the keys do not vouch for never reaches a worker.
     """
     config = get_config()
-    requeued = kept = 0
+    requeued = 0
+    kept: list[tuple[DeadLetter, str]] = []
     for letter in letters if letters is not None else DeadLetter.objects.all():
         payload = bytes(letter.payload)
         try:
             verify(payload, config.package_limit)
-        except PackageError:
-            kept += 1
+            get_broker(letter.queue, config).enqueue(payload)
+        except (PackageError, BrokerError) as exc:
+            kept.append((letter, str(exc)))
             continue
-        get_broker(letter.queue, config).enqueue(payload)
         letter.delete()
         requeued += 1
     return requeued, kept

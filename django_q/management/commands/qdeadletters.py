@@ -27,7 +27,9 @@ class Command(BaseCommand):
             self.stdout.write(f"purged: {deadletters.purge(letters)}")
         elif options["requeue"]:
             requeued, kept = deadletters.requeue(letters)
-            self.stdout.write(f"requeued: {requeued}\nkept: {kept}")
+            for letter, reason in kept:
+                self.stderr.write(f"kept {letter.id} ({letter.queue}): {reason}")
+            self.stdout.write(f"requeued: {requeued}\nkept: {len(kept)}")
         else:
             for letter in letters.order_by("created"):
                 self.stdout.write(f"{letter.id}\t{letter.queue}\t{letter.broker_id}\t{letter.created:%Y-%m-%d %H:%M:%S}\t{letter.reason}")
