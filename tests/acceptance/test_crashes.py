@@ -6,11 +6,9 @@ import os
 import random
 import signal
 import time
-import uuid
 
 import psutil
 import pytest
-import redis
 from django.conf import settings
 
 from .test_qcluster import Project
@@ -37,15 +35,6 @@ def crash_project(request, tmp_path):
         project.drive("purge")
 
 
-@pytest.fixture
-def counters():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    prefix = f"crash:{uuid.uuid4().hex[:8]}:"
-    yield client, prefix
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def enqueue_counted(project: Project, prefix: str, count: int) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_crashes import counters, enqueue_counted, wait_runs  # noqa: F401 - fixture
+from .test_crashes import enqueue_counted, wait_runs
 from .test_qcluster import Project, stop
 from .test_redis_faults import free_port
 
@@ -60,7 +60,7 @@ class Postgres:
 
 
 @pytest.mark.skipif(not BIN or os.geteuid() != 0, reason="needs PostgreSQL's server binaries and root")
-def test_database_gone_30s_mid_drain_loses_nothing(tmp_path, counters):  # noqa: F811
+def test_database_gone_30s_mid_drain_loses_nothing(tmp_path, counters):
     client, prefix = counters
     server = Postgres()
     server.start()

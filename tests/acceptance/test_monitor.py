@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .test_qcluster import ROOT, Project, project, stop  # noqa: F401  (fixture)
+from .test_qcluster import ROOT, Project, stop
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -68,18 +66,6 @@ class Project:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-
-
-@pytest.fixture(params=["orm", "redis"])
-def project(request, tmp_path) -> Iterator[Project]:
-    project = Project(tmp_path, settings.REDIS_URL if request.param == "redis" else None)
-    done = project.run("-m", "django", "migrate", "-v", "0")
-    assert done.returncode == 0, done.stderr
-    yield project
-    project.kill_all()
-    if request.param == "redis":
-        project.env = project.original_env  # a test may have broken its settings on purpose
-        project.drive("purge")
 
 
 def stop(proc: subprocess.Popen, sig: int, timeout: float = 60) -> str:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings
 
-from .test_crashes import counters, enqueue_counted, runs, wait_runs  # noqa: F401 - fixture
+from .test_crashes import enqueue_counted, runs, wait_runs
 from .test_qcluster import Project, stop
 
 pytestmark = [
@@ -89,7 +88,7 @@ def project_on(tmp_path: Path, redis_setting: str | dict) -> Project:
     return project
 
 
-def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):  # noqa: F811
+def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):
     client, prefix = counters
     port = free_port()
     aof = ("--appendonly", "yes", "--appendfsync", "always")
@@ -114,7 +113,7 @@ def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):  # 
         project.kill_all()
 
 
-def test_sentinel_failover_mid_drain_loses_nothing(tmp_path, servers, counters):  # noqa: F811
+def test_sentinel_failover_mid_drain_loses_nothing(tmp_path, servers, counters):
     client, prefix = counters
     primary, replica, sentinel = free_port(), free_port(), free_port()
     servers.start(primary)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.conf import settings
 
 from .test_qcluster import Project, stop
 
@@ -39,17 +37,6 @@ task = sched.last_run()
 print(json.dumps({"next_run": sched.next_run.isoformat(), "repeats": sched.repeats, "result": sched.result(),
                   "success": sched.success(), "group": task and task.group, "time_zone": settings.TIME_ZONE}))
 """
-
-
-@pytest.fixture(params=["orm", "redis"])
-def project(request, tmp_path) -> Iterator[Project]:
-    project = Project(tmp_path, settings.REDIS_URL if request.param == "redis" else None)
-    done = project.run("-m", "django", "migrate", "-v", "0")
-    assert done.returncode == 0, done.stderr
-    yield project
-    project.kill_all()
-    if request.param == "redis":
-        project.drive("purge")
 
 
 def python(project: Project, code: str, *args: str) -> object:
