@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from ..integration.conftest import wait_until
 from .test_qcluster import ROOT, Project, stop
 
 pytestmark = pytest.mark.slow
@@ -42,16 +43,6 @@ def monitor_rows(project: Project) -> list[list[str]]:
             if line[:1] in ("│", "┃")]
 
 
-def wait_for(check, timeout: float = 30.0, pause: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(pause)
-    pytest.fail(f"not within {timeout}s: {check}")
-
-
 def test_qinfo_and_qmonitor_show_a_running_cluster(project):
     assert qinfo(project)["clusters"] == "0"
     assert "No cluster" in project.run("-m", "django", "qmonitor", "--run-once").stdout
@@ -66,7 +57,7 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project):
         info = qinfo(project)
         return info if info["running"] == "2" and info["clusters"] == "1" else None
 
-    info = wait_for(busy)
+    info = wait_until(busy)
     assert info["queue"] == project.env["DQ_ACCEPT_QUEUE"]
     assert info["broker"] == ("redis" if "DQ_ACCEPT_REDIS" in project.env else "orm")
     assert (info["workers"], info["successes"], info["failures"]) == ("2", "5", "1")
@@ -94,12 +85,12 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project):
 
 def test_a_killed_cluster_disappears_within_seconds(project):
     cluster = project.qcluster()
-    (cluster_id,) = wait_for(lambda: ids(project))
+    (cluster_id,) = wait_until(lambda: ids(project))
     os.killpg(cluster.pid, signal.SIGKILL)
     cluster.wait(10)
     killed = time.monotonic()
     # Each look takes a `manage.py qinfo` start-up (a second or more on a busy machine).
-    wait_for(lambda: ids(project) == [], timeout=TTL + 15)
+    wait_until(lambda: ids(project) == [], timeout=TTL + 15)
     assert time.monotonic() - killed <= TTL + 15
 
 
@@ -116,7 +107,7 @@ def test_qinfo_config_masks_passwords(project):
 
 def test_qmonitor_on_a_terminal_refreshes_and_quits_on_q(project):
     cluster = project.qcluster()
-    (cluster_id,) = wait_for(lambda: ids(project))
+    (cluster_id,) = wait_until(lambda: ids(project))
     main, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "django", "qmonitor"], env={**project.env, "COLUMNS": "200"},
                             cwd=ROOT, stdin=child, stdout=child, stderr=child, start_new_session=True)
