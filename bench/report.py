@@ -33,6 +33,7 @@ FIGURES = [
     Figure("W4-after", "W4 RSS, after W2", "MiB", False),
     Figure("W5-lost", "W5 tasks lost", "tasks", False),
     Figure("W5-twice", "W5 tasks run twice", "tasks", False),
+    Figure("W5-killed-at", "W5 ran before the SIGKILL", "tasks", True),
     Figure("W6", "W6 drain, 100,000 tasks", "tasks/s", True),
     Figure("W6-rss", "W6 peak RSS", "MiB", False),
 ]

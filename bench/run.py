@@ -41,6 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="repeats of each run (default 3; --quick 1)")
     parser.add_argument("-n", type=int, help="tasks per drain (default 10000; --quick 1000)")
     parser.add_argument("--w5-repeats", type=int, help="repeats of W5 (default 1)")
+    parser.add_argument("--keep-scratch", action="store_true",
+                        help="keep the scratch folder (worker logs, SQLite files) and print its path")
     parser.add_argument("--profile", action="store_true", help="only py-spy the django_q cluster during W2 on Redis")
     opts = parser.parse_args(argv)
     opts.only = {w.strip() for w in opts.only.split(",") if w.strip()}
@@ -150,7 +152,10 @@ def main() -> int:
     finally:
         runner.broker.flushdb()
         runner.counter.flushdb()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if opts.keep_scratch:
+            print(f"scratch kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
     print()
     print(results.table())
     for note in results.notes:

@@ -191,11 +191,16 @@ class Runner:
         finally:
             group.kill(signal.SIGKILL)
         runs = [int(v or 0) for v in self.counter.mget(keys)]
+        lost = [i for i, v in enumerate(runs) if v == 0]
+        twice = [i for i, v in enumerate(runs) if v > 1]
         return {
-            "lost": sum(1 for v in runs if v == 0),
-            "twice": sum(1 for v in runs if v > 1),
+            "lost": len(lost),
+            "twice": len(twice),
             "killed_at": at_kill,
             "n": n,
+            # The task numbers (the argument of sleepy), to find them in the worker logs.
+            "lost_ids": lost[:20],
+            "twice_ids": twice[:20],
         }
 
 
