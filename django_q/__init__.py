@@ -12,7 +12,9 @@ __version__ = "0.1.0"
 _TASK_API = frozenset(
     {
         "async_task",
+        "async_many",
         "async_iter",
+        "cancel",
         "async_chain",
         "result",
         "fetch",

@@ -68,6 +68,8 @@ class Config:
     label: str = "Django Q"
     serializer: str = "pickle"
     package_limit: int = 16 * 1024 * 1024  # bytes; our addition
+    cancel_grace: float = 5.0  # seconds a cancelled running task has to stop before its worker is killed
+    on_commit: bool = False  # enqueue only when the surrounding transaction commits
 
     @property
     def broker_kind(self) -> str:
@@ -129,6 +131,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "label": (lambda v: isinstance(v, str), "a string"),
     "serializer": (lambda v: v in ("pickle", "json"), "'pickle' or 'json'"),
     "package_limit": (lambda v: _is_int(v) and v > 0, "a positive number of bytes"),
+    "cancel_grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
+    "on_commit": (lambda v: isinstance(v, bool), "True or False"),
 }
 
 
@@ -160,7 +164,7 @@ def _checked(key: str, value: Any, label: str) -> Any:
     check, must = _RULES[key]
     if not check(value):
         raise ConfigurationError(f"{label} must be {must}, got {value!r}")
-    if key in ("timeout", "retry", "poll") and value is not None:
+    if key in ("timeout", "retry", "poll", "cancel_grace") and value is not None:
         return float(value)
     return value
 

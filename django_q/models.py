@@ -38,7 +38,25 @@ class PickledObjectField(models.BinaryField):
 
 
 class Task(models.Model):
-    """A task that ran: its call, its result (or traceback) and its timing."""
+    """A task that ran: its call, its result (or traceback) and its timing.
+
+    Stored rows are finished: succeeded, failed or cancelled. `fetch()` also
+    returns unsaved instances for tasks still in the broker, with `status`
+    queued or running and `success` None (see `Task.in_flight`).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+    STATUS = [
+        (QUEUED, _("Queued")),
+        (RUNNING, _("Running")),
+        (SUCCESS, _("Succeeded")),
+        (FAILURE, _("Failed")),
+        (CANCELLED, _("Cancelled")),
+    ]
 
     id = models.CharField(max_length=32, primary_key=True, editable=False)
     name = models.CharField(max_length=100, unique=True, editable=False)
@@ -54,6 +72,14 @@ class Task(models.Model):
     stopped = models.DateTimeField(editable=False, db_index=True)
     success = models.BooleanField(default=True, editable=False)
     attempt_count = models.IntegerField(default=0)
+    status = models.CharField(max_length=10, choices=STATUS, default=SUCCESS, editable=False)
+    enqueued = models.DateTimeField(null=True, editable=False)
+    # Where the last attempt ran ("host:pid"); earlier attempts' workers and
+    # errors are in `history`, a list of dicts (worker, exception, traceback, stopped).
+    worker = models.CharField(max_length=100, null=True, editable=False)
+    # The dotted path of the exception class of a failure, when it raised one.
+    exception = models.CharField(max_length=256, null=True, editable=False)
+    history = PickledObjectField()
 
     class Meta:
         app_label = "django_q"
@@ -63,9 +89,15 @@ class Task(models.Model):
     def __str__(self) -> str:
         return self.name or self.id
 
-    def time_taken(self) -> float:
-        """Seconds from start to stop."""
+    def time_taken(self) -> float | None:
+        """Seconds from start to stop; None while the task has not finished."""
+        if self.started is None or self.stopped is None:
+            return None
         return (self.stopped - self.started).total_seconds()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.SUCCESS, self.FAILURE, self.CANCELLED)
 
     @staticmethod
     def get_result(task_id: str) -> Any:
@@ -78,6 +110,13 @@ class Task(models.Model):
         """A stored task by id (32 hex characters) or by name."""
         lookup = {"id": task_id} if _looks_like_id(task_id) else {"name": task_id}
         return Task.objects.filter(**lookup).first()
+
+    @staticmethod
+    def in_flight(task_id: str, cluster: str | None = None) -> Task | None:
+        """An unsaved Task for a task still in the broker of `cluster`: queued (or due later) or running."""
+        from .inflight import find
+
+        return find(task_id, cluster)
 
 
 def _looks_like_id(value: str) -> bool:
@@ -269,6 +308,12 @@ class OrmQ(models.Model):
     leased = models.BooleanField(default=False)
     attempts = models.IntegerField(default=0)
     created = models.DateTimeField(default=timezone.now)
+    # The task id, so that a task can be found, and cancelled, while it waits.
+    key = models.CharField(max_length=32, null=True, db_index=True)
+    # Set by the cluster when a worker starts the task (django_q.inflight.RunningInfo).
+    running = models.BinaryField(null=True)
+    # cancel() asked the cluster running this row to stop it.
+    cancel = models.BooleanField(default=False)
 
     class Meta:
         app_label = "django_q"

@@ -51,6 +51,16 @@ class TaskPackage:
     chain: tuple = ()  # the (func, args, kwargs) still to run after this task
     parent: str | None = None  # async_iter: the id the list of results is saved under
     iter_count: int = 0  # async_iter: how many parts the parent has
+    priority: int = 0  # -100..100, higher first (the broker orders by it; kept here for display)
+    # Retry policy: a run that raises one of `retry_on` (dotted exception class
+    # paths; empty: any Exception) is run again while attempts <= retries, after
+    # retry_delay * retry_backoff ** (attempt - 1) seconds.
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    retry_on: tuple = ()
+    history: tuple = ()  # earlier failed attempts: dicts of worker, exception, traceback, stopped
+    django: dict | None = None  # a django.tasks task: backend alias, queue name, takes_context
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _FIELDS}
@@ -60,6 +70,8 @@ class TaskPackage:
         known = {k: v for k, v in data.items() if k in _FIELDS}
         known["args"] = tuple(known.get("args") or ())
         known["chain"] = tuple(tuple(link) for link in known.get("chain") or ())
+        known["retry_on"] = tuple(known.get("retry_on") or ())
+        known["history"] = tuple(known.get("history") or ())
         return cls(**known)
 
     @property

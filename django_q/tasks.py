@@ -6,28 +6,46 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from . import signals
 from .brokers import get_broker
+from .brokers.base import PRIORITY_MAX, PRIORITY_MIN
 from .conf import Config, get_config
 from .exceptions import PackageTooLarge, TaskTypeError
 from .names import humanize, new_id
 from .package import TaskPackage, callable_path, pack
 
 OPTION_NAMES = frozenset(
-    {"hook", "group", "timeout", "task_name", "save", "sync", "ack_failure", "cluster", "q_options"}
+    {
+        "hook", "group", "timeout", "task_name", "save", "sync", "ack_failure", "cluster", "q_options",
+        # the task lifecycle: rank, defer, retry, and wait for the transaction
+        "priority", "run_after", "countdown", "retries", "retry_delay", "retry_backoff", "retry_on", "on_commit",
+    }
 )
 
 
 def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     """Enqueue `func(*args, **kwargs)` for the cluster and return the task id.
 
-    Options (hook, group, timeout, task_name, save, sync, ack_failure, cluster)
-    are taken from the keyword arguments, or from `q_options={...}` when the
-    task's own keyword arguments use those names.
+    Options are taken from the keyword arguments, or from `q_options={...}`
+    when the task's own keyword arguments use those names:
+
+    - hook, group, timeout, task_name, save, sync, ack_failure, cluster: as in django-q;
+    - priority: -100 to 100, higher runs first (default 0);
+    - run_after (an aware datetime, or a timedelta from now) or countdown
+      (seconds): the broker holds the task back until then;
+    - retries, retry_delay, retry_backoff, retry_on: run a failed task again,
+      up to `retries` more times, `retry_delay * retry_backoff ** (n - 1)`
+      seconds after failed attempt n, if it raised one of `retry_on`
+      (exception classes or dotted paths; by default any Exception);
+    - on_commit: enqueue only when the current transaction of the default
+      database commits (Q_CLUSTER['on_commit'], False unless set); the id is
+      returned at once.
     """
     q_options = kwargs.pop("q_options", None)
     if q_options is not None:
@@ -43,8 +61,70 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     if sync if sync is not None else config.sync:
         run_sync(task, config)
     else:
-        enqueue_packages([task], config)
+        send([task], config, delay_of(options), options.get("on_commit"))
     return task.id
+
+
+def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -> list[str]:
+    """Enqueue one task per item of `args_iter` in one broker round trip; returns their ids.
+
+    An item is a tuple of positional arguments, or one argument. Options are
+    those of `async_task` and apply to every task; each task's name is its own.
+    """
+    config = get_config()
+    if options.get("task_name") is not None:
+        raise TaskTypeError("async_many names each task itself; task_name is not an option here")
+    tasks = [
+        build_package(func, item if isinstance(item, tuple) else (item,), {}, options, config) for item in args_iter
+    ]
+    sync = options.get("sync")
+    if sync if sync is not None else config.sync:
+        for task in tasks:
+            run_sync(task, config)
+    elif tasks:
+        send(tasks, config, delay_of(options), options.get("on_commit"))
+    return [task.id for task in tasks]
+
+
+def send(
+    tasks: list[TaskPackage],
+    config: Config,
+    delay: float,
+    on_commit: bool | None,
+    after: Callable[[], Any] | None = None,
+) -> None:
+    """Enqueue packed tasks now, or when the default database's transaction commits; then call `after`."""
+    payloads = [_pack(task, config) for task in tasks]  # a task that does not serialize fails here, now
+
+    def go() -> None:
+        enqueue_packages(tasks, config, delay, payloads)
+        if after is not None:
+            after()
+
+    if on_commit if on_commit is not None else config.on_commit:
+        transaction.on_commit(go)
+    else:
+        go()
+
+
+def delay_of(options: dict[str, Any]) -> float:
+    """Seconds the broker holds a task back, from `run_after` or `countdown`."""
+    run_after, countdown = options.get("run_after"), options.get("countdown")
+    if run_after is not None and countdown is not None:
+        raise TaskTypeError("give run_after or countdown, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, (int, float)) or countdown < 0:
+            raise TaskTypeError(f"countdown must be a number of seconds >= 0, got {countdown!r}")
+        return float(countdown)
+    if run_after is None:
+        return 0.0
+    if isinstance(run_after, timedelta):
+        return max(0.0, run_after.total_seconds())
+    if not isinstance(run_after, datetime):
+        raise TaskTypeError(f"run_after must be a datetime or a timedelta, got {type(run_after).__name__}")
+    if timezone.is_naive(run_after):
+        run_after = timezone.make_aware(run_after)
+    return max(0.0, (run_after - timezone.now()).total_seconds())
 
 
 def build_package(
@@ -53,9 +133,11 @@ def build_package(
     """Check the function and options and make the package (nothing is sent)."""
     task_id = extra.pop("id", None) or new_id()
     timeout = options.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and not _number(timeout, above=0):
         raise TaskTypeError(f"timeout must be a positive number of seconds, got {timeout!r}")
     hook = options.get("hook")
+    extra.setdefault("priority", _priority(options.get("priority", 0)))
+    extra.update(_retry_policy(options))
     return TaskPackage(
         id=task_id,
         name=options.get("task_name") or humanize(task_id),
@@ -71,6 +153,55 @@ def build_package(
         enqueued=time.time(),
         **extra,
     )
+
+
+def _number(value: Any, above: float | None = None, least: float | None = None) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (above is None or value > above) and (least is None or value >= least)
+
+
+def _priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise TaskTypeError(f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}")
+    return priority
+
+
+def _retry_policy(options: dict[str, Any]) -> dict[str, Any]:
+    """The package fields of a retry policy, checked."""
+    retries = options.get("retries") or 0
+    delay = options.get("retry_delay", 0.0)
+    backoff = options.get("retry_backoff", 1.0)
+    retry_on = options.get("retry_on") or ()
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise TaskTypeError(f"retries must be a whole number >= 0, got {retries!r}")
+    if not _number(delay, least=0):
+        raise TaskTypeError(f"retry_delay must be a number of seconds >= 0, got {delay!r}")
+    if backoff is True:
+        backoff = 2.0
+    if not _number(backoff, least=1):
+        raise TaskTypeError(f"retry_backoff must be a factor >= 1 (or True for 2), got {backoff!r}")
+    if not isinstance(retry_on, (tuple, list)):
+        retry_on = (retry_on,)
+    return {
+        "retries": retries,
+        "retry_delay": float(delay),
+        "retry_backoff": float(backoff),
+        "retry_on": tuple(_exception_path(e) for e in retry_on),
+    }
+
+
+def _exception_path(exc: Any) -> str:
+    """The dotted path of an exception class given as a class or a path."""
+    cls = exc
+    if isinstance(exc, str):
+        try:
+            cls = resolve(exc)
+        except ImportError:
+            raise TaskTypeError(f"retry_on: cannot import {exc!r}") from None
+    if not (inspect.isclass(cls) and issubclass(cls, BaseException)):
+        raise TaskTypeError(f"retry_on takes exception classes, got {exc!r}")
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def func_reference(func: Callable | str, serializer: str) -> Any:
@@ -125,16 +256,28 @@ def resolve(path: str) -> Any:
     raise ImportError(f"cannot import {path!r}")
 
 
-def enqueue_packages(tasks: list[TaskPackage], config: Config) -> list[str]:
-    """Sign and send packages, grouped by cluster; raise TaskTypeError if one does not serialize."""
-    by_cluster: dict[str | None, list[bytes]] = {}
-    for task in tasks:
+def enqueue_packages(
+    tasks: list[TaskPackage], config: Config, delay: float = 0.0, payloads: list[bytes] | None = None
+) -> list[str]:
+    """Sign (unless `payloads` are given) and send packages, grouped by cluster and priority.
+
+    Raises TaskTypeError if one does not serialize; nothing is sent then.
+    """
+    if payloads is None:
+        payloads = [_pack(task, config) for task in tasks]
+    groups: dict[tuple[str | None, int], tuple[list[bytes], list[str]]] = {}
+    for task, payload in zip(tasks, payloads, strict=True):
         signals.pre_enqueue.send(sender="django_q", task=task)
-        by_cluster.setdefault(task.cluster, []).append(_pack(task, config))
+        group = groups.setdefault((task.cluster, task.priority), ([], []))
+        group[0].append(payload)
+        group[1].append(task.id)
     ids: list[str] = []
-    for cluster, payloads in by_cluster.items():
+    for (cluster, priority), (group_payloads, keys) in groups.items():
         broker = get_broker(cluster, config)
-        ids += [broker.enqueue(payloads[0])] if len(payloads) == 1 else broker.enqueue_many(payloads)
+        if len(group_payloads) == 1:
+            ids.append(broker.enqueue(group_payloads[0], priority, delay, keys[0]))
+        else:
+            ids += broker.enqueue_many(group_payloads, priority, delay, keys)
     return ids
 
 
@@ -151,13 +294,21 @@ def _pack(task: TaskPackage, config: Config) -> bytes:
 
 
 def run_sync(task: TaskPackage, config: Config) -> None:
-    """Run a task in this process through the same pack, execute and save steps as the cluster."""
+    """Run a task in this process through the same pack, execute and save steps as the cluster.
+
+    A retry policy runs it again at once (no delay is waited out in this process).
+    """
     from .cluster.monitor import Recorder
     from .cluster.worker import run_package
 
     signals.pre_enqueue.send(sender="django_q", task=task)
     payload = _pack(task, config)
-    outcome = run_package(payload, delivery_id="sync", attempts=1, config=config)
+    attempt = 1
+    while True:
+        outcome = run_package(payload, delivery_id="sync", attempts=attempt, config=config)
+        if outcome.retry_payload is None:
+            break
+        payload, attempt = outcome.retry_payload, attempt + 1
     Recorder(config, sync=True).record([outcome])
 
 
@@ -232,16 +383,55 @@ def _wait(get: Callable[[], Any], wait: int) -> Any:
     return value
 
 
-def fetch(task_id: str, wait: int = 0) -> Any:
-    """The stored Task of an id or name, or None until it ran; waits up to `wait` ms."""
+def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
+    """The Task of an id or name: the stored one once it finished, waiting up to `wait` ms for that.
+
+    Before it finished, a task still in the broker of `cluster` is returned
+    unsaved, with `status` queued or running (and `success` None); a task
+    that is nowhere gives None.
+    """
     from .models import Task
 
-    return _wait(lambda: Task.get_task(task_id), wait)
+    stored = _wait(lambda: Task.get_task(task_id), wait)
+    if stored is not None:
+        return stored
+    in_flight = Task.in_flight(task_id, cluster)
+    # It may have finished between the two reads.
+    return in_flight if in_flight is not None else Task.get_task(task_id)
+
+
+def cancel(task_id: str, cluster: str | None = None) -> bool:
+    """Cancel a task that has not finished: False if it is not in the broker of `cluster`.
+
+    A queued (or deferred) task is removed and recorded as cancelled at once.
+    A running one is asked to stop: its worker raises TaskCancelled inside it,
+    and is killed after Q_CLUSTER['cancel_grace'] seconds if it does not stop;
+    the cluster then records it as cancelled. A cancelled task's hook is called.
+    """
+    from .brokers.base import REMOVED
+    from .cluster.messages import Outcome
+    from .cluster.monitor import Recorder
+    from .package import unpack
+
+    config = get_config()
+    done = get_broker(cluster, config).cancel(task_id)
+    if done is None:
+        return False
+    if done.outcome == REMOVED:
+        task = unpack(done.pending.payload, config.package_limit)
+        now = time.time()
+        reason = "cancelled before it started"
+        outcome = Outcome(done.pending.id, task, False, reason, now, now, done.pending.attempts,
+                          task.cluster or config.name, cancelled=True)
+        Recorder(config, sync=True).record([outcome])
+    return True
 
 
 def result(task_id: str, wait: int = 0) -> Any:
     """The result of a task, or None until it ran; waits up to `wait` ms (-1: forever)."""
-    task = fetch(task_id, wait)
+    from .models import Task
+
+    task = _wait(lambda: Task.get_task(task_id), wait)
     return task.result if task is not None else None
 
 

@@ -17,6 +17,18 @@ and hands them out under a lease:
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
+A package may be enqueued under a `key` (the task id), which lets the task be
+seen and steered while it waits or runs:
+
+- `lookup(key)` tells where it is: queued, delayed, or leased (with what
+  `mark_running` recorded once a worker started it).
+- `cancel(key)` removes a package that is not leased and returns it; for a
+  leased one it only records the request, which the cluster holding it reads
+  with `cancel_requests` and carries out.
+- `retry(id, payload, delay)` replaces a leased delivery's package and makes it
+  ready again after `delay` seconds, keeping its id and attempt count (a task's
+  retry policy).
+
 Besides packages, a broker keeps one small status record per running cluster
 of the queue (`publish_status`, `remove_status`, `statuses`; see
 django_q.status): opaque bytes that expire unless published again.
@@ -41,6 +53,35 @@ class Delivery:
     attempts: int  # deliveries of this package so far, this one included
 
 
+QUEUED = "queued"
+DELAYED = "delayed"
+LEASED = "leased"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A package still in the broker, as `lookup`, `pending` and `cancel` see it."""
+
+    id: str
+    state: str  # QUEUED (ready, or its lease lapsed), DELAYED or LEASED
+    payload: bytes
+    attempts: int
+    due: float | None = None  # epoch seconds: when a delayed package is due, or a lease ends
+    running: bytes | None = None  # what mark_running recorded, while LEASED
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What `cancel` did: REMOVED the waiting package, or REQUESTED that its cluster stop it."""
+
+    outcome: str
+    pending: Pending
+
+
+REMOVED = "removed"
+REQUESTED = "requested"
+
+
 class Broker(abc.ABC):
     """One named queue on some store. Subclasses are safe to use from one thread."""
 
@@ -52,12 +93,15 @@ class Broker(abc.ABC):
         self.lease = lease
 
     @abc.abstractmethod
-    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
+    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
 
-    def enqueue_many(self, payloads: Sequence[bytes], priority: int = 0) -> list[str]:
+    def enqueue_many(
+        self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
+    ) -> list[str]:
         """Add several packages in one round trip where the store allows it."""
-        return [self.enqueue(p, priority) for p in payloads]
+        keys = list(keys) or [None] * len(payloads)
+        return [self.enqueue(p, priority, delay, k) for p, k in zip(payloads, keys, strict=True)]
 
     @abc.abstractmethod
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
@@ -74,6 +118,30 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def requeue(self, ids: Sequence[str]) -> None:
         """Make leased deliveries ready again now, keeping their place and attempts."""
+
+    @abc.abstractmethod
+    def retry(self, delivery_id: str, payload: bytes, delay: float) -> None:
+        """Replace a leased delivery's package and make it ready `delay` seconds from now."""
+
+    @abc.abstractmethod
+    def mark_running(self, running: dict[str, bytes]) -> None:
+        """Record, per leased delivery id, which worker of which cluster started it."""
+
+    @abc.abstractmethod
+    def lookup(self, key: str) -> Pending | None:
+        """The package enqueued under `key`, while it is in the broker."""
+
+    @abc.abstractmethod
+    def pending(self, limit: int = 100) -> list[Pending]:
+        """Up to `limit` packages of the queue: leased ones, then ready ones in order, then delayed ones."""
+
+    @abc.abstractmethod
+    def cancel(self, key: str) -> Cancelled | None:
+        """Remove the waiting package enqueued under `key`, or ask its cluster to stop it if leased."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, ids: Sequence[str]) -> list[str]:
+        """Those of the leased `ids` that `cancel` asked to stop."""
 
     @abc.abstractmethod
     def size(self) -> int:

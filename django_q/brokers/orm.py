@@ -33,12 +33,24 @@ from typing import Any
 from django.db import DatabaseError, Error, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ
-from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
+from .base import (
+    DELAYED,
+    LEASED,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUED,
+    REMOVED,
+    REQUESTED,
+    Broker,
+    Cancelled,
+    Delivery,
+    Pending,
+)
 
 # Long enough to outwait any other writer of the cluster: each of them holds
 # the write lock for one short statement.
@@ -58,20 +70,26 @@ class OrmBroker(Broker):
         self.alias = alias
         self.poll = poll
 
-    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
+    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         _check_priority(priority)
         with self._db():
             row = OrmQ.objects.using(self.alias).create(
-                queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0)
+                queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key
             )
         return str(row.pk)
 
-    def enqueue_many(self, payloads: Sequence[bytes], priority: int = 0) -> list[str]:
+    def enqueue_many(
+        self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
+    ) -> list[str]:
         """Add several packages with multi-row INSERTs."""
         _check_priority(priority)
-        now = time.time()
-        rows = [OrmQ(queue=self.name, payload=p, priority=priority, visible=now) for p in payloads]
+        visible = time.time() + max(delay, 0.0)
+        keys = list(keys) or [None] * len(payloads)
+        rows = [
+            OrmQ(queue=self.name, payload=p, priority=priority, visible=visible, key=k)
+            for p, k in zip(payloads, keys, strict=True)
+        ]
         with self._db() as conn:
             if conn.features.can_return_rows_from_bulk_insert:
                 OrmQ.objects.using(self.alias).bulk_create(rows, batch_size=BULK_BATCH)
@@ -111,7 +129,64 @@ class OrmBroker(Broker):
     def requeue(self, ids: Sequence[str]) -> None:
         """Make leased deliveries ready now; rows keep their id, so they keep their place."""
         with self._db():
-            self._leased_rows(ids).update(leased=False, visible=time.time())
+            self._leased_rows(ids).update(leased=False, visible=time.time(), running=None)
+
+    def retry(self, delivery_id: str, payload: bytes, delay: float) -> None:
+        """Put the new package in the leased row and make it ready after `delay` seconds."""
+        with self._db():
+            self._leased_rows([delivery_id]).update(
+                payload=payload, leased=False, visible=time.time() + max(delay, 0.0), running=None
+            )
+
+    def mark_running(self, running: dict[str, bytes]) -> None:
+        """Store each delivery's running record in its row (one UPDATE per row, one transaction)."""
+        if not running:
+            return
+        with self._db(), transaction.atomic(using=self.alias):
+            for delivery_id, info in running.items():
+                self._leased_rows([delivery_id]).update(running=info)
+
+    def lookup(self, key: str) -> Pending | None:
+        """The newest row enqueued under `key`."""
+        with self._db():
+            row = self._rows().filter(key=key).order_by("-id").first()
+        return None if row is None else _pending(row, time.time())
+
+    def pending(self, limit: int = 100) -> list[Pending]:
+        """Leased rows, then ready ones in the order they go out, then delayed ones by due time."""
+        now = time.time()
+        rows = self._rows()
+        with self._db():
+            found = list(rows.filter(leased=True, visible__gt=now).order_by("id")[:limit])
+            found += rows.filter(visible__lte=now).order_by("-priority", "id")[: limit - len(found)]
+            found += rows.filter(leased=False, visible__gt=now).order_by("visible", "id")[: limit - len(found)]
+        return [_pending(row, now) for row in found[:limit]]
+
+    def cancel(self, key: str) -> Cancelled | None:
+        """Delete the row of `key` unless it is leased; a leased row gets its cancel flag.
+
+        Two single statements rather than a transaction, so that SQLite never
+        upgrades a read lock: whichever of them finds the row decides.
+        """
+        with self._db():
+            row = self._rows().filter(key=key).order_by("-id").first()
+            if row is None:
+                return None
+            now = time.time()
+            pending = _pending(row, now)
+            live_lease = Q(leased=True, visible__gt=now)
+            if self._rows().filter(pk=row.pk).exclude(live_lease).delete()[0]:
+                return Cancelled(REMOVED, pending)
+            if self._rows().filter(live_lease, pk=row.pk).update(cancel=True):
+                return Cancelled(REQUESTED, pending)
+        return None  # acked meanwhile
+
+    def cancel_requests(self, ids: Sequence[str]) -> list[str]:
+        """Those of `ids` whose rows carry the cancel flag."""
+        if not ids:
+            return []
+        with self._db():
+            return [str(pk) for pk in self._leased_rows(ids).filter(cancel=True).values_list("id", flat=True)]
 
     def size(self) -> int:
         """Rows that the next dequeue may hand out: new, requeued, due or with a lapsed lease."""
@@ -258,6 +333,23 @@ def _prepare_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwar
     # broker's own: workers save results to the same file.
     if connection.vendor == "sqlite":
         prepare_sqlite(connection)
+
+
+def _pending(row: OrmQ, now: float) -> Pending:
+    if row.leased and row.visible > now:
+        state = LEASED
+    elif row.visible > now:
+        state = DELAYED
+    else:
+        state = QUEUED  # ready, or its lease lapsed: the next dequeue hands it out
+    return Pending(
+        id=str(row.pk),
+        state=state,
+        payload=bytes(row.payload),
+        attempts=row.attempts,
+        due=row.visible if state != QUEUED else None,
+        running=bytes(row.running) if state == LEASED and row.running is not None else None,
+    )
 
 
 def _check_priority(priority: int) -> None:

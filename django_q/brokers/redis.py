@@ -10,6 +10,10 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:leased    ZSET    id -> lease deadline, ms of the server's clock
     django_q:{name}:delayed   ZSET    id -> due time, ms of the server's clock
     django_q:{name}:wake      LIST    wake-up tokens that blocked consumers BLPOP
+    django_q:{name}:task      HASH    key (task id) -> id, for lookup and cancel
+    django_q:{name}:key       HASH    id -> key, to clean up the above on ack
+    django_q:{name}:running   HASH    id -> running record (mark_running), while leased
+    django_q:{name}:cancel    SET     leased ids that cancel() asked their cluster to stop
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
 
@@ -44,9 +48,9 @@ import redis
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError
-from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Delivery
+from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Cancelled, Delivery, Pending
 
-KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake")
+KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")
 PRIORITY_SHIFT = 2**44
 # Enough tokens to wake every consumer of a busy queue; more would only be
 # popped and found stale.
@@ -58,7 +62,7 @@ ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
 MIN_BLOCK = 0.005
 
-# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake.
+# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel.
 _LUA_COMMON = f"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -69,6 +73,7 @@ local function release(zset, now)
   local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, {RELEASE_BATCH})
   for _, id in ipairs(ids) do
     redis.call('ZREM', zset, id)
+    redis.call('HDEL', KEYS[10], id)
     if redis.call('HEXISTS', KEYS[3], id) == 1 then
       redis.call('ZADD', KEYS[2], id, id)
     end
@@ -78,20 +83,51 @@ local function wake()
   redis.call('LPUSH', KEYS[7], 1)
   redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1})
 end
+-- Forget everything kept about id but its place in the sorted sets.
+local function forget(id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[10], id)
+  redis.call('SREM', KEYS[11], id)
+  local key = redis.call('HGET', KEYS[9], id)
+  if key then
+    if redis.call('HGET', KEYS[8], key) == id then redis.call('HDEL', KEYS[8], key) end
+    redis.call('HDEL', KEYS[9], id)
+  end
+end
+-- (state, id, payload, attempts, due ms or -1, running or false) of a message still held.
+local function describe(id, now)
+  local payload = redis.call('HGET', KEYS[3], id)
+  if not payload then return nil end
+  local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+  local lease = redis.call('ZSCORE', KEYS[5], id)
+  if lease and tonumber(lease) > now then
+    return {{'leased', id, payload, attempts, lease, redis.call('HGET', KEYS[10], id)}}
+  end
+  local due = redis.call('ZSCORE', KEYS[6], id)
+  if due and tonumber(due) > now then return {{'delayed', id, payload, attempts, due, false}} end
+  return {{'queued', id, payload, attempts, -1, false}}
+end
 """
 
-# ARGV: priority base, delay ms, payload...  Returns the new ids.
+# ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for none).
+# Returns the new ids.
 _ENQUEUE = """
 local base = tonumber(ARGV[1])
 local delay = tonumber(ARGV[2])
 local due = nil
 if delay > 0 then due = now_ms() + delay end
-local n = #ARGV - 2
+local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
 local ids = {}
 for i = 1, n do
   local id = string.format('%d', base + first + i)
-  redis.call('HSET', KEYS[3], id, ARGV[i + 2])
+  redis.call('HSET', KEYS[3], id, ARGV[2 * i + 1])
+  local key = ARGV[2 * i + 2]
+  if key ~= '' then
+    redis.call('HSET', KEYS[8], key, id)
+    redis.call('HSET', KEYS[9], id, key)
+  end
   if due then redis.call('ZADD', KEYS[6], due, id) else redis.call('ZADD', KEYS[2], id, id) end
   ids[i] = id
 end
@@ -144,10 +180,7 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[5], 'XX', deadline, ARGV[i]) end
 
 _ACK = """
 for _, id in ipairs(ARGV) do
-  if redis.call('ZREM', KEYS[5], id) == 1 then
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[4], id)
-  end
+  if redis.call('ZREM', KEYS[5], id) == 1 then forget(id) end
 end
 """
 
@@ -155,11 +188,76 @@ _REQUEUE = """
 local moved = 0
 for _, id in ipairs(ARGV) do
   if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
+    redis.call('HDEL', KEYS[10], id)
     redis.call('ZADD', KEYS[2], id, id)
     moved = moved + 1
   end
 end
 if moved > 0 then wake() end
+"""
+
+# ARGV: id, payload, delay ms.  A leased message gets the new payload and is
+# ready again after the delay, with its id (so its place) and attempts.
+_RETRY = """
+local id = ARGV[1]
+if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
+  redis.call('HSET', KEYS[3], id, ARGV[2])
+  redis.call('HDEL', KEYS[10], id)
+  local delay = tonumber(ARGV[3])
+  if delay > 0 then redis.call('ZADD', KEYS[6], now_ms() + delay, id) else redis.call('ZADD', KEYS[2], id, id) end
+  wake()
+end
+"""
+
+# ARGV: id, record, id, record...  Only for ids still leased.
+_MARK_RUNNING = """
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[5], ARGV[i]) then redis.call('HSET', KEYS[10], ARGV[i], ARGV[i + 1]) end
+end
+"""
+
+# ARGV: key.  Read only.  Returns describe() of the message, or an empty list.
+_LOOKUP = """
+local id = redis.call('HGET', KEYS[8], ARGV[1])
+if not id then return {} end
+return describe(id, now_ms()) or {}
+"""
+
+# ARGV: key.  Removes a message that is not leased; flags a leased one.
+# Returns {outcome, describe()...}, or an empty list.
+_CANCEL = """
+local id = redis.call('HGET', KEYS[8], ARGV[1])
+if not id then return {} end
+local found = describe(id, now_ms())
+if not found then return {} end
+if found[1] == 'leased' then
+  redis.call('SADD', KEYS[11], id)
+  return {'requested', unpack(found)}
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[6], id)
+forget(id)
+return {'removed', unpack(found)}
+"""
+
+# ARGV: limit.  Read only.  Returns describe() of each, flattened: leased, ready, delayed.
+_PENDING = """
+local limit = tonumber(ARGV[1])
+local now = now_ms()
+local out = {}
+local function add(ids)
+  for _, id in ipairs(ids) do
+    if #out >= limit * 6 then return end
+    local found = describe(id, now)
+    if found then for _, v in ipairs(found) do out[#out + 1] = v end end
+  end
+end
+add(redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. now, '+inf', 'LIMIT', 0, limit))
+add(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, limit))
+add(redis.call('ZRANGE', KEYS[2], 0, limit - 1))
+add(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '+inf', 'LIMIT', 0, limit))
+return out
 """
 
 # Read only: due delayed messages and lapsed leases count as waiting, as they
@@ -219,25 +317,35 @@ class RedisBroker(Broker):
         self._ack = register(_LUA_COMMON + _ACK)
         self._requeue = register(_LUA_COMMON + _REQUEUE)
         self._counts = register(_LUA_COMMON + _COUNTS)
+        self._retry = register(_LUA_COMMON + _RETRY)
+        self._mark_running = register(_LUA_COMMON + _MARK_RUNNING)
+        self._lookup = register(_LUA_COMMON + _LOOKUP)
+        self._cancel = register(_LUA_COMMON + _CANCEL)
+        self._pending = register(_LUA_COMMON + _PENDING)
         self._status_keys = [f"django_q:{{{name}}}:status", f"django_q:{{{name}}}:status_expiry"]
         self._publish_status = register(_PUBLISH_STATUS)
         self._statuses = register(_STATUSES)
 
-    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0) -> str:
+    def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
-        delay_ms = max(0, round(delay * 1000))
-        with _translate():
-            ids = self._enqueue(keys=self._keys, args=[_priority_base(priority), delay_ms, payload])
-        return ids[0].decode()
+        return self.enqueue_many([payload], priority, delay, [key])[0]
 
-    def enqueue_many(self, payloads: Sequence[bytes], priority: int = 0) -> list[str]:
+    def enqueue_many(
+        self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
+    ) -> list[str]:
         """Add several packages, up to ENQUEUE_BATCH per script call."""
         base = _priority_base(priority)
+        delay_ms = max(0, round(delay * 1000))
+        keys = list(keys) or [None] * len(payloads)
+        if len(keys) != len(payloads):
+            raise ValueError(f"{len(payloads)} payloads but {len(keys)} keys")
         ids: list[str] = []
         with _translate():
             for start in range(0, len(payloads), ENQUEUE_BATCH):
-                chunk = list(payloads[start : start + ENQUEUE_BATCH])
-                ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=[base, 0, *chunk]))
+                args: list[Any] = [base, delay_ms]
+                for payload, key in zip(payloads[start : start + ENQUEUE_BATCH], keys[start : start + ENQUEUE_BATCH]):
+                    args += (payload, key or "")
+                ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=args))
         return ids
 
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
@@ -281,6 +389,44 @@ class RedisBroker(Broker):
         if ids:
             with _translate():
                 self._requeue(keys=self._keys, args=list(ids))
+
+    def retry(self, delivery_id: str, payload: bytes, delay: float) -> None:
+        """Replace a leased delivery's package and make it ready `delay` seconds from now."""
+        with _translate():
+            self._retry(keys=self._keys, args=[delivery_id, payload, max(0, round(delay * 1000))])
+
+    def mark_running(self, running: dict[str, bytes]) -> None:
+        """Record each leased delivery's running record."""
+        if running:
+            with _translate():
+                self._mark_running(keys=self._keys, args=[v for pair in running.items() for v in pair])
+
+    def lookup(self, key: str) -> Pending | None:
+        """The message enqueued under `key`, while it is held."""
+        with _translate():
+            found = self._lookup(keys=self._keys, args=[key])
+        return _pending(found) if found else None
+
+    def pending(self, limit: int = 100) -> list[Pending]:
+        """Up to `limit` messages: leased, then ready in the order they go out, then delayed by due time."""
+        with _translate():
+            flat = self._pending(keys=self._keys, args=[max(1, limit)])
+        return [_pending(flat[i : i + 6]) for i in range(0, len(flat), 6)][:limit]
+
+    def cancel(self, key: str) -> Cancelled | None:
+        """Remove the message of `key` unless it is leased; flag a leased one for its cluster."""
+        with _translate():
+            found = self._cancel(keys=self._keys, args=[key])
+        return Cancelled(found[0].decode(), _pending(found[1:])) if found else None
+
+    def cancel_requests(self, ids: Sequence[str]) -> list[str]:
+        """Those of `ids` that cancel() flagged."""
+        if not ids:
+            return []
+        with _translate():
+            flagged = self._client.smembers(self._keys[10])
+        wanted = {i.decode() for i in flagged}
+        return [i for i in ids if i in wanted]
 
     def size(self) -> int:
         """Packages waiting to be handed out (leased and delayed ones excluded)."""
@@ -366,6 +512,20 @@ def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
     # Payloads are bytes: a client that decodes replies would corrupt them.
     client.connection_pool.connection_kwargs["decode_responses"] = False
     return client
+
+
+def _pending(found: list[Any]) -> Pending:
+    """A Pending from the (state, id, payload, attempts, due ms, running) the scripts return."""
+    state, msg_id, payload, attempts, due, running = found
+    due_ms = float(due)
+    return Pending(
+        id=_text(msg_id),
+        state=_text(state),
+        payload=payload,
+        attempts=int(attempts),
+        due=due_ms / 1000 if due_ms >= 0 else None,
+        running=running,
+    )
 
 
 def _text(value: bytes | str) -> str:

@@ -73,9 +73,21 @@ class Outcome:
     attempts: int
     cluster: str
     ack: bool = True  # False: release the delivery so that it is delivered again
+    cancelled: bool = False  # stopped by cancel(); success is False
+    exception: str | None = None  # dotted path of the exception class of a failure
+    worker: str | None = None  # django_q.inflight.worker_id() of the worker that ran it
+    # Set when the task's retry policy runs it again: the package (with this
+    # attempt in its history) the broker gets back, due in `retry_in` seconds.
+    retry_payload: bytes | None = None
+    retry_in: float = 0.0
 
     def with_result(self, success: bool, result: Any) -> Outcome:
-        return replace(self, success=success, result=result)
+        return replace(self, success=success, result=result, retry_payload=None)
+
+    @property
+    def status(self) -> str:
+        """The Task.status this outcome is saved with."""
+        return "cancelled" if self.cancelled else "success" if self.success else "failure"
 
 
 @dataclass(frozen=True, slots=True)

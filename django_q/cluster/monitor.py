@@ -109,6 +109,11 @@ class Recorder:
             stopped=_dt(outcome.stopped),
             success=outcome.success,
             attempt_count=outcome.attempts,
+            status=outcome.status,
+            enqueued=_dt(task.enqueued) if task.enqueued else None,
+            worker=outcome.worker,
+            exception=outcome.exception,
+            history=list(task.history) or None,
         )
 
     def _store(self, latest: dict[str, Outcome], existing: dict[str, bool]) -> list[Task]:
@@ -165,7 +170,7 @@ class Recorder:
         if task.parent:
             self._fold(task)
             return
-        if task.chain:
+        if task.chain and not outcome.cancelled:
             self._continue_chain(task)
         self._finish(task.hook, row)
 
@@ -218,6 +223,7 @@ class Recorder:
             started=min(p.started for p in parts),
             stopped=max(p.stopped for p in parts),
             success=all(p.success for p in parts),
+            status=Task.SUCCESS if all(p.success for p in parts) else Task.FAILURE,
             attempt_count=max(p.attempt_count for p in parts),
         )
         try:

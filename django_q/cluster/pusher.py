@@ -28,10 +28,12 @@ from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
+from ..inflight import RunningInfo, worker_id
 from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
 from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
+from .worker import CANCEL_SIGNAL, cancel_file
 
 logger = logging.getLogger("django_q")
 
@@ -45,6 +47,10 @@ ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it l
 HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
+CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries cancel() wants stopped
+# Seconds after a job starts before the broker is told where it runs: a job
+# that is over by then costs the broker nothing.
+START_NOTICE = 0.1
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Slot:
     deadline: float | None = None  # monotonic time after which the worker is killed
     started: float | None = None  # epoch seconds the first job started; None until Started came
     killed: bool = False
+    cancel_by: float | None = None  # monotonic time after which a cancelled running job is killed
 
     @property
     def job(self) -> Delivery | None:
@@ -97,6 +104,14 @@ class Pusher:
         self.monitor: Connection | None = None
         self.pending = Pending()
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
+        # For the lease thread to pass to the broker: running records of jobs
+        # that started, and failed attempts that go back under their retry policy.
+        self.starts: dict[str, tuple[bytes, float]] = {}  # delivery id -> (RunningInfo, epoch started)
+        self.retries: dict[str, tuple[bytes, float]] = {}
+        self.cancel_wanted: set[str] = set()  # from the lease thread: cancel() asked to stop these
+        self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
+        self.address = address
+        self.identity_id = ""
         self.ack_lock = threading.Lock()
         self.ack_wanted = threading.Event()
         self.stopping = False
@@ -156,6 +171,8 @@ class Pusher:
                 self._from_worker(self.slots[conn], msg)
         while self._newcomers:
             self._welcome(*self._newcomers.popleft())
+        if self.cancel_wanted:
+            self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
             self._hand_back()
         self._dispatch()
@@ -164,7 +181,10 @@ class Pusher:
             self.stop()
 
     def _idle(self) -> bool:
-        return not self.fetcher.buffer and not self.pending.messages and not any(s.jobs for s in self.slots.values())
+        return (
+            not self.fetcher.buffer and not self.pending.messages and not self.retries
+            and not any(s.jobs for s in self.slots.values())
+        )
 
     def _welcome(self, conn: Connection, hello: Hello) -> None:
         if hello.role is Role.MONITOR:
@@ -221,10 +241,22 @@ class Pusher:
             self.tally.started()
             slot.started = time.time()
             slot.deadline = time.monotonic() + msg.timeout if msg.timeout else None
+            info = RunningInfo(self.config.name, self.identity_id, worker_id(slot.pid), slot.started)
+            with self.ack_lock:
+                first = not self.starts
+                self.starts[msg.delivery_id] = (info.encode(), slot.started)
+            if first:
+                self.ack_wanted.set()  # the lease thread sets its clock for START_NOTICE
+            if msg.delivery_id in self.cancelling:
+                self._stop_running(slot)
         elif isinstance(msg, Outcome):
             slot.finish()
+            slot.cancel_by = None
             self.mean_run += (msg.stopped - msg.started - self.mean_run) / 8
-            self._pend(msg)
+            if msg.retry_payload is not None:
+                self._retry_later(msg)
+            else:
+                self._pend(msg)
         elif isinstance(msg, AlreadyDone):
             slot.finish()
             self._ack_later([msg.delivery_id])
@@ -247,7 +279,10 @@ class Pusher:
         self.fetcher.buffer.extendleft(reversed(slot.jobs))
         if not started:
             return
-        if slot.killed:
+        if slot.killed and slot.cancel_by is not None:
+            self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
+                       cancelled=True)
+        elif slot.killed:
             self._fail(delivery, f"task exceeded its timeout and its worker (pid {slot.pid}) was killed", slot)
         elif self.config.max_attempts and delivery.attempts >= self.config.max_attempts:
             self._fail(delivery, f"worker lost after {delivery.attempts} attempts", slot)
@@ -258,16 +293,75 @@ class Pusher:
     def _watch_timeouts(self) -> None:
         now = time.monotonic()
         for slot in self.slots.values():
-            if slot.deadline is not None and now > slot.deadline and not slot.killed:
+            if slot.killed:
+                continue
+            if slot.cancel_by is not None and now > slot.cancel_by:
+                logger.warning("worker pid %s did not stop its cancelled task in time; killing it", slot.pid)
+            elif slot.deadline is not None and now > slot.deadline:
+                slot.cancel_by = None
                 logger.error("worker pid %s passed its task's timeout; killing it", slot.pid)
-                slot.killed = True
-                try:
-                    os.kill(slot.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            else:
+                continue
+            slot.killed = True
+            try:
+                os.kill(slot.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
-    def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None) -> None:
-        """Record a task that did not finish as a failure (it is acked once saved)."""
+    # --- cancel() and retry policies ---
+
+    def _carry_out_cancels(self) -> None:
+        """Stop what cancel() asked for: drop it from the buffer, or stop the worker running it."""
+        with self.ack_lock:
+            wanted, self.cancel_wanted = self.cancel_wanted - self.cancelling, set()
+        if not wanted:
+            return
+        self.cancelling |= wanted
+        buffer = self.fetcher.buffer
+        for delivery in [d for d in buffer if d.id in wanted]:
+            buffer.remove(delivery)
+            self._fail(delivery, "cancelled before it started", cancelled=True)
+        for slot in self.slots.values():
+            if not any(job.id in wanted for job in slot.jobs):
+                continue
+            if slot.started is not None and slot.job.id in wanted:
+                self._stop_running(slot)
+            else:
+                self._tell_worker(slot)  # it skips the job when it comes to it
+
+    def _stop_running(self, slot: Slot) -> None:
+        """Ask the worker to stop its running job (it raises TaskCancelled); kill it after cancel_grace."""
+        if slot.cancel_by is not None or slot.job is None:
+            return
+        logger.info("cancelling delivery %s running in worker pid %s", slot.job.id, slot.pid)
+        slot.cancel_by = time.monotonic() + self.config.cancel_grace
+        self._tell_worker(slot)
+        try:
+            os.kill(slot.pid, CANCEL_SIGNAL)
+        except ProcessLookupError:
+            pass  # gone already: _gone records it
+
+    def _tell_worker(self, slot: Slot) -> None:
+        """Write the worker's cancel file: which of its jobs cancel() wants stopped or skipped."""
+        ids = [job.id for job in slot.jobs if job.id in self.cancelling]
+        try:
+            with open(cancel_file(self.address, slot.pid), "w") as f:
+                f.write("\n".join(ids))
+        except OSError as exc:
+            logger.error("could not write the cancel file of worker pid %s: %s", slot.pid, exc)
+
+    def _retry_later(self, outcome: Outcome) -> None:
+        """A failed attempt whose retry policy runs it again: the lease thread hands it back to the broker."""
+        logger.warning(
+            "task %s (%s) failed attempt %s with %s; retrying in %.1fs",
+            outcome.task.name, outcome.task.id, outcome.attempts, outcome.exception, outcome.retry_in,
+        )
+        with self.ack_lock:
+            self.retries[outcome.delivery_id] = (outcome.retry_payload, outcome.retry_in)
+        self.ack_wanted.set()
+
+    def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None, cancelled: bool = False) -> None:
+        """Record a task that did not finish as a failure or as cancelled (it is acked once saved)."""
         try:
             task = unpack(delivery.payload, self.config.package_limit, verified=True)
         except PackageError as exc:
@@ -275,7 +369,10 @@ class Pusher:
             return
         now = time.time()
         started = slot.started if slot and slot.started else now
-        outcome = Outcome(delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name)
+        outcome = Outcome(
+            delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name,
+            cancelled=cancelled, worker=worker_id(slot.pid) if slot else None,
+        )
         self._pend(outcome)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -308,6 +405,7 @@ class Pusher:
         for delivery_id in (*saved.ack_ids, *saved.release_ids):
             self.pending.messages.pop(delivery_id, None)
             self.pending.sent.discard(delivery_id)
+            self.cancelling.discard(delivery_id)
         self._ack_later(saved.ack_ids)
 
     def _ack_later(self, ids: Sequence[str]) -> None:
@@ -333,7 +431,10 @@ class Pusher:
     def _held(self) -> list[str]:
         """Every delivery this cluster holds. Called from the lease thread: list() copies in one step."""
         running = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
-        return [*(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages), *list(self.unacked)]
+        return [
+            *(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages),
+            *list(self.unacked), *list(self.retries),
+        ]
 
     def _keep_leases(self) -> None:
         """Ack saved deliveries as they come, and renew every held lease three times per `retry`.
@@ -345,18 +446,26 @@ class Pusher:
         broker = get_broker(self.config.name, self.config)
         period = self.config.retry / 3
         next_renewal = time.monotonic() + period
+        next_cancel_poll = time.monotonic() + CANCEL_POLL
         failing_since: float | None = None
         while not self.closed.is_set():
-            wait = max(0.0, next_renewal - time.monotonic())
+            wake_at = min(next_renewal, next_cancel_poll)
+            if self.starts:
+                wake_at = min(wake_at, time.monotonic() + START_NOTICE)
+            wait = max(0.0, wake_at - time.monotonic())
             self.ack_wanted.wait(wait if failing_since is None else min(wait, 1.0))
             self.ack_wanted.clear()
             try:
+                self._flush_starts_and_retries(broker)
                 self._ack_now(broker)
                 if time.monotonic() >= next_renewal:
                     held = self._held()
                     if held:
                         broker.renew(held)
                     next_renewal = time.monotonic() + period
+                if time.monotonic() >= next_cancel_poll:
+                    self._poll_cancels(broker)
+                    next_cancel_poll = time.monotonic() + CANCEL_POLL
             except BrokerError as exc:
                 if failing_since is None:  # once per outage
                     failing_since = time.monotonic()
@@ -371,6 +480,38 @@ class Pusher:
                 logger.warning("acks and renewals go through again after %.1fs", time.monotonic() - failing_since)
                 failing_since = None
         broker.close()
+
+    def _flush_starts_and_retries(self, broker: Broker, everything: bool = False) -> None:
+        """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
+        now = time.time()
+        running = set()
+        for slot in list(self.slots.values()):
+            jobs = list(slot.jobs)
+            if slot.started is not None and jobs:
+                running.add(jobs[0].id)
+        with self.ack_lock:
+            due = {k: v for k, (v, at) in self.starts.items() if everything or now - at >= START_NOTICE}
+            self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
+            starts = {k: v for k, v in due.items() if k in running}
+            retries = dict(self.retries)
+        try:
+            broker.mark_running(starts)
+        except BrokerError:
+            with self.ack_lock:
+                self.starts = {**{k: (v, now) for k, v in starts.items()}, **self.starts}
+            raise
+        for delivery_id, (payload, delay) in retries.items():
+            broker.retry(delivery_id, payload, delay)
+            with self.ack_lock:
+                del self.retries[delivery_id]
+
+    def _poll_cancels(self, broker: Broker) -> None:
+        held = self._held()
+        wanted = set(broker.cancel_requests(held)) if held else set()
+        if wanted - self.cancelling:
+            with self.ack_lock:
+                self.cancel_wanted |= wanted
+            self.wake_w.send_bytes(b"c")
 
     def _broker_call(self, method: Callable[[list[str]], None], ids: list[str]) -> bool:
         """Call a broker method; on failure log once per outage and report False (the caller retries).
@@ -402,7 +543,8 @@ class Pusher:
         self.ack_wanted.set()
         self.lease_thread.join(5.0)
         try:
-            self._ack_now(self.broker)  # what the lease thread had no time for
+            self._flush_starts_and_retries(self.broker, everything=True)  # what the lease thread had no time for
+            self._ack_now(self.broker)
         except BrokerError as exc:
             logger.error("could not ack %s saved deliveries; they will be acked on redelivery: %s", len(self.unacked), exc)
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
@@ -421,6 +563,7 @@ class Pusher:
         self.tally = Tally()
         self.all_connected = False
         identity = identity or Identity.new(self.config.name)
+        self.identity_id = identity.id
         self.status = Publisher(self.config, identity, self._status_snapshot, self.tally)
         self.status.start()
 

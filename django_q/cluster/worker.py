@@ -14,7 +14,9 @@ import os
 import pickle
 import sys
 import time
+import signal
 import traceback
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -23,13 +25,47 @@ from django import db
 from .. import signals
 from ..conf import Config
 from ..exceptions import PackageError
-from ..package import TaskPackage, unpack
+from ..inflight import worker_id
+from ..package import TaskPackage, pack, unpack
 from . import process
 from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, Started
 
 logger = logging.getLogger("django_q")
 
+#: what the pusher sends a worker whose running task was cancelled
+CANCEL_SIGNAL = signal.SIGUSR1
+
 _loop: asyncio.AbstractEventLoop | None = None
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a running task when cancel() asks for it to stop (a BaseException, so
+    that a task's own `except Exception` does not swallow it)."""
+
+
+# The delivery this process runs now; the cancel signal stops only that one.
+_running: str | None = None
+_cancel_file: str | None = None
+
+
+def cancel_file(address: str, pid: int) -> str:
+    """Where the pusher lists, a line each, the delivery ids of worker `pid` that cancel() wants stopped."""
+    return os.path.join(os.path.dirname(address), f"cancel-{pid}")
+
+
+def _cancel_wanted() -> set[str]:
+    if _cancel_file is None:
+        return set()
+    try:
+        with open(_cancel_file) as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
+
+
+def _on_cancel_signal(signum: int, frame: Any) -> None:
+    if _running is not None and _running in _cancel_wanted():
+        raise TaskCancelled()
 
 
 def _run_coroutine(awaitable: Any) -> Any:
@@ -37,22 +73,48 @@ def _run_coroutine(awaitable: Any) -> Any:
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
-    return _loop.run_until_complete(awaitable)
+    try:
+        return _loop.run_until_complete(awaitable)
+    except TaskCancelled:
+        _loop = None  # interrupted mid-step: start the next task on a fresh loop
+        raise
 
 
-def call(task: TaskPackage) -> tuple[bool, Any]:
-    """Run the task's function; return (True, value) or (False, traceback text)."""
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """What calling a task's function gave."""
+
+    success: bool
+    value: Any  # the return value, or the traceback text
+    error: BaseException | None = None
+    cancelled: bool = False
+
+
+def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) -> Ran:
+    """Run the task's function; a failure is caught and described, never raised here."""
+    global _running
     from ..tasks import resolve
 
+    _running = delivery_id
     try:
         func = resolve(task.func) if isinstance(task.func, str) else task.func
         signals.pre_execute.send(sender="django_q", func=func, task=task)
-        value = func(*task.args, **task.kwargs)
-        if inspect.isawaitable(value):
-            value = _run_coroutine(value)
-        return True, value
-    except Exception:  # a task's failure is data: it is saved, never raised here
-        return False, traceback.format_exc()
+        if task.django is not None:
+            from ..tasks_backend import run_task
+
+            value = run_task(func, task, attempt)
+        else:
+            value = func(*task.args, **task.kwargs)
+            if inspect.isawaitable(value):
+                value = _run_coroutine(value)
+        _running = None
+        return Ran(True, value)
+    except TaskCancelled:
+        _running = None
+        return Ran(False, "cancelled while running", cancelled=True)
+    except Exception as exc:  # a task's failure is data: it is saved, never raised here
+        _running = None
+        return Ran(False, traceback.format_exc(), error=exc)
 
 
 def execute(
@@ -63,21 +125,56 @@ def execute(
         db.close_old_connections()
     started = time.time()
     try:
-        success, value = call(task)
+        ran = call(task, attempts, delivery_id)
     finally:
         if own_connections:
             db.close_old_connections()
-    return Outcome(
+    stopped = time.time()
+    outcome = Outcome(
         delivery_id=delivery_id,
         task=task,
-        success=success,
-        result=value,
+        success=ran.success,
+        result=ran.value,
         started=started,
-        stopped=time.time(),
+        stopped=stopped,
         attempts=attempts,
         cluster=task.cluster or config.name,
-        ack=success or _acks_failure(task, config),
+        ack=ran.success or ran.cancelled or _acks_failure(task, config),
+        cancelled=ran.cancelled,
+        exception=None if ran.error is None else _class_path(type(ran.error)),
+        worker=worker_id(),
     )
+    if ran.error is not None and _retries(task, ran.error, attempts, config):
+        delay = task.retry_delay * task.retry_backoff ** (attempts - 1)
+        again = replace(task, history=(*task.history, _attempt(outcome)))
+        outcome = replace(outcome, retry_payload=pack(again, config.serializer, config.compress), retry_in=delay)
+    return outcome
+
+
+def _retries(task: TaskPackage, error: BaseException, attempts: int, config: Config) -> bool:
+    """Whether the task's retry policy runs it again after this failed attempt."""
+    if attempts > task.retries or (config.max_attempts and attempts >= config.max_attempts):
+        return False
+    if not task.retry_on:
+        return True
+    names = {_class_path(cls) for cls in type(error).__mro__}
+    return any(path in names for path in task.retry_on)
+
+
+def _attempt(outcome: Outcome) -> dict[str, Any]:
+    """An earlier failed attempt, as kept in the package's history and the Task row."""
+    return {
+        "attempt": outcome.attempts,
+        "worker": outcome.worker,
+        "exception": outcome.exception,
+        "traceback": outcome.result,
+        "started": outcome.started,
+        "stopped": outcome.stopped,
+    }
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def unpicklable(outcome: Outcome, exc: Exception) -> Outcome:
@@ -146,6 +243,12 @@ class Worker:
         if job.attempts > 1 and succeeded_before(task.id):
             self.conn.send(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
             return None
+        if job.delivery_id in _cancel_wanted():  # cancelled while it waited behind the running job
+            now = time.time()
+            self.conn.send(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now,
+                                   job.attempts, task.cluster or self.config.name, cancelled=True,
+                                   worker=worker_id()))
+            return None
         self.conn.send(Started(job.delivery_id, task.timeout or self.config.timeout))
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
         try:
@@ -161,7 +264,10 @@ class Worker:
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
     """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
+    global _cancel_file
     process.setup(f"worker-{index}", config.name)
+    _cancel_file = cancel_file(address, os.getpid())
+    signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
     done = 0
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))

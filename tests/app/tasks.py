@@ -109,3 +109,55 @@ def incr(key, seconds=0.0, url="redis://127.0.0.1:6379/14"):
     if seconds:
         time.sleep(seconds)
     return _redis.incr(key)
+
+
+# Added for the task lifecycle (tests/integration/test_lifecycle.py).
+
+
+def _counter():
+    global _redis
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url("redis://127.0.0.1:6379/14")
+    return _redis
+
+
+def flaky(key, failures, error="ValueError"):
+    """Fail with `error` (a builtin exception name) on the first `failures` runs, then return the run count."""
+    import builtins
+
+    runs = _counter().incr(key)
+    if runs <= failures:
+        raise getattr(builtins, error)(f"run {runs} of {key} fails")
+    return runs
+
+
+def record_order(key, value):
+    """Append `value` to the Redis list `key`: the order tasks ran in."""
+    _counter().rpush(key, value)
+    return value
+
+
+def stubborn(key, seconds):
+    """Mark the start, then sleep ignoring the cancel signal: only SIGKILL stops it."""
+    import signal
+
+    from tests.app.models import Hooked
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    Hooked.objects.create(task_id=key, result="started", success=True)
+    time.sleep(seconds)
+    return "finished"
+
+
+def catch_everything(key, seconds):
+    """Mark the start, then sleep inside `except Exception`: a cancel still gets through."""
+    from tests.app.models import Hooked
+
+    Hooked.objects.create(task_id=key, result="started", success=True)
+    try:
+        time.sleep(seconds)
+    except Exception:
+        return "swallowed"
+    return "finished"

@@ -105,7 +105,9 @@ def test_graceful_stop_hands_back_unstarted_tasks(cluster):
     wait_until(lambda: Hooked.objects.filter(task_id="h0").exists())
     running.stop()
     assert result(first) == "first"
-    assert queue_size() == len([w for w in waiting if fetch(w) is None])
+    unstarted = [w for w in waiting if result(w) is None]
+    assert queue_size() == len(unstarted)
+    assert all(fetch(w).status == "queued" for w in unstarted)
 
 
 def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):

@@ -67,6 +67,8 @@ GOOD_VALUES = [
     ("label", "Jobs", "Jobs"),
     ("serializer", "json", "json"),
     ("package_limit", 1024, 1024),
+    ("cancel_grace", 2, 2.0),
+    ("on_commit", True, True),
 ]
 
 
@@ -135,6 +137,10 @@ BAD_VALUES = [
     ("serializer", None),
     ("package_limit", 0),
     ("package_limit", 1.5),
+    ("cancel_grace", -1),
+    ("cancel_grace", "5"),
+    ("on_commit", 1),
+    ("on_commit", "yes"),
 ]
 
 

@@ -240,7 +240,7 @@ class TestCorrupt:
 
 
 def test_unknown_fields_of_a_newer_sender_are_ignored():
-    data = {**make_task().to_dict(), "priority": 5}
+    data = {**make_task().to_dict(), "deadline_hint": 5}
     assert TaskPackage.from_dict(data) == make_task()
 
 

@@ -98,7 +98,7 @@ def test_a_bad_timeout_is_refused(timeout):
 
 
 def test_unknown_q_options_are_refused():
-    assert "q_options has unknown option(s): retries" in refused("math.copysign", 1, 2, q_options={"retries": 3})
+    assert "q_options has unknown option(s): retry" in refused("math.copysign", 1, 2, q_options={"retry": 3})
 
 
 def test_nothing_is_announced_for_a_refused_task():

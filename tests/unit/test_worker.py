@@ -19,30 +19,36 @@ def make_task(func="tests.app.tasks.add", args=(1, 2), **fields) -> TaskPackage:
     return TaskPackage(id="ab" * 16, name="worker-test", func=func, args=args, **fields)
 
 
+def ran(task: TaskPackage) -> tuple:
+    """(success, value) of calling the task's function."""
+    result = call(task)
+    return result.success, result.value
+
+
 class TestCall:
     def test_a_success_returns_true_and_the_value(self):
-        assert call(make_task()) == (True, 3)
+        assert ran(make_task()) == (True, 3)
 
     def test_an_exception_returns_false_and_the_traceback(self):
-        success, text = call(make_task("tests.app.tasks.fail", ("kaput",)))
+        success, text = ran(make_task("tests.app.tasks.fail", ("kaput",)))
         assert success is False
         assert text.startswith("Traceback (most recent call last):")
         assert "raise ValueError(message)" in text
         assert text.rstrip().splitlines()[-1] == "ValueError: kaput"
 
     def test_a_function_that_does_not_import_is_a_failure(self):
-        success, text = call(make_task("no_such_module.func"))
+        success, text = ran(make_task("no_such_module.func"))
         assert success is False
         assert "ImportError: cannot import 'no_such_module.func'" in text
 
     def test_a_coroutine_is_awaited(self):
-        assert call(make_task("tests.app.tasks.async_add")) == (True, 3)
+        assert ran(make_task("tests.app.tasks.async_add")) == (True, 3)
 
     def test_a_pickled_callable_is_called(self):
-        assert call(make_task(Greeter("hey"), ("you",))) == (True, "hey you")
+        assert ran(make_task(Greeter("hey"), ("you",))) == (True, "hey you")
 
     def test_kwargs_are_passed(self):
-        assert call(make_task("tests.app.tasks.echo_kwargs", (), kwargs={"a": 1})) == (True, {"a": 1})
+        assert ran(make_task("tests.app.tasks.echo_kwargs", (), kwargs={"a": 1})) == (True, {"a": 1})
 
 
 class TestExecute:

@@ -1,0 +1,104 @@
+"""Tasks that have not finished: what the broker holds of them, shown as unsaved Task rows.
+
+A stored `Task` row exists only once a task finished. Before that the broker
+is the one place that knows the task: queued (or due later), or leased by a
+cluster whose pusher recorded, when a worker started it, a `RunningInfo`
+(`Broker.mark_running`). `find` and `pending_tasks` turn those into `Task`
+instances with status queued or running, which `fetch()` and the admin show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from .brokers import get_broker
+from .brokers.base import LEASED, Pending
+from .conf import Config, get_config
+from .exceptions import PackageError
+from .package import unpack
+
+_HOST = socket.gethostname()
+
+
+def worker_id(pid: int | None = None) -> str:
+    """How a worker process is named in results and statuses: "host:pid"."""
+    return f"{_HOST}:{pid or os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningInfo:
+    """Where and since when a leased task runs; kept in the broker while it runs."""
+
+    cluster: str  # the cluster's name (its queue)
+    cluster_id: str  # the running cluster's identity (django_q.status)
+    worker: str  # worker_id() of the worker process
+    started: float  # epoch seconds
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> RunningInfo | None:
+        if not data:
+            return None
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError):
+            return None
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
+
+
+def task_of(pending: Pending, config: Config):
+    """An unsaved Task for a package still in the broker; None if the package is not a valid one of ours."""
+    from .models import Task
+
+    try:
+        package = unpack(pending.payload, config.package_limit)
+    except PackageError:
+        return None
+    running = RunningInfo.decode(pending.running) if pending.state == LEASED else None
+    task = Task(
+        id=package.id,
+        name=package.name,
+        func=package.func_name[:256],
+        hook=package.hook,
+        args=package.args,
+        kwargs=package.kwargs,
+        group=package.group,
+        cluster=running.cluster if running else package.cluster or config.name,
+        parent=package.parent,
+        started=_dt(running.started) if running else None,
+        stopped=None,
+        success=None,
+        attempt_count=pending.attempts,
+        status=Task.RUNNING if running else Task.QUEUED,
+        enqueued=_dt(package.enqueued),
+        worker=running.worker if running else None,
+        history=list(package.history),
+    )
+    # Not fields: the broker's own view, for the admin and tasks_backend.
+    task.broker_state = pending.state
+    task.due = _dt(pending.due) if pending.state != LEASED else None
+    task.package = package
+    return task
+
+
+def find(task_id: str, cluster: str | None = None):
+    """The unsaved Task of `task_id` while it is in the broker of `cluster`, else None."""
+    config = get_config()
+    pending = get_broker(cluster, config).lookup(task_id)
+    return None if pending is None else task_of(pending, config)
+
+
+def pending_tasks(cluster: str | None = None, limit: int = 100) -> list:
+    """Unsaved Tasks for up to `limit` packages of the queue: running first, then in the order they go out."""
+    config = get_config()
+    found = (task_of(p, config) for p in get_broker(cluster, config).pending(limit))
+    return [task for task in found if task is not None]
