@@ -13,12 +13,12 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from .models import DeadLetter, Failure, OrmQ, Schedule, Success, Task
+from .models import DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
 
 SHORT = 80  # characters of a value shown in a list
 
@@ -43,11 +43,12 @@ def last_line(traceback: Any) -> str:
 class TaskAdmin(admin.ModelAdmin):
     """A stored task: shown readably, searchable and filterable; deletable, never editable."""
 
-    search_fields = ("name", "func", "group")
-    list_filter = ("started", "stopped", "func", "group")
+    search_fields = ("name", "func", "group", "id")
+    list_filter = ("status", "started", "stopped", "func", "group")
     date_hierarchy = "stopped"
-    fields = ("name", "id", "func", "args_shown", "kwargs_shown", "result_shown", "group", "hook", "cluster",
-              "started", "stopped", "time_taken", "attempt_count")
+    fields = ("name", "id", "status", "func", "args_shown", "kwargs_shown", "result_shown", "exception", "group",
+              "hook", "cluster", "worker", "priority", "enqueued", "started", "stopped", "time_taken",
+              "attempt_count", "history_shown")
     readonly_fields = fields
     list_per_page = 50
 
@@ -59,7 +60,12 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("time taken"))
     def time_taken(self, obj: Task) -> str:
-        return f"{obj.time_taken():.3f} s"
+        seconds = obj.time_taken()
+        return "-" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description=_("earlier attempts"))
+    def history_shown(self, obj: Task) -> SafeString:
+        return pre(obj.history or [])
 
     @admin.display(description=_("attempts"), ordering="attempt_count")
     def attempts(self, obj: Task) -> int:
@@ -113,7 +119,7 @@ resubmit.allowed_permissions = ("resubmit",)  # type: ignore[attr-defined]
 
 @admin.register(Failure)
 class FailureAdmin(TaskAdmin):
-    list_display = ("name", "func", "group", "started", "time_taken", "attempts", "error")
+    list_display = ("name", "func", "status", "group", "started", "time_taken", "attempts", "error")
     actions = [resubmit]
 
     def has_resubmit_permission(self, request: HttpRequest) -> bool:
@@ -271,12 +277,92 @@ class PackageAdmin(admin.ModelAdmin):
 class QueueAdmin(PackageAdmin):
     """The database broker's queue. Deleting a row drops its task (a running one still finishes)."""
 
-    list_display = ("id", "task_name", "task_func", "task_group", "queue", "priority", "leased", "attempts",
-                    "created")
+    list_display = ("id", "task_name", "task_func", "task_group", "queue", "priority", "state", "running_on",
+                    "attempts", "created")
     list_filter = ("queue", "leased", "created")
-    fields = ("queue", "task_name", "task_func", "task_group", "task_args", "task_kwargs", "priority", "leased",
-              "attempts", "created", "size")
+    search_fields = ("key",)
+    fields = ("queue", "key", "task_name", "task_func", "task_group", "task_args", "task_kwargs", "priority",
+              "state", "running_on", "attempts", "created", "size")
     readonly_fields = fields
+
+    @admin.display(description=_("state"))
+    def state(self, obj: OrmQ) -> str:
+        import time
+
+        now = time.time()
+        if obj.leased and obj.visible > now:
+            return _("cancelling") if obj.cancel else _("running") if obj.running else _("fetched")
+        return _("deferred") if obj.visible > now else _("queued")
+
+    @admin.display(description=_("running on"))
+    def running_on(self, obj: OrmQ) -> str:
+        from .inflight import RunningInfo
+
+        info = RunningInfo.decode(bytes(obj.running) if obj.running is not None else None)
+        return f"{info.cluster} {info.worker}" if info else "-"
+
+
+@admin.register(InFlight)
+class InFlightAdmin(admin.ModelAdmin):
+    """Tasks still in the broker of each cluster, read from the broker (either kind): queued, deferred, running.
+
+    Users with the change permission of failed tasks may cancel them here.
+    """
+
+    LIMIT = 200  # tasks listed per cluster
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        from django.core.exceptions import PermissionDenied
+        from django.template.response import TemplateResponse
+
+        from .conf import get_config
+        from .exceptions import BrokerError
+        from .inflight import pending_tasks
+        from .tasks import cancel
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        may_cancel = request.user.has_perm("django_q.change_failure")
+        clusters = [get_config().name, *sorted(c for c in request.GET.getlist("cluster") if c)]
+        if request.method == "POST" and "cancel" in request.POST:
+            if not may_cancel:
+                raise PermissionDenied
+            task_id, cluster = request.POST["cancel"], request.POST.get("cluster") or None
+            try:
+                done = cancel(task_id, cluster)
+            except BrokerError as exc:
+                self.message_user(request, _("cannot cancel: %(error)s") % {"error": exc}, messages.ERROR)
+            else:
+                level = messages.SUCCESS if done else messages.WARNING
+                text = _("cancelled task %(id)s") if done else _("task %(id)s is not queued or running any more")
+                self.message_user(request, text % {"id": task_id}, level)
+            return HttpResponseRedirect(request.get_full_path())
+        listing, errors = [], []
+        for cluster in dict.fromkeys(clusters):
+            try:
+                listing.append((cluster, pending_tasks(cluster, self.LIMIT)))
+            except BrokerError as exc:
+                errors.append(f"{cluster}: {exc}")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Queued and running tasks"),
+            "opts": self.model._meta,
+            "clusters": listing,
+            "errors": errors,
+            "may_cancel": may_cancel,
+            "limit": self.LIMIT,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/django_q/inflight.html", context)
 
 
 def purge(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:

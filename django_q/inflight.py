@@ -79,6 +79,7 @@ def task_of(pending: Pending, config: Config):
         success=None,
         attempt_count=pending.attempts,
         status=Task.RUNNING if running else Task.QUEUED,
+        priority=package.priority,
         enqueued=_dt(package.enqueued),
         worker=running.worker if running else None,
         history=list(package.history),

@@ -73,6 +73,7 @@ class Task(models.Model):
     success = models.BooleanField(default=True, editable=False)
     attempt_count = models.IntegerField(default=0)
     status = models.CharField(max_length=10, choices=STATUS, default=SUCCESS, editable=False)
+    priority = models.SmallIntegerField(default=0, editable=False)
     enqueued = models.DateTimeField(null=True, editable=False)
     # Where the last attempt ran ("host:pid"); earlier attempts' workers and
     # errors are in `history`, a list of dicts (worker, exception, traceback, stopped).
@@ -126,6 +127,15 @@ def _looks_like_id(value: str) -> bool:
 class SuccessManager(models.Manager):
     def get_queryset(self) -> models.QuerySet:
         return super().get_queryset().filter(success=True)
+
+
+class InFlight(Task):
+    """The admin's page of tasks still in the broker (queued, deferred, running); it has no rows of its own."""
+
+    class Meta:
+        app_label = "django_q"
+        proxy = True
+        verbose_name = _("queued or running task")
 
 
 class FailureManager(models.Manager):

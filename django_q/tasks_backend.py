@@ -163,9 +163,8 @@ class DjangoQBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{row.id}: its task {row.func} cannot be imported") from None
         if not isinstance(task, DjangoTask):
             raise TaskResultDoesNotExist(f"{row.id} is a Django Q task of {row.func}, not a django.tasks task")
-        package = getattr(row, "package", None)
         task = task.using(
-            priority=package.priority if package else None,
+            priority=row.priority,
             queue_name=self.queue_of(row.cluster),
             run_after=getattr(row, "due", None),
         )

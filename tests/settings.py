@@ -84,3 +84,12 @@ if os.environ.get("DQ_DEFAULT_DB") == "pg":
 REDIS_URL = os.environ.get("DQ_TEST_REDIS", "redis://127.0.0.1:6379/14")
 
 Q_CLUSTER = {"name": f"test{RUN_ID}", "workers": 2, "retry": 5, "poll": 0.05}
+
+# Django 6's own tasks API on the cluster (ignored by Django 5.2, which has no django.tasks).
+TASKS = {
+    "default": {
+        "BACKEND": "django_q.tasks_backend.DjangoQBackend",
+        "QUEUES": ["default", "other", "mapped"],
+        "OPTIONS": {"CLUSTERS": {"mapped": f"mapped{RUN_ID}"}},
+    }
+}

@@ -110,6 +110,7 @@ class Recorder:
             success=outcome.success,
             attempt_count=outcome.attempts,
             status=outcome.status,
+            priority=task.priority,
             enqueued=_dt(task.enqueued) if task.enqueued else None,
             worker=outcome.worker,
             exception=outcome.exception,

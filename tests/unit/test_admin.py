@@ -52,7 +52,7 @@ def staff_user(name: str, *perms: str) -> User:
     return user
 
 
-VIEW_ALL = ("view_success", "view_failure", "view_ormq", "view_deadletter", "view_schedule")
+VIEW_ALL = ("view_success", "view_failure", "view_ormq", "view_deadletter", "view_schedule", "view_inflight")
 
 
 @pytest.fixture
@@ -229,6 +229,61 @@ class TestDeadLetters:
 
 def test_every_page_loads(admin_client):
     stored(), failed()
-    for model in ("success", "failure", "ormq", "deadletter", "schedule"):
+    for model in ("success", "failure", "ormq", "deadletter", "schedule", "inflight"):
         assert admin_client.get(f"/admin/django_q/{model}/").status_code == 200, model
     assert "Django Q" in admin_client.get("/admin/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestQueuedAndRunning:
+    """The page of tasks still in the broker: what fetch() sees before a result exists, and cancel."""
+
+    def running_task(self) -> str:
+        from django_q.inflight import RunningInfo
+        from django_q.tasks import async_task
+
+        task_id = async_task("tests.app.tasks.add", 5, 6, priority=7)
+        broker = get_broker()
+        (delivery,) = broker.dequeue()
+        broker.mark_running({delivery.id: RunningInfo(get_config().name, "c1", "host-a:4242", 1_700_000_000).encode()})
+        return task_id
+
+    def test_queued_deferred_and_running_tasks_are_listed(self, admin_client):
+        from django_q.tasks import async_task
+
+        running = self.running_task()
+        deferred = async_task("tests.app.tasks.add", 1, 1, countdown=600)
+        queued = async_task("tests.app.tasks.add", 2, NASTY)
+        page = admin_client.get("/admin/django_q/inflight/").content.decode()
+        for task_id in (running, deferred, queued):
+            assert task_id in page
+        assert page.index(running) < page.index(queued) < page.index(deferred)
+        assert "Running" in page and "host-a:4242" in page and "Queued" in page
+        assert NASTY not in page  # arguments are not shown here; names and paths are escaped
+        listing = admin_client.get("/admin/django_q/ormq/").content.decode()
+        assert "running" in listing and "deferred" in listing and "host-a:4242" in listing
+
+    def test_an_operator_cancels_a_queued_task(self, operator):
+        from django_q.tasks import async_task, fetch
+
+        task_id = async_task("tests.app.tasks.add", 1, 1, countdown=600)
+        response = operator.post("/admin/django_q/inflight/", {"cancel": task_id}, follow=True)
+        assert f"Cancelled task {task_id}" in response.content.decode()
+        assert fetch(task_id).status == "cancelled"
+        failures = operator.get("/admin/django_q/failure/?status=cancelled").content.decode()
+        assert "Cancelled" in failures
+
+    def test_cancel_of_a_running_task_is_a_request(self, admin_client):
+        task_id = self.running_task()
+        admin_client.post("/admin/django_q/inflight/", {"cancel": task_id})
+        assert OrmQ.objects.get(key=task_id).cancel is True
+        assert "cancelling" in admin_client.get("/admin/django_q/ormq/").content.decode()
+
+    def test_viewers_see_no_cancel_button_and_cannot_post(self, viewer):
+        from django_q.tasks import async_task
+
+        task_id = async_task("tests.app.tasks.add", 1, 1)
+        page = viewer.get("/admin/django_q/inflight/").content.decode()
+        assert task_id in page and 'name="cancel"' not in page
+        assert viewer.post("/admin/django_q/inflight/", {"cancel": task_id}).status_code == 403
+        assert OrmQ.objects.filter(key=task_id).exists()
