@@ -13,6 +13,8 @@ not part of the signature: any cluster holding the key reads any queue.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import pickle
 import zlib
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.conf import settings
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.crypto import constant_time_compare
+from django.utils.encoding import force_bytes
 
 from .exceptions import BadSignature, CorruptPackage, PackageTooLarge
 
@@ -95,10 +98,12 @@ def callable_path(func: Any) -> str:
 _keys: list[bytes] | None = None
 
 
-def _secrets() -> list[str]:
+def _secrets() -> list[bytes]:
+    """The HMAC keys of SECRET_KEY and its fallbacks, derived once as salted_hmac derives them."""
     global _keys
     if _keys is None:
-        _keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        _keys = [hashlib.sha256(force_bytes(SALT) + force_bytes(secret)).digest() for secret in secrets]
     return _keys
 
 
@@ -108,8 +113,9 @@ def reset_keys() -> None:
     _keys = None
 
 
-def _mac(secret: str, signed: bytes) -> bytes:
-    return salted_hmac(SALT, signed, secret=secret, algorithm="sha256").digest()
+def _mac(key: bytes, signed: bytes) -> bytes:
+    """Django's salted_hmac(SALT, signed, secret, algorithm="sha256"), with the key derived once."""
+    return hmac.new(key, signed, hashlib.sha256).digest()
 
 
 def sign(body: bytes, flags: int) -> bytes:
@@ -127,7 +133,7 @@ def verify(data: bytes, limit: int) -> None:
     flags = data[len(MAGIC) : len(MAGIC) + 1]
     sig = data[len(MAGIC) + 1 : HEADER_BYTES]
     signed = flags + data[HEADER_BYTES:]
-    if not any(constant_time_compare(sig, _mac(secret, signed)) for secret in _secrets()):
+    if not any(constant_time_compare(sig, _mac(key, signed)) for key in _secrets()):
         raise BadSignature("signature does not match SECRET_KEY or SECRET_KEY_FALLBACKS")
 
 

@@ -50,7 +50,7 @@ class Recorder:
         """Save a batch in one transaction, then run hooks, chains and iter folding for new results."""
         repeats = self._folded_parts(outcomes)
         live = [o for o in outcomes if o not in repeats] if repeats else outcomes
-        stored = [o for o in live if self._keeps(o)]
+        stored = self._unpruned([o for o in live if self._keeps(o)])
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
         # waits for the lock instead of failing to upgrade a read lock.
@@ -84,6 +84,24 @@ class Recorder:
             return []
         folded = set(Task.objects.using(self.alias).filter(id__in=parents).values_list("id", flat=True))
         return [o for o in outcomes if o.task.parent in folded]
+
+    def _unpruned(self, stored: list[Outcome]) -> list[Outcome]:
+        """Leave out the successes that the prune after this batch would delete at once.
+
+        With save_limit n, only the n newest successes survive a batch of more
+        than n; the older ones are never written (their hooks still run). Only
+        first deliveries are left out: a redelivered success may have to
+        replace a stored failure.
+        """
+        keep = self.config.save_limit
+        if keep <= 0:
+            return stored
+        prunable = [o for o in stored if o.success and not o.task.parent and o.attempts == 1]
+        excess = len(prunable) - keep
+        if excess <= 0:
+            return stored
+        dropped = {id(o) for o in sorted(prunable, key=lambda o: o.stopped)[:excess]}
+        return [o for o in stored if id(o) not in dropped]
 
     def _keeps(self, outcome: Outcome) -> bool:
         if not outcome.success or outcome.task.parent:

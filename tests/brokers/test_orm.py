@@ -110,3 +110,93 @@ def test_producers_and_consumers_under_load(broker: OrmBroker, alias: str) -> No
         got = [payload for future in consumers for payload in future.result(timeout=60)]
     assert sorted(got) == expected
     assert (broker.size(), broker.leased()) == (0, 0)
+
+
+WAKING = [p for p in ORM_BACKENDS if p.values[0] != "mysql"]
+
+
+@pytest.mark.parametrize("alias", WAKING)
+def test_idle_dequeue_wakes_on_enqueue_long_before_its_poll(alias: str, queue_name: str) -> None:
+    """With poll=30 only the wake-up (NOTIFY, SQLite's data_version) can hand the package out within seconds."""
+    waiting = OrmBroker(queue_name, 30.0, alias=alias, poll=30.0)
+    got: list[tuple[list[bytes], float]] = []
+
+    def wait() -> None:
+        try:
+            start = time.monotonic()
+            deliveries = waiting.dequeue(timeout=20.0)
+            got.append(([d.payload for d in deliveries], time.monotonic() - start))
+        finally:
+            waiting.close()
+            connections.close_all()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.5)  # the first claim found nothing; the thread waits
+    OrmBroker(queue_name, 30.0, alias=alias).enqueue(b"wake")
+    thread.join(25)
+    ((payloads, took),) = got
+    assert payloads == [b"wake"]
+    assert took < 5.0
+
+
+@pytest.mark.parametrize("alias", WAKING)
+def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, queue_name: str) -> None:
+    """No wake-up for a row that is not ready: the waiting dequeue still claims every `poll` seconds."""
+    from django.db import transaction
+
+    waiting = OrmBroker(queue_name, 30.0, alias=alias, poll=0.3)
+    try:
+        waiting.enqueue(b"later", delay=0.5)
+        with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+            OrmBroker(queue_name, 30.0, alias=alias).enqueue(b"gone")
+            raise RuntimeError
+        assert [d.payload for d in waiting.dequeue(timeout=10.0)] == [b"later"]
+        assert waiting.dequeue(timeout=0.5) == []
+    finally:
+        waiting.close()
+
+
+@pytest.mark.django_db(databases=["pg"], transaction=True)
+def test_listen_failure_falls_back_to_polling_and_logs_once(
+    queue_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_q.brokers import wakeup
+
+    broker = OrmBroker(queue_name, 30.0, alias="pg", poll=0.05)
+    broker.ping()  # the broker's own connection is open before connecting fails
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise connections["pg"].Database.OperationalError("refused")
+
+    monkeypatch.setattr(wakeup, "_warned", set())
+    monkeypatch.setattr(connections["pg"].Database, "connect", refuse)
+    try:
+        assert broker.dequeue(timeout=0.2) == []
+        broker.enqueue(b"polled")
+        assert [d.payload for d in broker.dequeue(timeout=5.0)] == [b"polled"]
+    finally:
+        broker.purge()
+        broker.close()
+    assert [r.getMessage() for r in caplog.records if "LISTEN failed" in r.getMessage()] == [
+        "database 'pg': LISTEN failed, the broker polls instead: refused"
+    ]
+
+
+@pytest.mark.django_db(databases=["pg"], transaction=True)
+def test_close_ends_the_listen_connection(queue_name: str) -> None:
+    from django_q.brokers.wakeup import channel
+
+    def listeners() -> int:
+        with connections["pg"].cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = %s", [f'LISTEN "{channel(queue_name)}"'])
+            return cursor.fetchone()[0]
+
+    broker = OrmBroker(queue_name, 30.0, alias="pg", poll=0.05)
+    assert broker.dequeue(timeout=0.1) == []
+    assert listeners() == 1
+    broker.close()
+    deadline = time.monotonic() + 5
+    while listeners() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listeners() == 0

@@ -88,6 +88,15 @@ class TestRoundTrip:
 
 
 class TestSignature:
+    def test_the_signature_is_djangos_salted_hmac_over_flags_and_body(self, settings):
+        from django.utils.crypto import salted_hmac
+
+        from django_q.package import SALT
+
+        data = pack(make_task())
+        flags, sig, body = data[len(MAGIC) : len(MAGIC) + 1], data[len(MAGIC) + 1 : HEADER_BYTES], data[HEADER_BYTES:]
+        assert sig == salted_hmac(SALT, flags + body, secret=settings.SECRET_KEY, algorithm="sha256").digest()
+
     @pytest.mark.parametrize("compress", [False, True])
     @pytest.mark.parametrize("serializer", ["pickle", "json"])
     def test_a_flipped_bit_anywhere_is_a_bad_signature(self, serializer, compress):

@@ -157,6 +157,18 @@ class TestPruning:
         recorder(save_limit=2).record(done)
         assert set(Success.objects.values_list("id", flat=True)) == {o.task.id for o in done[3:]}
 
+    def test_successes_a_batch_would_prune_at_once_are_never_written_but_hooked(self):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        done = [outcome(hook="tests.app.tasks.record_hook") for _ in range(6)]
+        with CaptureQueriesContext(connection) as queries:
+            recorder(save_limit=2).record(done)
+        assert set(Success.objects.values_list("id", flat=True)) == {o.task.id for o in done[4:]}
+        assert sorted(Hooked.objects.values_list("task_id", flat=True)) == sorted(o.task.id for o in done)
+        inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "django_q_task"')]
+        assert len(inserts) == 1 and inserts[0].count("VALUES") == 1 and inserts[0].count("), (") == 1
+
     def test_failures_are_never_pruned(self):
         rec = recorder(save_limit=1)
         failed = [failure() for _ in range(3)]

@@ -1,0 +1,195 @@
+"""How an idle database broker learns, sooner than its next poll, that its queue may have new rows.
+
+A waiting `OrmBroker.dequeue` repeats: `arm`, claim, and if the claim found
+nothing, `wait` up to `poll` seconds. `wait` returns early when a row may have
+been committed since `arm`; arming before the claim is what makes a commit
+that races the claim wake the next `wait` instead of being missed. A wake that
+finds nothing costs one claim; a missed wake costs at most `poll` seconds,
+never a task, because the periodic claim still finds every ready row (delayed
+rows falling due and lapsed leases are found only that way: nobody commits
+when they become ready).
+
+- PostgreSQL: `LISTEN` on a channel per queue, on a connection of its own
+  (opened by the first waiting dequeue, closed by `close`). Enqueues send
+  `pg_notify` in the transaction of their INSERT, so the notice arrives once
+  the row is visible, and never for a rolled-back row.
+- SQLite: `PRAGMA data_version` on the broker's connection changes when any
+  other connection commits to the file; reading it costs microseconds, so the
+  wait reads it every `SQLITE_CHECK` seconds. In-memory databases poll.
+- MySQL/MariaDB and others poll: they have no notification, and asking
+  whether a table changed takes a query about as costly as the claim itself
+  (an index range read on the queue's ready rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import select
+import sqlite3
+import time
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("django_q")
+
+# Seconds between two reads of PRAGMA data_version while idle: adds about half
+# of it to an idle cluster's pick-up latency, and about 100 wakeups a second.
+SQLITE_CHECK = 0.01
+# Seconds to wait before opening a LISTEN connection again after one failed.
+LISTEN_RETRY = 30.0
+
+_warned: set[str] = set()  # aliases whose LISTEN failure was logged
+
+
+def channel(queue: str) -> str:
+    """The NOTIFY channel of `queue`: a lower-case identifier well under PostgreSQL's 63 bytes."""
+    return "django_q_" + hashlib.sha256(queue.encode()).hexdigest()[:32]
+
+
+def notify(conn: BaseDatabaseWrapper, queue: str) -> None:
+    """Tell the listeners of `queue` that it has new ready rows, when the current transaction commits."""
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [channel(queue)])
+
+
+class Waiter:
+    """Plain polling: `wait` sleeps the whole time."""
+
+    def arm(self, conn: BaseDatabaseWrapper) -> None:
+        """Note the state of the database; call right before a claim, on an open connection."""
+
+    def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
+        """Return after `seconds`, or sooner if a row may have been committed since `arm`."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        """Release what the waiter holds."""
+
+
+def waiter_for(conn: BaseDatabaseWrapper, queue: str) -> Waiter:
+    """The best waiter for the database of `conn`."""
+    if conn.vendor == "postgresql":
+        return PgListener(queue)
+    if conn.vendor == "sqlite" and not conn.is_in_memory_db():
+        return DataVersionWatch()
+    return Waiter()
+
+
+class DataVersionWatch(Waiter):
+    """Wakes when another SQLite connection committed to the file."""
+
+    def __init__(self) -> None:
+        self._raw: Any = None
+        self._version: int | None = None
+
+    def arm(self, conn: BaseDatabaseWrapper) -> None:
+        self._raw = conn.connection
+        self._version = _data_version(self._raw)
+
+    def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(SQLITE_CHECK, left))
+            # A new raw connection (a reconnect) has its own counter: wake to re-arm.
+            if conn.connection is not self._raw or _data_version(self._raw) != self._version:
+                return
+
+
+def _data_version(raw: sqlite3.Connection) -> int | None:
+    # None on error: then the counter never differs and the wait polls.
+    try:
+        return raw.execute("PRAGMA data_version").fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+class PgListener(Waiter):
+    """Wakes on a NOTIFY of the queue's channel, received on a connection of its own."""
+
+    def __init__(self, queue: str) -> None:
+        self.channel = channel(queue)
+        self._raw: Any = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        self._pid = 0
+        self._retry_at = 0.0
+
+    def arm(self, conn: BaseDatabaseWrapper) -> None:
+        if self._raw is not None and self._pid != os.getpid():
+            self._raw = None  # inherited through fork: the parent's session, not ours to close
+        if self._raw is None:
+            if time.monotonic() >= self._retry_at:
+                self._listen(conn)
+            return
+        try:
+            _drain(self._raw)  # notices from before the claim: the claim sees their rows
+        except self._errors as exc:
+            self._failed(conn.alias, exc)
+
+    def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
+        if self._raw is None:
+            time.sleep(seconds)
+            return
+        start = time.monotonic()
+        try:
+            _wait_one(self._raw, seconds)
+        except self._errors as exc:
+            self._failed(conn.alias, exc)
+            time.sleep(max(0.0, seconds - (time.monotonic() - start)))
+
+    def close(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None and self._pid == os.getpid():
+            try:
+                raw.close()
+            except self._errors:
+                pass
+
+    def _listen(self, conn: BaseDatabaseWrapper) -> None:
+        self._errors = (conn.Database.Error, OSError)
+        try:
+            raw = conn.Database.connect(**conn.get_connection_params())
+        except self._errors as exc:
+            self._failed(conn.alias, exc)
+            return
+        self._raw, self._pid = raw, os.getpid()
+        try:
+            raw.autocommit = True
+            with raw.cursor() as cursor:
+                cursor.execute(f'LISTEN "{self.channel}"')
+        except self._errors as exc:
+            self._failed(conn.alias, exc)
+
+    def _failed(self, alias: str, exc: BaseException) -> None:
+        self.close()
+        self._retry_at = time.monotonic() + LISTEN_RETRY
+        if alias not in _warned:
+            _warned.add(alias)
+            logger.warning("database %r: LISTEN failed, the broker polls instead: %s", alias, exc)
+        else:
+            logger.debug("database %r: LISTEN failed again: %s", alias, exc)
+
+
+def _drain(raw: Any) -> None:
+    """Consume the notices received so far, without blocking."""
+    if callable(raw.notifies):  # psycopg 3
+        for _ in raw.notifies(timeout=0):
+            pass
+    else:  # psycopg2
+        raw.poll()
+        del raw.notifies[:]
+
+
+def _wait_one(raw: Any, seconds: float) -> None:
+    """Block until a notice arrives or `seconds` pass; leave the notices for the next `arm` to drain."""
+    if callable(raw.notifies):  # psycopg 3
+        for _ in raw.notifies(timeout=seconds, stop_after=1):
+            pass
+        return
+    raw.poll()
+    if not raw.notifies:
+        select.select([raw], [], [], seconds)
+        raw.poll()
