@@ -86,7 +86,7 @@ def settings(opts: argparse.Namespace) -> dict:
 
 
 def preflight() -> list[str]:
-    """Check Redis, create the PostgreSQL databases; return notes on what is unavailable."""
+    """Check Redis, create the PostgreSQL databases afresh; return notes on what is unavailable."""
     import psycopg
     import redis
 
@@ -94,8 +94,10 @@ def preflight() -> list[str]:
     try:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=5) as c:
             for name in ("dq_bench", "dq2_bench"):
-                if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                    c.execute(f'CREATE DATABASE "{name}"')
+                # Fresh, like the SQLite files: a database migrated by an older
+                # commit (a migration since renamed or edited) fails to migrate.
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                c.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:
         return [f"PostgreSQL unavailable, its targets skipped: {exc}"]
     return []
