@@ -7,7 +7,8 @@ import logging
 import os
 import signal
 import time
-from multiprocessing.connection import Client, Connection
+import socket
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
 import django
@@ -19,6 +20,7 @@ from .messages import Hello
 logger = logging.getLogger("django_q")
 
 CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
+HANDSHAKE = 5.0  # seconds the pusher has to start the handshake of a connection it accepted
 
 
 def start(module: str, function: str, *args: Any) -> None:
@@ -67,9 +69,8 @@ def connect(address: str, authkey: bytes, hello: Hello) -> Connection | None:
     deadline = time.monotonic() + CONNECT_PATIENCE
     pause = 0.005
     while time.monotonic() < deadline and not orphaned():
-        try:
-            conn = Client(address, family="AF_UNIX", authkey=authkey)
-        except (FileNotFoundError, ConnectionRefusedError):
+        conn = _client(address, authkey)
+        if conn is None:
             time.sleep(pause)
             pause = min(pause * 2, 0.2)
             continue
@@ -77,3 +78,24 @@ def connect(address: str, authkey: bytes, hello: Hello) -> Connection | None:
         return conn
     logger.error("%s: the pusher at %s did not answer", hello.role.value, address)
     return None
+
+
+def _client(address: str, authkey: bytes) -> Connection | None:
+    """An authenticated connection to the pusher's socket, or None if it did not answer in time."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+    except OSError:  # not there yet, or refused: the caller tries again
+        sock.close()
+        return None
+    conn = Connection(sock.detach())
+    try:
+        # The pusher speaks first; a pusher that stopped accepting must not hang us.
+        if not conn.poll(HANDSHAKE):
+            raise TimeoutError("no challenge from the pusher")
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+    except Exception:
+        conn.close()
+        return None
+    return conn

@@ -22,7 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Listener, Pipe, wait
+import socket
+from multiprocessing.connection import Connection, Pipe, answer_challenge, deliver_challenge, wait
 
 from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
@@ -97,7 +98,10 @@ class Pusher:
         self.config = config
         self.run_once = run_once
         self.broker = get_broker(config.name, config)
-        self.listener = Listener(address, family="AF_UNIX", authkey=authkey)
+        self.authkey = authkey
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(address)
+        self.listener.listen(64)
         self.wake_r, self.wake_w = Pipe(duplex=False)
         self.fetcher = Fetcher(config, config.name, self.wake_w)
         self.slots: dict[Connection, Slot] = {}
@@ -127,20 +131,31 @@ class Pusher:
         self._start_status(identity)
 
     def _accept(self) -> None:
+        """Take connections; each one authenticates and introduces itself in a thread of its own,
+        so that a client that dies or stalls mid-handshake never blocks the next one."""
         while not self.closed.is_set():
             try:
-                conn = self.listener.accept()
+                sock, _ = self.listener.accept()
             except OSError:
-                continue  # a client died during the handshake (or we are closing)
-            try:
-                hello = conn.recv() if conn.poll(HANDSHAKE) else None
-            except (EOFError, OSError):
-                hello = None
-            if not isinstance(hello, Hello):
-                conn.close()
+                if self.closed.is_set():
+                    return
+                time.sleep(0.01)
                 continue
-            self._newcomers.append((conn, hello))
-            self.wake_w.send_bytes(b"a")
+            conn = Connection(sock.detach())
+            threading.Thread(target=self._handshake, args=(conn,), name="django_q-handshake", daemon=True).start()
+
+    def _handshake(self, conn: Connection) -> None:
+        try:
+            deliver_challenge(conn, self.authkey)
+            answer_challenge(conn, self.authkey)
+            hello = conn.recv() if conn.poll(HANDSHAKE) else None
+        except Exception:  # EOF, a bad key, a reset: this client is gone
+            hello = None
+        if not isinstance(hello, Hello):
+            conn.close()
+            return
+        self._newcomers.append((conn, hello))
+        self.wake_w.send_bytes(b"a")
 
     def stop(self) -> None:
         """Begin a graceful stop: fetch nothing more, hand back what did not start, finish the rest."""
@@ -553,6 +568,10 @@ class Pusher:
             except OSError:
                 pass
         self.listener.close()
+        try:
+            os.unlink(self.address)
+        except OSError:
+            pass
         self.broker.close()
 
 

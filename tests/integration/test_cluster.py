@@ -147,3 +147,23 @@ def test_signals_reach_cluster_processes(cluster, tmp_path):
     finally:
         for signal_, receiver in receivers:
             signal_.disconnect(receiver)
+
+
+def test_clients_that_stall_or_die_mid_handshake_do_not_block_new_workers(cluster):
+    import socket
+
+    running = cluster(workers=1)
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000)
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.connect(running.sentinel.address)  # connects, then never answers the challenge
+    dropped = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dropped.connect(running.sentinel.address)
+    dropped.close()  # gone before the handshake
+    try:
+        first = running.sentinel.workers[0].pid
+        os.kill(first, signal.SIGKILL)
+        # the replacement connects past both and serves
+        replacement = result(async_task("tests.app.tasks.pid"), wait=30_000)
+        assert isinstance(replacement, int) and replacement != first
+    finally:
+        stalled.close()
