@@ -9,7 +9,7 @@ django.setup()
 
 from django_q.brokers import get_broker  # noqa: E402
 from django_q.models import Task  # noqa: E402
-from django_q.tasks import async_task, count_group  # noqa: E402
+from django_q.tasks import async_many, async_task, count_group  # noqa: E402
 
 
 def main(command: str, *args: str) -> object:
@@ -17,6 +17,10 @@ def main(command: str, *args: str) -> object:
         func, count, group = args[0], int(args[1]), args[2]
         call_args = json.loads(args[3]) if len(args) > 3 else []
         return [async_task(func, *call_args, group=group) for _ in range(count)]
+    if command == "enqueue-many":
+        func, count, group = args[0], int(args[1]), args[2]
+        call_args = tuple(json.loads(args[3])) if len(args) > 3 else ()
+        return len(async_many(func, [call_args] * count, group=group))
     if command == "count":
         return {"success": count_group(args[0]), "failure": count_group(args[0], failures=True),
                 "queued": get_broker().size()}

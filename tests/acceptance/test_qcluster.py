@@ -124,15 +124,15 @@ def test_unreachable_broker_is_one_line(project):
 
 
 def test_sqlite_drain_has_no_lock_errors(tmp_path):
-    """2,000 tasks through the default SQLite database: every result saved, no 'database is locked'."""
+    """10,000 tasks, 2 workers, the default SQLite database: every result saved, no 'database is locked'."""
     project = Project(tmp_path, None)
     project.env["DQ_ACCEPT_SAVE_LIMIT"] = "0"
     try:
         assert project.run("-m", "django", "migrate", "-v", "0").returncode == 0
-        project.drive("enqueue", "tests.app.tasks.add", "2000", "load", "[1, 1]")
+        assert project.drive("enqueue-many", "tests.app.tasks.add", "10000", "load", "[1, 1]") == 10_000
         done = project.run("-m", "django", "qcluster", "--run-once", timeout=300)
         assert done.returncode == 0, done.stderr
         assert "locked" not in done.stderr.lower(), done.stderr
-        assert project.drive("count", "load") == {"success": 2000, "failure": 0, "queued": 0}
+        assert project.drive("count", "load") == {"success": 10_000, "failure": 0, "queued": 0}
     finally:
         project.kill_all()
