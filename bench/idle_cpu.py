@@ -24,7 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procs  # noqa: E402
 from systems import BENCH, OURS, Target  # noqa: E402
 
-TARGETS = {"redis": Target(OURS), "orm/sqlite": Target(OURS, "orm", "sqlite"), "orm/pg": Target(OURS, "orm", "postgres")}
+TARGETS = {
+    "redis": Target(OURS),
+    "orm/sqlite": Target(OURS, "orm", "sqlite"),
+    "orm/pg": Target(OURS, "orm", "postgres"),
+}
 
 
 def cpu_seconds(group: procs.Group) -> dict[int, float]:

@@ -17,6 +17,10 @@ Claims, by database:
 - MySQL/MariaDB and others: `SELECT ... FOR UPDATE SKIP LOCKED` then `UPDATE`
   in one transaction (MariaDB cannot `UPDATE ... RETURNING`).
 
+An idle waiting dequeue is woken by a NOTIFY (PostgreSQL) or a change of
+`PRAGMA data_version` (SQLite) soon after a row is committed, and still claims
+every `poll` seconds for rows that become ready on their own; see wakeup.py.
+
 Time is this host's `time.time()`: clusters sharing a database must keep their
 clocks in step (NTP) for leases and delays to hold.
 """
@@ -38,6 +42,7 @@ from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ
+from . import wakeup
 from .base import (
     DELAYED,
     LEASED,
@@ -69,14 +74,17 @@ class OrmBroker(Broker):
         super().__init__(name, lease)
         self.alias = alias
         self.poll = poll
+        self._waiter: wakeup.Waiter | None = None  # made by the first waiting dequeue
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         _check_priority(priority)
-        with self._db():
+        with self._db() as conn:
             row = OrmQ.objects.using(self.alias).create(
                 queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key
             )
+            if delay <= 0:
+                wakeup.notify(conn, self.name)
         return str(row.pk)
 
     def enqueue_many(
@@ -98,20 +106,31 @@ class OrmBroker(Broker):
                 with transaction.atomic(using=self.alias):
                     for row in rows:
                         row.save(using=self.alias, force_insert=True)
+            if delay <= 0 and rows:
+                wakeup.notify(conn, self.name)
         return [str(row.pk) for row in rows]
 
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
-        """Lease up to `count` ready packages, polling up to `timeout` seconds for the first."""
+        """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first.
+
+        While nothing is ready it claims again every `poll` seconds, or as soon
+        as the waiter sees a commit that may have added a row.
+        """
         if count < 1:
             return []
         deadline = time.monotonic() + timeout
         while True:
             with self._db() as conn:
+                waiter = self._waiter_for(conn) if timeout > 0 else None
+                if waiter is not None:
+                    conn.ensure_connection()
+                    waiter.arm(conn)  # before the claim: a commit racing the claim still wakes the wait
                 rows = self._claim(conn, count)
             remaining = deadline - time.monotonic()
-            if rows or remaining <= 0:
+            if rows or remaining <= 0 or waiter is None:
                 break
-            time.sleep(min(self.poll, remaining))
+            with self._db() as conn:
+                waiter.wait(conn, min(self.poll, remaining))
         # RETURNING gives rows in no particular order.
         rows.sort(key=lambda row: (-row[3], row[0]))
         return [Delivery(id=str(pk), payload=bytes(payload), attempts=attempts) for pk, payload, attempts, _ in rows]
@@ -128,15 +147,18 @@ class OrmBroker(Broker):
 
     def requeue(self, ids: Sequence[str]) -> None:
         """Make leased deliveries ready now; rows keep their id, so they keep their place."""
-        with self._db():
-            self._leased_rows(ids).update(leased=False, visible=time.time(), running=None)
+        with self._db() as conn:
+            if self._leased_rows(ids).update(leased=False, visible=time.time(), running=None):
+                wakeup.notify(conn, self.name)
 
     def retry(self, delivery_id: str, payload: bytes, delay: float) -> None:
         """Put the new package in the leased row and make it ready after `delay` seconds."""
-        with self._db():
-            self._leased_rows([delivery_id]).update(
+        with self._db() as conn:
+            updated = self._leased_rows([delivery_id]).update(
                 payload=payload, leased=False, visible=time.time() + max(delay, 0.0), running=None
             )
+            if updated and delay <= 0:
+                wakeup.notify(conn, self.name)
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Store each delivery's running record in its row (one UPDATE per row, one transaction)."""
@@ -232,11 +254,19 @@ class OrmBroker(Broker):
             return [bytes(data) for data in rows.values_list("data", flat=True)]
 
     def close(self) -> None:
-        """Close this thread's connection to `alias` unless a transaction is open on it."""
+        """Close the waiter's connection, and this thread's connection to `alias` unless a transaction is open on it."""
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
         conn = connections[self.alias]
         if not conn.in_atomic_block:
             with suppress(Error):
                 conn.close()
+
+    def _waiter_for(self, conn: BaseDatabaseWrapper) -> wakeup.Waiter:
+        if self._waiter is None:
+            self._waiter = wakeup.waiter_for(conn, self.name)
+        return self._waiter
 
     def _rows(self) -> QuerySet:
         return OrmQ.objects.using(self.alias).filter(queue=self.name)

@@ -36,7 +36,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 logger = logging.getLogger("django_q")
 
 # Seconds between two reads of PRAGMA data_version while idle: adds about half
-# of it to an idle cluster's pick-up latency, and about 100 wakeups a second.
+# of it to an idle cluster's pick-up latency. At 0.01 an idle cluster uses
+# about 1.5 % of one core more than plain polling (bench/idle_cpu.py: mostly
+# the wakeup itself; a read of the pragma costs ~5 us warm, ~100 us after a sleep).
 SQLITE_CHECK = 0.01
 # Seconds to wait before opening a LISTEN connection again after one failed.
 LISTEN_RETRY = 30.0

@@ -7,8 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 
+from django_q.brokers import wakeup
 from django_q.brokers.orm import SQLITE_BUSY_TIMEOUT_MS, OrmBroker
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import OrmQ
@@ -143,8 +144,6 @@ def test_idle_dequeue_wakes_on_enqueue_long_before_its_poll(alias: str, queue_na
 @pytest.mark.parametrize("alias", WAKING)
 def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, queue_name: str) -> None:
     """No wake-up for a row that is not ready: the waiting dequeue still claims every `poll` seconds."""
-    from django.db import transaction
-
     waiting = OrmBroker(queue_name, 30.0, alias=alias, poll=0.3)
     try:
         waiting.enqueue(b"later", delay=0.5)
@@ -161,8 +160,6 @@ def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, 
 def test_listen_failure_falls_back_to_polling_and_logs_once(
     queue_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from django_q.brokers import wakeup
-
     broker = OrmBroker(queue_name, 30.0, alias="pg", poll=0.05)
     broker.ping()  # the broker's own connection is open before connecting fails
 
@@ -185,11 +182,10 @@ def test_listen_failure_falls_back_to_polling_and_logs_once(
 
 @pytest.mark.django_db(databases=["pg"], transaction=True)
 def test_close_ends_the_listen_connection(queue_name: str) -> None:
-    from django_q.brokers.wakeup import channel
-
     def listeners() -> int:
         with connections["pg"].cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = %s", [f'LISTEN "{channel(queue_name)}"'])
+            listen = f'LISTEN "{wakeup.channel(queue_name)}"'
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = %s", [listen])
             return cursor.fetchone()[0]
 
     broker = OrmBroker(queue_name, 30.0, alias="pg", poll=0.05)
