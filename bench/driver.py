@@ -2,7 +2,7 @@
 
     python driver.py SYSTEM migrate
     python driver.py SYSTEM enqueue KIND N [--interval S] [--reset] [--max-seconds S]  -> {"seconds": ..., "n": sent}
-    python driver.py SYSTEM bulk N [--reset]                          -> {"seconds": ...} or {"todo": why}
+    python driver.py SYSTEM bulk N [--reset]                          -> {"seconds": ..., "n": N} or {"todo": why}
 
 SYSTEM is django-q, django-q2, celery, rq, huey or dramatiq; KIND is noop
 (W1/W2), sleepy (W5) or latency (W3, the argument is time.time() at the call).
@@ -93,7 +93,7 @@ def enqueue(system: str, kind: str, n: int, interval: float, reset: bool, max_se
 
 
 def bulk(system: str, n: int, reset: bool) -> dict:
-    """This project's public bulk enqueue, when it has one."""
+    """Time one `django_q.tasks.async_many` call of n no-op tasks (this project only)."""
     if system != "django-q":
         return {"todo": "no bulk path measured for this system"}
     django_senders(reset)
