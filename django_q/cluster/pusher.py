@@ -65,6 +65,9 @@ class Slot:
     deadline: float | None = None  # monotonic time after which the worker is killed
     started: float | None = None  # epoch seconds the first job started; None until Started came
     killed: bool = False
+    # A send to the worker failed: it is leaving (recycled) or dead. It gets no
+    # more jobs, but what it sent before it left is still read, up to its EOF.
+    closing: bool = False
     cancel_by: float | None = None  # monotonic time after which a cancelled running job is killed
 
     @property
@@ -218,7 +221,7 @@ class Pusher:
             buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
         depth = PREFETCH if self.mean_run < SHORT_TASK else 1
         for wanted in range(1, depth + 1):  # first one job for every worker, then a second
-            for slot in [s for s in self.slots.values() if len(s.jobs) < wanted and not s.killed]:
+            for slot in [s for s in self.slots.values() if len(s.jobs) < wanted and not s.killed and not s.closing]:
                 delivery = self._next_admissible(buffer)
                 if delivery is None:
                     break
@@ -226,7 +229,9 @@ class Pusher:
                 try:
                     slot.conn.send(Job(delivery.id, delivery.attempts, delivery.payload))
                 except OSError:
-                    self._gone(slot.conn)
+                    # Not _gone() yet: the worker's last Started and Outcome may
+                    # still be unread, and dropping them would run its task again.
+                    slot.closing = True
         self._to_monitor()
 
     def _next_admissible(self, buffer: deque[Delivery]) -> Delivery | None:

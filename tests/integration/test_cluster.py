@@ -7,6 +7,7 @@ import pytest
 
 from django_q.models import Failure, OrmQ, Success, Task
 from django_q.tasks import (
+    async_many,
     async_chain,
     async_iter,
     async_task,
@@ -167,3 +168,17 @@ def test_clients_that_stall_or_die_mid_handshake_do_not_block_new_workers(cluste
         assert isinstance(replacement, int) and replacement != first
     finally:
         stalled.close()
+
+
+def test_recycling_workers_run_every_task_once(cluster, queue_name, redis_client):
+    """A worker that leaves after `recycle` tasks hands back what was sent to it and never ran."""
+    cluster(recycle=5, workers=2)
+    keys = [f"{queue_name}:once:{i}" for i in range(300)]
+    try:
+        ids = async_many("tests.app.tasks.incr", [(key,) for key in keys])
+        for task_id in ids:
+            assert fetch(task_id, wait=30_000) is not None
+        runs = [int(v) for v in redis_client.mget(keys)]
+        assert [k for k, n in zip(keys, runs) if n != 1] == []
+    finally:
+        redis_client.delete(*keys)
