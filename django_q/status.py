@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .conf import Config, get_config
@@ -141,39 +141,54 @@ def cluster_statuses(name: str | None = None, config: Config | None = None) -> l
 
 
 class Tally:
-    """The pusher's counters. Written by the pusher's loop only; the publisher reads a snapshot."""
+    """The pusher's counters. Written by the pusher's loop only; the publisher reads `counters`, a snapshot.
+
+    Plain integers per event (this runs once or more per task); the frozen
+    Counters is built only when the status is published.
+    """
 
     def __init__(self) -> None:
-        self.counters = Counters()
-        self._buckets = list(self.counters.duration_buckets)
+        self.enqueued = self.started_count = self.succeeded = self.failed = self.retried = self.dead_lettered = 0
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+
+    @property
+    def counters(self) -> Counters:
+        return Counters(
+            enqueued=self.enqueued,
+            started=self.started_count,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            retried=self.retried,
+            dead_lettered=self.dead_lettered,
+            duration_buckets=tuple(self.buckets),
+            duration_sum=self.duration_sum,
+        )
 
     def received(self, attempts: int) -> None:
         """A delivery reached the pusher (its `attempts` includes this one)."""
         if attempts <= 1:
-            self.counters = replace(self.counters, enqueued=self.counters.enqueued + 1)
+            self.enqueued += 1
         else:
-            self.counters = replace(self.counters, retried=self.counters.retried + 1)
+            self.retried += 1
 
     def started(self) -> None:
-        self.counters = replace(self.counters, started=self.counters.started + 1)
+        self.started_count += 1
 
     def finished(self, msg: Any) -> None:
         """Count an outcome or a dead letter on its way to the monitor."""
         from .cluster.messages import DeadLetterNote
 
-        c = self.counters
         if isinstance(msg, DeadLetterNote):
-            self.counters = replace(c, dead_lettered=c.dead_lettered + 1)
+            self.dead_lettered += 1
             return
         seconds = max(0.0, msg.stopped - msg.started)
-        self._buckets[_bucket(seconds)] += 1
-        self.counters = replace(
-            c,
-            succeeded=c.succeeded + bool(msg.success),
-            failed=c.failed + (not msg.success),
-            duration_buckets=tuple(self._buckets),
-            duration_sum=c.duration_sum + seconds,
-        )
+        self.buckets[_bucket(seconds)] += 1
+        self.duration_sum += seconds
+        if msg.success:
+            self.succeeded += 1
+        else:
+            self.failed += 1
 
 
 def _bucket(seconds: float) -> int:

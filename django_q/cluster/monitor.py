@@ -274,7 +274,8 @@ class Monitor:
                 if msg is STOP:
                     stop = True
                     break
-                (dead if isinstance(msg, DeadLetterNote) else outcomes).append(msg)
+                for one in msg if type(msg) is tuple else (msg,):  # the pusher sends batches
+                    (dead if isinstance(one, DeadLetterNote) else outcomes).append(one)
                 if not self.conn.poll(max(0.0, linger_until - time.monotonic())):
                     break
         if outcomes or dead:

@@ -39,11 +39,14 @@ from .worker import CANCEL_SIGNAL, cancel_file
 logger = logging.getLogger("django_q")
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
-# A worker is sent its next job before it finishes the current one when tasks
-# are short, so that it never waits on a round trip to the pusher. Long tasks
-# get one job at a time: a second job queued behind one would wait for it.
-PREFETCH = 2
-SHORT_TASK = 0.05  # seconds: mean run time below which workers prefetch
+# A worker is sent its next jobs before it finishes the current one when tasks
+# are short, so that it never waits on a round trip to the pusher: as many as
+# run in about PREFETCH_WORK seconds, at most PREFETCH_MAX. Long tasks (and
+# every task until run times are known) go one at a time: a job queued behind
+# a long one would wait for it, and a graceful stop would have to as well.
+PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
+PREFETCH_MAX = 16
+ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
@@ -54,7 +57,7 @@ CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries can
 START_NOTICE = 0.1
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity
 class Slot:
     """What the pusher knows of one connected worker."""
 
@@ -122,7 +125,7 @@ class Pusher:
         self.ack_lock = threading.Lock()
         self.ack_wanted = threading.Event()
         self.stopping = False
-        self.mean_run = 0.0  # seconds, a moving mean of task run times
+        self.mean_run: float | None = None  # seconds, a moving mean of task run times
         self.outage_since: float | None = None
         self.retry_at = self.retry_pause = 0.0
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
@@ -219,25 +222,37 @@ class Pusher:
         buffer = self.fetcher.buffer
         if self.stopping or len(self.pending.messages) >= BACKLOG:
             buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
-        depth = PREFETCH if self.mean_run < SHORT_TASK else 1
-        for wanted in range(1, depth + 1):  # first one job for every worker, then a second
-            for slot in [s for s in self.slots.values() if len(s.jobs) < wanted and not s.killed and not s.closing]:
+        taken = 0
+        outgoing: dict[Slot, list[Job]] = {}
+        slots = [s for s in self.slots.values() if not s.killed and not s.closing]
+        for wanted in range(1, self._depth() + 1):  # one job for every worker, then a second, ...
+            for slot in [s for s in slots if len(s.jobs) < wanted]:
                 delivery = self._next_admissible(buffer)
                 if delivery is None:
                     break
+                taken += 1
                 slot.jobs.append(delivery)
-                try:
-                    slot.conn.send(Job(delivery.id, delivery.attempts, delivery.payload))
-                except OSError:
-                    # Not _gone() yet: the worker's last Started and Outcome may
-                    # still be unread, and dropping them would run its task again.
-                    slot.closing = True
+                outgoing.setdefault(slot, []).append(Job(delivery.id, delivery.attempts, delivery.payload))
+        if taken:
+            self.fetcher.room.set()
+        for slot, jobs in outgoing.items():
+            try:
+                slot.conn.send(jobs[0] if len(jobs) == 1 else tuple(jobs))
+            except OSError:
+                # Not _gone() yet: the worker's last Started and Outcome may
+                # still be unread, and dropping them would run its task again.
+                slot.closing = True
         self._to_monitor()
+
+    def _depth(self) -> int:
+        """Jobs a worker may hold: one, or for short tasks as many as run in PREFETCH_WORK."""
+        if self.mean_run is None:
+            return 1
+        return max(1, min(PREFETCH_MAX, int(PREFETCH_WORK / max(self.mean_run, 1e-6))))
 
     def _next_admissible(self, buffer: deque[Delivery]) -> Delivery | None:
         while buffer:
             delivery = buffer.popleft()
-            self.fetcher.room.set()
             if self._admissible(delivery):
                 return delivery
         return None
@@ -257,6 +272,10 @@ class Pusher:
         return True
 
     def _from_worker(self, slot: Slot, msg: object) -> None:
+        if type(msg) is tuple:  # several messages sent together
+            for one in msg:
+                self._from_worker(slot, one)
+            return
         if isinstance(msg, Started):
             self.tally.started()
             slot.started = time.time()
@@ -272,7 +291,8 @@ class Pusher:
         elif isinstance(msg, Outcome):
             slot.finish()
             slot.cancel_by = None
-            self.mean_run += (msg.stopped - msg.started - self.mean_run) / 8
+            took = msg.stopped - msg.started
+            self.mean_run = took if self.mean_run is None else self.mean_run + (took - self.mean_run) / 8
             if msg.retry_payload is not None:
                 self._retry_later(msg)
             else:
@@ -405,21 +425,26 @@ class Pusher:
         self.pending.unsent.append(msg.delivery_id)
 
     def _to_monitor(self) -> None:
+        """Send the monitor what waits to be saved, in one message, within MONITOR_WINDOW unsaved."""
         pending = self.pending
-        while self.monitor is not None and pending.unsent and len(pending.sent) < MONITOR_WINDOW:
+        batch: list[Outcome | DeadLetterNote] = []
+        while self.monitor is not None and pending.unsent and len(pending.sent) + len(batch) < MONITOR_WINDOW:
             # The window keeps sends from blocking on a full socket; the rest
             # goes out as Saved answers come back.
             delivery_id = pending.unsent.popleft()
             msg = pending.messages.get(delivery_id)
             if msg is None or delivery_id in pending.sent:
                 continue
-            try:
-                self.monitor.send(msg)
-            except OSError:
-                pending.unsent.appendleft(delivery_id)
-                self._gone(self.monitor)
-                return
-            pending.sent.add(delivery_id)
+            batch.append(msg)
+        if not batch:
+            return
+        try:
+            self.monitor.send(batch[0] if len(batch) == 1 else tuple(batch))
+        except OSError:
+            pending.unsent.extendleft(reversed([m.delivery_id for m in batch]))
+            self._gone(self.monitor)
+            return
+        pending.sent.update(m.delivery_id for m in batch)
 
     def _saved(self, saved: Saved) -> None:
         for delivery_id in (*saved.ack_ids, *saved.release_ids):
@@ -607,15 +632,17 @@ def main(
     pusher = Pusher(config, address, authkey, run_once, identity)
     signal.signal(signal.SIGTERM, lambda *_: pusher.stop())
     orphaned_at = None
+    next_orphan_check = 0.0
     try:
         while not pusher.done:
             pusher.loop()
-            if orphaned_at is None and process.orphaned():
+            if orphaned_at is None and time.monotonic() >= next_orphan_check and process.orphaned():
                 # The workers and the monitor outlive the sentinel for a moment:
                 # stop as gracefully as they allow, then let any lease lapse.
                 logger.error("pusher: the sentinel is gone; stopping")
                 orphaned_at = time.monotonic()
                 pusher.stop()
+            next_orphan_check = time.monotonic() + ORPHAN_CHECK
             if orphaned_at is not None and time.monotonic() - orphaned_at > ORPHAN_PATIENCE:
                 return
     finally:

@@ -16,6 +16,7 @@ import sys
 import time
 import signal
 import traceback
+from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -227,10 +228,19 @@ class Worker:
         self.index = index
         self.config = config
         self.done = 0
+        self.jobs: deque[Job] = deque()  # sent together, run in order
+        self.outbox: list[Any] = []  # messages for the pusher, sent together by flush()
 
     def loop(self) -> Exit | None:
-        """Serve one message; an Exit once the worker should end."""
-        job = self.conn.recv()
+        """Serve one job (or STOP); an Exit once the worker should end."""
+        if self.jobs:
+            job = self.jobs.popleft()
+        else:
+            self.flush()  # everything said before waiting for more work
+            job = self.conn.recv()
+            if isinstance(job, tuple) and not isinstance(job, Job):
+                self.jobs.extend(job[1:])
+                job = job[0]
         if job is STOP:
             return Exit.STOPPED
         if not isinstance(job, Job):
@@ -238,28 +248,40 @@ class Worker:
         try:
             task = unpack(job.payload, self.config.package_limit, verified=True)
         except PackageError as exc:
-            self.conn.send(Rejected(job.delivery_id, str(exc)))
+            self.outbox.append(Rejected(job.delivery_id, str(exc)))
             return None
         if job.attempts > 1 and succeeded_before(task.id):
-            self.conn.send(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
+            self.outbox.append(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
             return None
         if job.delivery_id in _cancel_wanted():  # cancelled while it waited behind the running job
             now = time.time()
-            self.conn.send(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now,
-                                   job.attempts, task.cluster or self.config.name, cancelled=True,
-                                   worker=worker_id()))
+            self.outbox.append(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now,
+                                       job.attempts, task.cluster or self.config.name, cancelled=True,
+                                       worker=worker_id()))
             return None
-        self.conn.send(Started(job.delivery_id, task.timeout or self.config.timeout))
-        outcome = execute(task, job.delivery_id, job.attempts, self.config)
-        try:
-            self.conn.send(outcome)  # pickles fully before writing, so a failure writes nothing
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            self.conn.send(unpicklable(outcome, exc))
+        # The previous job's outcome and this job's start go in one message.
+        self.outbox.append(Started(job.delivery_id, task.timeout or self.config.timeout))
+        self.flush()
+        self.outbox.append(execute(task, job.delivery_id, job.attempts, self.config))
         self.done += 1
         if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
+            self.flush()
             logger.info("worker-%s (pid %s) recycled after %s tasks", self.index, os.getpid(), self.done)
             return Exit.RECYCLED
         return None
+
+    def flush(self) -> None:
+        """Send what the worker has to say, in one message; an outcome whose result does not pickle
+        is replaced by a failure saying so (a message pickles fully before it is written)."""
+        if not self.outbox:
+            return
+        messages = self.outbox
+        self.outbox = []
+        try:
+            self.conn.send(messages[0] if len(messages) == 1 else tuple(messages))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            fixed = tuple(checked(m) if isinstance(m, Outcome) else m for m in messages)
+            self.conn.send(fixed[0] if len(fixed) == 1 else fixed)
 
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
