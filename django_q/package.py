@@ -68,6 +68,11 @@ class TaskPackage:
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _FIELDS}
 
+    def __reduce__(self) -> tuple:
+        # Between cluster processes (inside an Outcome): a tuple of values is
+        # several times cheaper to unpickle than the dataclass's own state.
+        return (TaskPackage, tuple(getattr(self, f) for f in _FIELDS))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskPackage:
         known = {k: v for k, v in data.items() if k in _FIELDS}

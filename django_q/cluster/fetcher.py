@@ -34,6 +34,9 @@ class Fetcher(threading.Thread):
         self.room = threading.Event()  # set by the pusher when it took deliveries out
         self.stopping = threading.Event()
         self.empty_polls = 0  # consecutive dequeues that found nothing (run-once mode reads it)
+        # Set by the pusher while tasks are short: what its workers' prefetch
+        # takes per round; the buffer may hold that much, or queue_limit if more.
+        self.prefetch = 0
         self.outage_since: float | None = None
 
     def stop(self) -> None:
@@ -45,7 +48,7 @@ class Fetcher(threading.Thread):
         pause = 0.2
         try:
             while not self.stopping.is_set():
-                room = self.config.queue_limit - len(self.buffer)
+                room = max(self.config.queue_limit, self.prefetch) - len(self.buffer)
                 if room <= 0:
                     self.room.wait(WAIT)
                     self.room.clear()

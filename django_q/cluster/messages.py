@@ -7,8 +7,8 @@ in these frozen dataclasses; STOP ends a conversation.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..package import TaskPackage
 
@@ -43,8 +43,11 @@ class Hello:
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+# Job, Started and Outcome pass once or more per task between processes: they
+# are named tuples, which pickle and unpickle far cheaper than dataclasses.
+
+
+class Job(NamedTuple):
     """Pusher to worker: run this verified package."""
 
     delivery_id: str
@@ -52,16 +55,14 @@ class Job:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
+class Started(NamedTuple):
     """Worker to pusher: the job began; the pusher kills the worker after `timeout` seconds."""
 
     delivery_id: str
     timeout: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A finished task: worker to pusher to monitor, which saves it."""
 
     delivery_id: str
@@ -82,7 +83,7 @@ class Outcome:
     retry_in: float = 0.0
 
     def with_result(self, success: bool, result: Any) -> Outcome:
-        return replace(self, success=success, result=result, retry_payload=None)
+        return self._replace(success=success, result=result, retry_payload=None)
 
     @property
     def status(self) -> str:

@@ -28,7 +28,12 @@ from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved
 logger = logging.getLogger("django_q")
 
 BATCH = 500  # most messages saved in one transaction
-LINGER = 0.01  # seconds a batch waits for more results once the first arrived (fewer commits)
+# Seconds a batch waits for more results once the first arrived: fewer commits,
+# and under load whole batches of successes beyond save_limit never written
+# (Recorder._unpruned). It doubles after a big batch and halves after a small one.
+LINGER_MIN = 0.01
+LINGER_MAX = 0.1
+BIG_BATCH = 50
 PRUNE_EVERY = 0.5  # seconds between prunes while results keep coming
 
 
@@ -261,6 +266,7 @@ class Monitor:
         self.conn = conn
         self.recorder = Recorder(config)
         self.outage_since: float | None = None
+        self.linger = LINGER_MIN
 
     def loop(self, timeout: float = 1.0) -> bool:
         """Receive what is there (waiting up to `timeout`), save it, answer; False once told to stop."""
@@ -268,7 +274,7 @@ class Monitor:
         dead: list[DeadLetterNote] = []
         stop = False
         if self.conn.poll(timeout):
-            linger_until = time.monotonic() + LINGER
+            linger_until = time.monotonic() + self.linger
             while len(outcomes) + len(dead) < BATCH:
                 msg = self.conn.recv()
                 if msg is STOP:
@@ -279,6 +285,8 @@ class Monitor:
                 if not self.conn.poll(max(0.0, linger_until - time.monotonic())):
                     break
         if outcomes or dead:
+            big = len(outcomes) + len(dead) >= BIG_BATCH
+            self.linger = min(LINGER_MAX, self.linger * 2) if big else max(LINGER_MIN, self.linger / 2)
             self.conn.send(self.save(outcomes, dead))
         elif self.recorder.prune_pending:
             self._idle_prune()

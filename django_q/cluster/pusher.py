@@ -116,7 +116,7 @@ class Pusher:
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         # For the lease thread to pass to the broker: running records of jobs
         # that started, and failed attempts that go back under their retry policy.
-        self.starts: dict[str, tuple[bytes, float]] = {}  # delivery id -> (RunningInfo, epoch started)
+        self.starts: dict[str, tuple[int, float]] = {}  # delivery id -> (worker pid, epoch started)
         self.retries: dict[str, tuple[bytes, float]] = {}
         self.cancel_wanted: set[str] = set()  # from the lease thread: cancel() asked to stop these
         self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
@@ -225,7 +225,10 @@ class Pusher:
         taken = 0
         outgoing: dict[Slot, list[Job]] = {}
         slots = [s for s in self.slots.values() if not s.killed and not s.closing]
-        for wanted in range(1, self._depth() + 1):  # one job for every worker, then a second, ...
+        depth = self._depth()
+        # Short tasks drain a small buffer faster than one broker round trip refills it.
+        self.fetcher.prefetch = self.config.workers * depth if depth > 1 else 0
+        for wanted in range(1, depth + 1):  # one job for every worker, then a second, ...
             for slot in [s for s in slots if len(s.jobs) < wanted]:
                 delivery = self._next_admissible(buffer)
                 if delivery is None:
@@ -280,10 +283,9 @@ class Pusher:
             self.tally.started()
             slot.started = time.time()
             slot.deadline = time.monotonic() + msg.timeout if msg.timeout else None
-            info = RunningInfo(self.config.name, self.identity_id, worker_id(slot.pid), slot.started)
             with self.ack_lock:
                 first = not self.starts
-                self.starts[msg.delivery_id] = (info.encode(), slot.started)
+                self.starts[msg.delivery_id] = (slot.pid, slot.started)
             if first:
                 self.ack_wanted.set()  # the lease thread sets its clock for START_NOTICE
             if msg.delivery_id in self.cancelling:
@@ -535,15 +537,19 @@ class Pusher:
             if slot.started is not None and jobs:
                 running.add(jobs[0].id)
         with self.ack_lock:
-            due = {k: v for k, (v, at) in self.starts.items() if everything or now - at >= START_NOTICE}
+            due = {k: v for k, v in self.starts.items() if everything or now - v[1] >= START_NOTICE}
             self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
-            starts = {k: v for k, v in due.items() if k in running}
             retries = dict(self.retries)
+        starts = {k: v for k, v in due.items() if k in running}
+        records = {
+            k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
+            for k, (pid, at) in starts.items()
+        }
         try:
-            broker.mark_running(starts)
+            broker.mark_running(records)
         except BrokerError:
             with self.ack_lock:
-                self.starts = {**{k: (v, now) for k, v in starts.items()}, **self.starts}
+                self.starts = {**starts, **self.starts}
             raise
         for delivery_id, (payload, delay) in retries.items():
             broker.retry(delivery_id, payload, delay)

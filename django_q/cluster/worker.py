@@ -148,7 +148,7 @@ def execute(
     if ran.error is not None and _retries(task, ran.error, attempts, config):
         delay = task.retry_delay * task.retry_backoff ** (attempts - 1)
         again = replace(task, history=(*task.history, _attempt(outcome)))
-        outcome = replace(outcome, retry_payload=pack(again, config.serializer, config.compress), retry_in=delay)
+        outcome = outcome._replace(retry_payload=pack(again, config.serializer, config.compress), retry_in=delay)
     return outcome
 
 
@@ -238,7 +238,7 @@ class Worker:
         else:
             self.flush()  # everything said before waiting for more work
             job = self.conn.recv()
-            if isinstance(job, tuple) and not isinstance(job, Job):
+            if type(job) is tuple:  # several jobs sent together
                 self.jobs.extend(job[1:])
                 job = job[0]
         if job is STOP:
