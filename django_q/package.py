@@ -18,7 +18,7 @@ import hmac
 import json
 import pickle
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from django.conf import settings
@@ -66,7 +66,13 @@ class TaskPackage:
     django: dict | None = None  # a django.tasks task: backend alias, queue name, takes_context
 
     def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _FIELDS}
+        """The fields that differ from their defaults (from_dict fills in the rest): smaller packages."""
+        out = {}
+        for name, default in _DEFAULTS:
+            value = getattr(self, name)
+            if default is _REQUIRED or value != default:
+                out[name] = value
+        return out
 
     def __reduce__(self) -> tuple:
         # Between cluster processes (inside an Outcome): a tuple of values is
@@ -91,6 +97,12 @@ class TaskPackage:
 
 
 _FIELDS = tuple(f.name for f in fields(TaskPackage))
+_REQUIRED = object()
+_DEFAULTS = tuple(
+    (f.name, f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING
+     else _REQUIRED)
+    for f in fields(TaskPackage)
+)
 
 
 def callable_path(func: Any) -> str:

@@ -74,9 +74,13 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
     config = get_config()
     if options.get("task_name") is not None:
         raise TaskTypeError("async_many names each task itself; task_name is not an option here")
-    tasks = [
-        build_package(func, item if isinstance(item, tuple) else (item,), {}, options, config) for item in args_iter
-    ]
+    common = package_fields(func, options, config)  # checked once for every task
+    now = time.time()
+    tasks = []
+    for item in args_iter:
+        task_id = new_id()
+        args = item if isinstance(item, tuple) else (item,)
+        tasks.append(TaskPackage(id=task_id, name=humanize(task_id), args=args, enqueued=now, **common))
     sync = options.get("sync")
     if sync if sync is not None else config.sync:
         for task in tasks:
@@ -132,27 +136,35 @@ def build_package(
 ) -> TaskPackage:
     """Check the function and options and make the package (nothing is sent)."""
     task_id = extra.pop("id", None) or new_id()
+    common = package_fields(func, options, config)
+    common.update(extra)
+    return TaskPackage(
+        id=task_id,
+        name=options.get("task_name") or humanize(task_id),
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        enqueued=time.time(),
+        **common,
+    )
+
+
+def package_fields(func: Callable | str, options: dict[str, Any], config: Config) -> dict[str, Any]:
+    """The checked fields a call's options give every package it makes (all but id, name, arguments, time)."""
     timeout = options.get("timeout")
     if timeout is not None and not _number(timeout, above=0):
         raise TaskTypeError(f"timeout must be a positive number of seconds, got {timeout!r}")
     hook = options.get("hook")
-    extra.setdefault("priority", _priority(options.get("priority", 0)))
-    extra.update(_retry_policy(options))
-    return TaskPackage(
-        id=task_id,
-        name=options.get("task_name") or humanize(task_id),
-        func=func_reference(func, config.serializer),
-        args=tuple(args),
-        kwargs=dict(kwargs),
-        hook=None if hook is None else _path_of(hook, "hook"),
-        group=options.get("group"),
-        timeout=None if timeout is None else float(timeout),
-        save=options.get("save"),
-        ack_failure=options.get("ack_failure"),
-        cluster=options.get("cluster"),
-        enqueued=time.time(),
-        **extra,
-    )
+    return {
+        "func": func_reference(func, config.serializer),
+        "hook": None if hook is None else _path_of(hook, "hook"),
+        "group": options.get("group"),
+        "timeout": None if timeout is None else float(timeout),
+        "save": options.get("save"),
+        "ack_failure": options.get("ack_failure"),
+        "cluster": options.get("cluster"),
+        "priority": _priority(options.get("priority", 0)),
+        **_retry_policy(options),
+    }
 
 
 def _number(value: Any, above: float | None = None, least: float | None = None) -> bool:

@@ -8,8 +8,6 @@ three steps (redis variants).
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -369,7 +367,7 @@ def test_a_scheduler_killed_after_the_enqueue_repeats_only_the_same_id(env, monk
     assert (row.task, row.enqueuing, row.next_run) == (first.id, None, BASE + timedelta(days=1))
 
 
-# Real clusters: sentinel, pusher, monitor, scheduler and workers as processes.
+# Real clusters: sentinel (with the scheduler thread), pusher, monitor and workers as processes.
 
 
 def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
@@ -411,12 +409,13 @@ def test_the_sentinel_runs_replaces_and_stops_the_scheduler(cluster):
     running = cluster()
     first = running.sentinel.scheduler
     wait_until(first.is_alive)
-    os.kill(first.pid, signal.SIGKILL)
+    first.stop()  # as if the thread had ended on its own
     wait_until(lambda: running.sentinel.scheduler is not first and running.sentinel.scheduler.is_alive())
+    assert not first.is_alive()
     row = Schedule.objects.create(func="tests.app.tasks.add", args="2, 3", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=row.pk).result() == 5)
     replacement = running.sentinel.scheduler
     started = time.monotonic()
     running.stop()
-    assert replacement.exitcode == 0  # SIGTERM: it finished its pass and exited
+    assert not replacement.is_alive()  # it finished its pass and ended
     assert time.monotonic() - started < 10
