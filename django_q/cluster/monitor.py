@@ -37,6 +37,20 @@ BIG_BATCH = 50
 PRUNE_EVERY = 0.5  # seconds between prunes while results keep coming
 
 
+INSERT_CHUNK = 500  # rows per executemany
+
+
+def _concrete_fields() -> list:
+    return [f for f in Task._meta.concrete_fields]
+
+
+def _insert_sql(connection: Any) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _concrete_fields())
+    marks = ", ".join(["%s"] * len(_concrete_fields()))
+    return f"INSERT INTO {quote(Task._meta.db_table)} ({columns}) VALUES ({marks})"
+
+
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
 
@@ -155,7 +169,7 @@ class Recorder:
             return []
         try:
             with transaction.atomic(using=self.alias):
-                Task.objects.using(self.alias).bulk_create(rows)
+                self._insert_many(rows)
             return rows
         except IntegrityError:
             pass
@@ -174,6 +188,23 @@ class Recorder:
                     row.save(using=self.alias, force_insert=True)
             inserted.append(row)
         return inserted
+
+    def _insert_many(self, rows: list[Task]) -> None:
+        """bulk_create's INSERT without its per-field SQL compiling: one executemany over prepared values.
+
+        Each value goes through its field's get_db_prep_save, as bulk_create
+        would send it (pickled fields, datetimes for the backend).
+        """
+        connection = db.connections[self.alias]
+        fields = _concrete_fields()
+        sql = _insert_sql(connection)
+        values = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] for row in rows]
+        with connection.cursor() as cursor:
+            for start in range(0, len(values), INSERT_CHUNK):
+                cursor.executemany(sql, values[start : start + INSERT_CHUNK])
+        for row in rows:
+            row._state.adding = False
+            row._state.db = self.alias
 
     def prune_if_due(self, force: bool = False) -> None:
         """Prune successes to save_limit, at most every PRUNE_EVERY seconds unless forced."""

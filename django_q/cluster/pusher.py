@@ -642,13 +642,14 @@ def main(
     try:
         while not pusher.done:
             pusher.loop()
-            if orphaned_at is None and time.monotonic() >= next_orphan_check and process.orphaned():
-                # The workers and the monitor outlive the sentinel for a moment:
-                # stop as gracefully as they allow, then let any lease lapse.
-                logger.error("pusher: the sentinel is gone; stopping")
-                orphaned_at = time.monotonic()
-                pusher.stop()
-            next_orphan_check = time.monotonic() + ORPHAN_CHECK
+            if orphaned_at is None and time.monotonic() >= next_orphan_check:
+                next_orphan_check = time.monotonic() + ORPHAN_CHECK
+                if process.orphaned():
+                    # The workers and the monitor outlive the sentinel for a moment:
+                    # stop as gracefully as they allow, then let any lease lapse.
+                    logger.error("pusher: the sentinel is gone; stopping")
+                    orphaned_at = time.monotonic()
+                    pusher.stop()
             if orphaned_at is not None and time.monotonic() - orphaned_at > ORPHAN_PATIENCE:
                 return
     finally:
