@@ -1,4 +1,4 @@
-"""The sentinel: starts the pusher, the monitor and the workers as processes and the scheduler as a thread, and brings back any that die.
+"""The sentinel: starts the pusher, the monitor, the scheduler and the workers, and brings back any that die.
 
 SIGTERM or SIGINT asks the pusher to stop gracefully (it hands back what did
 not start, lets running tasks finish and waits for every result to be saved);
@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -43,8 +42,7 @@ class Sentinel:
         self.authkey = os.urandom(32)
         self.pusher: BaseProcess | None = None
         self.monitor: BaseProcess | None = None
-        self.scheduler: Any = None  # a SchedulerThread, started with the processes
-        self.fork_lock = threading.Lock()  # held by the scheduler's passes; see SchedulerThread
+        self.scheduler: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
         self.stop_requested = False
         self.stopping = False
@@ -57,19 +55,8 @@ class Sentinel:
         proc = self.ctx.Process(
             target=process.start, args=(f"django_q.cluster.{role}", "main", *args), name=f"django_q-{name}"
         )
-        locked = self.fork_lock.acquire(timeout=1.0)  # not in the middle of a scheduler pass
-        try:
-            proc.start()
-        finally:
-            if locked:
-                self.fork_lock.release()
+        proc.start()
         return proc
-
-    def _start_scheduler(self) -> None:
-        from .scheduler import SchedulerThread
-
-        self.scheduler = SchedulerThread(self.config, self.fork_lock)
-        self.scheduler.start()
 
     def _spawn_pusher(self) -> None:
         if os.path.exists(self.address):
@@ -82,9 +69,9 @@ class Sentinel:
         """Start every process of the cluster."""
         self._spawn_pusher()
         self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
+        self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i in range(self.config.workers):
             self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
-        self._start_scheduler()
         logger.info(
             "cluster %s started: pid %s, %s workers, %s broker", self.config.name, os.getpid(), len(self.workers),
             self.config.broker_kind,
@@ -95,7 +82,7 @@ class Sentinel:
         self.stop_requested = True
 
     def processes(self) -> list[BaseProcess]:
-        return [p for p in (self.pusher, self.monitor, *self.workers) if p is not None]
+        return [p for p in (self.pusher, self.monitor, self.scheduler, *self.workers) if p is not None]
 
     def guard(self) -> None:
         """Watch the processes until the cluster stopped; replaces those that die."""
@@ -125,9 +112,9 @@ class Sentinel:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
-        if not self.stopping and self.scheduler is not None and not self.scheduler.is_alive():
-            logger.error("the scheduler thread ended; starting a new one")
-            self._start_scheduler()
+        if not self.stopping and self._needs_replacing(self.scheduler):
+            logger.warning("scheduler exited (code %s); starting a new one", self.scheduler.exitcode)
+            self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i, proc in enumerate(self.workers):
             if self._needs_replacing(proc):
                 if proc.exitcode != Exit.RECYCLED:
@@ -135,16 +122,15 @@ class Sentinel:
                 self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
 
     def _stop_scheduler(self) -> None:
-        # The pass under way finishes first; an interrupted one would be safe too
-        # (see cluster.scheduler: at worst it delays a run).
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        # The scheduler takes no orders from the pusher: SIGTERM makes it finish
+        # its pass and exit 0. A kill would be safe too (see cluster.scheduler:
+        # an interrupted pass at worst delays a run).
+        if self.scheduler is not None and self.scheduler.is_alive():
+            os.kill(self.scheduler.pid, signal.SIGTERM)
 
     def _wind_down(self) -> None:
         self._stop_scheduler()  # a run-once cluster ends without a stop request
         deadline = time.monotonic() + EXIT_PATIENCE
-        if self.scheduler is not None:
-            self.scheduler.join(max(0.0, deadline - time.monotonic()))
         for proc in self.processes():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
