@@ -168,13 +168,11 @@ class DjangoQBackend(BaseTaskBackend):
             queue_name=self.queue_of(row.cluster),
             run_after=getattr(row, "due", None),
         )
-        history = list(row.history or [])
-        errors = [TaskError(exception_class_path=h.get("exception") or LOST, traceback=h.get("traceback") or "")
-                  for h in history]
+        errors, workers = _earlier_attempts(row.history)
         if row.status in (Task.FAILURE, Task.CANCELLED):
             path = CANCELLED if row.status == Task.CANCELLED else row.exception or LOST
             errors.append(TaskError(exception_class_path=path, traceback=str(row.result or "")))
-        workers = [h["worker"] for h in history if h.get("worker")] + ([row.worker] if row.worker else [])
+        workers += [row.worker] if row.worker else []
         result = TaskResult(
             task=task,
             id=row.id,
@@ -216,6 +214,14 @@ _STATUS = {
 }
 
 
+def _earlier_attempts(history: Any) -> tuple[list[TaskError], list[str]]:
+    """The errors and worker ids of the failed attempts kept in a task's history."""
+    history = list(history or ())
+    errors = [TaskError(exception_class_path=h.get("exception") or LOST, traceback=h.get("traceback") or "")
+              for h in history]
+    return errors, [h["worker"] for h in history if h.get("worker")]
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
@@ -237,7 +243,7 @@ def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
     backend = task_backends[info.get("backend", "default")]
     task = obj.using(priority=package.priority, queue_name=info.get("queue", DEFAULT_TASK_QUEUE_NAME))
     now = timezone.now()
-    history = list(package.history)
+    errors, workers = _earlier_attempts(package.history)
     result = TaskResult(
         task=task,
         id=package.id,
@@ -249,9 +255,8 @@ def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
         args=list(package.args),
         kwargs=dict(package.kwargs),
         backend=backend.alias,
-        errors=[TaskError(exception_class_path=h.get("exception") or LOST, traceback=h.get("traceback") or "")
-                for h in history],
-        worker_ids=[*(h["worker"] for h in history if h.get("worker")), worker_id()],
+        errors=errors,
+        worker_ids=[*workers, worker_id()],
     )
     task_started.send(type(backend), task_result=result)
     try:
