@@ -7,10 +7,23 @@ in these frozen dataclasses; STOP ends a conversation.
 from __future__ import annotations
 
 import enum
+import pickle
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from ..package import TaskPackage
+
+
+def send(conn: Connection, message: object) -> None:
+    """Connection.send without multiprocessing's ForkingPickler, which costs a pickler object per
+    message and reduces nothing these messages hold; Connection.recv reads it as usual."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def send_many(conn: Connection, messages: list | tuple) -> None:
+    """Send one message alone, several as one tuple (the receiver unpacks a tuple)."""
+    send(conn, messages[0] if len(messages) == 1 else tuple(messages))
 
 
 class Control(enum.Enum):
@@ -43,7 +56,7 @@ class Hello:
     index: int = 0
 
 
-# Job, Started and Outcome pass once or more per task between processes: they
+# Job and Outcome pass once or more per task between processes: they
 # are named tuples, which pickle and unpickle far cheaper than dataclasses.
 
 
@@ -53,13 +66,6 @@ class Job(NamedTuple):
     delivery_id: str
     attempts: int
     payload: bytes
-
-
-class Started(NamedTuple):
-    """Worker to pusher: the job began; the pusher kills the worker after `timeout` seconds."""
-
-    delivery_id: str
-    timeout: float | None
 
 
 class Outcome(NamedTuple):

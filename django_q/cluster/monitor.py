@@ -1,4 +1,4 @@
-"""The monitor: saves results in batches, prunes, calls hooks, continues chains.
+"""The monitor: saves results in batches, prunes, calls hooks, continues chains; runs the scheduler.
 
 It gets outcomes from the pusher and answers each batch with `Saved`, after
 the rows are committed; only then does the pusher ack the broker. A batch that
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from ..conf import Config
 from ..models import DeadLetter, Success, Task
 from ..package import TaskPackage
 from . import process
-from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved
+from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved, send
 
 logger = logging.getLogger("django_q")
 
@@ -87,10 +88,15 @@ class Recorder:
         except DatabaseError as exc:  # the batch is saved; its hooks must still run
             logger.warning("pruning results failed, will retry: %s", exc)
         rows = {t.id: t for t in fresh}
+        # A Task row is built for a result that was not stored only when a hook
+        # or a post_execute receiver will see it: the no-hook, no-chain case costs nothing.
+        listening = signals.post_execute.has_listeners()
         for outcome in live:
-            if outcome.task.id in latest and outcome.task.id not in rows:
+            task = outcome.task
+            if task.id in latest and task.id not in rows:
                 continue  # a repeat of a result saved before: its hook and chain ran then
-            self._after(outcome, rows.get(outcome.task.id) or self._row(outcome))
+            if task.hook or task.parent or task.chain or listening:
+                self._after(outcome, rows.get(task.id) or self._row(outcome))
         return Saved(
             ack_ids=tuple(o.delivery_id for o in outcomes if o.ack) + tuple(d.delivery_id for d in dead),
             release_ids=tuple(o.delivery_id for o in outcomes if not o.ack),
@@ -318,7 +324,7 @@ class Monitor:
         if outcomes or dead:
             big = len(outcomes) + len(dead) >= BIG_BATCH
             self.linger = min(LINGER_MAX, self.linger * 2) if big else max(LINGER_MIN, self.linger / 2)
-            self.conn.send(self.save(outcomes, dead))
+            send(self.conn, self.save(outcomes, dead))
         elif self.recorder.prune_pending:
             self._idle_prune()
         return not stop
@@ -352,8 +358,17 @@ class Monitor:
 
 
 def main(address: str, authkey: bytes, config: Config) -> None:
-    """Process entry point: save results until the pusher says stop; reconnect if it is replaced."""
+    """Process entry point: save results until the pusher says stop; reconnect if it is replaced.
+
+    The process also runs the cluster's scheduler, in a thread; the sentinel's
+    SIGTERM stops it (the monitor itself goes on until the pusher says stop).
+    """
+    from .scheduler import SchedulerThread
+
     process.setup("monitor", config.name)
+    scheduler = SchedulerThread(config)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    scheduler.start()
     try:
         while True:
             conn = process.connect(address, authkey, Hello(Role.MONITOR, os.getpid()))
@@ -369,4 +384,6 @@ def main(address: str, authkey: bytes, config: Config) -> None:
             finally:
                 conn.close()
     finally:
+        scheduler.stop()
+        scheduler.join(5.0)  # its pass under way finishes
         db.connections.close_all()

@@ -33,7 +33,8 @@ from ..inflight import RunningInfo, worker_id
 from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
-from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, Started
+from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send_many
+from .runstate import RunState, path as state_path
 from .worker import CANCEL_SIGNAL, cancel_file
 
 logger = logging.getLogger("django_q")
@@ -50,6 +51,10 @@ ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
+# Outcomes go to the monitor in batches: when MONITOR_BATCH wait, or when the
+# oldest has waited MONITOR_LINGER seconds (the monitor lingers longer itself).
+MONITOR_BATCH = 64
+MONITOR_LINGER = 0.005
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
 CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries cancel() wants stopped
 # Seconds after a job starts before the broker is told where it runs: a job
@@ -64,24 +69,25 @@ class Slot:
     conn: Connection
     pid: int
     index: int
-    jobs: deque[Delivery] = field(default_factory=deque)  # sent, in the order the worker runs them
+    state: RunState | None = None  # what the worker says it runs, read from its state file
+    jobs: deque[Delivery] = field(default_factory=deque)  # sent and not answered, in the order the worker runs them
+    answered: int = 0  # outcomes (or rejections, or already-done notes) received on this connection
+    running: Delivery | None = None  # the job the worker runs now, as last read from its state
     deadline: float | None = None  # monotonic time after which the worker is killed
-    started: float | None = None  # epoch seconds the first job started; None until Started came
+    started: float | None = None  # epoch seconds the running job started
     killed: bool = False
     # A send to the worker failed: it is leaving (recycled) or dead. It gets no
     # more jobs, but what it sent before it left is still read, up to its EOF.
     closing: bool = False
     cancel_by: float | None = None  # monotonic time after which a cancelled running job is killed
 
-    @property
-    def job(self) -> Delivery | None:
-        """The job the worker runs now, or runs next."""
-        return self.jobs[0] if self.jobs else None
-
     def finish(self) -> Delivery | None:
-        """The worker is done with its first job: forget it and its clock."""
-        self.started = self.deadline = None
-        return self.jobs.popleft() if self.jobs else None
+        """The worker answered for its oldest job: forget it (and its clock, if it was the running one)."""
+        self.answered += 1
+        delivery = self.jobs.popleft() if self.jobs else None
+        if delivery is not None and delivery is self.running:
+            self.running = self.started = self.deadline = None
+        return delivery
 
 
 @dataclass
@@ -113,6 +119,7 @@ class Pusher:
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
         self.pending = Pending()
+        self.unsent_since: float | None = None  # monotonic time the oldest unsent outcome came
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         # For the lease thread to pass to the broker: running records of jobs
         # that started, and failed attempts that go back under their retry policy.
@@ -176,6 +183,8 @@ class Pusher:
 
     def loop(self, timeout: float = TICK) -> None:
         """One pass: read every ready connection, then dispatch, watch timeouts and renew leases."""
+        if self.unsent_since is not None:  # outcomes linger for the monitor
+            timeout = min(timeout, max(0.0, self.unsent_since + MONITOR_LINGER - time.monotonic()))
         for conn in wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout):
             if conn is self.wake_r:
                 while self.wake_r.poll():
@@ -214,9 +223,14 @@ class Pusher:
             self.monitor = conn
             self.pending.sent.clear()  # a new monitor gets everything not yet saved
             self.pending.unsent = deque(self.pending.messages)
-            self._to_monitor()
+            self._to_monitor(now=True)
         else:
-            self.slots[conn] = Slot(conn, hello.pid, hello.index)
+            try:
+                state = RunState(state_path(self.address, hello.pid), writer=False)
+            except OSError as exc:  # timeouts and cancels of running jobs cannot be told apart for it
+                logger.error("cannot read the state of worker pid %s: %s", hello.pid, exc)
+                state = None
+            self.slots[conn] = Slot(conn, hello.pid, hello.index, state)
 
     def _dispatch(self) -> None:
         buffer = self.fetcher.buffer
@@ -228,6 +242,9 @@ class Pusher:
         depth = self._depth()
         # Short tasks drain a small buffer faster than one broker round trip refills it.
         self.fetcher.prefetch = self.config.workers * depth if depth > 1 else 0
+        # A worker is topped up once it is down to half its depth, so that short
+        # tasks go out several to a message rather than one per finished job.
+        slots = [s for s in slots if len(s.jobs) <= depth // 2]
         for wanted in range(1, depth + 1):  # one job for every worker, then a second, ...
             for slot in [s for s in slots if len(s.jobs) < wanted]:
                 delivery = self._next_admissible(buffer)
@@ -240,9 +257,9 @@ class Pusher:
             self.fetcher.room.set()
         for slot, jobs in outgoing.items():
             try:
-                slot.conn.send(jobs[0] if len(jobs) == 1 else tuple(jobs))
+                send_many(slot.conn, jobs)
             except OSError:
-                # Not _gone() yet: the worker's last Started and Outcome may
+                # Not _gone() yet: the worker's last outcomes may
                 # still be unread, and dropping them would run its task again.
                 slot.closing = True
         self._to_monitor()
@@ -279,18 +296,8 @@ class Pusher:
             for one in msg:
                 self._from_worker(slot, one)
             return
-        if isinstance(msg, Started):
+        if isinstance(msg, Outcome):
             self.tally.started()
-            slot.started = time.time()
-            slot.deadline = time.monotonic() + msg.timeout if msg.timeout else None
-            with self.ack_lock:
-                first = not self.starts
-                self.starts[msg.delivery_id] = (slot.pid, slot.started)
-            if first:
-                self.ack_wanted.set()  # the lease thread sets its clock for START_NOTICE
-            if msg.delivery_id in self.cancelling:
-                self._stop_running(slot)
-        elif isinstance(msg, Outcome):
             slot.finish()
             slot.cancel_by = None
             took = msg.stopped - msg.started
@@ -308,18 +315,33 @@ class Pusher:
                 self._dead_letter(delivery, msg.reason)
 
     def _gone(self, conn: Connection) -> None:
-        """A connection closed: a worker died or recycled, or the monitor went away."""
+        """A connection closed: a worker died or recycled, or the monitor went away.
+
+        Everything the worker sent before it went has been read. Of the jobs it
+        did not answer for, its state tells those it took (the one it ran when
+        it died, and any whose outcome died with it) from those it never took.
+        """
         conn.close()
         if conn is self.monitor:
             self.monitor = None
             return
         slot = self.slots.pop(conn)
-        started = slot.started is not None
-        if started:
-            delivery = slot.jobs.popleft()
-        # Jobs it had not begun go to the front of the buffer, in their order.
+        seen = None
+        if slot.state is not None:
+            self._observe(slot)
+            seen = slot.state.read()
+            slot.state.remove()
+        # Without a state every unanswered job counts as taken: run again rather than lost.
+        taken = len(slot.jobs) if seen is None else max(0, min(len(slot.jobs), seen.taken - slot.answered))
+        took = [slot.jobs.popleft() for _ in range(taken)]
+        # Jobs it never took go to the front of the buffer, in their order.
         self.fetcher.buffer.extendleft(reversed(slot.jobs))
-        if not started:
+        lost = [d.id for d in took if d is not slot.running]
+        if lost:  # they may have run, but no outcome came: they are delivered again
+            logger.warning("worker pid %s went with %s unanswered jobs; handing them back", slot.pid, len(lost))
+            self._broker_call(self.broker.requeue, lost)
+        delivery = slot.running
+        if delivery is None:
             return
         if slot.killed and slot.cancel_by is not None:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
@@ -332,7 +354,34 @@ class Pusher:
             logger.warning("worker pid %s died running delivery %s; handing it back", slot.pid, delivery.id)
             self._broker_call(self.broker.requeue, [delivery.id])
 
+    def _observe(self, slot: Slot) -> None:
+        """Read which job the worker runs: set its clock, have it marked running, stop it if cancelled."""
+        seen = slot.state.read() if slot.state is not None else None
+        if seen is None:
+            return
+        if seen.running is None:
+            slot.running = slot.started = slot.deadline = None
+            return
+        if slot.running is not None and slot.running.id == seen.running and slot.started == seen.started:
+            return
+        delivery = next((d for d in slot.jobs if d.id == seen.running), None)
+        if delivery is None:  # answered already: the state was read as the worker moved on
+            slot.running = slot.started = slot.deadline = None
+            return
+        slot.running, slot.started = delivery, seen.started
+        slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
+        with self.ack_lock:
+            first = not self.starts
+            self.starts[delivery.id] = (slot.pid, seen.started)
+        if first:
+            self.ack_wanted.set()  # the lease thread sets its clock for START_NOTICE
+        if delivery.id in self.cancelling:
+            self._stop_running(slot)
+
     def _watch_timeouts(self) -> None:
+        for slot in self.slots.values():
+            if not slot.killed:
+                self._observe(slot)
         now = time.monotonic()
         for slot in self.slots.values():
             if slot.killed:
@@ -366,20 +415,25 @@ class Pusher:
         for slot in self.slots.values():
             if not any(job.id in wanted for job in slot.jobs):
                 continue
-            if slot.started is not None and slot.job.id in wanted:
+            self._observe(slot)
+            if slot.running is not None and slot.running.id in wanted:
                 self._stop_running(slot)
             else:
                 self._tell_worker(slot)  # it skips the job when it comes to it
+                self._signal(slot, CANCEL_SIGNAL)  # its first signal makes it read the cancel file
 
     def _stop_running(self, slot: Slot) -> None:
         """Ask the worker to stop its running job (it raises TaskCancelled); kill it after cancel_grace."""
-        if slot.cancel_by is not None or slot.job is None:
+        if slot.cancel_by is not None or slot.running is None:
             return
-        logger.info("cancelling delivery %s running in worker pid %s", slot.job.id, slot.pid)
+        logger.info("cancelling delivery %s running in worker pid %s", slot.running.id, slot.pid)
         slot.cancel_by = time.monotonic() + self.config.cancel_grace
         self._tell_worker(slot)
+        self._signal(slot, CANCEL_SIGNAL)
+
+    def _signal(self, slot: Slot, signum: int) -> None:
         try:
-            os.kill(slot.pid, CANCEL_SIGNAL)
+            os.kill(slot.pid, signum)
         except ProcessLookupError:
             pass  # gone already: _gone records it
 
@@ -426,9 +480,18 @@ class Pusher:
         self.pending.messages[msg.delivery_id] = msg
         self.pending.unsent.append(msg.delivery_id)
 
-    def _to_monitor(self) -> None:
-        """Send the monitor what waits to be saved, in one message, within MONITOR_WINDOW unsaved."""
+    def _to_monitor(self, now: bool = False) -> None:
+        """Send the monitor what waits to be saved, in one message, within MONITOR_WINDOW unsaved:
+        once MONITOR_BATCH wait or the oldest waited MONITOR_LINGER (at once when `now`)."""
         pending = self.pending
+        if not pending.unsent:
+            return
+        if not (now or self.stopping or len(pending.unsent) >= MONITOR_BATCH):
+            if self.unsent_since is None:
+                self.unsent_since = time.monotonic()
+            if time.monotonic() - self.unsent_since < MONITOR_LINGER:
+                return
+        self.unsent_since = None
         batch: list[Outcome | DeadLetterNote] = []
         while self.monitor is not None and pending.unsent and len(pending.sent) + len(batch) < MONITOR_WINDOW:
             # The window keeps sends from blocking on a full socket; the rest
@@ -441,7 +504,7 @@ class Pusher:
         if not batch:
             return
         try:
-            self.monitor.send(batch[0] if len(batch) == 1 else tuple(batch))
+            send_many(self.monitor, batch)
         except OSError:
             pending.unsent.extendleft(reversed([m.delivery_id for m in batch]))
             self._gone(self.monitor)
@@ -531,11 +594,7 @@ class Pusher:
     def _flush_starts_and_retries(self, broker: Broker, everything: bool = False) -> None:
         """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
         now = time.time()
-        running = set()
-        for slot in list(self.slots.values()):
-            jobs = list(slot.jobs)
-            if slot.started is not None and jobs:
-                running.add(jobs[0].id)
+        running = {d.id for d in [slot.running for slot in list(self.slots.values())] if d is not None}
         with self.ack_lock:
             due = {k: v for k, v in self.starts.items() if everything or now - v[1] >= START_NOTICE}
             self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
@@ -627,7 +686,7 @@ class Pusher:
         slots = list(self.slots.values())
         self.all_connected = self.all_connected or len(slots) >= self.config.workers
         state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
-        return state, [(s.index, s.pid, s.job if s.started else None, s.started) for s in slots]
+        return state, [(s.index, s.pid, s.running, s.started) for s in slots]
 
 
 def main(

@@ -3,7 +3,8 @@
 A pass (`Scheduler.loop(now)`) reads the due schedules of this cluster (those
 whose `cluster` is unset or this cluster's name), decides with
 `django_q.schedules.plan` whether each runs and when it runs next, claims the
-row and enqueues its task. `main` runs a pass every INTERVAL seconds.
+row and enqueues its task. `SchedulerThread` runs a pass every INTERVAL seconds,
+in the monitor's process.
 
 Claiming: `UPDATE ... WHERE id = <id> AND next_run = <the value read>`. Of any
 number of schedulers that read a due row, only the one whose statement
@@ -35,7 +36,7 @@ a growing pause.
 from __future__ import annotations
 
 import logging
-import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -53,7 +54,6 @@ from ..names import humanize, new_id
 from ..package import TaskPackage
 from ..schedules import ScheduleError, Step, parse_args, parse_kwargs, plan
 from ..tasks import build_package, enqueue_packages, run_sync
-from . import process
 
 logger = logging.getLogger("django_q")
 
@@ -217,40 +217,47 @@ def run_now(row: Schedule) -> str:
     return task_id
 
 
-def main(config: Config) -> None:
-    """Process entry point: a pass every INTERVAL seconds until SIGTERM or until the sentinel is gone."""
-    process.setup("scheduler", config.name)
-    stop: list[int] = []
-    # The sentinel sends SIGTERM when the cluster stops; the pass under way is finished first.
-    signal.signal(signal.SIGTERM, lambda signum, _: stop.append(signum))
-    scheduler = Scheduler(config)
-    pause, trouble_since = INTERVAL, None
-    try:
-        while not stop and not process.orphaned():
-            try:
-                scheduler.loop()
-            except Exception as exc:  # the process boundary: log, wait, try again; never crash
-                if trouble_since is None:
-                    trouble_since = time.monotonic()
-                    if isinstance(exc, OUTAGES):
-                        logger.error("scheduler: database or broker unreachable, will retry: %s", exc)
-                    else:
-                        logger.exception("scheduler: pass failed, will retry")
-                db.connections.close_all()
-                close_brokers()
-                pause = min(pause * 2, OUTAGE_PAUSE_MAX)
-            else:
-                if trouble_since is not None:
-                    logger.warning("scheduler: running again after %.1fs", time.monotonic() - trouble_since)
-                pause, trouble_since = INTERVAL, None
-            _wait(pause, stop)
-    finally:
-        close_brokers()
-        db.connections.close_all()
+class SchedulerThread(threading.Thread):
+    """The scheduler, run in a thread of the monitor's process: a pass every INTERVAL seconds until stopped.
 
+    A thread rather than a process of its own: it costs the cluster no extra
+    copy of Django in memory. It lives in the monitor because the monitor
+    never forks; a thread of the sentinel, which forks workers, could leave a
+    child with a lock the thread held in a database driver. When the monitor
+    dies, its replacement starts a new scheduler.
+    """
 
-def _wait(seconds: float, stop: list[int]) -> None:
-    """Sleep up to `seconds`, in short naps so that SIGTERM or the sentinel's end is seen at once."""
-    deadline = time.monotonic() + seconds
-    while not stop and time.monotonic() < deadline and not process.orphaned():
-        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    def __init__(self, config: Config) -> None:
+        super().__init__(name="django_q-scheduler", daemon=True)
+        self.config = config
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the pass under way, then end."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        scheduler = Scheduler(self.config)
+        pause, trouble_since = INTERVAL, None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    scheduler.loop()
+                except Exception as exc:  # the thread's boundary: log, wait, try again; never end
+                    if trouble_since is None:
+                        trouble_since = time.monotonic()
+                        if isinstance(exc, OUTAGES):
+                            logger.error("scheduler: database or broker unreachable, will retry: %s", exc)
+                        else:
+                            logger.exception("scheduler: pass failed, will retry")
+                    db.connections.close_all()
+                    close_brokers()
+                    pause = min(pause * 2, OUTAGE_PAUSE_MAX)
+                else:
+                    if trouble_since is not None:
+                        logger.warning("scheduler: running again after %.1fs", time.monotonic() - trouble_since)
+                    pause, trouble_since = INTERVAL, None
+                self.stopping.wait(pause)
+        finally:
+            close_brokers()
+            db.connections.close_all()

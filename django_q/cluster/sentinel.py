@@ -1,4 +1,4 @@
-"""The sentinel: starts the pusher, the monitor, the scheduler and the workers, and brings back any that die.
+"""The sentinel: starts the pusher, the monitor (which runs the scheduler) and the workers, and brings back any that die.
 
 SIGTERM or SIGINT asks the pusher to stop gracefully (it hands back what did
 not start, lets running tasks finish and waits for every result to be saved);
@@ -7,6 +7,7 @@ the sentinel then waits for the others to exit and returns.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
@@ -42,7 +43,6 @@ class Sentinel:
         self.authkey = os.urandom(32)
         self.pusher: BaseProcess | None = None
         self.monitor: BaseProcess | None = None
-        self.scheduler: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
         self.stop_requested = False
         self.stopping = False
@@ -65,11 +65,24 @@ class Sentinel:
             "pusher", "pusher", self.address, self.authkey, self.config, self.run_once, self.identity
         )
 
+    def _preload(self) -> None:
+        """Import, once, what each forked child would otherwise import for itself.
+
+        A recycled worker is a new fork: without this it would import its role's
+        module and, on its first task, the broker's client library (redis-py
+        takes about 80 ms of CPU) every `recycle` tasks.
+        """
+        if self.ctx.get_start_method() != "fork":
+            return  # spawned children import everything afresh anyway
+        broker = "django_q.brokers.redis" if self.config.broker_kind == "redis" else "django_q.brokers.orm"
+        for module in ("django_q.cluster.pusher", "django_q.cluster.monitor", "django_q.cluster.worker", broker):
+            importlib.import_module(module)
+
     def start(self) -> None:
         """Start every process of the cluster."""
+        self._preload()
         self._spawn_pusher()
         self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
-        self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i in range(self.config.workers):
             self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
         logger.info(
@@ -82,7 +95,7 @@ class Sentinel:
         self.stop_requested = True
 
     def processes(self) -> list[BaseProcess]:
-        return [p for p in (self.pusher, self.monitor, self.scheduler, *self.workers) if p is not None]
+        return [p for p in (self.pusher, self.monitor, *self.workers) if p is not None]
 
     def guard(self) -> None:
         """Watch the processes until the cluster stopped; replaces those that die."""
@@ -112,9 +125,6 @@ class Sentinel:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
-        if not self.stopping and self._needs_replacing(self.scheduler):
-            logger.warning("scheduler exited (code %s); starting a new one", self.scheduler.exitcode)
-            self.scheduler = self._spawn("scheduler", "scheduler", self.config)
         for i, proc in enumerate(self.workers):
             if self._needs_replacing(proc):
                 if proc.exitcode != Exit.RECYCLED:
@@ -122,11 +132,11 @@ class Sentinel:
                 self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
 
     def _stop_scheduler(self) -> None:
-        # The scheduler takes no orders from the pusher: SIGTERM makes it finish
-        # its pass and exit 0. A kill would be safe too (see cluster.scheduler:
-        # an interrupted pass at worst delays a run).
-        if self.scheduler is not None and self.scheduler.is_alive():
-            os.kill(self.scheduler.pid, signal.SIGTERM)
+        # The scheduler is a thread of the monitor and takes no orders from the
+        # pusher: SIGTERM makes the monitor end it after its pass under way (an
+        # interrupted pass would be safe too; see cluster.scheduler).
+        if self.monitor is not None and self.monitor.is_alive():
+            os.kill(self.monitor.pid, signal.SIGTERM)
 
     def _wind_down(self) -> None:
         self._stop_scheduler()  # a run-once cluster ends without a stop request

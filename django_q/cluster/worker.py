@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import sys
+import threading
 import time
 import signal
 import traceback
@@ -29,7 +30,8 @@ from ..exceptions import PackageError
 from ..inflight import worker_id
 from ..package import TaskPackage, pack, unpack
 from . import process
-from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, Started
+from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many
+from .runstate import RunState, path as state_path
 
 logger = logging.getLogger("django_q")
 
@@ -47,6 +49,9 @@ class TaskCancelled(BaseException):
 # The delivery this process runs now; the cancel signal stops only that one.
 _running: str | None = None
 _cancel_file: str | None = None
+# Set by the first cancel signal: from then on each job is looked up in the
+# cancel file before it starts (before it, no job of this worker was cancelled).
+_cancel_signalled = False
 
 
 def cancel_file(address: str, pid: int) -> str:
@@ -55,7 +60,7 @@ def cancel_file(address: str, pid: int) -> str:
 
 
 def _cancel_wanted() -> set[str]:
-    if _cancel_file is None:
+    if _cancel_file is None or not _cancel_signalled:
         return set()
     try:
         with open(_cancel_file) as f:
@@ -65,6 +70,8 @@ def _cancel_wanted() -> set[str]:
 
 
 def _on_cancel_signal(signum: int, frame: Any) -> None:
+    global _cancel_signalled
+    _cancel_signalled = True
     if _running is not None and _running in _cancel_wanted():
         raise TaskCancelled()
 
@@ -220,16 +227,30 @@ def succeeded_before(task_id: str) -> bool:
         return False  # cannot tell: run it again, at least once beats never
 
 
+# Outcomes of short tasks go to the pusher together: a message when OUTBOX_MAX
+# wait, when the worker has no job left, or FLUSH_AFTER seconds after the
+# oldest was added (a thread sees to that while a long task runs). The pusher
+# learns which job runs, and since when, from the worker's RunState instead.
+OUTBOX_MAX = 32
+FLUSH_AFTER = 0.002
+
+
 class Worker:
     """One worker's conversation with the pusher; `loop()` serves one message."""
 
-    def __init__(self, conn: Connection, index: int, config: Config) -> None:
+    def __init__(self, conn: Connection, index: int, config: Config, state: RunState | None = None) -> None:
         self.conn = conn
         self.index = index
         self.config = config
+        self.state = state
         self.done = 0
+        self.taken = 0  # jobs taken from the queue on this connection (the pusher counts its answers)
         self.jobs: deque[Job] = deque()  # sent together, run in order
         self.outbox: list[Any] = []  # messages for the pusher, sent together by flush()
+        self.outbox_since = 0.0  # monotonic time the oldest message in the outbox was added
+        self.lock = threading.Condition()
+        self.closed = False
+        threading.Thread(target=self._flusher, name="django_q-flusher", daemon=True).start()
 
     def loop(self) -> Exit | None:
         """Serve one job (or STOP); an Exit once the worker should end."""
@@ -245,24 +266,25 @@ class Worker:
             return Exit.STOPPED
         if not isinstance(job, Job):
             return None
+        self.taken += 1
+        self._write_state()
         try:
             task = unpack(job.payload, self.config.package_limit, verified=True)
         except PackageError as exc:
-            self.outbox.append(Rejected(job.delivery_id, str(exc)))
+            self.say(Rejected(job.delivery_id, str(exc)))
             return None
         if job.attempts > 1 and succeeded_before(task.id):
-            self.outbox.append(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
+            self.say(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
             return None
         if job.delivery_id in _cancel_wanted():  # cancelled while it waited behind the running job
             now = time.time()
-            self.outbox.append(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now,
-                                       job.attempts, task.cluster or self.config.name, cancelled=True,
-                                       worker=worker_id()))
+            self.say(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now, job.attempts,
+                             task.cluster or self.config.name, cancelled=True, worker=worker_id()))
             return None
-        # The previous job's outcome and this job's start go in one message.
-        self.outbox.append(Started(job.delivery_id, task.timeout or self.config.timeout))
-        self.flush()
-        self.outbox.append(execute(task, job.delivery_id, job.attempts, self.config))
+        self._write_state(job.delivery_id, task.timeout or self.config.timeout)
+        outcome = execute(task, job.delivery_id, job.attempts, self.config)
+        self._write_state()
+        self.say(outcome)
         self.done += 1
         if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
             self.flush()
@@ -270,18 +292,58 @@ class Worker:
             return Exit.RECYCLED
         return None
 
+    def _write_state(self, running: str | None = None, timeout: float | None = None) -> None:
+        if self.state is not None:
+            self.state.write(self.taken, running, timeout)
+
+    def say(self, message: Any) -> None:
+        """Queue a message for the pusher; sent with others (see OUTBOX_MAX, FLUSH_AFTER)."""
+        with self.lock:
+            if not self.outbox:
+                self.outbox_since = time.monotonic()
+                self.lock.notify()
+            self.outbox.append(message)
+            if len(self.outbox) >= OUTBOX_MAX:
+                self._flush()
+
     def flush(self) -> None:
-        """Send what the worker has to say, in one message; an outcome whose result does not pickle
-        is replaced by a failure saying so (a message pickles fully before it is written)."""
+        with self.lock:
+            self._flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.lock.notify()
+
+    def _flusher(self) -> None:
+        """Send messages that waited FLUSH_AFTER, however long the task under way runs."""
+        try:
+            while True:
+                with self.lock:
+                    while not self.outbox and not self.closed:
+                        self.lock.wait()
+                    if self.closed:
+                        return
+                    due = self.outbox_since + FLUSH_AFTER
+                time.sleep(max(0.0, due - time.monotonic()))
+                with self.lock:
+                    if self.outbox and time.monotonic() >= self.outbox_since + FLUSH_AFTER:
+                        self._flush()
+        except (OSError, EOFError):
+            return  # the pusher is gone: the main thread finds out on its next send or receive
+
+    def _flush(self) -> None:
+        """Send what the worker has to say, in one message (the lock held); an outcome whose result
+        does not pickle is replaced by a failure saying so (a message pickles fully before it is written)."""
         if not self.outbox:
             return
         messages = self.outbox
         self.outbox = []
         try:
-            self.conn.send(messages[0] if len(messages) == 1 else tuple(messages))
+            send_many(self.conn, messages)
         except (pickle.PicklingError, TypeError, AttributeError):
             fixed = tuple(checked(m) if isinstance(m, Outcome) else m for m in messages)
-            self.conn.send(fixed[0] if len(fixed) == 1 else fixed)
+            send_many(self.conn, fixed)
 
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
@@ -290,12 +352,14 @@ def main(address: str, authkey: bytes, index: int, config: Config) -> None:
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
+    state = RunState(state_path(address, os.getpid()), writer=True)  # before the pusher hears of us
     done = 0
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))
         if conn is None:
+            state.remove()
             sys.exit(Exit.UNREACHABLE)
-        worker = Worker(conn, index, config)
+        worker = Worker(conn, index, config, state)
         worker.done = done
         try:
             while (end := worker.loop()) is None:
@@ -304,5 +368,7 @@ def main(address: str, authkey: bytes, index: int, config: Config) -> None:
             done = worker.done
             continue  # the pusher died; the sentinel starts another, so reconnect
         finally:
+            worker.close()
             conn.close()
+        state.remove()  # the pusher keeps its own mapping of it
         sys.exit(end)

@@ -31,6 +31,7 @@ from django_q.conf import Config, get_config
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import Failure, Schedule, Task
 from django_q.package import TaskPackage, unpack
+from django_q.tasks import async_task, result
 
 from .conftest import wait_until
 
@@ -369,12 +370,12 @@ def test_a_scheduler_killed_after_the_enqueue_repeats_only_the_same_id(env, monk
     assert (row.task, row.enqueuing, row.next_run) == (first.id, None, BASE + timedelta(days=1))
 
 
-# Real clusters: sentinel, pusher, monitor, scheduler and workers as processes.
+# Real clusters: sentinel, pusher, monitor (with the scheduler thread) and workers as processes.
 
 
 def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
     clusters = [cluster(workers=1) for _ in range(4)]
-    wait_until(lambda: all(c.sentinel.scheduler.is_alive() for c in clusters))
+    wait_until(lambda: all(c.sentinel.monitor.is_alive() for c in clusters))
     time.sleep(1.0)  # every scheduler is past its start and polling
     now = timezone.now()
     rows = Schedule.objects.bulk_create(
@@ -407,16 +408,31 @@ def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
     assert Failure.objects.filter(group__in=["failing", "missing"]).count() == 2
 
 
-def test_the_sentinel_runs_replaces_and_stops_the_scheduler(cluster):
+def test_a_replaced_monitor_brings_a_new_scheduler(cluster):
     running = cluster()
-    first = running.sentinel.scheduler
+    first = running.sentinel.monitor
     wait_until(first.is_alive)
     os.kill(first.pid, signal.SIGKILL)
-    wait_until(lambda: running.sentinel.scheduler is not first and running.sentinel.scheduler.is_alive())
+    wait_until(lambda: running.sentinel.monitor is not first and running.sentinel.monitor.is_alive())
     row = Schedule.objects.create(func="tests.app.tasks.add", args="2, 3", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=row.pk).result() == 5)
-    replacement = running.sentinel.scheduler
+    replacement = running.sentinel.monitor
     started = time.monotonic()
     running.stop()
-    assert replacement.exitcode == 0  # SIGTERM: it finished its pass and exited
+    assert replacement.exitcode == 0  # told to stop by the pusher, its scheduler's pass finished
     assert time.monotonic() - started < 10
+
+
+def test_sigterm_ends_the_scheduler_while_the_monitor_goes_on_saving(cluster):
+    """What the sentinel sends when the cluster stops: no new schedule runs, results are still saved."""
+    running = cluster()
+    first = Schedule.objects.create(func="tests.app.tasks.add", args="1, 1", repeats=1)
+    wait_until(lambda: Schedule.objects.get(pk=first.pk).result() == 2)  # the scheduler thread is up
+    os.kill(running.sentinel.monitor.pid, signal.SIGTERM)
+    time.sleep(1.5)  # past the scheduler's pass under way (INTERVAL is 1 s)
+    later = Schedule.objects.create(func="tests.app.tasks.add", args="3, 3", repeats=1)
+    task_id = async_task("tests.app.tasks.add", 4, 4)
+    wait_until(lambda: result(task_id) == 8)
+    time.sleep(2.5)  # two more passes of a scheduler that had not stopped
+    assert Schedule.objects.get(pk=later.pk).last_run() is None
+    assert running.sentinel.monitor.is_alive()

@@ -387,10 +387,10 @@ class TestAdmin:
         assert sched.next_run == datetime(2030, 2, 1, 9, 0, tzinfo=UTC) and sched.repeats == -2
 
 
-def test_the_scheduler_process_waits_out_an_outage_with_a_growing_pause(monkeypatch, caplog):
+def test_the_scheduler_thread_waits_out_an_outage_with_a_growing_pause(monkeypatch, caplog):
     from django.db import OperationalError
 
-    from django_q.cluster import scheduler as process_module
+    from django_q.cluster.scheduler import Scheduler, SchedulerThread
     from django_q.conf import Config
 
     passes: list[object] = []
@@ -402,12 +402,20 @@ def test_the_scheduler_process_waits_out_an_outage_with_a_growing_pause(monkeypa
         return []
 
     pauses: list[float] = []
-    monkeypatch.setattr(process_module.Scheduler, "loop", loop)
-    monkeypatch.setattr(process_module.process, "setup", lambda *args: None)
-    monkeypatch.setattr(process_module.process, "orphaned", lambda *args: len(passes) >= 5)
-    monkeypatch.setattr(process_module.signal, "signal", lambda *args: None)
-    monkeypatch.setattr(process_module, "_wait", lambda seconds, stop: pauses.append(seconds))
-    process_module.main(Config())
+
+    class Stopping:
+        """Records the pauses instead of waiting; stops after five passes."""
+
+        def is_set(self) -> bool:
+            return len(passes) >= 5
+
+        def wait(self, seconds: float) -> None:
+            pauses.append(seconds)
+
+    monkeypatch.setattr(Scheduler, "loop", loop)
+    thread = SchedulerThread(Config())
+    thread.stopping = Stopping()
+    thread.run()  # in this thread
     assert pauses == [2.0, 4.0, 8.0, 1.0, 1.0]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "the database is down" in errors[0]  # logged once per outage
