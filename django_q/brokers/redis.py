@@ -322,31 +322,31 @@ class _Lua:
         return call
 
     def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self.conn is None:
-            self.conn = self.client.connection_pool.get_connection()
-        conn = self.conn
         for attempt in range(3):
+            if self.conn is None:
+                # From the pool, which connects it: a Sentinel pool asks where the primary is now.
+                self.conn = self.client.connection_pool.get_connection()
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return conn.read_response()
+                self.conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return self.conn.read_response()
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.script)
             except redis.exceptions.ResponseError:
                 raise  # the script failed; its reply was read, the connection is fine
             except redis.exceptions.ConnectionError:
-                conn.disconnect()  # the next send connects again
+                self.close()  # the next call takes a new connection
                 if attempt:
                     raise
             except BaseException:  # a timeout, or an interrupted read, leaves a reply unread
-                conn.disconnect()
+                self.close()
                 raise
         raise redis.exceptions.NoScriptError("the script was lost again as soon as it was loaded")
 
     def close(self) -> None:
         if self.conn is not None:
-            self.conn.disconnect()
-            self.client.connection_pool.release(self.conn)
-            self.conn = None
+            conn, self.conn = self.conn, None
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
 
 
 class RedisBroker(Broker):

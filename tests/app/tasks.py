@@ -161,3 +161,8 @@ def catch_everything(key, seconds):
     except Exception:
         return "swallowed"
     return "finished"
+
+
+def hold_gil():
+    """Hold the GIL until killed: sum() over a range runs in C and never lets another thread in."""
+    return sum(range(10**15))

@@ -182,3 +182,26 @@ def test_recycling_workers_run_every_task_once(cluster, queue_name, redis_client
         assert [k for k, n in zip(keys, runs) if n != 1] == []
     finally:
         redis_client.delete(*keys)
+
+
+def test_a_worker_killed_for_a_timeout_loses_no_outcome_of_the_short_tasks_before(cluster, queue_name, redis_client):
+    """Short tasks' outcomes travel in batches: those a killed worker had not sent yet run again, and the
+    timeout is recorded against the task that ran too long, not against one of them."""
+    cluster(workers=1, save_limit=0)
+    keys = [f"{queue_name}:short:{i}" for i in range(200)]
+    try:
+        ids = async_many("tests.app.tasks.incr", [(key,) for key in keys])
+        # Holds the GIL: the worker's flusher thread cannot send what waits while it runs.
+        hog = async_task("tests.app.tasks.hold_gil", timeout=1)
+        ids += async_many("tests.app.tasks.incr", [(key,) for key in keys[:20]])
+        failed = fetch(hog, wait=30_000)
+        assert not failed.success and "timeout" in failed.result
+        for task_id in ids:
+            task = fetch(task_id, wait=30_000)
+            assert task is not None and task.success, task and task.result
+        assert list(Failure.objects.values_list("id", flat=True)) == [hog]
+        runs = [int(v) for v in redis_client.mget(keys)]
+        assert all(n >= 1 for n in runs)
+    finally:
+        redis_client.delete(*keys)
+

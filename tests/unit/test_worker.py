@@ -124,3 +124,36 @@ class TestRunPackage:
         tampered = data[: HEADER_BYTES - SIG_BYTES] + bytes(SIG_BYTES) + data[HEADER_BYTES:]
         with pytest.raises(BadSignature):
             run_package(tampered, "d", 1, CONFIG)
+
+
+class TestRunState:
+    """The state file a worker writes and the pusher and the sentinel read."""
+
+    def test_a_reader_sees_what_the_writer_wrote(self, tmp_path):
+        from django_q.cluster.runstate import RunState
+
+        writer = RunState(str(tmp_path / "state-1"), writer=True)
+        reader = RunState(str(tmp_path / "state-1"), writer=False)
+        seen = reader.read()
+        assert (seen.taken, seen.running, seen.timeout) == (0, None, None)
+        writer.write(3, "1234567", 2.5)
+        seen = reader.read()
+        assert (seen.taken, seen.running, seen.timeout) == (3, "1234567", 2.5)
+        assert seen.started > 0 and seen.started_mono > 0
+        writer.write(4)
+        seen = reader.read()
+        assert (seen.taken, seen.running, seen.started) == (4, None, 0.0)
+        writer.remove()
+        assert reader.read() == seen  # the reader's mapping outlives the file
+        assert not (tmp_path / "state-1").exists()
+
+    def test_a_read_during_a_write_is_refused(self, tmp_path):
+        from django_q.cluster.runstate import _SEQ, RunState
+
+        writer = RunState(str(tmp_path / "state-2"), writer=True)
+        reader = RunState(str(tmp_path / "state-2"), writer=False)
+        writer.write(1, "9")
+        _SEQ.pack_into(writer.map, 0, writer.seq + 1)  # odd: as if the writer were halfway through
+        assert reader.read() is None
+        writer.write(2, "10")
+        assert reader.read().running == "10"
