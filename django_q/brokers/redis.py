@@ -298,6 +298,12 @@ return redis.call('HMGET', KEYS[1], unpack(ids))
 """
 
 
+try:  # hiredis packs a command in C; redis-py's own encoder checks each argument's type in Python
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis is an optional extra
+    _pack = None
+
+
 class _Lua:
     """Calls the broker's Lua scripts straight on one connection of its own: EVALSHA written, reply read.
 
@@ -327,7 +333,8 @@ class _Lua:
                 # From the pool, which connects it: a Sentinel pool asks where the primary is now.
                 self.conn = self.client.connection_pool.get_connection()
             try:
-                self.conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+                self.conn.send_packed_command([_pack(command)] if _pack else self.conn.pack_command(*command), False)
                 return self.conn.read_response()
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.script)

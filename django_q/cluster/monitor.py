@@ -87,16 +87,18 @@ class Recorder:
             self.prune_if_due()
         except DatabaseError as exc:  # the batch is saved; its hooks must still run
             logger.warning("pruning results failed, will retry: %s", exc)
-        rows = {t.id: t for t in fresh}
-        # A Task row is built for a result that was not stored only when a hook
-        # or a post_execute receiver will see it: the no-hook, no-chain case costs nothing.
+        # A Task instance is built only for a hook or a post_execute receiver to
+        # see: the no-hook, no-chain case costs nothing past the INSERT.
         listening = signals.post_execute.has_listeners()
         for outcome in live:
             task = outcome.task
-            if task.id in latest and task.id not in rows:
+            if task.id in latest and task.id not in fresh:
                 continue  # a repeat of a result saved before: its hook and chain ran then
             if task.hook or task.parent or task.chain or listening:
-                self._after(outcome, rows.get(task.id) or self._row(outcome))
+                row = self._row(outcome)
+                if task.id in fresh:  # as if loaded from the database
+                    row._state.adding, row._state.db = False, self.alias
+                self._after(outcome, row)
         return Saved(
             ack_ids=tuple(o.delivery_id for o in outcomes if o.ack) + tuple(d.delivery_id for d in dead),
             release_ids=tuple(o.delivery_id for o in outcomes if not o.ack),
@@ -136,8 +138,12 @@ class Recorder:
         return self.config.save_limit != -1
 
     def _row(self, outcome: Outcome) -> Task:
+        return Task(**self._fields(outcome))
+
+    def _fields(self, outcome: Outcome) -> dict[str, Any]:
+        """The Task row of an outcome, field by field."""
         task = outcome.task
-        return Task(
+        return dict(
             id=task.id,
             name=task.name,
             func=task.func_name[:256],
@@ -160,29 +166,30 @@ class Recorder:
             history=list(task.history) or None,
         )
 
-    def _store(self, latest: dict[str, Outcome], existing: dict[str, bool]) -> list[Task]:
-        """Insert new rows; a success replaces a stored failure, nothing replaces a success."""
-        new = [self._row(o) for tid, o in latest.items() if tid not in existing]
+    def _store(self, latest: dict[str, Outcome], existing: dict[str, bool]) -> set[str]:
+        """Insert new rows; a success replaces a stored failure, nothing replaces a success.
+        Returns the ids stored by this call."""
+        new = [o for tid, o in latest.items() if tid not in existing]
         replaced = [self._row(o) for tid, o in latest.items() if tid in existing and not existing[tid]]
         inserted = self._insert(new)
         for row in replaced:
             row.save(using=self.alias, force_update=True)
-        return inserted + [r for r in replaced if r.success]
+        return inserted | {r.id for r in replaced if r.success}
 
-    def _insert(self, rows: list[Task]) -> list[Task]:
-        """Insert rows and return those inserted; a row whose id is already stored is left out."""
-        if not rows:
-            return []
+    def _insert(self, outcomes: list[Outcome]) -> set[str]:
+        """Insert the rows of outcomes and return their ids; a row whose id is already stored is left out."""
+        if not outcomes:
+            return set()
         try:
             with transaction.atomic(using=self.alias):
-                self._insert_many(rows)
-            return rows
+                self._insert_many(outcomes)
+            return {o.task.id for o in outcomes}
         except IntegrityError:
             pass
         # Another monitor stored one of these ids meanwhile, or a task_name repeats:
         # save one by one, leave stored ids alone and make clashing names unique.
-        inserted = []
-        for row in rows:
+        inserted = set()
+        for row in map(self._row, outcomes):
             if Task.objects.using(self.alias).filter(id=row.id).exists():
                 continue
             try:
@@ -192,11 +199,12 @@ class Recorder:
                 row.name = f"{row.name[:90]}-{row.id[-6:]}"
                 with transaction.atomic(using=self.alias):
                     row.save(using=self.alias, force_insert=True)
-            inserted.append(row)
+            inserted.add(row.id)
         return inserted
 
-    def _insert_many(self, rows: list[Task]) -> None:
-        """bulk_create's INSERT without its per-field SQL compiling: one executemany over prepared values.
+    def _insert_many(self, outcomes: list[Outcome]) -> None:
+        """bulk_create's INSERT without its model instances and per-field SQL compiling: one
+        executemany over prepared values.
 
         Each value goes through its field's get_db_prep_save, as bulk_create
         would send it (pickled fields, datetimes for the backend).
@@ -204,13 +212,13 @@ class Recorder:
         connection = db.connections[self.alias]
         fields = _concrete_fields()
         sql = _insert_sql(connection)
-        values = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] for row in rows]
+        values = []
+        for outcome in outcomes:
+            data = self._fields(outcome)
+            values.append([f.get_db_prep_save(data[f.attname], connection) for f in fields])
         with connection.cursor() as cursor:
             for start in range(0, len(values), INSERT_CHUNK):
                 cursor.executemany(sql, values[start : start + INSERT_CHUNK])
-        for row in rows:
-            row._state.adding = False
-            row._state.db = self.alias
 
     def prune_if_due(self, force: bool = False) -> None:
         """Prune successes to save_limit, at most every PRUNE_EVERY seconds unless forced."""

@@ -79,7 +79,8 @@ class Slot:
     # A send to the worker failed: it is leaving (recycled) or dead. It gets no
     # more jobs, but what it sent before it left is still read, up to its EOF.
     closing: bool = False
-    cancel_by: float | None = None  # monotonic time after which a cancelled running job is killed
+    cancel_by: float | None = None  # monotonic time after which the cancelled job `cancel_id` is killed
+    cancel_id: str | None = None
 
     def finish(self) -> Delivery | None:
         """The worker answered for its oldest job: forget it (and its clock, if it was the running one)."""
@@ -87,6 +88,8 @@ class Slot:
         delivery = self.jobs.popleft() if self.jobs else None
         if delivery is not None and delivery is self.running:
             self.running = self.started = self.deadline = None
+        if delivery is not None and delivery.id == self.cancel_id:
+            self.cancel_by = self.cancel_id = None
         return delivery
 
 
@@ -299,7 +302,6 @@ class Pusher:
         if isinstance(msg, Outcome):
             self.tally.started()
             slot.finish()
-            slot.cancel_by = None
             took = msg.stopped - msg.started
             self.mean_run = took if self.mean_run is None else self.mean_run + (took - self.mean_run) / 8
             if msg.retry_payload is not None:
@@ -343,7 +345,7 @@ class Pusher:
         delivery = slot.running
         if delivery is None:
             return
-        if slot.killed and slot.cancel_by is not None:
+        if slot.killed and slot.cancel_id == delivery.id:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
                        cancelled=True)
         elif slot.killed:
@@ -386,10 +388,11 @@ class Pusher:
         for slot in self.slots.values():
             if slot.killed:
                 continue
-            if slot.cancel_by is not None and now > slot.cancel_by:
+            running = slot.running.id if slot.running is not None else None
+            if slot.cancel_by is not None and now > slot.cancel_by and running == slot.cancel_id:
                 logger.warning("worker pid %s did not stop its cancelled task in time; killing it", slot.pid)
             elif slot.deadline is not None and now > slot.deadline:
-                slot.cancel_by = None
+                slot.cancel_by = slot.cancel_id = None
                 logger.error("worker pid %s passed its task's timeout; killing it", slot.pid)
             else:
                 continue
@@ -424,10 +427,11 @@ class Pusher:
 
     def _stop_running(self, slot: Slot) -> None:
         """Ask the worker to stop its running job (it raises TaskCancelled); kill it after cancel_grace."""
-        if slot.cancel_by is not None or slot.running is None:
-            return
+        if slot.running is None or slot.cancel_id == slot.running.id:
+            return  # nothing runs, or its stop is under way
         logger.info("cancelling delivery %s running in worker pid %s", slot.running.id, slot.pid)
         slot.cancel_by = time.monotonic() + self.config.cancel_grace
+        slot.cancel_id = slot.running.id
         self._tell_worker(slot)
         self._signal(slot, CANCEL_SIGNAL)
 
