@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import operator
 import pickle
 import zlib
 from dataclasses import MISSING, dataclass, field, fields
@@ -67,17 +68,16 @@ class TaskPackage:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that differ from their defaults (from_dict fills in the rest): smaller packages."""
-        out = {}
-        for name, default in _DEFAULTS:
-            value = getattr(self, name)
-            if default is _REQUIRED or value != default:
-                out[name] = value
-        return out
+        return {
+            name: value
+            for (name, default), value in zip(_DEFAULTS, _values(self))
+            if default is _REQUIRED or value != default
+        }
 
     def __reduce__(self) -> tuple:
         # Between cluster processes (inside an Outcome): a tuple of values is
         # several times cheaper to unpickle than the dataclass's own state.
-        return (TaskPackage, tuple(getattr(self, f) for f in _FIELDS))
+        return (TaskPackage, _values(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskPackage:
@@ -97,6 +97,7 @@ class TaskPackage:
 
 
 _FIELDS = tuple(f.name for f in fields(TaskPackage))
+_values = operator.attrgetter(*_FIELDS)  # every field's value, in order, in one call
 _REQUIRED = object()
 _DEFAULTS = tuple(
     (f.name, f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING

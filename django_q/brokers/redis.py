@@ -388,7 +388,10 @@ class RedisBroker(Broker):
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
-        return self.enqueue_many([payload], priority, delay, [key])[0]
+        args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key or ""]
+        with _translate():
+            (msg_id,) = self._enqueue(keys=self._keys, args=args)
+        return msg_id.decode()
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()

@@ -327,7 +327,10 @@ class Monitor:
                     break
                 for one in msg if type(msg) is tuple else (msg,):  # the pusher sends batches
                     (dead if isinstance(one, DeadLetterNote) else outcomes).append(one)
-                if not self.conn.poll(max(0.0, linger_until - time.monotonic())):
+                # A big batch is saved as soon as nothing more is waiting: lingering
+                # then would only hold up the pusher, which sends at most BATCH unsaved.
+                wait = 0.0 if len(outcomes) + len(dead) >= BIG_BATCH else max(0.0, linger_until - time.monotonic())
+                if not self.conn.poll(wait):
                     break
         if outcomes or dead:
             big = len(outcomes) + len(dead) >= BIG_BATCH
