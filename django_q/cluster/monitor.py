@@ -312,6 +312,7 @@ class Monitor:
         self.recorder = Recorder(config)
         self.outage_since: float | None = None
         self.linger = LINGER_MIN
+        self.early_at = BIG_BATCH if config.save_limit <= 0 else BATCH
 
     def loop(self, timeout: float = 1.0) -> bool:
         """Receive what is there (waiting up to `timeout`), save it, answer; False once told to stop."""
@@ -327,9 +328,13 @@ class Monitor:
                     break
                 for one in msg if type(msg) is tuple else (msg,):  # the pusher sends batches
                     (dead if isinstance(one, DeadLetterNote) else outcomes).append(one)
-                # A big batch is saved as soon as nothing more is waiting: lingering
-                # then would only hold up the pusher, which sends at most BATCH unsaved.
-                wait = 0.0 if len(outcomes) + len(dead) >= BIG_BATCH else max(0.0, linger_until - time.monotonic())
+                # Without a save_limit to prune to, a big batch is saved as soon as
+                # nothing more is waiting: every row is written anyway, and lingering
+                # would only hold up the pusher, which sends at most BATCH unsaved.
+                # With one, lingering fills the batch, and successes beyond
+                # save_limit in it are never written (Recorder._unpruned).
+                early = len(outcomes) + len(dead) >= self.early_at
+                wait = 0.0 if early else max(0.0, linger_until - time.monotonic())
                 if not self.conn.poll(wait):
                     break
         if outcomes or dead:
