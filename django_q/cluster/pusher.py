@@ -3,9 +3,11 @@
 Workers and the monitor connect to the pusher's local socket. The pusher
 hands each idle worker one verified job, forwards finished outcomes to the
 monitor, and acks a delivery only when the monitor says its result is saved.
-Until then the delivery's lease is renewed, so a long task or a slow save is
-never delivered twice while the cluster lives; if the cluster dies the
-renewals stop and the broker hands the delivery out again after `retry`.
+Until then the delivery's lease is renewed (by the lease thread of
+cluster.leases, which makes every broker call about held deliveries), so a
+long task or a slow save is never delivered twice while the cluster lives; if
+the cluster dies the renewals stop and the broker hands the delivery out
+again after `retry`.
 
 A worker that dies mid-task (killed for its timeout, or crashed) closes its
 connection; its running job is recorded as failed or handed back to the
@@ -20,19 +22,20 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 import socket
 from multiprocessing.connection import Connection, Pipe, answer_challenge, deliver_challenge, wait
 
 from ..brokers import get_broker
-from ..brokers.base import Broker, Delivery
+from ..brokers.base import Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
-from ..inflight import RunningInfo, worker_id
+from ..inflight import worker_id
 from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
+from .leases import Leases
 from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send_many
 from .runstate import RunState, path as state_path
 from .worker import CANCEL_SIGNAL, cancel_file
@@ -56,10 +59,6 @@ MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
 MONITOR_BATCH = 64
 MONITOR_LINGER = 0.005
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
-CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries cancel() wants stopped
-# Seconds after a job starts before the broker is told where it runs: a job
-# that is over by then costs the broker nothing.
-START_NOTICE = 0.1
 
 
 @dataclass(eq=False)  # hashed by identity
@@ -123,17 +122,8 @@ class Pusher:
         self.monitor: Connection | None = None
         self.pending = Pending()
         self.unsent_since: float | None = None  # monotonic time the oldest unsent outcome came
-        self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
-        # For the lease thread to pass to the broker: running records of jobs
-        # that started, and failed attempts that go back under their retry policy.
-        self.starts: dict[str, tuple[int, float]] = {}  # delivery id -> (worker pid, epoch started)
-        self.retries: dict[str, tuple[bytes, float]] = {}
-        self.cancel_wanted: set[str] = set()  # from the lease thread: cancel() asked to stop these
         self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
         self.address = address
-        self.identity_id = ""
-        self.ack_lock = threading.Lock()
-        self.ack_wanted = threading.Event()
         self.stopping = False
         self.mean_run: float | None = None  # seconds, a moving mean of task run times
         self.outage_since: float | None = None
@@ -141,8 +131,9 @@ class Pusher:
         self._newcomers: deque[tuple[Connection, Hello]] = deque()
         self.closed = threading.Event()
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
-        self.lease_thread = threading.Thread(target=self._keep_leases, name="django_q-leases", daemon=True)
-        self.lease_thread.start()
+        identity = identity or Identity.new(config.name)
+        self.leases = Leases(config, self._holding, self._running, lambda: self.wake_w.send_bytes(b"c"), identity.id)
+        self.leases.start()
         self.fetcher.start()
         self._start_status(identity)
 
@@ -204,7 +195,7 @@ class Pusher:
                 self._from_worker(self.slots[conn], msg)
         while self._newcomers:
             self._welcome(*self._newcomers.popleft())
-        if self.cancel_wanted:
+        if self.leases.cancels:  # read without the lock: take_cancels() takes it
             self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
             self._hand_back()
@@ -215,7 +206,7 @@ class Pusher:
 
     def _idle(self) -> bool:
         return (
-            not self.fetcher.buffer and not self.pending.messages and not self.retries
+            not self.fetcher.buffer and not self.pending.messages and not self.leases.retrying
             and not any(s.jobs for s in self.slots.values())
         )
 
@@ -310,7 +301,7 @@ class Pusher:
                 self._pend(msg)
         elif isinstance(msg, AlreadyDone):
             slot.finish()
-            self._ack_later([msg.delivery_id])
+            self.leases.ack_later([msg.delivery_id])
         elif isinstance(msg, Rejected):
             delivery = slot.finish()
             if delivery is not None:
@@ -372,11 +363,7 @@ class Pusher:
             return
         slot.running, slot.started = delivery, seen.started
         slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
-        with self.ack_lock:
-            first = not self.starts
-            self.starts[delivery.id] = (slot.pid, seen.started)
-        if first:
-            self.ack_wanted.set()  # the lease thread sets its clock for START_NOTICE
+        self.leases.started(delivery.id, slot.pid, seen.started)
         if delivery.id in self.cancelling:
             self._stop_running(slot)
 
@@ -406,8 +393,7 @@ class Pusher:
 
     def _carry_out_cancels(self) -> None:
         """Stop what cancel() asked for: drop it from the buffer, or stop the worker running it."""
-        with self.ack_lock:
-            wanted, self.cancel_wanted = self.cancel_wanted - self.cancelling, set()
+        wanted = self.leases.take_cancels() - self.cancelling
         if not wanted:
             return
         self.cancelling |= wanted
@@ -456,9 +442,7 @@ class Pusher:
             "task %s (%s) failed attempt %s with %s; retrying in %.1fs",
             outcome.task.name, outcome.task.id, outcome.attempts, outcome.exception, outcome.retry_in,
         )
-        with self.ack_lock:
-            self.retries[outcome.delivery_id] = (outcome.retry_payload, outcome.retry_in)
-        self.ack_wanted.set()
+        self.leases.retry_later(outcome.delivery_id, outcome.retry_payload, outcome.retry_in)
 
     def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None, cancelled: bool = False) -> None:
         """Record a task that did not finish as a failure or as cancelled (it is acked once saved)."""
@@ -520,21 +504,7 @@ class Pusher:
             self.pending.messages.pop(delivery_id, None)
             self.pending.sent.discard(delivery_id)
             self.cancelling.discard(delivery_id)
-        self._ack_later(saved.ack_ids)
-
-    def _ack_later(self, ids: Sequence[str]) -> None:
-        """Hand saved deliveries to the lease thread, which acks them in batches off this loop."""
-        with self.ack_lock:
-            self.unacked.update(ids)
-        self.ack_wanted.set()
-
-    def _ack_now(self, broker: Broker) -> None:
-        with self.ack_lock:
-            ids = list(self.unacked)
-        if ids:
-            broker.ack(ids)
-            with self.ack_lock:
-                self.unacked.difference_update(ids)
+        self.leases.ack_later(saved.ack_ids)
 
     def _hand_back(self) -> None:
         """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""
@@ -542,90 +512,14 @@ class Pusher:
         if self._broker_call(self.broker.requeue, ids):
             self.fetcher.buffer.clear()
 
-    def _held(self) -> list[str]:
-        """Every delivery this cluster holds. Called from the lease thread: list() copies in one step."""
-        running = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
-        return [
-            *(d.id for d in list(self.fetcher.buffer)), *running, *list(self.pending.messages),
-            *list(self.unacked), *list(self.retries),
-        ]
+    def _holding(self) -> list[str]:
+        """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
+        sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
+        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.pending.messages)]
 
-    def _keep_leases(self) -> None:
-        """Ack saved deliveries as they come, and renew every held lease three times per `retry`.
-
-        A thread of its own, with its own broker, so that the loop never waits
-        on a broker round trip, and a loop busy with a slow monitor or a broker
-        outage does not let leases lapse under tasks that are still running.
-        """
-        broker = get_broker(self.config.name, self.config)
-        period = self.config.retry / 3
-        next_renewal = time.monotonic() + period
-        next_cancel_poll = time.monotonic() + CANCEL_POLL
-        failing_since: float | None = None
-        while not self.closed.is_set():
-            wake_at = min(next_renewal, next_cancel_poll)
-            if self.starts:
-                wake_at = min(wake_at, time.monotonic() + START_NOTICE)
-            wait = max(0.0, wake_at - time.monotonic())
-            self.ack_wanted.wait(wait if failing_since is None else min(wait, 1.0))
-            self.ack_wanted.clear()
-            try:
-                self._flush_starts_and_retries(broker)
-                self._ack_now(broker)
-                if time.monotonic() >= next_renewal:
-                    held = self._held()
-                    if held:
-                        broker.renew(held)
-                    next_renewal = time.monotonic() + period
-                if time.monotonic() >= next_cancel_poll:
-                    self._poll_cancels(broker)
-                    next_cancel_poll = time.monotonic() + CANCEL_POLL
-            except BrokerError as exc:
-                if failing_since is None:  # once per outage
-                    failing_since = time.monotonic()
-                    logger.warning("acks and lease renewals failing, retrying: %s", exc)
-                self.closed.wait(1.0)
-                continue
-            except Exception:  # this thread must outlive any surprise, or leases lapse
-                logger.exception("lease thread error")
-                self.closed.wait(1.0)
-                continue
-            if failing_since is not None:
-                logger.warning("acks and renewals go through again after %.1fs", time.monotonic() - failing_since)
-                failing_since = None
-        broker.close()
-
-    def _flush_starts_and_retries(self, broker: Broker, everything: bool = False) -> None:
-        """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
-        now = time.time()
-        running = {d.id for d in [slot.running for slot in list(self.slots.values())] if d is not None}
-        with self.ack_lock:
-            due = {k: v for k, v in self.starts.items() if everything or now - v[1] >= START_NOTICE}
-            self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
-            retries = dict(self.retries)
-        starts = {k: v for k, v in due.items() if k in running}
-        records = {
-            k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
-            for k, (pid, at) in starts.items()
-        }
-        try:
-            broker.mark_running(records)
-        except BrokerError:
-            with self.ack_lock:
-                self.starts = {**starts, **self.starts}
-            raise
-        for delivery_id, (payload, delay) in retries.items():
-            broker.retry(delivery_id, payload, delay)
-            with self.ack_lock:
-                del self.retries[delivery_id]
-
-    def _poll_cancels(self, broker: Broker) -> None:
-        held = self._held()
-        wanted = set(broker.cancel_requests(held)) if held else set()
-        if wanted - self.cancelling:
-            with self.ack_lock:
-                self.cancel_wanted |= wanted
-            self.wake_w.send_bytes(b"c")
+    def _running(self) -> set[str]:
+        """The deliveries running now. Called from the lease thread."""
+        return {d.id for d in [slot.running for slot in list(self.slots.values())] if d is not None}
 
     def _broker_call(self, method: Callable[[list[str]], None], ids: list[str]) -> bool:
         """Call a broker method; on failure log once per outage and report False (the caller retries).
@@ -654,13 +548,7 @@ class Pusher:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
         self.status.stop()
         self.closed.set()
-        self.ack_wanted.set()
-        self.lease_thread.join(5.0)
-        try:
-            self._flush_starts_and_retries(self.broker, everything=True)  # what the lease thread had no time for
-            self._ack_now(self.broker)
-        except BrokerError as exc:
-            logger.error("could not ack %s saved deliveries; they will be acked on redelivery: %s", len(self.unacked), exc)
+        self.leases.close(self.broker)  # and what the lease thread had no time for
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
                 conn.send(STOP)
@@ -676,12 +564,10 @@ class Pusher:
 
     # --- cluster status (django_q.status) ---
 
-    def _start_status(self, identity: Identity | None) -> None:
+    def _start_status(self, identity: Identity) -> None:
         """Count what happens and publish the status from a thread with its own broker."""
         self.tally = Tally()
         self.all_connected = False
-        identity = identity or Identity.new(self.config.name)
-        self.identity_id = identity.id
         self.status = Publisher(self.config, identity, self._status_snapshot, self.tally)
         self.status.start()
 

@@ -1,0 +1,198 @@
+"""The pusher's lease keeper: one thread, with a broker of its own, for every broker call about held deliveries.
+
+It acks saved deliveries as they come, renews every held lease three times
+per `retry`, tells the broker where jobs run once they have run START_NOTICE
+seconds, hands failed attempts back under their retry policy, and asks every
+CANCEL_POLL seconds which held deliveries cancel() wants stopped.
+
+A thread of its own, so that the pusher's loop never waits on a broker round
+trip, and a loop busy with a slow monitor or a broker outage does not let
+leases lapse under tasks that are still running. The loop hands it work with
+`ack_later`, `started` and `retry_later`, and takes cancel requests with
+`take_cancels`; everything shared is guarded by one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from ..brokers import get_broker
+from ..brokers.base import Broker
+from ..conf import Config
+from ..exceptions import BrokerError
+from ..inflight import RunningInfo, worker_id
+
+logger = logging.getLogger("django_q")
+
+CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries cancel() wants stopped
+# Seconds after a job starts before the broker is told where it runs: a job
+# that is over by then costs the broker nothing.
+START_NOTICE = 0.1
+
+
+class Leases:
+    """Broker calls for the pusher's held deliveries, made by a thread; `start()`, then `close()`.
+
+    `holding` lists the deliveries the pusher's loop holds (fetched, sent to a
+    worker, or waiting for the monitor), `running` the ids running now, and
+    `woken` wakes the loop when cancel requests came.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        holding: Callable[[], list[str]],
+        running: Callable[[], set[str]],
+        woken: Callable[[], None],
+        identity_id: str,
+    ) -> None:
+        self.config = config
+        self.holding = holding
+        self.running = running
+        self.woken = woken
+        self.identity_id = identity_id
+        self.lock = threading.Lock()
+        self.wanted = threading.Event()  # set when there is something to do before the next tick
+        self.closed = threading.Event()
+        self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
+        self.starts: dict[str, tuple[int, float]] = {}  # delivery id -> (worker pid, epoch started)
+        self.retries: dict[str, tuple[bytes, float]] = {}  # delivery id -> (package to run again, delay)
+        self.cancels: set[str] = set()  # cancel requests not yet taken by the loop
+        self.reported: set[str] = set()  # cancel requests handed to the loop already
+        self.thread = threading.Thread(target=self._run, name="django_q-leases", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # --- from the pusher's loop ---
+
+    def ack_later(self, ids: Iterable[str]) -> None:
+        """Saved deliveries: acked in batches off the loop."""
+        with self.lock:
+            self.unacked.update(ids)
+        self.wanted.set()
+
+    def started(self, delivery_id: str, pid: int, at: float) -> None:
+        """A job started in worker `pid` at epoch `at`: marked running if it still runs START_NOTICE later."""
+        with self.lock:
+            first = not self.starts
+            self.starts[delivery_id] = (pid, at)
+        if first:
+            self.wanted.set()  # the thread sets its clock for START_NOTICE
+
+    def retry_later(self, delivery_id: str, payload: bytes, delay: float) -> None:
+        """A failed attempt its retry policy runs again: handed back to the broker, due in `delay` seconds."""
+        with self.lock:
+            self.retries[delivery_id] = (payload, delay)
+        self.wanted.set()
+
+    def take_cancels(self) -> set[str]:
+        """The cancel requests that came since the last call."""
+        with self.lock:
+            cancels, self.cancels = self.cancels, set()
+        return cancels
+
+    @property
+    def retrying(self) -> bool:
+        return bool(self.retries)
+
+    def held(self) -> list[str]:
+        """Every delivery this cluster holds. list() copies what other threads change in one step."""
+        return [*self.holding(), *list(self.unacked), *list(self.retries)]
+
+    def close(self, broker: Broker) -> None:
+        """Stop the thread, then make with `broker` the calls it had no time for."""
+        self.closed.set()
+        self.wanted.set()
+        self.thread.join(5.0)
+        try:
+            self._flush(broker, everything=True)
+            self._ack(broker)
+        except BrokerError as exc:
+            logger.error("could not ack %s saved deliveries; they will be acked on redelivery: %s", len(self.unacked), exc)
+
+    # --- the thread ---
+
+    def _run(self) -> None:
+        broker = get_broker(self.config.name, self.config)
+        period = self.config.retry / 3
+        next_renewal = time.monotonic() + period
+        next_cancel_poll = time.monotonic() + CANCEL_POLL
+        failing_since: float | None = None
+        while not self.closed.is_set():
+            wake_at = min(next_renewal, next_cancel_poll)
+            if self.starts:
+                wake_at = min(wake_at, time.monotonic() + START_NOTICE)
+            wait = max(0.0, wake_at - time.monotonic())
+            self.wanted.wait(wait if failing_since is None else min(wait, 1.0))
+            self.wanted.clear()
+            try:
+                self._flush(broker)
+                self._ack(broker)
+                if time.monotonic() >= next_renewal:
+                    held = self.held()
+                    if held:
+                        broker.renew(held)
+                    next_renewal = time.monotonic() + period
+                if time.monotonic() >= next_cancel_poll:
+                    self._poll_cancels(broker)
+                    next_cancel_poll = time.monotonic() + CANCEL_POLL
+            except BrokerError as exc:
+                if failing_since is None:  # once per outage
+                    failing_since = time.monotonic()
+                    logger.warning("acks and lease renewals failing, retrying: %s", exc)
+                self.closed.wait(1.0)
+                continue
+            except Exception:  # this thread must outlive any surprise, or leases lapse
+                logger.exception("lease thread error")
+                self.closed.wait(1.0)
+                continue
+            if failing_since is not None:
+                logger.warning("acks and renewals go through again after %.1fs", time.monotonic() - failing_since)
+                failing_since = None
+        broker.close()
+
+    def _ack(self, broker: Broker) -> None:
+        with self.lock:
+            ids = list(self.unacked)
+        if ids:
+            broker.ack(ids)
+            with self.lock:
+                self.unacked.difference_update(ids)
+
+    def _flush(self, broker: Broker, everything: bool = False) -> None:
+        """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
+        now = time.time()
+        running = self.running()
+        with self.lock:
+            due = {k: v for k, v in self.starts.items() if everything or now - v[1] >= START_NOTICE}
+            self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
+            retries = dict(self.retries)
+        starts = {k: v for k, v in due.items() if k in running}
+        records = {
+            k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
+            for k, (pid, at) in starts.items()
+        }
+        try:
+            broker.mark_running(records)
+        except BrokerError:
+            with self.lock:
+                self.starts = {**starts, **self.starts}
+            raise
+        for delivery_id, (payload, delay) in retries.items():
+            broker.retry(delivery_id, payload, delay)
+            with self.lock:
+                del self.retries[delivery_id]
+
+    def _poll_cancels(self, broker: Broker) -> None:
+        held = self.held()
+        wanted = set(broker.cancel_requests(held)) if held else set()
+        new = wanted - self.reported
+        self.reported = (self.reported & wanted) | new  # requests of deliveries no longer held are forgotten
+        if new:
+            with self.lock:
+                self.cancels |= new
+            self.woken()
