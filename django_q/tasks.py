@@ -277,10 +277,6 @@ def enqueue_packages(
     """
     if payloads is None:
         payloads = [_pack(task, config) for task in tasks]
-    if len(tasks) == 1:  # async_task's case, without the grouping
-        task = tasks[0]
-        signals.pre_enqueue.send(sender="django_q", task=task)
-        return [get_broker(task.cluster, config).enqueue(payloads[0], task.priority, delay, task.id)]
     groups: dict[tuple[str | None, int], tuple[list[bytes], list[str]]] = {}
     for task, payload in zip(tasks, payloads, strict=True):
         signals.pre_enqueue.send(sender="django_q", task=task)

@@ -6,8 +6,11 @@ import importlib
 import logging
 import os
 import signal
-import time
 import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
@@ -20,7 +23,7 @@ from .messages import Hello
 logger = logging.getLogger("django_q")
 
 CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
-HANDSHAKE = 5.0  # seconds the pusher has to start the handshake of a connection it accepted
+HANDSHAKE = 5.0  # seconds either side of a new connection has to take its turn in the handshake
 
 
 def start(module: str, function: str, *args: Any) -> None:
@@ -99,3 +102,52 @@ def _client(address: str, authkey: bytes) -> Connection | None:
         conn.close()
         return None
     return conn
+
+
+class Listener:
+    """The pusher's side of `connect()`: takes connections on `address` in a thread of its own.
+
+    Each connection authenticates and introduces itself in a thread of its
+    own, so that a client that dies or stalls mid-handshake never blocks the
+    next one. Those that do are queued in `newcomers` as (connection, Hello),
+    and `arrived()` is called.
+    """
+
+    def __init__(self, address: str, authkey: bytes, arrived: Callable[[], None]) -> None:
+        self.authkey = authkey
+        self.arrived = arrived
+        self.newcomers: deque[tuple[Connection, Hello]] = deque()
+        self.closed = False
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(address)
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                sock, _ = self.sock.accept()
+            except OSError:
+                if self.closed:
+                    return
+                time.sleep(0.01)
+                continue
+            conn = Connection(sock.detach())
+            threading.Thread(target=self._handshake, args=(conn,), name="django_q-handshake", daemon=True).start()
+
+    def _handshake(self, conn: Connection) -> None:
+        try:
+            deliver_challenge(conn, self.authkey)
+            answer_challenge(conn, self.authkey)
+            hello = conn.recv() if conn.poll(HANDSHAKE) else None
+        except Exception:  # EOF, a bad key, a reset: this client is gone
+            hello = None
+        if not isinstance(hello, Hello):
+            conn.close()
+            return
+        self.newcomers.append((conn, hello))
+        self.arrived()

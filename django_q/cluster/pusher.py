@@ -19,13 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import socket
-from multiprocessing.connection import Connection, Pipe, answer_challenge, deliver_challenge, wait
+from multiprocessing.connection import Connection, Pipe, wait
 
 from ..brokers import get_broker
 from ..brokers.base import Delivery
@@ -36,8 +34,8 @@ from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
 from .leases import Leases
-from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send_many
-from .runstate import RunState, path as state_path
+from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
+from .runstate import RunState, Seen, path as state_path
 from .worker import CANCEL_SIGNAL, cancel_file
 
 logger = logging.getLogger("django_q")
@@ -52,7 +50,6 @@ PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
 PREFETCH_MAX = 16
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
-HANDSHAKE = 5.0  # seconds a new connection has to introduce itself
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
 # Outcomes go to the monitor in batches: when MONITOR_BATCH wait, or when the
 # oldest has waited MONITOR_LINGER seconds (the monitor lingers longer itself).
@@ -112,10 +109,6 @@ class Pusher:
         self.config = config
         self.run_once = run_once
         self.broker = get_broker(config.name, config)
-        self.authkey = authkey
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(address)
-        self.listener.listen(64)
         self.wake_r, self.wake_w = Pipe(duplex=False)
         self.fetcher = Fetcher(config, config.name, self.wake_w)
         self.slots: dict[Connection, Slot] = {}
@@ -128,41 +121,12 @@ class Pusher:
         self.mean_run: float | None = None  # seconds, a moving mean of task run times
         self.outage_since: float | None = None
         self.retry_at = self.retry_pause = 0.0
-        self._newcomers: deque[tuple[Connection, Hello]] = deque()
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
+        self.listener = process.Listener(address, authkey, lambda: self.wake_w.send_bytes(b"a"))
         identity = identity or Identity.new(config.name)
         self.leases = Leases(config, self._holding, self._running, lambda: self.wake_w.send_bytes(b"c"), identity.id)
         self.leases.start()
         self.fetcher.start()
         self._start_status(identity)
-
-    def _accept(self) -> None:
-        """Take connections; each one authenticates and introduces itself in a thread of its own,
-        so that a client that dies or stalls mid-handshake never blocks the next one."""
-        while not self.closed.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                if self.closed.is_set():
-                    return
-                time.sleep(0.01)
-                continue
-            conn = Connection(sock.detach())
-            threading.Thread(target=self._handshake, args=(conn,), name="django_q-handshake", daemon=True).start()
-
-    def _handshake(self, conn: Connection) -> None:
-        try:
-            deliver_challenge(conn, self.authkey)
-            answer_challenge(conn, self.authkey)
-            hello = conn.recv() if conn.poll(HANDSHAKE) else None
-        except Exception:  # EOF, a bad key, a reset: this client is gone
-            hello = None
-        if not isinstance(hello, Hello):
-            conn.close()
-            return
-        self._newcomers.append((conn, hello))
-        self.wake_w.send_bytes(b"a")
 
     def stop(self) -> None:
         """Begin a graceful stop: fetch nothing more, hand back what did not start, finish the rest."""
@@ -193,8 +157,8 @@ class Pusher:
                 self._saved(msg)
             else:
                 self._from_worker(self.slots[conn], msg)
-        while self._newcomers:
-            self._welcome(*self._newcomers.popleft())
+        while self.listener.newcomers:
+            self._welcome(*self.listener.newcomers.popleft())
         if self.leases.cancels:  # read without the lock: take_cancels() takes it
             self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
@@ -319,10 +283,8 @@ class Pusher:
             self.monitor = None
             return
         slot = self.slots.pop(conn)
-        seen = None
+        seen = self._observe(slot)
         if slot.state is not None:
-            self._observe(slot)
-            seen = slot.state.read()
             slot.state.remove()
         # Without a state every unanswered job counts as taken: run again rather than lost.
         taken = len(slot.jobs) if seen is None else max(0, min(len(slot.jobs), seen.taken - slot.answered))
@@ -347,25 +309,27 @@ class Pusher:
             logger.warning("worker pid %s died running delivery %s; handing it back", slot.pid, delivery.id)
             self._broker_call(self.broker.requeue, [delivery.id])
 
-    def _observe(self, slot: Slot) -> None:
-        """Read which job the worker runs: set its clock, have it marked running, stop it if cancelled."""
+    def _observe(self, slot: Slot) -> Seen | None:
+        """Read which job the worker runs: set its clock, have it marked running, stop it if cancelled.
+        Returns what was read (None: no state, or the worker was writing it)."""
         seen = slot.state.read() if slot.state is not None else None
         if seen is None:
-            return
+            return None
         if seen.running is None:
             slot.running = slot.started = slot.deadline = None
-            return
+            return seen
         if slot.running is not None and slot.running.id == seen.running and slot.started == seen.started:
-            return
+            return seen
         delivery = next((d for d in slot.jobs if d.id == seen.running), None)
         if delivery is None:  # answered already: the state was read as the worker moved on
             slot.running = slot.started = slot.deadline = None
-            return
+            return seen
         slot.running, slot.started = delivery, seen.started
         slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
         self.leases.started(delivery.id, slot.pid, seen.started)
         if delivery.id in self.cancelling:
             self._stop_running(slot)
+        return seen
 
     def _watch_timeouts(self) -> None:
         for slot in self.slots.values():
@@ -384,10 +348,7 @@ class Pusher:
             else:
                 continue
             slot.killed = True
-            try:
-                os.kill(slot.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self._signal(slot, signal.SIGKILL)
 
     # --- cancel() and retry policies ---
 
@@ -547,11 +508,10 @@ class Pusher:
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
         self.status.stop()
-        self.closed.set()
         self.leases.close(self.broker)  # and what the lease thread had no time for
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
-                conn.send(STOP)
+                send(conn, STOP)
             except OSError:
                 pass
         self.listener.close()

@@ -238,7 +238,7 @@ FLUSH_AFTER = 0.002
 class Worker:
     """One worker's conversation with the pusher; `loop()` serves one message."""
 
-    def __init__(self, conn: Connection, index: int, config: Config, state: RunState | None = None) -> None:
+    def __init__(self, conn: Connection, index: int, config: Config, state: RunState) -> None:
         self.conn = conn
         self.index = index
         self.config = config
@@ -293,8 +293,7 @@ class Worker:
         return None
 
     def _write_state(self, running: str | None = None, timeout: float | None = None) -> None:
-        if self.state is not None:
-            self.state.write(self.taken, running, timeout)
+        self.state.write(self.taken, running, timeout)
 
     def say(self, message: Any) -> None:
         """Queue a message for the pusher; sent with others (see OUTBOX_MAX, FLUSH_AFTER)."""

@@ -1,0 +1,314 @@
+"""The Redis broker's Lua scripts, and the caller that runs them on a connection of the broker's own.
+
+Every script gets the keys in `redis.KEY_NAMES` order (the key layout is in
+the docstring of django_q.brokers.redis); each move of a message between the
+sorted sets is one script, so it is atomic, with `TIME` as the one clock
+every cluster shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+# Enough tokens to wake every consumer of a busy queue; more would only be
+# popped and found stale.
+WAKE_CAP = 64
+# Scripts move at most this many due or lapsed ids per call, so one call never
+# blocks the server for long; the next call moves the rest.
+RELEASE_BATCH = 1000
+
+# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel.
+COMMON = f"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Put ids of a timed ZSET whose time has come back in ready, at their own place.
+local function release(zset, now)
+  local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, {RELEASE_BATCH})
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', zset, id)
+    redis.call('HDEL', KEYS[10], id)
+    if redis.call('HEXISTS', KEYS[3], id) == 1 then
+      redis.call('ZADD', KEYS[2], id, id)
+    end
+  end
+end
+local function wake()
+  redis.call('LPUSH', KEYS[7], 1)
+  redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1})
+end
+-- Forget everything kept about id but its place in the sorted sets.
+local function forget(id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[10], id)
+  redis.call('SREM', KEYS[11], id)
+  local key = redis.call('HGET', KEYS[9], id)
+  if key then
+    if redis.call('HGET', KEYS[8], key) == id then redis.call('HDEL', KEYS[8], key) end
+    redis.call('HDEL', KEYS[9], id)
+  end
+end
+-- (state, id, payload, attempts, due ms or -1, running or false) of a message still held.
+local function describe(id, now)
+  local payload = redis.call('HGET', KEYS[3], id)
+  if not payload then return nil end
+  local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+  local lease = redis.call('ZSCORE', KEYS[5], id)
+  if lease and tonumber(lease) > now then
+    return {{'leased', id, payload, attempts, lease, redis.call('HGET', KEYS[10], id)}}
+  end
+  local due = redis.call('ZSCORE', KEYS[6], id)
+  if due and tonumber(due) > now then return {{'delayed', id, payload, attempts, due, false}} end
+  return {{'queued', id, payload, attempts, -1, false}}
+end
+"""
+
+# ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for none).
+# Returns the new ids.
+ENQUEUE = """
+local base = tonumber(ARGV[1])
+local delay = tonumber(ARGV[2])
+local due = nil
+if delay > 0 then due = now_ms() + delay end
+local n = (#ARGV - 2) / 2
+local first = redis.call('INCRBY', KEYS[1], n) - n
+local ids = {}
+for i = 1, n do
+  local id = string.format('%d', base + first + i)
+  redis.call('HSET', KEYS[3], id, ARGV[2 * i + 1])
+  local key = ARGV[2 * i + 2]
+  if key ~= '' then
+    redis.call('HSET', KEYS[8], key, id)
+    redis.call('HSET', KEYS[9], id, key)
+  end
+  if due then redis.call('ZADD', KEYS[6], due, id) else redis.call('ZADD', KEYS[2], id, id) end
+  ids[i] = id
+end
+-- A delayed message wakes consumers too, so that they shorten their wait to its due time.
+wake()
+return ids
+"""
+
+# ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint
+# is how long until a delayed message is due or a lease lapses (-1: never).
+DEQUEUE = """
+local count = tonumber(ARGV[1])
+local now = now_ms()
+release(KEYS[6], now)
+release(KEYS[5], now)
+local out = {-1}
+local got = 0
+while got < count do
+  local popped = redis.call('ZPOPMIN', KEYS[2], count - got)
+  if #popped == 0 then break end
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local body = redis.call('HGET', KEYS[3], id)
+    if body then
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
+      out[#out + 1] = id
+      out[#out + 1] = body
+      out[#out + 1] = redis.call('HINCRBY', KEYS[4], id, 1)
+      got = got + 1
+    end
+  end
+end
+-- Pass the baton: another blocked consumer can take what this one left.
+if redis.call('ZCARD', KEYS[2]) > 0 then wake() end
+for _, key in ipairs({KEYS[6], KEYS[5]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = tonumber(first[2]) - now
+    if out[1] < 0 or wait < out[1] then out[1] = wait end
+  end
+end
+return out
+"""
+
+# ARGV: lease ms, id...  XX: an id that is not leased stays unleased.
+RENEW = """
+local deadline = now_ms() + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[5], 'XX', deadline, ARGV[i]) end
+"""
+
+ACK = """
+for _, id in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[5], id) == 1 then forget(id) end
+end
+"""
+
+REQUEUE = """
+local moved = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
+    redis.call('HDEL', KEYS[10], id)
+    redis.call('ZADD', KEYS[2], id, id)
+    moved = moved + 1
+  end
+end
+if moved > 0 then wake() end
+"""
+
+# ARGV: id, payload, delay ms.  A leased message gets the new payload and is
+# ready again after the delay, with its id (so its place) and attempts.
+RETRY = """
+local id = ARGV[1]
+if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
+  redis.call('HSET', KEYS[3], id, ARGV[2])
+  redis.call('HDEL', KEYS[10], id)
+  local delay = tonumber(ARGV[3])
+  if delay > 0 then redis.call('ZADD', KEYS[6], now_ms() + delay, id) else redis.call('ZADD', KEYS[2], id, id) end
+  wake()
+end
+"""
+
+# ARGV: id, record, id, record...  Only for ids still leased.
+MARK_RUNNING = """
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[5], ARGV[i]) then redis.call('HSET', KEYS[10], ARGV[i], ARGV[i + 1]) end
+end
+"""
+
+# ARGV: key.  Read only.  Returns describe() of the message, or an empty list.
+LOOKUP = """
+local id = redis.call('HGET', KEYS[8], ARGV[1])
+if not id then return {} end
+return describe(id, now_ms()) or {}
+"""
+
+# ARGV: key.  Removes a message that is not leased; flags a leased one.
+# Returns {outcome, describe()...}, or an empty list.
+CANCEL = """
+local id = redis.call('HGET', KEYS[8], ARGV[1])
+if not id then return {} end
+local found = describe(id, now_ms())
+if not found then return {} end
+if found[1] == 'leased' then
+  redis.call('SADD', KEYS[11], id)
+  return {'requested', unpack(found)}
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[6], id)
+forget(id)
+return {'removed', unpack(found)}
+"""
+
+# ARGV: limit.  Read only.  Returns describe() of each, flattened: leased, ready, delayed.
+PENDING = """
+local limit = tonumber(ARGV[1])
+local now = now_ms()
+local out = {}
+local function add(ids)
+  for _, id in ipairs(ids) do
+    if #out >= limit * 6 then return end
+    local found = describe(id, now)
+    if found then for _, v in ipairs(found) do out[#out + 1] = v end end
+  end
+end
+add(redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. now, '+inf', 'LIMIT', 0, limit))
+add(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, limit))
+add(redis.call('ZRANGE', KEYS[2], 0, limit - 1))
+add(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '+inf', 'LIMIT', 0, limit))
+return out
+"""
+
+# Read only: due delayed messages and lapsed leases count as waiting, as they
+# would be handed out by the next dequeue.  Returns {waiting, leased}.
+COUNTS = """
+local now = now_ms()
+local due = redis.call('ZCOUNT', KEYS[6], '-inf', now)
+local lapsed = redis.call('ZCOUNT', KEYS[5], '-inf', now)
+local leased = redis.call('ZCARD', KEYS[5]) - lapsed
+return {redis.call('ZCARD', KEYS[2]) + due + lapsed, leased}
+"""
+
+
+# The status keys expire with their last entry, so a queue whose clusters all
+# died leaves nothing behind.  KEYS: status, status_expiry.  ARGV: id, data, ttl ms.
+PUBLISH_STATUS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[1], id)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+redis.call('PEXPIREAT', KEYS[2], last[2])
+"""
+
+# KEYS: status, status_expiry.  Read only: expired entries are skipped here and
+# removed by the next publication.
+STATUSES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(ids))
+"""
+
+
+try:  # hiredis packs a command in C; redis-py's own encoder checks each argument's type in Python
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis is an optional extra
+    _pack = None
+
+
+class Lua:
+    """Calls the broker's Lua scripts straight on one connection of its own: EVALSHA written, reply read.
+
+    redis-py's client path (command lookup, pool checkout, response callbacks,
+    observability hooks) costs about twice what the call itself does: an
+    `async_task` spent most of its time there. A broker is used by one thread
+    at a time, so one connection serves all its scripts. A script the server
+    lost (a restart) is loaded again; a call on a connection that went stale
+    is made once more on a new one. Other failures raise redis-py's errors.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.conn: Any = None
+
+    def script(self, source: str) -> Callable[..., Any]:
+        script = self.client.register_script(source)  # computes the SHA; nothing is sent
+
+        def call(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+            return self.call(script, keys, args)
+
+        return call
+
+    def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        for attempt in range(3):
+            if self.conn is None:
+                # From the pool, which connects it: a Sentinel pool asks where the primary is now.
+                self.conn = self.client.connection_pool.get_connection()
+            try:
+                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+                self.conn.send_packed_command([_pack(command)] if _pack else self.conn.pack_command(*command), False)
+                return self.conn.read_response()
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(script.script)
+            except redis.exceptions.ResponseError:
+                raise  # the script failed; its reply was read, the connection is fine
+            except redis.exceptions.ConnectionError:
+                self.close()  # the next call takes a new connection
+                if attempt:
+                    raise
+            except BaseException:  # a timeout, or an interrupted read, leaves a reply unread
+                self.close()
+                raise
+        raise redis.exceptions.NoScriptError("the script was lost again as soon as it was loaded")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
