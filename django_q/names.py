@@ -1,6 +1,6 @@
 """Task ids and the human-readable names derived from them."""
 
-import uuid
+import os
 
 # 256 short words, one per byte value; four of them plus six hex digits of the
 # id name a task ("amber-otter-seven-kite-3fa2c1"), 56 bits in all, so names
@@ -27,8 +27,21 @@ assert len(set(WORDS)) == 256
 
 
 def new_id() -> str:
-    """A new task id: 32 lowercase hex characters."""
-    return uuid.uuid4().hex
+    """A new task id: a random version-4 UUID as 32 lowercase hex characters (as uuid4().hex, quicker)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
+
+
+def new_ids(count: int) -> list[str]:
+    """`count` new task ids, as new_id() makes them (random version-4 UUIDs), from one read of the OS's randomness."""
+    raw = bytearray(os.urandom(16 * count))
+    for at in range(6, 16 * count, 16):
+        raw[at] = raw[at] & 0x0F | 0x40  # version 4
+        raw[at + 2] = raw[at + 2] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return [text[at : at + 32] for at in range(0, 32 * count, 32)]
 
 
 def humanize(task_id: str) -> str:

@@ -19,6 +19,7 @@ import json
 import operator
 import pickle
 import zlib
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -114,6 +115,7 @@ def callable_path(func: Any) -> str:
 
 
 _keys: list[bytes] | None = None
+_signer: Any = None  # an HMAC of the first key over nothing yet; copied to sign each package
 
 
 def _secrets() -> list[bytes]:
@@ -127,8 +129,9 @@ def _secrets() -> list[bytes]:
 
 def reset_keys() -> None:
     """Forget the cached keys (called when SECRET_KEY or its fallbacks change)."""
-    global _keys
+    global _keys, _signer
     _keys = None
+    _signer = None
 
 
 def _mac(key: bytes, signed: bytes) -> bytes:
@@ -137,9 +140,15 @@ def _mac(key: bytes, signed: bytes) -> bytes:
 
 
 def sign(body: bytes, flags: int) -> bytes:
-    """Frame and sign a serialized body."""
-    signed = bytes((flags,)) + body
-    return MAGIC + signed[:1] + _mac(_secrets()[0], signed) + signed[1:]
+    """Frame and sign a serialized body (the MAC covers the flags byte, then the body)."""
+    global _signer
+    if _signer is None:
+        _signer = hmac.new(_secrets()[0], digestmod=hashlib.sha256)
+    flag = bytes((flags,))
+    mac = _signer.copy()  # the key's padding is hashed once, not per package
+    mac.update(flag)
+    mac.update(body)
+    return b"".join((MAGIC, flag, mac.digest(), body))
 
 
 def verify(data: bytes, limit: int) -> None:
@@ -157,19 +166,45 @@ def verify(data: bytes, limit: int) -> None:
 
 def pack(task: TaskPackage, serializer: str = "pickle", compress: bool = False, limit: int | None = None) -> bytes:
     """Serialize, optionally compress, and sign a task."""
-    data = task.to_dict()
+    return _pack_fields(task.to_dict(), task.name, serializer, compress, limit)
+
+
+def pack_many(
+    template: TaskPackage,
+    ids: Sequence[str],
+    names: Sequence[str],
+    args: Sequence[tuple],
+    serializer: str = "pickle",
+    compress: bool = False,
+    limit: int | None = None,
+) -> list[bytes]:
+    """pack() of copies of `template` that differ only in id, name and args, without making the copies."""
+    base = template.to_dict()
+    base.pop("args", None)
+    out = []
+    for task_id, name, task_args in zip(ids, names, args, strict=True):
+        fields = base.copy()
+        fields["id"] = task_id
+        fields["name"] = name
+        if task_args:
+            fields["args"] = task_args
+        out.append(_pack_fields(fields, name, serializer, compress, limit))
+    return out
+
+
+def _pack_fields(fields: dict[str, Any], name: str, serializer: str, compress: bool, limit: int | None) -> bytes:
     if serializer == "json":
-        body = json.dumps(data, separators=(",", ":")).encode()
+        body = json.dumps(fields, separators=(",", ":")).encode()
         flags = FLAG_JSON
     else:
-        body = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        body = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
         flags = 0
     if compress:
         body = zlib.compress(body)
         flags |= FLAG_ZLIB
     out = sign(body, flags)
     if limit is not None and len(out) > limit:
-        raise PackageTooLarge(f"task {task.name} is {len(out)} bytes packed, over package_limit {limit}")
+        raise PackageTooLarge(f"task {name} is {len(out)} bytes packed, over package_limit {limit}")
     return out
 
 

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +18,8 @@ from .brokers import get_broker
 from .brokers.base import PRIORITY_MAX, PRIORITY_MIN
 from .conf import Config, get_config
 from .exceptions import PackageTooLarge, TaskTypeError
-from .names import humanize, new_id
-from .package import TaskPackage, callable_path, pack
+from .names import humanize, new_id, new_ids
+from .package import TaskPackage, callable_path, pack, pack_many
 
 OPTION_NAMES = frozenset(
     {
@@ -76,18 +77,37 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
         raise TaskTypeError("async_many names each task itself; task_name is not an option here")
     common = package_fields(func, options, config)  # checked once for every task
     now = time.time()
-    tasks = []
-    for item in args_iter:
-        task_id = new_id()
-        args = item if isinstance(item, tuple) else (item,)
-        tasks.append(TaskPackage(id=task_id, name=humanize(task_id), args=args, enqueued=now, **common))
+    args = [item if isinstance(item, tuple) else (item,) for item in args_iter]
+    ids = new_ids(len(args))
+    names = [humanize(task_id) for task_id in ids]
     sync = options.get("sync")
-    if sync if sync is not None else config.sync:
-        for task in tasks:
-            run_sync(task, config)
-    elif tasks:
-        send(tasks, config, delay_of(options), options.get("on_commit"))
-    return [task.id for task in tasks]
+    if (sync if sync is not None else config.sync) or signals.pre_enqueue.has_listeners():
+        tasks = [
+            TaskPackage(id=task_id, name=name, args=task_args, enqueued=now, **common)
+            for task_id, name, task_args in zip(ids, names, args)
+        ]
+        if sync if sync is not None else config.sync:
+            for task in tasks:
+                run_sync(task, config)
+        elif tasks:
+            send(tasks, config, delay_of(options), options.get("on_commit"))
+        return ids
+    # Nothing looks at the packages themselves: they are serialized straight from their fields.
+    template = TaskPackage(id="", name="", enqueued=now, **common)
+    try:
+        payloads = pack_many(template, ids, names, args, config.serializer, config.compress, config.package_limit)
+    except Exception:
+        for task_id, name, task_args in zip(ids, names, args):  # name the first that fails, as async_task does
+            _pack(replace(template, id=task_id, name=name, args=task_args), config)
+        raise
+    delay = delay_of(options)
+
+    def go() -> None:
+        get_broker(template.cluster, config).enqueue_many(payloads, template.priority, delay, ids)
+
+    if ids:
+        _when_committed(go, options.get("on_commit"), config)
+    return ids
 
 
 def send(
@@ -105,6 +125,11 @@ def send(
         if after is not None:
             after()
 
+    _when_committed(go, on_commit, config)
+
+
+def _when_committed(go: Callable[[], Any], on_commit: bool | None, config: Config) -> None:
+    """Call `go` now, or when the default database's transaction commits (`on_commit`, else the setting)."""
     if on_commit if on_commit is not None else config.on_commit:
         transaction.on_commit(go)
     else:

@@ -69,7 +69,8 @@ end
 """
 
 # ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for none).
-# Returns the new ids.
+# Returns the new ids. Each hash and sorted set gets one command for the whole
+# batch (a command per message costs several times its work in Lua calls).
 ENQUEUE = """
 local base = tonumber(ARGV[1])
 local delay = tonumber(ARGV[2])
@@ -77,21 +78,47 @@ local due = nil
 if delay > 0 then due = now_ms() + delay end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
-local ids = {}
+local ids, bodies, places, index, keys = {}, {}, {}, {}, {}
 for i = 1, n do
   local id = string.format('%d', base + first + i)
-  redis.call('HSET', KEYS[3], id, ARGV[2 * i + 1])
+  ids[i] = id
+  bodies[2 * i - 1] = id
+  bodies[2 * i] = ARGV[2 * i + 1]
+  places[2 * i - 1] = due or id
+  places[2 * i] = id
   local key = ARGV[2 * i + 2]
   if key ~= '' then
-    redis.call('HSET', KEYS[8], key, id)
-    redis.call('HSET', KEYS[9], id, key)
+    index[#index + 1] = key
+    index[#index + 1] = id
+    keys[#keys + 1] = id
+    keys[#keys + 1] = key
   end
-  if due then redis.call('ZADD', KEYS[6], due, id) else redis.call('ZADD', KEYS[2], id, id) end
-  ids[i] = id
 end
+redis.call('HSET', KEYS[3], unpack(bodies))
+if #index > 0 then
+  redis.call('HSET', KEYS[8], unpack(index))
+  redis.call('HSET', KEYS[9], unpack(keys))
+end
+redis.call('ZADD', due and KEYS[6] or KEYS[2], unpack(places))
 -- A delayed message wakes consumers too, so that they shorten their wait to its due time.
 wake()
 return ids
+"""
+
+# ENQUEUE for one message, without the tables a batch needs (the single
+# async_task is the common call).
+ENQUEUE_ONE = """
+local id = string.format('%d', tonumber(ARGV[1]) + redis.call('INCR', KEYS[1]))
+redis.call('HSET', KEYS[3], id, ARGV[3])
+local key = ARGV[4]
+if key ~= '' then
+  redis.call('HSET', KEYS[8], key, id)
+  redis.call('HSET', KEYS[9], id, key)
+end
+local delay = tonumber(ARGV[2])
+if delay > 0 then redis.call('ZADD', KEYS[6], now_ms() + delay, id) else redis.call('ZADD', KEYS[2], id, id) end
+wake()
+return id
 """
 
 # ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint

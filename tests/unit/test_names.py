@@ -3,7 +3,9 @@
 import re
 
 from django_q.models import Task
-from django_q.names import WORDS, humanize, new_id
+import uuid
+
+from django_q.names import WORDS, humanize, new_id, new_ids
 
 
 def test_an_id_is_32_lowercase_hex_characters():
@@ -13,6 +15,16 @@ def test_an_id_is_32_lowercase_hex_characters():
 
 def test_ids_are_distinct():
     assert len({new_id() for _ in range(10_000)}) == 10_000
+
+
+def test_ids_made_together_are_version_4_uuids_like_single_ones():
+    ids = new_ids(5000)
+    assert len(set(ids)) == 5000
+    for task_id in ids:
+        assert re.fullmatch(r"[0-9a-f]{32}", task_id)
+        parsed = uuid.UUID(hex=task_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert new_ids(0) == []
 
 
 def test_humanize_is_deterministic():

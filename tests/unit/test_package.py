@@ -16,6 +16,7 @@ from django_q.package import (
     TaskPackage,
     callable_path,
     pack,
+    pack_many,
     sign,
     unpack,
     verify,
@@ -85,6 +86,24 @@ class TestRoundTrip:
 
     def test_a_package_starts_with_the_magic_bytes(self):
         assert pack(make_task()).startswith(MAGIC)
+
+
+class TestPackMany:
+    @pytest.mark.parametrize("compress", [False, True])
+    @pytest.mark.parametrize("serializer", ["pickle", "json"])
+    def test_each_package_is_the_template_with_its_own_id_name_and_args(self, serializer, compress):
+        template = make_task(id="", name="")
+        ids = ["a" * 32, "b" * 32, "c" * 32]
+        names = ["first-one", "second-one", "third-one"]
+        args = [(1,), (), ("x", [2, 3])]
+        packed = pack_many(template, ids, names, args, serializer, compress)
+        expected = [make_task(id=i, name=n, args=a) for i, n, a in zip(ids, names, args)]
+        assert [unpack(data, LIMIT) for data in packed] == expected
+
+    def test_a_package_over_the_limit_is_refused_by_name(self):
+        template = make_task(id="", name="")
+        with pytest.raises(PackageTooLarge, match="big-one"):
+            pack_many(template, ["a" * 32, "b" * 32], ["small-one", "big-one"], [(1,), ("x" * 5000,)], limit=2000)
 
 
 class TestSignature:

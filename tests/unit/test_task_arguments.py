@@ -13,7 +13,7 @@ import pytest
 
 from django_q import signals
 from django_q.exceptions import BrokerConnectionError, PackageTooLarge, TaskTypeError
-from django_q.tasks import async_chain, async_iter, async_task, build_package, func_reference
+from django_q.tasks import async_chain, async_iter, async_many, async_task, build_package, func_reference
 from tests.app.tasks import Greeter, add
 
 from .helpers import UNREACHABLE_REDIS, received
@@ -112,6 +112,24 @@ def test_pre_enqueue_is_sent_with_the_package_before_it_goes_to_the_broker():
         async_task("math.copysign", 2, -2, group="signals")
     [call] = calls
     assert (call["task"].func, call["task"].args, call["task"].group) == ("math.copysign", (2, -2), "signals")
+
+
+def test_async_many_refuses_an_unpicklable_item_by_name_before_the_broker():
+    with pytest.raises(TaskTypeError) as info:
+        async_many("math.copysign", [(1, 2), (threading.Lock(), 1), (3, 4)])
+    message = str(info.value)
+    assert "cannot be serialized with pickle" in message and "lock" in message and "math.copysign" in message
+
+
+def test_async_many_control_good_items_do_reach_the_broker():
+    with pytest.raises(BrokerConnectionError):
+        async_many("math.copysign", [(1, 2), (3, 4)])
+
+
+def test_async_many_sends_pre_enqueue_for_each_package():
+    with received(signals.pre_enqueue) as calls, pytest.raises(BrokerConnectionError):
+        async_many("math.copysign", [(1, 2), (3, 4)], group="many")
+    assert [(c["task"].args, c["task"].group) for c in calls] == [((1, 2), "many"), ((3, 4), "many")]
 
 
 def test_a_package_over_the_limit_is_refused_before_the_broker(q_cluster):
