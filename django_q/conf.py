@@ -70,6 +70,7 @@ class Config:
     package_limit: int = 16 * 1024 * 1024  # bytes; our addition
     cancel_grace: float = 5.0  # seconds a cancelled running task has to stop before its worker is killed
     on_commit: bool = False  # enqueue only when the surrounding transaction commits
+    preload_tasks: bool = True  # the sentinel imports the modules of tasks run so far before it forks a worker
 
     @property
     def broker_kind(self) -> str:
@@ -133,6 +134,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "package_limit": (lambda v: _is_int(v) and v > 0, "a positive number of bytes"),
     "cancel_grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
     "on_commit": (lambda v: isinstance(v, bool), "True or False"),
+    "preload_tasks": (lambda v: isinstance(v, bool), "True or False"),
 }
 
 

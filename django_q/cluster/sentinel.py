@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from multiprocessing.connection import wait
@@ -47,6 +48,7 @@ class Sentinel:
         self.stop_requested = False
         self.stopping = False
         self.identity = Identity.new(config.name)  # every pusher publishes the status under it
+        self.unloadable: set[str] = set()  # task modules that failed to import here
 
     def _spawn(self, name: str, role: str, *args: Any) -> BaseProcess:
         # A forked child must not share this process's database sockets: closing
@@ -66,17 +68,45 @@ class Sentinel:
         )
 
     def _preload(self) -> None:
-        """Import, once, what each forked child would otherwise import for itself.
+        """Import, once, what each forked worker (and a new pusher) would otherwise import for itself.
 
         A recycled worker is a new fork: without this it would import its role's
-        module and, on its first task, the broker's client library (redis-py
-        takes about 80 ms of CPU) every `recycle` tasks.
+        module and, on its first task, django_q.tasks and the broker's client
+        library (redis-py takes about 80 ms of CPU) every `recycle` tasks. The
+        monitor is not recycled: it imports its own module (and the
+        scheduler's) in its process, beside the others starting up.
         """
         if self.ctx.get_start_method() != "fork":
             return  # spawned children import everything afresh anyway
         broker = "django_q.brokers.redis" if self.config.broker_kind == "redis" else "django_q.brokers.orm"
-        for module in ("django_q.cluster.pusher", "django_q.cluster.monitor", "django_q.cluster.worker", broker):
+        for module in ("django_q.cluster.pusher", "django_q.cluster.worker", "django_q.tasks", broker):
             importlib.import_module(module)
+
+    def _preload_tasks(self) -> None:
+        """Import the modules of the tasks workers ran so far, so that the next worker forks with them.
+
+        Without this every recycled worker imports its tasks' modules, and
+        whatever they import, again on its first tasks. A module that fails to
+        import here is left to the workers, as before.
+        """
+        if not self.config.preload_tasks or self.ctx.get_start_method() != "fork":
+            return
+        from .worker import task_modules_file
+
+        try:
+            with open(task_modules_file(self.address)) as f:
+                names = f.read().split()
+        except OSError:
+            return
+        for name in names:
+            if name in sys.modules or name in self.unloadable:
+                continue
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # a module's own code runs here: nothing of it may stop the sentinel
+                self.unloadable.add(name)
+                logger.warning("task module %s does not import in the sentinel (%s: %s); workers import it "
+                               "themselves", name, type(exc).__name__, exc)
 
     def start(self) -> None:
         """Start every process of the cluster."""
@@ -127,6 +157,7 @@ class Sentinel:
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i, proc in enumerate(self.workers):
             if self._needs_replacing(proc):
+                self._preload_tasks()
                 if proc.exitcode != Exit.RECYCLED:
                     logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
                 self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)

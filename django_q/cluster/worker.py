@@ -54,6 +54,33 @@ _cancel_file: str | None = None
 _cancel_signalled = False
 
 
+# Modules of task functions this worker imported itself (not inherited from the
+# sentinel): each is named once, a line each, in the task modules file, which the
+# sentinel imports before it forks the next worker (see Config.preload_tasks).
+_task_modules_file: str | None = None
+_known_modules: set[str] = set()
+# Task functions by dotted path: a path is imported and looked up once per worker.
+_functions: dict[str, Any] = {}
+
+
+def task_modules_file(address: str) -> str:
+    """Where the workers of the cluster at `address` name the modules of the tasks they ran."""
+    return os.path.join(os.path.dirname(address), "task-modules")
+
+
+def _note_module(func: Any) -> None:
+    module = getattr(func, "__module__", None)
+    if module is None or module in _known_modules:
+        return
+    _known_modules.add(module)
+    if _task_modules_file is not None:
+        try:
+            with open(_task_modules_file, "a") as f:
+                f.write(module + "\n")
+        except OSError:
+            pass  # the cluster is going away; the next worker imports the module itself
+
+
 def cancel_file(address: str, pid: int) -> str:
     """Where the pusher lists, a line each, the delivery ids of worker `pid` that cancel() wants stopped."""
     return os.path.join(os.path.dirname(address), f"cancel-{pid}")
@@ -105,7 +132,14 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) ->
 
     _running = delivery_id
     try:
-        func = resolve(task.func) if isinstance(task.func, str) else task.func
+        if isinstance(task.func, str):
+            func = _functions.get(task.func)
+            if func is None:
+                func = _functions[task.func] = resolve(task.func)
+                _note_module(func)
+        else:
+            func = task.func
+            _note_module(func)
         signals.pre_execute.send(sender="django_q", func=func, task=task)
         if task.django is not None:
             from ..tasks_backend import run_task
@@ -347,9 +381,12 @@ class Worker:
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
     """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
-    global _cancel_file
+    global _cancel_file, _task_modules_file
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
+    if config.preload_tasks:
+        _task_modules_file = task_modules_file(address)
+        _known_modules.update(sys.modules)  # what the sentinel imported needs no mention
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
     state = RunState(state_path(address, os.getpid()), writer=True)  # before the pusher hears of us
     done = 0

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -78,6 +79,19 @@ def test_recycle_replaces_workers(cluster):
     cluster(recycle=2, workers=1)
     pids = {result(async_task("tests.app.tasks.pid"), wait=30_000) for _ in range(6)}
     assert len(pids) >= 3
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_recycled_worker_starts_with_the_task_modules_run_so_far(cluster, preload):
+    """The sentinel (this test process) imports a task's module once a worker ran it; later workers fork with it."""
+    sys.modules.pop("tests.app.preloaded", None)
+    cluster(recycle=1, workers=1, preload_tasks=preload)
+    first_importer, first_worker = result(async_task("tests.app.preloaded.importer"), wait=30_000)
+    assert first_importer == first_worker  # nobody had imported it before the first worker
+    later_importer, later_worker = result(async_task("tests.app.preloaded.importer"), wait=30_000)
+    assert later_worker != first_worker  # recycled after one task
+    assert later_importer == (os.getpid() if preload else later_worker)
+    sys.modules.pop("tests.app.preloaded", None)
 
 
 def test_save_limit_prunes_successes_keeps_failures(cluster):

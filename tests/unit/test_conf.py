@@ -69,6 +69,7 @@ GOOD_VALUES = [
     ("package_limit", 1024, 1024),
     ("cancel_grace", 2, 2.0),
     ("on_commit", True, True),
+    ("preload_tasks", False, False),
 ]
 
 
@@ -141,6 +142,8 @@ BAD_VALUES = [
     ("cancel_grace", "5"),
     ("on_commit", 1),
     ("on_commit", "yes"),
+    ("preload_tasks", 0),
+    ("preload_tasks", "no"),
 ]
 
 
