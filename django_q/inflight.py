@@ -24,9 +24,18 @@ from .package import unpack
 _HOST = socket.gethostname()
 
 
+_own_id: tuple[int, str] = (0, "")  # (pid, its worker_id): made once per process
+
+
 def worker_id(pid: int | None = None) -> str:
     """How a worker process is named in results and statuses: "host:pid"."""
-    return f"{_HOST}:{pid or os.getpid()}"
+    global _own_id
+    if pid is None:
+        pid = os.getpid()
+        if _own_id[0] != pid:  # a new process (fork)
+            _own_id = (pid, f"{_HOST}:{pid}")
+        return _own_id[1]
+    return f"{_HOST}:{pid}"
 
 
 @dataclass(frozen=True, slots=True)

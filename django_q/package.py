@@ -24,7 +24,6 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from django.conf import settings
-from django.utils.crypto import constant_time_compare
 from django.utils.encoding import force_bytes
 
 from .exceptions import BadSignature, CorruptPackage, PackageTooLarge
@@ -114,41 +113,39 @@ def callable_path(func: Any) -> str:
     return f"{module}.{qualname}"
 
 
-_keys: list[bytes] | None = None
-_signer: Any = None  # an HMAC of the first key over nothing yet; copied to sign each package
+# An HMAC per key (SECRET_KEY first, then its fallbacks) over nothing yet: each
+# package's MAC starts from a copy, so the key's padding is hashed once.
+_hmacs: list[Any] | None = None
 
 
-def _secrets() -> list[bytes]:
-    """The HMAC keys of SECRET_KEY and its fallbacks, derived once as salted_hmac derives them."""
-    global _keys
-    if _keys is None:
+def _keyed() -> list[Any]:
+    """The HMACs of SECRET_KEY and its fallbacks, keyed once as salted_hmac derives their keys."""
+    global _hmacs
+    if _hmacs is None:
         secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-        _keys = [hashlib.sha256(force_bytes(SALT) + force_bytes(secret)).digest() for secret in secrets]
-    return _keys
+        keys = [hashlib.sha256(force_bytes(SALT) + force_bytes(secret)).digest() for secret in secrets]
+        _hmacs = [hmac.new(key, digestmod=hashlib.sha256) for key in keys]
+    return _hmacs
 
 
 def reset_keys() -> None:
     """Forget the cached keys (called when SECRET_KEY or its fallbacks change)."""
-    global _keys, _signer
-    _keys = None
-    _signer = None
+    global _hmacs
+    _hmacs = None
 
 
-def _mac(key: bytes, signed: bytes) -> bytes:
-    """Django's salted_hmac(SALT, signed, secret, algorithm="sha256"), with the key derived once."""
-    return hmac.new(key, signed, hashlib.sha256).digest()
+def _mac(keyed: Any, flag: bytes, body: bytes | memoryview) -> bytes:
+    """Django's salted_hmac(SALT, flag + body, secret, algorithm="sha256") from a keyed HMAC."""
+    mac = keyed.copy()
+    mac.update(flag)
+    mac.update(body)
+    return mac.digest()
 
 
 def sign(body: bytes, flags: int) -> bytes:
     """Frame and sign a serialized body (the MAC covers the flags byte, then the body)."""
-    global _signer
-    if _signer is None:
-        _signer = hmac.new(_secrets()[0], digestmod=hashlib.sha256)
     flag = bytes((flags,))
-    mac = _signer.copy()  # the key's padding is hashed once, not per package
-    mac.update(flag)
-    mac.update(body)
-    return b"".join((MAGIC, flag, mac.digest(), body))
+    return b"".join((MAGIC, flag, _mac(_keyed()[0], flag, body), body))
 
 
 def verify(data: bytes, limit: int) -> None:
@@ -157,10 +154,10 @@ def verify(data: bytes, limit: int) -> None:
         raise PackageTooLarge(f"package is {len(data)} bytes, over package_limit {limit}")
     if len(data) < HEADER_BYTES or data[: len(MAGIC)] != MAGIC:
         raise BadSignature("not a Django Q package (bad header)")
-    flags = data[len(MAGIC) : len(MAGIC) + 1]
+    flag = data[len(MAGIC) : len(MAGIC) + 1]
     sig = data[len(MAGIC) + 1 : HEADER_BYTES]
-    signed = flags + data[HEADER_BYTES:]
-    if not any(constant_time_compare(sig, _mac(key, signed)) for key in _secrets()):
+    body = memoryview(data)[HEADER_BYTES:]
+    if not any(hmac.compare_digest(sig, _mac(keyed, flag, body)) for keyed in _keyed()):
         raise BadSignature("signature does not match SECRET_KEY or SECRET_KEY_FALLBACKS")
 
 
