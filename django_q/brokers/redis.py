@@ -50,8 +50,8 @@ from redis.sentinel import Sentinel
 from ..exceptions import BrokerConnectionError, BrokerError
 from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Cancelled, Delivery, Pending
 from .redis_lua import (
-    ACK, CANCEL, COMMON, COUNTS, DEQUEUE, ENQUEUE, ENQUEUE_ONE, LOOKUP, MARK_RUNNING, PENDING, PUBLISH_STATUS, RENEW, REQUEUE,
-    RETRY, STATUSES, Lua,
+    ACK, CANCEL, COMMON, COUNTS, DEQUEUE, ENQUEUE, ENQUEUE_ONE, LOOKUP, MARK_RUNNING, PENDING, PUBLISH_STATUS, RENEW,
+    REQUEUE, RETRY, STATUSES, Lua,
 )
 
 KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")

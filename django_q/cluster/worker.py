@@ -59,8 +59,10 @@ _cancel_signalled = False
 # sentinel imports before it forks the next worker (see Config.preload_tasks).
 _task_modules_file: str | None = None
 _known_modules: set[str] = set()
-# Task functions by dotted path: a path is imported and looked up once per worker.
-_functions: dict[str, Any] = {}
+# Task functions by dotted path, in a worker process only (`main` sets it): a
+# path is imported and looked up once per worker. A task run in the caller's
+# process (sync) is looked up every time, so that a test's mock.patch holds.
+_functions: dict[str, Any] | None = None
 
 
 def task_modules_file(address: str) -> str:
@@ -133,10 +135,12 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) ->
     _running = delivery_id
     try:
         if isinstance(task.func, str):
-            func = _functions.get(task.func)
+            func = None if _functions is None else _functions.get(task.func)
             if func is None:
-                func = _functions[task.func] = resolve(task.func)
-                _note_module(func)
+                func = resolve(task.func)
+                if _functions is not None:
+                    _functions[task.func] = func
+                    _note_module(func)
         else:
             func = task.func
             _note_module(func)
@@ -381,9 +385,10 @@ class Worker:
 
 def main(address: str, authkey: bytes, index: int, config: Config) -> None:
     """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
-    global _cancel_file, _task_modules_file
+    global _cancel_file, _task_modules_file, _functions
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
+    _functions = {}
     if config.preload_tasks:
         _task_modules_file = task_modules_file(address)
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention

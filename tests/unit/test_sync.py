@@ -304,3 +304,10 @@ class TestSchedule:
 
         with pytest.raises(ValidationError):
             schedule("math.copysign", 1, 2, schedule_type="C", cron="every tuesday")
+
+
+@sync_db
+def test_sync_mode_looks_a_task_up_each_time_so_that_a_mock_patch_holds(monkeypatch):
+    assert result(async_task("tests.app.tasks.add", 2, 3, sync=True)) == 5
+    monkeypatch.setattr("tests.app.tasks.add", lambda a, b: a * b)
+    assert result(async_task("tests.app.tasks.add", 2, 3, sync=True)) == 6
