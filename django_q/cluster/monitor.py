@@ -17,7 +17,7 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django import db
-from django.db import DatabaseError, IntegrityError, router, transaction
+from django.db import DatabaseError, IntegrityError, models, router, transaction
 
 from .. import signals
 from ..conf import Config
@@ -43,6 +43,16 @@ INSERT_CHUNK = 500  # rows per executemany
 
 def _concrete_fields() -> list:
     return [f for f in Task._meta.concrete_fields]
+
+
+# Text, whole numbers and booleans need no preparing when they already are of
+# their field's type: get_db_prep_save hands them over unchanged on every backend.
+_PLAIN_FIELDS = (models.CharField, models.IntegerField, models.BooleanField)
+_PLAIN_VALUES = (str, int, bool, type(None))
+
+
+def _plain(field: Any) -> bool:
+    return isinstance(field, _PLAIN_FIELDS) and type(field).get_db_prep_save is models.Field.get_db_prep_save
 
 
 def _insert_sql(connection: Any) -> str:
@@ -210,12 +220,16 @@ class Recorder:
         would send it (pickled fields, datetimes for the backend).
         """
         connection = db.connections[self.alias]
-        fields = _concrete_fields()
+        fields = [(f.attname, f.get_db_prep_save, _plain(f)) for f in _concrete_fields()]
         sql = _insert_sql(connection)
         values = []
         for outcome in outcomes:
             data = self._fields(outcome)
-            values.append([f.get_db_prep_save(data[f.attname], connection) for f in fields])
+            values.append([
+                value if plain and type(value) in _PLAIN_VALUES else prepare(value, connection)
+                for name, prepare, plain in fields
+                for value in (data[name],)
+            ])
         with connection.cursor() as cursor:
             for start in range(0, len(values), INSERT_CHUNK):
                 cursor.executemany(sql, values[start : start + INSERT_CHUNK])
