@@ -12,12 +12,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django import db
+from django.conf import settings
 from django.db import DatabaseError, IntegrityError, models, router, transaction
+from django.utils import timezone
 
 from .. import signals
 from ..conf import Config
@@ -51,8 +53,20 @@ _PLAIN_FIELDS = (models.CharField, models.IntegerField, models.BooleanField)
 _PLAIN_VALUES = (str, int, bool, type(None))
 
 
-def _plain(field: Any) -> bool:
-    return isinstance(field, _PLAIN_FIELDS) and type(field).get_db_prep_save is models.Field.get_db_prep_save
+def _preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
+    """What makes a value of `field` ready for an INSERT on `connection`, as get_db_prep_save would."""
+    prepare = field.get_db_prep_save
+    if type(field).get_db_prep_save is not models.Field.get_db_prep_save:
+        return lambda value: prepare(value, connection)
+    if isinstance(field, _PLAIN_FIELDS):
+        return lambda value: value if type(value) in _PLAIN_VALUES else prepare(value, connection)
+    if type(field) is models.DateTimeField:
+        # _dt's datetimes already are what DateTimeField.get_prep_value would
+        # make of them (aware with USE_TZ, naive without): only the backend's
+        # adaptation is left.
+        adapt = connection.ops.adapt_datetimefield_value
+        return lambda value: adapt(value) if type(value) is datetime else prepare(value, connection)
+    return lambda value: prepare(value, connection)
 
 
 def _insert_sql(connection: Any) -> str:
@@ -63,7 +77,9 @@ def _insert_sql(connection: Any) -> str:
 
 
 def _dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
+    """A time of a Task row: aware UTC, or without USE_TZ naive in TIME_ZONE, as Django keeps datetimes then."""
+    moment = datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
+    return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
 class Recorder:
@@ -84,7 +100,7 @@ class Recorder:
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
         # waits for the lock instead of failing to upgrade a read lock.
-        existing = dict(Task.objects.using(self.alias).filter(id__in=list(latest)).values_list("id", "success"))
+        existing = self._existing(list(latest))
         with transaction.atomic(using=self.alias):
             if dead:
                 DeadLetter.objects.using(self.alias).bulk_create(
@@ -212,24 +228,34 @@ class Recorder:
             inserted.add(row.id)
         return inserted
 
+    def _existing(self, ids: list[str]) -> dict[str, bool]:
+        """{id: success} of the rows already stored for these task ids, in one SELECT."""
+        if not ids:
+            return {}
+        connection = db.connections[self.alias]
+        quote = connection.ops.quote_name
+        id_column, success_column = (quote(Task._meta.get_field(name).column) for name in ("id", "success"))
+        sql = (f"SELECT {id_column}, {success_column} FROM {quote(Task._meta.db_table)} "
+               f"WHERE {id_column} IN ({', '.join(['%s'] * len(ids))})")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, ids)
+            return {task_id: bool(success) for task_id, success in cursor.fetchall()}
+
     def _insert_many(self, outcomes: list[Outcome]) -> None:
         """bulk_create's INSERT without its model instances and per-field SQL compiling: one
         executemany over prepared values.
 
-        Each value goes through its field's get_db_prep_save, as bulk_create
-        would send it (pickled fields, datetimes for the backend).
+        Each value is prepared as its field's get_db_prep_save would, as
+        bulk_create sends it (pickled fields, datetimes for the backend); see
+        _preparer for the short cuts.
         """
         connection = db.connections[self.alias]
-        fields = [(f.attname, f.get_db_prep_save, _plain(f)) for f in _concrete_fields()]
+        fields = [(f.attname, _preparer(f, connection)) for f in _concrete_fields()]
         sql = _insert_sql(connection)
         values = []
         for outcome in outcomes:
             data = self._fields(outcome)
-            values.append([
-                value if plain and type(value) in _PLAIN_VALUES else prepare(value, connection)
-                for name, prepare, plain in fields
-                for value in (data[name],)
-            ])
+            values.append([prepare(data[name]) for name, prepare in fields])
         with connection.cursor() as cursor:
             for start in range(0, len(values), INSERT_CHUNK):
                 cursor.executemany(sql, values[start : start + INSERT_CHUNK])

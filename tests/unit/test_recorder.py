@@ -2,8 +2,11 @@
 
 import itertools
 import random
+from datetime import datetime, timezone as dt_timezone
 
 import pytest
+from django.test import override_settings
+from django.utils import timezone
 
 from django_q.cluster.messages import DeadLetterNote, Outcome
 from django_q.cluster.monitor import Recorder
@@ -62,6 +65,27 @@ class TestStore:
         )
         assert (row.group, row.cluster, row.success, row.attempt_count) == ("g", "c1", True, 2)
         assert row.time_taken() == 0.5
+
+    def test_times_are_stored_to_the_microsecond(self):
+        done = outcome(enqueued=1_650_000_000.125)
+        done = done._replace(started=done.started + 0.000123, stopped=done.started + 0.75)
+        recorder().record([done])
+        row = Task.objects.get(id=done.task.id)
+        utc = dt_timezone.utc
+        assert (row.enqueued, row.started, row.stopped) == (
+            datetime.fromtimestamp(1_650_000_000.125, utc),
+            datetime.fromtimestamp(done.started, utc),
+            datetime.fromtimestamp(done.stopped, utc),
+        )
+
+    def test_without_use_tz_times_are_stored_naive_in_time_zone(self):
+        done = outcome()
+        with override_settings(USE_TZ=False, TIME_ZONE="Europe/Berlin"):
+            recorder().record([done])
+            row = Task.objects.get(id=done.task.id)
+            expected = timezone.make_naive(datetime.fromtimestamp(done.started, dt_timezone.utc))
+            assert row.started == expected and row.started.tzinfo is None
+        assert row.success
 
     def test_a_success_is_not_overwritten_by_a_failure(self):
         task = make_task()
