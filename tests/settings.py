@@ -75,11 +75,13 @@ DATABASES = {
     },
 }
 
-# DQ_DEFAULT_DB=pg runs the suite with PostgreSQL as the default database, so
-# that results, schedules and the database broker all live there.
-if os.environ.get("DQ_DEFAULT_DB") == "pg":
-    DATABASES["default"], DATABASES["sqlite"] = DATABASES["pg"], DATABASES["default"]
-    DATABASES["pg"] = DATABASES["default"]
+# DQ_DEFAULT_DB=pg (or mysql) runs the suite with PostgreSQL (or MariaDB) as
+# the default database, so that results, schedules and the database broker
+# all live there.
+_default = os.environ.get("DQ_DEFAULT_DB")
+if _default in ("pg", "mysql"):
+    DATABASES["default"], DATABASES["sqlite"] = DATABASES[_default], DATABASES["default"]
+    DATABASES[_default] = DATABASES["default"]
 
 REDIS_URL = os.environ.get("DQ_TEST_REDIS", "redis://127.0.0.1:6379/14")
 
