@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,33 +76,34 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
     if options.get("task_name") is not None:
         raise TaskTypeError("async_many names each task itself; task_name is not an option here")
     common = package_fields(func, options, config)  # checked once for every task
-    now = time.time()
+    # The packages differ in id, name and arguments only: they are serialized
+    # straight from the template's fields, and made only for whoever looks at them.
+    template = TaskPackage(id="", name="", enqueued=time.time(), **common)
     args = [item if isinstance(item, tuple) else (item,) for item in args_iter]
     ids = new_ids(len(args))
     names = [humanize(task_id) for task_id in ids]
+
+    def tasks() -> Iterator[TaskPackage]:
+        for task_id, name, task_args in zip(ids, names, args):
+            yield replace(template, id=task_id, name=name, args=task_args)
+
     sync = options.get("sync")
-    if (sync if sync is not None else config.sync) or signals.pre_enqueue.has_listeners():
-        tasks = [
-            TaskPackage(id=task_id, name=name, args=task_args, enqueued=now, **common)
-            for task_id, name, task_args in zip(ids, names, args)
-        ]
-        if sync if sync is not None else config.sync:
-            for task in tasks:
-                run_sync(task, config)
-        elif tasks:
-            send(tasks, config, delay_of(options), options.get("on_commit"))
+    if sync if sync is not None else config.sync:
+        for task in tasks():
+            run_sync(task, config)
         return ids
-    # Nothing looks at the packages themselves: they are serialized straight from their fields.
-    template = TaskPackage(id="", name="", enqueued=now, **common)
+    delay = delay_of(options)
     try:
         payloads = pack_many(template, ids, names, args, config.serializer, config.compress, config.package_limit)
     except Exception:
-        for task_id, name, task_args in zip(ids, names, args):  # name the first that fails, as async_task does
-            _pack(replace(template, id=task_id, name=name, args=task_args), config)
+        for task in tasks():  # name the first that fails, as async_task does
+            _pack(task, config)
         raise
-    delay = delay_of(options)
 
     def go() -> None:
+        if signals.pre_enqueue.has_listeners():
+            for task in tasks():
+                signals.pre_enqueue.send(sender="django_q", task=task)
         get_broker(template.cluster, config).enqueue_many(payloads, template.priority, delay, ids)
 
     if ids:

@@ -50,8 +50,8 @@ from redis.sentinel import Sentinel
 from ..exceptions import BrokerConnectionError, BrokerError
 from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Cancelled, Delivery, Pending
 from .redis_lua import (
-    ACK, CANCEL, COMMON, COUNTS, DEQUEUE, ENQUEUE, ENQUEUE_ONE, LOOKUP, MARK_RUNNING, PENDING, PUBLISH_STATUS, RENEW,
-    REQUEUE, RETRY, STATUSES, Lua,
+    ACK, CANCEL, COMMON, COUNTS, DEQUEUE, ENQUEUE, LOOKUP, MARK_RUNNING, PENDING, PUBLISH_STATUS, RENEW, REQUEUE,
+    RETRY, STATUSES, Lua,
 )
 
 KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")
@@ -76,7 +76,6 @@ class RedisBroker(Broker):
         self._lua = Lua(self._client)
         register = self._lua.script
         self._enqueue = register(COMMON + ENQUEUE)
-        self._enqueue_one = register(COMMON + ENQUEUE_ONE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -95,7 +94,8 @@ class RedisBroker(Broker):
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key or ""]
         with _translate():
-            return self._enqueue_one(keys=self._keys, args=args).decode()
+            (msg_id,) = self._enqueue(keys=self._keys, args=args)
+        return msg_id.decode()
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()

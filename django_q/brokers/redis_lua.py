@@ -78,7 +78,8 @@ local due = nil
 if delay > 0 then due = now_ms() + delay end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
-local ids, bodies, places, index, keys = {}, {}, {}, {}, {}
+-- Field-value lists: payloads by id, ids by key, keys by id, and the sorted set's score-member pairs.
+local ids, bodies, id_of, key_of, places = {}, {}, {}, {}, {}
 for i = 1, n do
   local id = string.format('%d', base + first + i)
   ids[i] = id
@@ -88,37 +89,21 @@ for i = 1, n do
   places[2 * i] = id
   local key = ARGV[2 * i + 2]
   if key ~= '' then
-    index[#index + 1] = key
-    index[#index + 1] = id
-    keys[#keys + 1] = id
-    keys[#keys + 1] = key
+    id_of[#id_of + 1] = key
+    id_of[#id_of + 1] = id
+    key_of[#key_of + 1] = id
+    key_of[#key_of + 1] = key
   end
 end
 redis.call('HSET', KEYS[3], unpack(bodies))
-if #index > 0 then
-  redis.call('HSET', KEYS[8], unpack(index))
-  redis.call('HSET', KEYS[9], unpack(keys))
+if #id_of > 0 then
+  redis.call('HSET', KEYS[8], unpack(id_of))
+  redis.call('HSET', KEYS[9], unpack(key_of))
 end
 redis.call('ZADD', due and KEYS[6] or KEYS[2], unpack(places))
 -- A delayed message wakes consumers too, so that they shorten their wait to its due time.
 wake()
 return ids
-"""
-
-# ENQUEUE for one message, without the tables a batch needs (the single
-# async_task is the common call).
-ENQUEUE_ONE = """
-local id = string.format('%d', tonumber(ARGV[1]) + redis.call('INCR', KEYS[1]))
-redis.call('HSET', KEYS[3], id, ARGV[3])
-local key = ARGV[4]
-if key ~= '' then
-  redis.call('HSET', KEYS[8], key, id)
-  redis.call('HSET', KEYS[9], id, key)
-end
-local delay = tonumber(ARGV[2])
-if delay > 0 then redis.call('ZADD', KEYS[6], now_ms() + delay, id) else redis.call('ZADD', KEYS[2], id, id) end
-wake()
-return id
 """
 
 # ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint

@@ -55,18 +55,20 @@ _PLAIN_VALUES = (str, int, bool, type(None))
 
 def _preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
     """What makes a value of `field` ready for an INSERT on `connection`, as get_db_prep_save would."""
-    prepare = field.get_db_prep_save
+    def prepare(value: Any) -> Any:
+        return field.get_db_prep_save(value, connection)
+
     if type(field).get_db_prep_save is not models.Field.get_db_prep_save:
-        return lambda value: prepare(value, connection)
+        return prepare
     if isinstance(field, _PLAIN_FIELDS):
-        return lambda value: value if type(value) in _PLAIN_VALUES else prepare(value, connection)
+        return lambda value: value if type(value) in _PLAIN_VALUES else prepare(value)
     if type(field) is models.DateTimeField:
         # _dt's datetimes already are what DateTimeField.get_prep_value would
         # make of them (aware with USE_TZ, naive without): only the backend's
         # adaptation is left.
         adapt = connection.ops.adapt_datetimefield_value
-        return lambda value: adapt(value) if type(value) is datetime else prepare(value, connection)
-    return lambda value: prepare(value, connection)
+        return lambda value: adapt(value) if type(value) is datetime else prepare(value)
+    return prepare
 
 
 def _insert_sql(connection: Any) -> str:

@@ -49,6 +49,7 @@ class Sentinel:
         self.stopping = False
         self.identity = Identity.new(config.name)  # every pusher publishes the status under it
         self.unloadable: set[str] = set()  # task modules that failed to import here
+        self.task_modules_read = 0  # bytes of the task modules file read so far
 
     def _spawn(self, name: str, role: str, *args: Any) -> BaseProcess:
         # A forked child must not share this process's database sockets: closing
@@ -94,11 +95,14 @@ class Sentinel:
         from .worker import task_modules_file
 
         try:
-            with open(task_modules_file(self.address)) as f:
-                names = f.read().split()
+            with open(task_modules_file(self.address), "rb") as f:
+                f.seek(self.task_modules_read)
+                added = f.read()
         except OSError:
             return
-        for name in names:
+        whole = added.rfind(b"\n") + 1  # whole lines only: a worker may be writing one
+        self.task_modules_read += whole
+        for name in added[:whole].decode().split():
             if name in sys.modules or name in self.unloadable:
                 continue
             try:
@@ -155,12 +159,14 @@ class Sentinel:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
-        for i, proc in enumerate(self.workers):
-            if self._needs_replacing(proc):
-                self._preload_tasks()
-                if proc.exitcode != Exit.RECYCLED:
-                    logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
-                self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
+        gone = [i for i, proc in enumerate(self.workers) if self._needs_replacing(proc)]
+        if gone:
+            self._preload_tasks()
+        for i in gone:
+            proc = self.workers[i]
+            if proc.exitcode != Exit.RECYCLED:
+                logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
+            self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
 
     def _stop_scheduler(self) -> None:
         # The scheduler is a thread of the monitor and takes no orders from the

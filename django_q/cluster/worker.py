@@ -70,6 +70,23 @@ def task_modules_file(address: str) -> str:
     return os.path.join(os.path.dirname(address), "task-modules")
 
 
+def _function(func: Any) -> Any:
+    """The task's function: a dotted path imported and looked up (once per worker), or the callable itself."""
+    from ..tasks import resolve
+
+    if not isinstance(func, str):
+        if _functions is not None:
+            _note_module(func)
+        return func
+    if _functions is None:  # not a worker (sync mode): looked up every time
+        return resolve(func)
+    found = _functions.get(func)
+    if found is None:
+        found = _functions[func] = resolve(func)
+        _note_module(found)
+    return found
+
+
 def _note_module(func: Any) -> None:
     module = getattr(func, "__module__", None)
     if module is None or module in _known_modules:
@@ -130,20 +147,9 @@ class Ran:
 def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) -> Ran:
     """Run the task's function; a failure is caught and described, never raised here."""
     global _running
-    from ..tasks import resolve
-
     _running = delivery_id
     try:
-        if isinstance(task.func, str):
-            func = None if _functions is None else _functions.get(task.func)
-            if func is None:
-                func = resolve(task.func)
-                if _functions is not None:
-                    _functions[task.func] = func
-                    _note_module(func)
-        else:
-            func = task.func
-            _note_module(func)
+        func = _function(task.func)
         signals.pre_execute.send(sender="django_q", func=func, task=task)
         if task.django is not None:
             from ..tasks_backend import run_task
