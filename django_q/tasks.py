@@ -101,7 +101,7 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
         raise
 
     def go() -> None:
-        if signals.pre_enqueue.has_listeners():
+        if signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
             for task in tasks():
                 signals.pre_enqueue.send(sender="django_q", task=task)
         get_broker(template.cluster, config).enqueue_many(payloads, template.priority, delay, ids)

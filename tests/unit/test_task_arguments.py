@@ -132,6 +132,21 @@ def test_async_many_sends_pre_enqueue_for_each_package():
     assert [(c["task"].args, c["task"].group) for c in calls] == [((1, 2), "many"), ((3, 4), "many")]
 
 
+def test_async_many_sends_pre_enqueue_to_a_receiver_of_django_q_alone():
+    calls = []
+
+    def receiver(sender, task, **kwargs):
+        calls.append(task.args)
+
+    signals.pre_enqueue.connect(receiver, sender="django_q", weak=False)
+    try:
+        with pytest.raises(BrokerConnectionError):
+            async_many("math.copysign", [(1, 2), (3, 4)])
+    finally:
+        signals.pre_enqueue.disconnect(receiver, sender="django_q")
+    assert calls == [(1, 2), (3, 4)]
+
+
 def test_a_package_over_the_limit_is_refused_before_the_broker(q_cluster):
     q_cluster(redis=UNREACHABLE_REDIS, package_limit=1000)
     with pytest.raises(PackageTooLarge):
