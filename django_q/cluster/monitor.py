@@ -117,7 +117,7 @@ class Recorder:
             logger.warning("pruning results failed, will retry: %s", exc)
         # A Task instance is built only for a hook or a post_execute receiver to
         # see: the no-hook, no-chain case costs nothing past the INSERT.
-        listening = signals.post_execute.has_listeners()
+        listening = signals.post_execute.has_listeners("django_q")  # receivers of every sender, or of ours
         for outcome in live:
             task = outcome.task
             if task.id in latest and task.id not in fresh:

@@ -157,6 +157,19 @@ class TestSignals:
         assert isinstance(call["task"], Task)
         assert (call["task"].id, call["task"].success) == (task_id, False)
 
+    def test_post_execute_reaches_a_receiver_of_django_q_alone(self):
+        calls = []
+
+        def receiver(sender, task, **kwargs):
+            calls.append(task.id)
+
+        signals.post_execute.connect(receiver, sender="django_q", weak=False)
+        try:
+            task_id = async_task("math.copysign", 2, -2, sync=True)
+        finally:
+            signals.post_execute.disconnect(receiver, sender="django_q")
+        assert calls == [task_id]
+
     def test_pre_enqueue_is_sent_in_sync_mode_too(self):
         with received(signals.pre_enqueue) as calls:
             async_task("math.copysign", 2, -2, sync=True)
