@@ -62,6 +62,7 @@ def bootstrap(opts: argparse.Namespace) -> None:
         return
     for system in ("django-q", *opts.peers):
         venvs.ensure(system)
+    venvs.compile_project()
     python = str(venvs.python("django-q"))
     env = {**os.environ, "BENCH_IN_VENV": "1"}
     os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]], env)

@@ -68,6 +68,17 @@ def ensure(system: str, log=print) -> Path:
     return python(system)
 
 
+def compile_project() -> None:
+    """Write the bytecode of this project's package, as pip does for the peers it installs.
+
+    Ours is installed editable, so pip compiles none of it, and the processes
+    the bench starts run with PYTHONDONTWRITEBYTECODE: without this every
+    cluster would compile django_q from source before its first task (about
+    50 ms of its start). Only files changed since the last run are compiled.
+    """
+    subprocess.run([str(python("django-q")), "-m", "compileall", "-q", str(REPO / "django_q")], check=True)
+
+
 def _pip(system: str, *args: str) -> None:
     """pip install, without this machine's warnings about missing local index folders."""
     proc = subprocess.run(
