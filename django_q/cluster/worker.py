@@ -271,6 +271,22 @@ def succeeded_before(task_id: str) -> bool:
         return False  # cannot tell: run it again, at least once beats never
 
 
+# A worker about to be recycled asks the sentinel for its replacement this
+# long before its last task ends (by its pace so far; at the latest when that
+# task starts), so that the replacement is started and connected when it goes.
+SPARE_LEAD = 0.03
+
+
+def ask_for_spare(notice_fd: int | None, index: int) -> None:
+    """Tell the sentinel (through its notice pipe) that worker `index`, this process, is about to be recycled."""
+    if notice_fd is None:
+        return
+    try:
+        os.write(notice_fd, f"{index} {os.getpid()}\n".encode())
+    except OSError:
+        pass  # the sentinel is gone or busy: it replaces this worker when it exits, as before
+
+
 # Outcomes of short tasks go to the pusher together: a message when OUTBOX_MAX
 # wait, when the worker has no job left, or FLUSH_AFTER seconds after the
 # oldest was added (a thread sees to that while a long task runs). The pusher
@@ -282,12 +298,18 @@ FLUSH_AFTER = 0.002
 class Worker:
     """One worker's conversation with the pusher; `loop()` serves one message."""
 
-    def __init__(self, conn: Connection, index: int, config: Config, state: RunState) -> None:
+    def __init__(
+        self, conn: Connection, index: int, config: Config, state: RunState, notice_fd: int | None = None
+    ) -> None:
         self.conn = conn
         self.index = index
         self.config = config
         self.state = state
+        self.notice_fd = notice_fd
         self.done = 0
+        self.spare_asked = False
+        self.pace: float | None = None  # seconds from one finished task to the next, a moving mean
+        self.last_done: float | None = None  # monotonic time the last task finished
         self.taken = 0  # jobs taken from the queue on this connection (the pusher counts its answers)
         self.jobs: deque[Job] = deque()  # sent together, run in order
         self.outbox: list[Any] = []  # messages for the pusher, sent together by flush()
@@ -330,11 +352,25 @@ class Worker:
         self._write_state()
         self.say(outcome)
         self.done += 1
+        if not self.spare_asked:
+            self._maybe_ask_for_spare()
         if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
             self.flush()
             logger.info("worker-%s (pid %s) recycled after %s tasks", self.index, os.getpid(), self.done)
             return Exit.RECYCLED
         return None
+
+    def _maybe_ask_for_spare(self) -> None:
+        """Ask for the replacement once the tasks left before the recycle run in about SPARE_LEAD."""
+        now = time.monotonic()
+        if self.last_done is not None:
+            took = now - self.last_done
+            self.pace = took if self.pace is None else self.pace + (took - self.pace) / 8
+        self.last_done = now
+        left = self.config.recycle - self.done
+        if left <= 1 or (self.pace is not None and left * self.pace <= SPARE_LEAD):
+            self.spare_asked = True
+            ask_for_spare(self.notice_fd, self.index)
 
     def _write_state(self, running: str | None = None, timeout: float | None = None) -> None:
         self.state.write(self.taken, running, timeout)
@@ -389,8 +425,12 @@ class Worker:
             send_many(self.conn, fixed)
 
 
-def main(address: str, authkey: bytes, index: int, config: Config) -> None:
-    """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
+def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: int | None = None) -> None:
+    """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled.
+
+    `notice_fd` is the sentinel's notice pipe (forked children only), where a
+    worker about to be recycled asks for its replacement (see SPARE_LEAD).
+    """
     global _cancel_file, _task_modules_file, _functions
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
@@ -400,19 +440,19 @@ def main(address: str, authkey: bytes, index: int, config: Config) -> None:
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
     state = RunState(state_path(address, os.getpid()), writer=True)  # before the pusher hears of us
-    done = 0
+    done, spare_asked = 0, False
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))
         if conn is None:
             state.remove()
             sys.exit(Exit.UNREACHABLE)
-        worker = Worker(conn, index, config, state)
-        worker.done = done
+        worker = Worker(conn, index, config, state, notice_fd)
+        worker.done, worker.spare_asked = done, spare_asked
         try:
             while (end := worker.loop()) is None:
                 pass
         except (EOFError, OSError):
-            done = worker.done
+            done, spare_asked = worker.done, worker.spare_asked
             continue  # the pusher died; the sentinel starts another, so reconnect
         finally:
             worker.close()

@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -79,6 +80,40 @@ def test_recycle_replaces_workers(cluster):
     cluster(recycle=2, workers=1)
     pids = {result(async_task("tests.app.tasks.pid"), wait=30_000) for _ in range(6)}
     assert len(pids) >= 3
+
+
+def test_a_worker_about_to_be_recycled_is_replaced_before_it_goes_and_never_alongside(cluster):
+    """The replacement starts while the worker runs its last task, and gets no job until that worker left."""
+    running = cluster(recycle=3, workers=1)
+    first = result(async_task("tests.app.tasks.pid"), wait=30_000)
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == first  # one task left: it asks now
+    wait_until(lambda: running.sentinel.spares[0] is not None)
+    spare = running.sentinel.spares[0].pid
+    assert running.sentinel.workers[0].pid == first and spare != first
+    ids = async_many("tests.app.tasks.span", [0.2] * 3)
+    spans = sorted((result(task_id, wait=30_000) for task_id in ids), key=lambda span: span[1])
+    assert [pid for pid, _, _ in spans] == [first, spare, spare]
+    # One worker: no task started before the one before it ended, the old worker's last one included.
+    assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))
+    wait_until(lambda: running.sentinel.workers[0].pid == spare)
+
+
+def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluster):
+    running = cluster(workers=1)
+    sentinel = running.sentinel
+    worker = sentinel.workers[0]
+    # A worker that already went (its pid is not the running one's), an index out of range, noise.
+    os.write(sentinel.notice_w, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
+    time.sleep(0.5)  # the sentinel reads the pipe as soon as it is written
+    assert sentinel.spares == [None]
+    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())
+    wait_until(lambda: sentinel.spares[0] is not None)
+    spare = sentinel.spares[0]
+    time.sleep(0.5)
+    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker  # asked twice, started once
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid  # the spare stands by
+    running.stop()  # with a spare standing by
+    assert not spare.is_alive() and spare.exitcode == 0
 
 
 @pytest.mark.parametrize("preload", [True, False])
