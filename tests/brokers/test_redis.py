@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from django_q.brokers.redis import KEY_NAMES, RedisBroker
+from django_q.brokers.redis_lua import WAKE_CAP
 
 
 @pytest.fixture
@@ -48,6 +49,20 @@ def test_id_is_the_ready_score(broker: RedisBroker, queue_name: str, redis_clien
     ready = f"django_q:{{{queue_name}}}:ready"
     assert redis_client.zscore(ready, low) == int(low)
     assert int(high) < int(low)
+
+
+def test_the_wake_list_holds_a_token_per_enqueue_up_to_its_cap(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis
+) -> None:
+    wake = f"django_q:{{{queue_name}}}:wake"
+    for payload in (b"a", b"b", b"c"):
+        broker.enqueue(payload)
+    assert redis_client.llen(wake) == 3
+    for _ in range(WAKE_CAP + 5):
+        broker.enqueue(b"x")
+    assert redis_client.llen(wake) == WAKE_CAP
+    broker.enqueue_many([b"y"] * 10)
+    assert redis_client.llen(wake) == WAKE_CAP
 
 
 def test_dict_setting_and_decoding_client_still_carry_bytes(queue_name: str, redis_kwargs: dict[str, Any]) -> None:
