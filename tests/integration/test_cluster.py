@@ -4,15 +4,21 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
+from django_q.brokers import get_broker
+from django_q.conf import get_config
 from django_q.models import Failure, OrmQ, Success, Task
+from django_q.names import humanize
+from django_q.package import unpack
 from django_q.tasks import (
     async_many,
     async_chain,
     async_iter,
     async_task,
+    build_package,
     count_group,
     fetch,
     queue_size,
@@ -20,6 +26,7 @@ from django_q.tasks import (
     result_group,
 )
 from tests.app.models import Hooked
+from tests.app.tasks import add
 
 from .conftest import wait_until
 
@@ -32,6 +39,27 @@ def test_seed_examples(cluster):
     assert result(hooked, wait=30_000) == (0.5, 2.0)
     row = wait_until(lambda: Hooked.objects.filter(task_id=hooked).first())
     assert row.result == "(0.5, 2.0)" and row.success
+
+
+def test_a_call_without_options_gives_the_broker_the_package_build_package_makes(q_cluster):
+    """Such a call serializes its package from its function's remembered fields without making it."""
+    config = get_config()
+    before = time.time()
+    calls = [("tests.app.tasks.add", (1,), {"b": 2}), (add, (3, 4), {}), ("tests.app.tasks.pid", (), {})]
+    ids = [async_task(func, *args, **kwargs) for func, args, kwargs in calls]
+    ids.append(async_task("tests.app.tasks.add", 5, 6))  # the remembered fields again
+    calls.append(("tests.app.tasks.add", (5, 6), {}))
+    held = {}
+    deadline = time.monotonic() + 10
+    while len(held) < len(ids) and time.monotonic() < deadline:
+        for delivery in get_broker().dequeue(len(ids), 1.0):
+            task = unpack(delivery.payload, config.package_limit)
+            held[task.id] = task
+    for task_id, (func, args, kwargs) in zip(ids, calls):
+        task = held[task_id]
+        assert task.name == humanize(task_id) and before <= task.enqueued <= time.time()
+        expected = build_package(func, args, kwargs, {}, config, id=task_id)
+        assert replace(task, enqueued=0.0) == replace(expected, enqueued=0.0)
 
 
 def test_many_tasks_all_saved_and_acked(cluster, q_cluster):
