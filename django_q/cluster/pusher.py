@@ -47,7 +47,7 @@ TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 # every task until run times are known) go one at a time: a job queued behind
 # a long one would wait for it, and a graceful stop would have to as well.
 PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
-PREFETCH_MAX = 16
+PREFETCH_MAX = 64
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
