@@ -29,8 +29,8 @@ from .messages import Exit
 
 logger = logging.getLogger("django_q")
 
-EXIT_PATIENCE = 10.0  # seconds workers and the monitor get to exit after the pusher stopped
-SPARE_PATIENCE = 1.0  # seconds a worker's replacement that had not taken over gets to exit
+EXIT_PATIENCE = 10.0  # seconds the monitor gets to exit after the pusher stopped
+WORKER_PATIENCE = 2.0  # seconds workers get to exit after the pusher stopped (see _wind_down)
 
 
 class Sentinel:
@@ -47,7 +47,7 @@ class Sentinel:
         self.monitor: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
         # Replacements started before the worker they replace is recycled (see
-        # worker.SPARE_LEAD); the pusher gives one no job while that worker is
+        # worker.ask_for_spare); the pusher gives one no job while that worker is
         # connected. Forked workers ask for theirs through the notice pipe.
         self.spares: list[BaseProcess | None] = [None] * config.workers
         self.notice_r, self.notice_w = os.pipe()
@@ -195,7 +195,8 @@ class Sentinel:
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i, spare in enumerate(self.spares):
             if spare is not None and not spare.is_alive():  # it replaces nobody now; the worker gets another
-                if spare.exitcode != Exit.STOPPED:
+                # Recycled: the pusher had put it to work (its worker went) before we saw that worker go.
+                if spare.exitcode not in (Exit.STOPPED, Exit.RECYCLED):
                     logger.warning("worker-%s's replacement (pid %s) exited with code %s before it took over",
                                    i, spare.pid, spare.exitcode)
                 self.spares[i] = None
@@ -217,16 +218,21 @@ class Sentinel:
             os.kill(self.monitor.pid, signal.SIGTERM)
 
     def _wind_down(self) -> None:
+        """Wait for the processes to exit once the pusher is gone; kill those that do not."""
         self._stop_scheduler()  # a run-once cluster ends without a stop request
         deadline = time.monotonic() + EXIT_PATIENCE
-        for proc in self.spares:
-            # Told to stop by the pusher if it had connected; one that had not
-            # would wait for it in vain. Either way it holds no job: the pusher is gone.
-            if proc is not None and proc.is_alive():
-                proc.join(SPARE_PATIENCE)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(1.0)
+        # The pusher told every worker connected to it to stop, and it stopped
+        # only with no job out. A worker still here never reached it (started
+        # as the pusher was closing, it would wait CONNECT_PATIENCE in vain), or
+        # the pusher died: whatever such a worker runs can no longer be saved.
+        workers_by = time.monotonic() + WORKER_PATIENCE
+        for proc in [p for p in (*self.workers, *self.spares) if p is not None]:
+            proc.join(max(0.0, workers_by - time.monotonic()))
+            if proc.is_alive():
+                logger.info("%s (pid %s) had not exited %.0fs after the pusher; killing it", proc.name, proc.pid,
+                            WORKER_PATIENCE)
+                proc.kill()
+                proc.join(1.0)
         for proc in self.processes():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():

@@ -271,10 +271,11 @@ def succeeded_before(task_id: str) -> bool:
         return False  # cannot tell: run it again, at least once beats never
 
 
-# A worker about to be recycled asks the sentinel for its replacement this
-# long before its last task ends (by its pace so far; at the latest when that
-# task starts), so that the replacement is started and connected when it goes.
-SPARE_LEAD = 0.03
+# A worker asks the sentinel for its replacement as it starts a job after
+# which the jobs it holds take it to `recycle`: the replacement is started and
+# connected by the time it goes (its jobs in hand are at most about
+# pusher.PREFETCH_WORK of work, or the one job running), and no replacement
+# waits on a worker that an empty queue keeps short of its recycle.
 
 
 def ask_for_spare(notice_fd: int | None, index: int) -> None:
@@ -308,8 +309,6 @@ class Worker:
         self.notice_fd = notice_fd
         self.done = 0
         self.spare_asked = False
-        self.pace: float | None = None  # seconds from one finished task to the next, a moving mean
-        self.last_done: float | None = None  # monotonic time the last task finished
         self.taken = 0  # jobs taken from the queue on this connection (the pusher counts its answers)
         self.jobs: deque[Job] = deque()  # sent together, run in order
         self.outbox: list[Any] = []  # messages for the pusher, sent together by flush()
@@ -348,29 +347,22 @@ class Worker:
                              task.cluster or self.config.name, cancelled=True, worker=worker_id()))
             return None
         self._write_state(job.delivery_id, task.timeout or self.config.timeout)
+        if not self.spare_asked and self.done + 1 + len(self.jobs) >= self.config.recycle:
+            self.spare_asked = True
+            try:
+                _function(task.func)  # its module is noted first, so that the replacement forks with it
+            except Exception:
+                pass  # call() records why it does not import
+            ask_for_spare(self.notice_fd, self.index)
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
         self._write_state()
         self.say(outcome)
         self.done += 1
-        if not self.spare_asked:
-            self._maybe_ask_for_spare()
         if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
             self.flush()
             logger.info("worker-%s (pid %s) recycled after %s tasks", self.index, os.getpid(), self.done)
             return Exit.RECYCLED
         return None
-
-    def _maybe_ask_for_spare(self) -> None:
-        """Ask for the replacement once the tasks left before the recycle run in about SPARE_LEAD."""
-        now = time.monotonic()
-        if self.last_done is not None:
-            took = now - self.last_done
-            self.pace = took if self.pace is None else self.pace + (took - self.pace) / 8
-        self.last_done = now
-        left = self.config.recycle - self.done
-        if left <= 1 or (self.pace is not None and left * self.pace <= SPARE_LEAD):
-            self.spare_asked = True
-            ask_for_spare(self.notice_fd, self.index)
 
     def _write_state(self, running: str | None = None, timeout: float | None = None) -> None:
         self.state.write(self.taken, running, timeout)
@@ -429,7 +421,7 @@ def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: in
     """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled.
 
     `notice_fd` is the sentinel's notice pipe (forked children only), where a
-    worker about to be recycled asks for its replacement (see SPARE_LEAD).
+    worker about to be recycled asks for its replacement (see ask_for_spare).
     """
     global _cancel_file, _task_modules_file, _functions
     process.setup(f"worker-{index}", config.name)

@@ -113,17 +113,19 @@ def test_recycle_replaces_workers(cluster):
 def test_a_worker_about_to_be_recycled_is_replaced_before_it_goes_and_never_alongside(cluster):
     """The replacement starts while the worker runs its last task, and gets no job until that worker left."""
     running = cluster(recycle=3, workers=1)
+    sentinel = running.sentinel
     first = result(async_task("tests.app.tasks.pid"), wait=30_000)
-    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == first  # one task left: it asks now
-    wait_until(lambda: running.sentinel.spares[0] is not None)
-    spare = running.sentinel.spares[0].pid
-    assert running.sentinel.workers[0].pid == first and spare != first
-    ids = async_many("tests.app.tasks.span", [0.2] * 3)
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == first
+    assert sentinel.spares == [None]  # one task left, but none in hand: an idle cluster keeps no replacement
+    ids = async_many("tests.app.tasks.span", [0.5] * 3)
+    wait_until(lambda: sentinel.spares[0] is not None)  # asked as its last task started
+    spare = sentinel.spares[0].pid
+    assert sentinel.workers[0].pid == first and spare != first
     spans = sorted((result(task_id, wait=30_000) for task_id in ids), key=lambda span: span[1])
     assert [pid for pid, _, _ in spans] == [first, spare, spare]
     # One worker: no task started before the one before it ended, the old worker's last one included.
     assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))
-    wait_until(lambda: running.sentinel.workers[0].pid == spare)
+    wait_until(lambda: sentinel.workers[0].pid == spare)
 
 
 def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluster):
