@@ -166,6 +166,36 @@ def pack(task: TaskPackage, serializer: str = "pickle", compress: bool = False, 
     return _pack_fields(task.to_dict(), task.name, serializer, compress, limit)
 
 
+def copy_fields(template: TaskPackage) -> dict[str, Any]:
+    """What copies of `template` share, for pack_copy(): its to_dict() without id, name and args."""
+    base = template.to_dict()
+    for own in ("id", "name", "args"):
+        base.pop(own, None)
+    return base
+
+
+def pack_copy(
+    base: dict[str, Any],
+    task_id: str,
+    name: str,
+    args: tuple,
+    serializer: str = "pickle",
+    compress: bool = False,
+    limit: int | None = None,
+    **more: Any,
+) -> bytes:
+    """pack() of a copy of the template whose copy_fields() are `base`, with its own id, name and
+    args (and the `more` fields), without making the copy."""
+    fields = base.copy()
+    fields["id"] = task_id
+    fields["name"] = name
+    if args:
+        fields["args"] = args
+    if more:
+        fields.update(more)
+    return _pack_fields(fields, name, serializer, compress, limit)
+
+
 def pack_many(
     template: TaskPackage,
     ids: Sequence[str],
@@ -176,17 +206,11 @@ def pack_many(
     limit: int | None = None,
 ) -> list[bytes]:
     """pack() of copies of `template` that differ only in id, name and args, without making the copies."""
-    base = template.to_dict()
-    base.pop("args", None)
-    out = []
-    for task_id, name, task_args in zip(ids, names, args, strict=True):
-        fields = base.copy()
-        fields["id"] = task_id
-        fields["name"] = name
-        if task_args:
-            fields["args"] = task_args
-        out.append(_pack_fields(fields, name, serializer, compress, limit))
-    return out
+    base = copy_fields(template)
+    return [
+        pack_copy(base, task_id, name, task_args, serializer, compress, limit)
+        for task_id, name, task_args in zip(ids, names, args, strict=True)
+    ]
 
 
 def _pack_fields(fields: dict[str, Any], name: str, serializer: str, compress: bool, limit: int | None) -> bytes:

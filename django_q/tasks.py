@@ -19,7 +19,7 @@ from .brokers.base import PRIORITY_MAX, PRIORITY_MIN
 from .conf import Config, get_config
 from .exceptions import PackageTooLarge, TaskTypeError
 from .names import humanize, new_id, new_ids
-from .package import TaskPackage, callable_path, pack, pack_many
+from .package import TaskPackage, callable_path, copy_fields, pack, pack_copy, pack_many
 
 OPTION_NAMES = frozenset(
     {
@@ -57,6 +57,9 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     else:
         options = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
     config = get_config()
+    if not options and not config.sync and (isinstance(func, str) or inspect.isfunction(func)):
+        if not signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
+            return _send_plain(func, args, kwargs, config)
     task = build_package(func, args, kwargs, options, config)
     sync = options.get("sync")
     if sync if sync is not None else config.sync:
@@ -64,6 +67,40 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     else:
         send([task], config, delay_of(options), options.get("on_commit"))
     return task.id
+
+
+# What the packages of a function called without options share (package.copy_fields),
+# by function (a dotted path or a plain function), for the configuration in
+# `_plain_config`: checked once, then each call serializes its own fields onto it.
+_plain: dict[Any, dict[str, Any]] = {}
+_plain_config: Config | None = None
+PLAIN_MAX = 256  # functions remembered; the whole table starts over beyond
+
+
+def _send_plain(func: Callable | str, args: tuple, kwargs: dict, config: Config) -> str:
+    """async_task without options, no sync run and no pre_enqueue receiver to show the package to:
+    the package is serialized straight from its function's shared fields and never made."""
+    global _plain_config
+    if _plain_config is not config or len(_plain) >= PLAIN_MAX:
+        _plain.clear()
+        _plain_config = config
+    base = _plain.get(func)
+    if base is None:
+        base = _plain[func] = copy_fields(TaskPackage(id="", name="", **package_fields(func, {}, config)))
+    task_id = new_id()
+    name = humanize(task_id)
+    more: dict[str, Any] = {"enqueued": time.time()}
+    if kwargs:
+        more["kwargs"] = kwargs
+    try:
+        payload = pack_copy(base, task_id, name, args, config.serializer, config.compress, config.package_limit, **more)
+    except PackageTooLarge:
+        raise
+    except Exception:
+        _pack(build_package(func, args, kwargs, {}, config, id=task_id), config)  # names the task and its function
+        raise
+    _when_committed(lambda: get_broker(None, config).enqueue(payload, 0, 0.0, task_id), None, config)
+    return task_id
 
 
 def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -> list[str]:

@@ -47,7 +47,7 @@ TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 # every task until run times are known) go one at a time: a job queued behind
 # a long one would wait for it, and a graceful stop would have to as well.
 PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
-PREFETCH_MAX = 16
+PREFETCH_MAX = 64
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
@@ -77,6 +77,9 @@ class Slot:
     closing: bool = False
     cancel_by: float | None = None  # monotonic time after which the cancelled job `cancel_id` is killed
     cancel_id: str | None = None
+    # The replacement of a worker about to be recycled, started before it goes
+    # (sentinel.Sentinel.spares): it gets no job while a worker of its index is connected.
+    standby: bool = False
 
     def finish(self) -> Delivery | None:
         """The worker answered for its oldest job: forget it (and its clock, if it was the running one)."""
@@ -188,7 +191,8 @@ class Pusher:
             except OSError as exc:  # timeouts and cancels of running jobs cannot be told apart for it
                 logger.error("cannot read the state of worker pid %s: %s", hello.pid, exc)
                 state = None
-            self.slots[conn] = Slot(conn, hello.pid, hello.index, state)
+            standby = any(s.index == hello.index and not s.standby for s in self.slots.values())
+            self.slots[conn] = Slot(conn, hello.pid, hello.index, state, standby=standby)
 
     def _dispatch(self) -> None:
         buffer = self.fetcher.buffer
@@ -196,7 +200,7 @@ class Pusher:
             buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
         taken = 0
         outgoing: dict[Slot, list[Job]] = {}
-        slots = [s for s in self.slots.values() if not s.killed and not s.closing]
+        slots = [s for s in self.slots.values() if not s.killed and not s.closing and not s.standby]
         depth = self._depth()
         # Short tasks drain a small buffer faster than one broker round trip refills it.
         self.fetcher.prefetch = self.config.workers * depth if depth > 1 else 0
@@ -283,6 +287,10 @@ class Pusher:
             self.monitor = None
             return
         slot = self.slots.pop(conn)
+        if not slot.standby:  # its replacement, if it is here already, takes over
+            spare = next((s for s in self.slots.values() if s.index == slot.index and s.standby), None)
+            if spare is not None:
+                spare.standby = False
         seen = self._observe(slot)
         if slot.state is not None:
             slot.state.remove()
@@ -533,7 +541,7 @@ class Pusher:
 
     def _status_snapshot(self) -> Snapshot:
         """State and workers for the status. Called from the status thread: list() copies in one step."""
-        slots = list(self.slots.values())
+        slots = [s for s in list(self.slots.values()) if not s.standby]
         self.all_connected = self.all_connected or len(slots) >= self.config.workers
         state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
         return state, [(s.index, s.pid, s.running, s.started) for s in slots]

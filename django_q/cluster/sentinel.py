@@ -29,7 +29,8 @@ from .messages import Exit
 
 logger = logging.getLogger("django_q")
 
-EXIT_PATIENCE = 10.0  # seconds workers and the monitor get to exit after the pusher stopped
+EXIT_PATIENCE = 10.0  # seconds the monitor gets to exit after the pusher stopped
+WORKER_PATIENCE = 2.0  # seconds workers get to exit after the pusher stopped (see _wind_down)
 
 
 class Sentinel:
@@ -45,6 +46,13 @@ class Sentinel:
         self.pusher: BaseProcess | None = None
         self.monitor: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
+        # Replacements started before the worker they replace is recycled (see
+        # worker.ask_for_spare); the pusher gives one no job while that worker is
+        # connected. Forked workers ask for theirs through the notice pipe.
+        self.spares: list[BaseProcess | None] = [None] * config.workers
+        self.notice_r, self.notice_w = os.pipe()
+        os.set_blocking(self.notice_r, False)
+        os.set_blocking(self.notice_w, False)
         self.stop_requested = False
         self.stopping = False
         self.identity = Identity.new(config.name)  # every pusher publishes the status under it
@@ -112,13 +120,18 @@ class Sentinel:
                 logger.warning("task module %s does not import in the sentinel (%s: %s); workers import it "
                                "themselves", name, type(exc).__name__, exc)
 
+    def _spawn_worker(self, index: int) -> BaseProcess:
+        # Under spawn and forkserver the child does not inherit the notice pipe.
+        notice = self.notice_w if self.ctx.get_start_method() == "fork" else None
+        return self._spawn(f"worker-{index}", "worker", self.address, self.authkey, index, self.config, notice)
+
     def start(self) -> None:
         """Start every process of the cluster."""
         self._preload()
         self._spawn_pusher()
         self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i in range(self.config.workers):
-            self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
+            self.workers[i] = self._spawn_worker(i)
         logger.info(
             "cluster %s started: pid %s, %s workers, %s broker", self.config.name, os.getpid(), len(self.workers),
             self.config.broker_kind,
@@ -129,7 +142,7 @@ class Sentinel:
         self.stop_requested = True
 
     def processes(self) -> list[BaseProcess]:
-        return [p for p in (self.pusher, self.monitor, *self.workers) if p is not None]
+        return [p for p in (self.pusher, self.monitor, *self.workers, *self.spares) if p is not None]
 
     def guard(self) -> None:
         """Watch the processes until the cluster stopped; replaces those that die."""
@@ -147,7 +160,8 @@ class Sentinel:
                 logger.error("pusher died (exit code %s); starting a new one", self.pusher.exitcode)
                 self._spawn_pusher()
             self._replace_dead()
-            wait([p.sentinel for p in self.processes()], timeout=0.2)
+            if self.notice_r in wait([self.notice_r, *(p.sentinel for p in self.processes())], timeout=0.2):
+                self._start_spares()
         self._wind_down()
 
     def _needs_replacing(self, proc: BaseProcess | None) -> bool:
@@ -155,18 +169,46 @@ class Sentinel:
         # ending, so it is not replaced. Recycled workers and crashes are.
         return proc is not None and not proc.is_alive() and proc.exitcode != Exit.STOPPED
 
+    def _start_spares(self) -> None:
+        """Read the notice pipe: start the replacement of each worker that is about to be recycled."""
+        try:
+            notices = os.read(self.notice_r, 65536).decode().split("\n")
+        except BlockingIOError:
+            return
+        wanted = []
+        for line in notices:
+            index, _, pid = line.partition(" ")
+            if not (index.isdigit() and pid.isdigit()) or int(index) >= len(self.workers):
+                continue
+            i, proc, spare = int(index), self.workers[int(index)], self.spares[int(index)]
+            # Only for the worker that asked, while it runs: it may have gone and been replaced already.
+            if proc is not None and proc.pid == int(pid) and proc.is_alive() and spare is None:
+                wanted.append(i)
+        if wanted and not self.stopping:
+            self._preload_tasks()
+            for i in wanted:
+                self.spares[i] = self._spawn_worker(i)
+
     def _replace_dead(self) -> None:
         if self._needs_replacing(self.monitor):
             logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
             self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
+        for i, spare in enumerate(self.spares):
+            if spare is not None and not spare.is_alive():  # it replaces nobody now; the worker gets another
+                # Recycled: the pusher had put it to work (its worker went) before we saw that worker go.
+                if spare.exitcode not in (Exit.STOPPED, Exit.RECYCLED):
+                    logger.warning("worker-%s's replacement (pid %s) exited with code %s before it took over",
+                                   i, spare.pid, spare.exitcode)
+                self.spares[i] = None
         gone = [i for i, proc in enumerate(self.workers) if self._needs_replacing(proc)]
-        if gone:
+        if any(self.spares[i] is None for i in gone):
             self._preload_tasks()
         for i in gone:
             proc = self.workers[i]
             if proc.exitcode != Exit.RECYCLED:
                 logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
-            self.workers[i] = self._spawn(f"worker-{i}", "worker", self.address, self.authkey, i, self.config)
+            spare, self.spares[i] = self.spares[i], None
+            self.workers[i] = spare if spare is not None else self._spawn_worker(i)
 
     def _stop_scheduler(self) -> None:
         # The scheduler is a thread of the monitor and takes no orders from the
@@ -176,8 +218,21 @@ class Sentinel:
             os.kill(self.monitor.pid, signal.SIGTERM)
 
     def _wind_down(self) -> None:
+        """Wait for the processes to exit once the pusher is gone; kill those that do not."""
         self._stop_scheduler()  # a run-once cluster ends without a stop request
         deadline = time.monotonic() + EXIT_PATIENCE
+        # The pusher told every worker connected to it to stop, and it stopped
+        # only with no job out. A worker still here never reached it (started
+        # as the pusher was closing, it would wait CONNECT_PATIENCE in vain), or
+        # the pusher died: whatever such a worker runs can no longer be saved.
+        workers_by = time.monotonic() + WORKER_PATIENCE
+        for proc in [p for p in (*self.workers, *self.spares) if p is not None]:
+            proc.join(max(0.0, workers_by - time.monotonic()))
+            if proc.is_alive():
+                logger.info("%s (pid %s) had not exited %.0fs after the pusher; killing it", proc.name, proc.pid,
+                            WORKER_PATIENCE)
+                proc.kill()
+                proc.join(1.0)
         for proc in self.processes():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
@@ -185,6 +240,8 @@ class Sentinel:
                 proc.kill()
                 proc.join(1.0)
         shutil.rmtree(self.dir, ignore_errors=True)
+        for fd in (self.notice_r, self.notice_w):
+            os.close(fd)
         logger.info("cluster %s stopped", self.config.name)
 
 

@@ -271,6 +271,23 @@ def succeeded_before(task_id: str) -> bool:
         return False  # cannot tell: run it again, at least once beats never
 
 
+# A worker asks the sentinel for its replacement as it starts a job after
+# which the jobs it holds take it to `recycle`: the replacement is started and
+# connected by the time it goes (its jobs in hand are at most about
+# pusher.PREFETCH_WORK of work, or the one job running), and no replacement
+# waits on a worker that an empty queue keeps short of its recycle.
+
+
+def ask_for_spare(notice_fd: int | None, index: int) -> None:
+    """Tell the sentinel (through its notice pipe) that worker `index`, this process, is about to be recycled."""
+    if notice_fd is None:
+        return
+    try:
+        os.write(notice_fd, f"{index} {os.getpid()}\n".encode())
+    except OSError:
+        pass  # the sentinel is gone or busy: it replaces this worker when it exits, as before
+
+
 # Outcomes of short tasks go to the pusher together: a message when OUTBOX_MAX
 # wait, when the worker has no job left, or FLUSH_AFTER seconds after the
 # oldest was added (a thread sees to that while a long task runs). The pusher
@@ -282,12 +299,16 @@ FLUSH_AFTER = 0.002
 class Worker:
     """One worker's conversation with the pusher; `loop()` serves one message."""
 
-    def __init__(self, conn: Connection, index: int, config: Config, state: RunState) -> None:
+    def __init__(
+        self, conn: Connection, index: int, config: Config, state: RunState, notice_fd: int | None = None
+    ) -> None:
         self.conn = conn
         self.index = index
         self.config = config
         self.state = state
+        self.notice_fd = notice_fd
         self.done = 0
+        self.spare_asked = False
         self.taken = 0  # jobs taken from the queue on this connection (the pusher counts its answers)
         self.jobs: deque[Job] = deque()  # sent together, run in order
         self.outbox: list[Any] = []  # messages for the pusher, sent together by flush()
@@ -326,6 +347,13 @@ class Worker:
                              task.cluster or self.config.name, cancelled=True, worker=worker_id()))
             return None
         self._write_state(job.delivery_id, task.timeout or self.config.timeout)
+        if not self.spare_asked and self.done + 1 + len(self.jobs) >= self.config.recycle:
+            self.spare_asked = True
+            try:
+                _function(task.func)  # its module is noted first, so that the replacement forks with it
+            except Exception:
+                pass  # call() records why it does not import
+            ask_for_spare(self.notice_fd, self.index)
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
         self._write_state()
         self.say(outcome)
@@ -389,8 +417,12 @@ class Worker:
             send_many(self.conn, fixed)
 
 
-def main(address: str, authkey: bytes, index: int, config: Config) -> None:
-    """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled."""
+def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: int | None = None) -> None:
+    """Process entry point: serve the pusher (a new one, if it is replaced) until stopped or recycled.
+
+    `notice_fd` is the sentinel's notice pipe (forked children only), where a
+    worker about to be recycled asks for its replacement (see ask_for_spare).
+    """
     global _cancel_file, _task_modules_file, _functions
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
@@ -400,19 +432,19 @@ def main(address: str, authkey: bytes, index: int, config: Config) -> None:
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
     state = RunState(state_path(address, os.getpid()), writer=True)  # before the pusher hears of us
-    done = 0
+    done, spare_asked = 0, False
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))
         if conn is None:
             state.remove()
             sys.exit(Exit.UNREACHABLE)
-        worker = Worker(conn, index, config, state)
-        worker.done = done
+        worker = Worker(conn, index, config, state, notice_fd)
+        worker.done, worker.spare_asked = done, spare_asked
         try:
             while (end := worker.loop()) is None:
                 pass
         except (EOFError, OSError):
-            done = worker.done
+            done, spare_asked = worker.done, worker.spare_asked
             continue  # the pusher died; the sentinel starts another, so reconnect
         finally:
             worker.close()

@@ -27,6 +27,13 @@ def pid():
     return os.getpid()
 
 
+def span(seconds):
+    """Sleep; return (worker pid, start, end) in epoch seconds."""
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()
+
+
 def record_hook(task):
     """A hook: keeps the finished task's id and result in the Hooked table."""
     from tests.app.models import Hooked

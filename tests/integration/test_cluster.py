@@ -3,15 +3,22 @@
 import os
 import signal
 import sys
+import time
+from dataclasses import replace
 
 import pytest
 
+from django_q.brokers import get_broker
+from django_q.conf import get_config
 from django_q.models import Failure, OrmQ, Success, Task
+from django_q.names import humanize
+from django_q.package import unpack
 from django_q.tasks import (
     async_many,
     async_chain,
     async_iter,
     async_task,
+    build_package,
     count_group,
     fetch,
     queue_size,
@@ -19,6 +26,7 @@ from django_q.tasks import (
     result_group,
 )
 from tests.app.models import Hooked
+from tests.app.tasks import add
 
 from .conftest import wait_until
 
@@ -31,6 +39,27 @@ def test_seed_examples(cluster):
     assert result(hooked, wait=30_000) == (0.5, 2.0)
     row = wait_until(lambda: Hooked.objects.filter(task_id=hooked).first())
     assert row.result == "(0.5, 2.0)" and row.success
+
+
+def test_a_call_without_options_gives_the_broker_the_package_build_package_makes(q_cluster):
+    """Such a call serializes its package from its function's remembered fields without making it."""
+    config = get_config()
+    before = time.time()
+    calls = [("tests.app.tasks.add", (1,), {"b": 2}), (add, (3, 4), {}), ("tests.app.tasks.pid", (), {})]
+    ids = [async_task(func, *args, **kwargs) for func, args, kwargs in calls]
+    ids.append(async_task("tests.app.tasks.add", 5, 6))  # the remembered fields again
+    calls.append(("tests.app.tasks.add", (5, 6), {}))
+    held = {}
+    deadline = time.monotonic() + 10
+    while len(held) < len(ids) and time.monotonic() < deadline:
+        for delivery in get_broker().dequeue(len(ids), 1.0):
+            task = unpack(delivery.payload, config.package_limit)
+            held[task.id] = task
+    for task_id, (func, args, kwargs) in zip(ids, calls):
+        task = held[task_id]
+        assert task.name == humanize(task_id) and before <= task.enqueued <= time.time()
+        expected = build_package(func, args, kwargs, {}, config, id=task_id)
+        assert replace(task, enqueued=0.0) == replace(expected, enqueued=0.0)
 
 
 def test_many_tasks_all_saved_and_acked(cluster, q_cluster):
@@ -79,6 +108,42 @@ def test_recycle_replaces_workers(cluster):
     cluster(recycle=2, workers=1)
     pids = {result(async_task("tests.app.tasks.pid"), wait=30_000) for _ in range(6)}
     assert len(pids) >= 3
+
+
+def test_a_worker_about_to_be_recycled_is_replaced_before_it_goes_and_never_alongside(cluster):
+    """The replacement starts while the worker runs its last task, and gets no job until that worker left."""
+    running = cluster(recycle=3, workers=1)
+    sentinel = running.sentinel
+    first = result(async_task("tests.app.tasks.pid"), wait=30_000)
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == first
+    assert sentinel.spares == [None]  # one task left, but none in hand: an idle cluster keeps no replacement
+    ids = async_many("tests.app.tasks.span", [0.5] * 3)
+    wait_until(lambda: sentinel.spares[0] is not None)  # asked as its last task started
+    spare = sentinel.spares[0].pid
+    assert sentinel.workers[0].pid == first and spare != first
+    spans = sorted((result(task_id, wait=30_000) for task_id in ids), key=lambda span: span[1])
+    assert [pid for pid, _, _ in spans] == [first, spare, spare]
+    # One worker: no task started before the one before it ended, the old worker's last one included.
+    assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))
+    wait_until(lambda: sentinel.workers[0].pid == spare)
+
+
+def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluster):
+    running = cluster(workers=1)
+    sentinel = running.sentinel
+    worker = sentinel.workers[0]
+    # A worker that already went (its pid is not the running one's), an index out of range, noise.
+    os.write(sentinel.notice_w, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
+    time.sleep(0.5)  # the sentinel reads the pipe as soon as it is written
+    assert sentinel.spares == [None]
+    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())
+    wait_until(lambda: sentinel.spares[0] is not None)
+    spare = sentinel.spares[0]
+    time.sleep(0.5)
+    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker  # asked twice, started once
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid  # the spare stands by
+    running.stop()  # with a spare standing by
+    assert not spare.is_alive() and spare.exitcode == 0
 
 
 @pytest.mark.parametrize("preload", [True, False])

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from django_q import signals
+from django_q import signals, tasks
 from django_q.exceptions import BrokerConnectionError, PackageTooLarge, TaskTypeError
 from django_q.tasks import async_chain, async_iter, async_many, async_task, build_package, func_reference
 from tests.app.tasks import Greeter, add
@@ -112,6 +112,32 @@ def test_pre_enqueue_is_sent_with_the_package_before_it_goes_to_the_broker():
         async_task("math.copysign", 2, -2, group="signals")
     [call] = calls
     assert (call["task"].func, call["task"].args, call["task"].group) == ("math.copysign", (2, -2), "signals")
+
+
+@pytest.mark.parametrize("sender", [None, "django_q"])
+def test_pre_enqueue_is_sent_for_a_task_without_options_too(sender):
+    """A call without options skips making the package unless a receiver (of every sender, or of ours) wants it."""
+    calls = []
+
+    def receiver(sender, task, **kwargs):
+        calls.append((task.func, task.args, task.kwargs))
+
+    signals.pre_enqueue.connect(receiver, sender=sender, weak=False)
+    try:
+        with pytest.raises(BrokerConnectionError):
+            async_task("math.copysign", 2, -2)
+        with pytest.raises(BrokerConnectionError):
+            async_task(add, 1, b=2)
+    finally:
+        signals.pre_enqueue.disconnect(receiver, sender=sender)
+    assert calls == [("math.copysign", (2, -2), {}), ("tests.app.tasks.add", (1,), {"b": 2})]
+
+
+def test_the_fields_of_calls_without_options_are_remembered_for_a_bounded_number_of_functions():
+    for i in range(tasks.PLAIN_MAX + 10):
+        with pytest.raises(BrokerConnectionError):
+            async_task(f"some.module.function_{i}", i)
+        assert len(tasks._plain) <= tasks.PLAIN_MAX
 
 
 def test_async_many_refuses_an_unpicklable_item_by_name_before_the_broker():
