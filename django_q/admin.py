@@ -409,8 +409,10 @@ class DeadLetterAdmin(PackageAdmin):
     def has_requeue_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_q.change_deadletter")
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict:
+        # Django 6.1 says where the actions show (action_location); Django 5.2 has no such argument.
+        where = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **where)
         actions.pop("delete_selected", None)  # purge does the same without the extra page
         return actions
 
