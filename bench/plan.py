@@ -42,6 +42,7 @@ def record_drain(kind: str) -> Callable[[Results, str, str, dict], None]:
         else:
             results.add("W6", label, ours, out["rate"], _partial(out))
             results.add("W6-rss", label, ours, out["rss_peak_mib"])
+            results.add("W6-rss-end", label, ours, out["rss_after_mib"])
 
     return record
 

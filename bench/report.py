@@ -36,6 +36,7 @@ FIGURES = [
     Figure("W5-killed-at", "W5 ran before the SIGKILL", "tasks", True),
     Figure("W6", "W6 drain, 100,000 tasks", "tasks/s", True),
     Figure("W6-rss", "W6 peak RSS", "MiB", False),
+    Figure("W6-rss-end", "W6 RSS at the end", "MiB", False),
 ]
 BY_KEY = {f.key: f for f in FIGURES}
 
