@@ -13,13 +13,13 @@ import json
 import os
 import socket
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone as dt_timezone
 
 from .brokers import get_broker
 from .brokers.base import LEASED, Pending
 from .conf import Config, get_config
 from .exceptions import PackageError
 from .package import unpack
+from .rows import epoch_datetime, row_fields
 
 _HOST = socket.gethostname()
 
@@ -60,10 +60,6 @@ class RunningInfo:
             return None
 
 
-def _dt(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
-
-
 def task_of(pending: Pending, config: Config):
     """An unsaved Task for a package still in the broker; None if the package is not a valid one of ours."""
     from .models import Task
@@ -74,28 +70,18 @@ def task_of(pending: Pending, config: Config):
         return None
     running = RunningInfo.decode(pending.running) if pending.state == LEASED else None
     task = Task(
-        id=package.id,
-        name=package.name,
-        func=package.func_name[:256],
-        hook=package.hook,
-        args=package.args,
-        kwargs=package.kwargs,
-        group=package.group,
+        **row_fields(package),
         cluster=running.cluster if running else package.cluster or config.name,
-        parent=package.parent,
-        started=_dt(running.started) if running else None,
+        started=epoch_datetime(running.started) if running else None,
         stopped=None,
         success=None,
         attempt_count=pending.attempts,
         status=Task.RUNNING if running else Task.QUEUED,
-        priority=package.priority,
-        enqueued=_dt(package.enqueued),
         worker=running.worker if running else None,
-        history=list(package.history),
     )
     # Not fields: the broker's own view, for the admin and tasks_backend.
     task.broker_state = pending.state
-    task.due = _dt(pending.due) if pending.state != LEASED else None
+    task.due = epoch_datetime(pending.due) if pending.state != LEASED and pending.due else None
     task.package = package
     return task
 

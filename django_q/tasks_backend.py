@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task as DjangoTask, TaskContext, TaskResult, TaskResultStatus
@@ -50,6 +49,7 @@ from .conf import get_config
 from .exceptions import ConfigurationError, DjangoQError
 from .inflight import worker_id
 from .package import TaskPackage
+from .rows import epoch_datetime
 
 RETRY_ATTRIBUTE = "django_q_retry_policy"
 #: the exception class path given for a failure that raised nothing in the task (timeout, lost worker)
@@ -124,7 +124,7 @@ class DjangoQBackend(BaseTaskBackend):
             task=task,
             id=package.id,
             status=TaskResultStatus.READY,
-            enqueued_at=_dt(package.enqueued),
+            enqueued_at=epoch_datetime(package.enqueued) if package.enqueued else None,
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
@@ -226,10 +226,6 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
-def _dt(epoch: float | None) -> datetime | None:
-    return None if not epoch else datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
-
-
 def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
     """Run a django.tasks task in a worker: its context, its signals, Django's JSON rule for the value.
 
@@ -248,7 +244,7 @@ def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
         task=task,
         id=package.id,
         status=TaskResultStatus.RUNNING,
-        enqueued_at=_dt(package.enqueued),
+        enqueued_at=epoch_datetime(package.enqueued) if package.enqueued else None,
         started_at=now,
         finished_at=None,
         last_attempted_at=now,

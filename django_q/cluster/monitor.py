@@ -13,18 +13,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
 from typing import Any
 
 from django import db
-from django.conf import settings
 from django.db import DatabaseError, IntegrityError, models, router, transaction
-from django.utils import timezone
 
 from .. import signals
 from ..conf import Config
 from ..models import DeadLetter, Success, Task
 from ..package import TaskPackage
+from ..rows import epoch_datetime, row_fields
 from . import process
 from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved, send
 
@@ -63,7 +62,7 @@ def _preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
     if isinstance(field, _PLAIN_FIELDS):
         return lambda value: value if type(value) in _PLAIN_VALUES else prepare(value)
     if type(field) is models.DateTimeField:
-        # _dt's datetimes already are what DateTimeField.get_prep_value would
+        # rows.epoch_datetime's datetimes already are what DateTimeField.get_prep_value would
         # make of them (aware with USE_TZ, naive without): only the backend's
         # adaptation is left.
         adapt = connection.ops.adapt_datetimefield_value
@@ -76,12 +75,6 @@ def _insert_sql(connection: Any) -> str:
     columns = ", ".join(quote(f.column) for f in _concrete_fields())
     marks = ", ".join(["%s"] * len(_concrete_fields()))
     return f"INSERT INTO {quote(Task._meta.db_table)} ({columns}) VALUES ({marks})"
-
-
-def _dt(epoch: float) -> datetime:
-    """A time of a Task row: aware UTC, or without USE_TZ naive in TIME_ZONE, as Django keeps datetimes then."""
-    moment = datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
-    return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
 class Recorder:
@@ -170,28 +163,17 @@ class Recorder:
 
     def _fields(self, outcome: Outcome) -> dict[str, Any]:
         """The Task row of an outcome, field by field."""
-        task = outcome.task
         return dict(
-            id=task.id,
-            name=task.name,
-            func=task.func_name[:256],
-            hook=task.hook,
-            args=task.args,
-            kwargs=task.kwargs,
+            row_fields(outcome.task),
             result=outcome.result,
-            group=task.group if not task.parent else None,
             cluster=outcome.cluster,
-            parent=task.parent,
-            started=_dt(outcome.started),
-            stopped=_dt(outcome.stopped),
+            started=epoch_datetime(outcome.started),
+            stopped=epoch_datetime(outcome.stopped),
             success=outcome.success,
             attempt_count=outcome.attempts,
             status=outcome.status,
-            priority=task.priority,
-            enqueued=_dt(task.enqueued) if task.enqueued else None,
             worker=outcome.worker,
             exception=outcome.exception,
-            history=list(task.history) or None,
         )
 
     def _store(self, latest: dict[str, Outcome], existing: dict[str, bool]) -> set[str]:

@@ -7,6 +7,8 @@ import time
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
 
 from django_q.models import Task
 from django_q.tasks import async_many, async_task, cancel, fetch, queue_size, result
@@ -44,6 +46,16 @@ def test_status_goes_queued_running_succeeded(cluster):
     assert (stored.status, stored.success, stored.result) == ("success", True, "slept")
     assert stored.worker == running.worker
     assert stored.enqueued <= stored.started <= stored.stopped
+
+
+def test_without_use_tz_a_queued_task_has_naive_times_as_its_stored_row_will(q_cluster):
+    """USE_TZ off: Django keeps naive TIME_ZONE times; fetch() of a task still in the broker gives them too."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Berlin"):
+        now = timezone.now()  # naive, in TIME_ZONE
+        queued = fetch(async_task("tests.app.tasks.add", 1, 2, countdown=60))
+        assert queued.status == "queued" and queued.enqueued.tzinfo is None and queued.due.tzinfo is None
+        assert abs((queued.enqueued - now).total_seconds()) < 30
+        assert 30 < (queued.due - now).total_seconds() < 90
 
 
 def test_cancel_a_queued_task_records_it_and_never_runs_it(cluster):
