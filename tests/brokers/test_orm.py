@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -196,3 +200,57 @@ def test_close_ends_the_listen_connection(queue_name: str) -> None:
     while listeners() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert listeners() == 0
+
+
+# Run in a child process: Django picks psycopg 3 whenever it imports, so only a
+# process where it does not sees the psycopg2 branches of wakeup (_drain, _wait_one).
+PSYCOPG2_WAKEUP = """
+import json, os, sys, threading, time
+sys.modules["psycopg"] = None  # Django's PostgreSQL backend falls back to psycopg2
+import django
+from django.conf import settings
+settings.DATABASES["pg"]["NAME"] = os.environ["DQ_PG_NAME"]
+django.setup()
+from django.db import connections
+from django_q.brokers.orm import OrmBroker
+
+queue = os.environ["DQ_QUEUE"]
+waiting = OrmBroker(queue, 30.0, alias="pg", poll=30.0)
+rounds = []
+for payload in (b"first", b"second"):  # the second claim drains the LISTEN connection first
+    got = []
+    def wait():
+        start = time.monotonic()
+        got.append(([d.payload.decode() for d in waiting.dequeue(timeout=20.0)], time.monotonic() - start))
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.5)  # the claim found nothing; the thread waits on LISTEN
+    OrmBroker(queue, 30.0, alias="pg").enqueue(payload)
+    thread.join(25)
+    rounds.extend(got)
+waiting.close()
+print(json.dumps({"driver": connections["pg"].Database.__name__, "rounds": rounds}))
+"""
+
+
+@pytest.mark.django_db(databases=["pg"], transaction=True)
+def test_idle_dequeue_wakes_on_enqueue_with_psycopg2_too(queue_name: str) -> None:
+    """Django on psycopg2 (no psycopg 3 importable): the NOTIFY wake-up works the same, twice in a row."""
+    import psycopg2  # noqa: F401  (a test dependency: missing, this test fails rather than skips)
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DQ_PG_NAME": connections["pg"].settings_dict["NAME"],
+        "DQ_QUEUE": queue_name,
+    }
+    try:
+        done = subprocess.run([sys.executable, "-c", PSYCOPG2_WAKEUP], env=env, capture_output=True, text=True,
+                              timeout=90)
+    finally:
+        OrmBroker(queue_name, 30.0, alias="pg").purge()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["driver"] == "psycopg2"
+    assert [payloads for payloads, _ in report["rounds"]] == [["first"], ["second"]]
+    assert all(took < 5.0 for _, took in report["rounds"]), report["rounds"]
