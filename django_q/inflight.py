@@ -81,7 +81,7 @@ def task_of(pending: Pending, config: Config):
     )
     # Not fields: the broker's own view, for the admin and tasks_backend.
     task.broker_state = pending.state
-    task.due = epoch_datetime(pending.due) if pending.state != LEASED and pending.due else None
+    task.due = epoch_datetime(pending.due) if pending.state != LEASED else None
     task.package = package
     return task
 

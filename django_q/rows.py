@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from .package import TaskPackage
 
 
-def epoch_datetime(epoch: float) -> datetime:
-    """A time of a Task row: aware in UTC, or without USE_TZ naive in TIME_ZONE, as Django keeps datetimes then."""
+def epoch_datetime(epoch: float | None) -> datetime | None:
+    """A time of a Task row: aware in UTC, or without USE_TZ naive in TIME_ZONE, as Django keeps datetimes then.
+    None for no time (None, or 0: a package made without an enqueue time)."""
+    if not epoch:
+        return None
     moment = datetime.fromtimestamp(epoch, tz=dt_timezone.utc)
     return moment if settings.USE_TZ else timezone.make_naive(moment)
 
@@ -36,6 +39,6 @@ def row_fields(package: TaskPackage) -> dict[str, Any]:
         group=package.group if not package.parent else None,  # an async_iter part is counted in its parent
         parent=package.parent,
         priority=package.priority,
-        enqueued=epoch_datetime(package.enqueued) if package.enqueued else None,
+        enqueued=epoch_datetime(package.enqueued),
         history=list(package.history) or None,
     )

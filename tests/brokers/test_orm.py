@@ -120,27 +120,30 @@ def test_producers_and_consumers_under_load(broker: OrmBroker, alias: str) -> No
 WAKING = [p for p in ORM_BACKENDS if p.values[0] != "mysql"]
 
 
+def woken_dequeue(waiting: OrmBroker, sender: OrmBroker, payload: bytes) -> tuple[list[bytes], float]:
+    """An idle dequeue of `waiting` (in a thread; timeout 20 s), and half a second into its wait an enqueue of
+    `payload` by `sender`: the payloads it got, and the seconds it took."""
+
+    def dequeue() -> tuple[list[bytes], float]:
+        start = time.monotonic()
+        deliveries = waiting.dequeue(timeout=20.0)
+        return [d.payload for d in deliveries], time.monotonic() - start
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(in_thread, dequeue)
+        time.sleep(0.5)  # the first claim found nothing; the thread waits
+        sender.enqueue(payload)
+        return future.result(timeout=25)
+
+
 @pytest.mark.parametrize("alias", WAKING)
 def test_idle_dequeue_wakes_on_enqueue_long_before_its_poll(alias: str, queue_name: str) -> None:
     """With poll=30 only the wake-up (NOTIFY, SQLite's data_version) can hand the package out within seconds."""
     waiting = OrmBroker(queue_name, 30.0, alias=alias, poll=30.0)
-    got: list[tuple[list[bytes], float]] = []
-
-    def wait() -> None:
-        try:
-            start = time.monotonic()
-            deliveries = waiting.dequeue(timeout=20.0)
-            got.append(([d.payload for d in deliveries], time.monotonic() - start))
-        finally:
-            waiting.close()
-            connections.close_all()
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    time.sleep(0.5)  # the first claim found nothing; the thread waits
-    OrmBroker(queue_name, 30.0, alias=alias).enqueue(b"wake")
-    thread.join(25)
-    ((payloads, took),) = got
+    try:
+        payloads, took = woken_dequeue(waiting, OrmBroker(queue_name, 30.0, alias=alias), b"wake")
+    finally:
+        waiting.close()
     assert payloads == [b"wake"]
     assert took < 5.0
 
@@ -205,7 +208,7 @@ def test_close_ends_the_listen_connection(queue_name: str) -> None:
 # Run in a child process: Django picks psycopg 3 whenever it imports, so only a
 # process where it does not sees the psycopg2 branches of wakeup (_drain, _wait_one).
 PSYCOPG2_WAKEUP = """
-import json, os, sys, threading, time
+import json, os, sys
 sys.modules["psycopg"] = None  # Django's PostgreSQL backend falls back to psycopg2
 import django
 from django.conf import settings
@@ -213,23 +216,16 @@ settings.DATABASES["pg"]["NAME"] = os.environ["DQ_PG_NAME"]
 django.setup()
 from django.db import connections
 from django_q.brokers.orm import OrmBroker
+from tests.brokers.test_orm import woken_dequeue
 
 queue = os.environ["DQ_QUEUE"]
 waiting = OrmBroker(queue, 30.0, alias="pg", poll=30.0)
-rounds = []
-for payload in (b"first", b"second"):  # the second claim drains the LISTEN connection first
-    got = []
-    def wait():
-        start = time.monotonic()
-        got.append(([d.payload.decode() for d in waiting.dequeue(timeout=20.0)], time.monotonic() - start))
-    thread = threading.Thread(target=wait)
-    thread.start()
-    time.sleep(0.5)  # the claim found nothing; the thread waits on LISTEN
-    OrmBroker(queue, 30.0, alias="pg").enqueue(payload)
-    thread.join(25)
-    rounds.extend(got)
+# The second claim drains the LISTEN connection first.
+rounds = [woken_dequeue(waiting, OrmBroker(queue, 30.0, alias="pg"), p) for p in (b"first", b"second")]
 waiting.close()
-print(json.dumps({"driver": connections["pg"].Database.__name__, "rounds": rounds}))
+report = {"driver": connections["pg"].Database.__name__,
+          "rounds": [([p.decode() for p in payloads], took) for payloads, took in rounds]}
+print(json.dumps(report))
 """
 
 
