@@ -8,17 +8,28 @@ so view-only staff get none of them.
 
 from __future__ import annotations
 
+import time
 from pprint import pformat
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from .conf import get_config
+from .deadletters import requeue as send_back
+from .enqueue import run_now as enqueue_now
+from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
+from .inflight import RunningInfo, pending_tasks
 from .models import DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
+from .package import unpack, verify
+from .tasks import async_task, cancel
 
 SHORT = 80  # characters of a value shown in a list
 
@@ -42,7 +53,6 @@ def last_line(traceback: Any) -> str:
 
 class TaskAdmin(admin.ModelAdmin):
     """A stored task: shown readably, searchable and filterable; deletable, never editable."""
-
     search_fields = ("name", "func", "group", "id")
     list_filter = ("status", "started", "stopped", "func", "group")
     date_hierarchy = "stopped"
@@ -95,9 +105,6 @@ class SuccessAdmin(TaskAdmin):
 
 def resubmit(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """Enqueue the selected failed tasks again, with their arguments, hook and group."""
-    from .exceptions import DjangoQError
-    from .tasks import async_task
-
     count = 0
     for task in queryset:
         try:
@@ -132,10 +139,6 @@ class FailureAdmin(TaskAdmin):
 
 def run_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """Enqueue a run of each selected schedule now; their next run and repeats stay as they are."""
-    from .cluster.scheduler import run_now as enqueue_now
-    from .exceptions import TaskTypeError
-    from .schedules import ScheduleError
-
     count = 0
     for sched in queryset:
         try:
@@ -193,8 +196,6 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("last run"))
     def last_run_link(self, obj: Schedule) -> Any:
-        from django.urls import reverse
-        from django.utils.html import format_html
 
         task = self._last_run(obj)
         if task is None:
@@ -219,10 +220,6 @@ class ScheduleAdmin(admin.ModelAdmin):
 
 def _decoded(payload: bytes) -> tuple[Any, str | None]:
     """The task in a package whose signature verifies with the current keys, or why there is none."""
-    from .conf import get_config
-    from .exceptions import PackageError
-    from .package import unpack
-
     try:
         return unpack(bytes(payload), get_config().package_limit), None
     except PackageError as exc:
@@ -231,7 +228,6 @@ def _decoded(payload: bytes) -> tuple[Any, str | None]:
 
 class PackageAdmin(admin.ModelAdmin):
     """Rows holding a package: its task is shown only when its signature verifies (nothing else is unpickled)."""
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -276,7 +272,6 @@ class PackageAdmin(admin.ModelAdmin):
 @admin.register(OrmQ)
 class QueueAdmin(PackageAdmin):
     """The database broker's queue. Deleting a row drops its task (a running one still finishes)."""
-
     list_display = ("id", "task_name", "task_func", "task_group", "queue", "priority", "state", "running_on",
                     "attempts", "created")
     list_filter = ("queue", "leased", "created")
@@ -287,7 +282,6 @@ class QueueAdmin(PackageAdmin):
 
     @admin.display(description=_("state"))
     def state(self, obj: OrmQ) -> str:
-        import time
 
         now = time.time()
         if obj.leased and obj.visible > now:
@@ -296,7 +290,6 @@ class QueueAdmin(PackageAdmin):
 
     @admin.display(description=_("running on"))
     def running_on(self, obj: OrmQ) -> str:
-        from .inflight import RunningInfo
 
         info = RunningInfo.decode(bytes(obj.running) if obj.running is not None else None)
         return f"{info.cluster} {info.worker}" if info else "-"
@@ -321,13 +314,7 @@ class InFlightAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
-        from django.core.exceptions import PermissionDenied
-        from django.template.response import TemplateResponse
 
-        from .conf import get_config
-        from .exceptions import BrokerError
-        from .inflight import pending_tasks
-        from .tasks import cancel
 
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -381,7 +368,6 @@ def requeue(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
     A package whose signature still fails stays a dead letter: nothing the
     keys do not vouch for ever reaches a worker.
     """
-    from .deadletters import requeue as send_back
 
     done, kept = send_back(queryset)
     for letter, reason in kept:
@@ -427,10 +413,6 @@ class DeadLetterAdmin(PackageAdmin):
     @admin.display(boolean=True, description=_("verifies now"))
     def verifies(self, obj: DeadLetter) -> bool:
         """Whether the signature holds with the current SECRET_KEY or its fallbacks."""
-        from .conf import get_config
-        from .exceptions import PackageError
-        from .package import verify
-
         try:
             verify(bytes(obj.payload), get_config().package_limit)
         except PackageError:

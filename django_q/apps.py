@@ -3,7 +3,11 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core import checks
+
+from .conf import build_config, ignored_keys
+from .exceptions import ConfigurationError
 
 
 class DjangoQConfig(AppConfig):
@@ -12,10 +16,9 @@ class DjangoQConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported for their receivers: conf resets on setting_changed, and the
-        # database broker prepares every SQLite connection (busy timeout, WAL),
-        # including those a worker's tasks and the monitor use.
-        from . import conf  # noqa: F401
+        # Imported for its receiver, once the models may be (the app registry):
+        # the database broker prepares every SQLite connection (busy timeout,
+        # WAL), including those a worker's tasks and the monitor use.
         from .brokers import orm  # noqa: F401
 
         self.verbose_name = _label()
@@ -23,8 +26,6 @@ class DjangoQConfig(AppConfig):
 
 
 def _label() -> str:
-    from django.conf import settings
-
     raw = getattr(settings, "Q_CLUSTER", None)
     label = raw.get("label") if isinstance(raw, dict) else None
     return label if isinstance(label, str) else "Django Q"
@@ -32,9 +33,6 @@ def _label() -> str:
 
 def check_settings(**_: Any) -> list[checks.CheckMessage]:
     """Report a bad Q_CLUSTER as an error and ignored django-q2 keys as warnings."""
-    from .conf import build_config, ignored_keys
-    from .exceptions import ConfigurationError
-
     messages: list[checks.CheckMessage] = []
     try:
         build_config()

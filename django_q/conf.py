@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from . import package
 from .exceptions import ConfigurationError
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -198,6 +199,4 @@ def _reset(setting: str, **_: Any) -> None:
     global _config
     if setting in SETTING_NAMES:
         _config = None
-        from . import package
-
         package.reset_keys()

@@ -47,5 +47,9 @@ class WorkerLost(DjangoQError):
     """Names, in results, a failure the task did not raise: a timeout kill or a worker that died."""
 
 
-class TimeoutExpired(DjangoQError):
-    """A wait for a task's result ran out."""
+class TaskCancelled(BaseException):
+    """Raised inside a running task when cancel() asks it to stop.
+
+    A BaseException, outside the DjangoQError tree, so that a task's own
+    `except Exception` does not swallow it.
+    """

@@ -10,32 +10,15 @@ instances with status queued or running, which `fetch()` and the admin show.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass
 
 from .brokers import get_broker
 from .brokers.base import LEASED, Pending
 from .conf import Config, get_config
 from .exceptions import PackageError
+from .models import Task
 from .package import unpack
 from .rows import epoch_datetime, row_fields
-
-_HOST = socket.gethostname()
-
-
-_own_id: tuple[int, str] = (0, "")  # (pid, its worker_id): made once per process
-
-
-def worker_id(pid: int | None = None) -> str:
-    """How a worker process is named in results and statuses: "host:pid"."""
-    global _own_id
-    if pid is None:
-        pid = os.getpid()
-        if _own_id[0] != pid:  # a new process (fork)
-            _own_id = (pid, f"{_HOST}:{pid}")
-        return _own_id[1]
-    return f"{_HOST}:{pid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +43,8 @@ class RunningInfo:
             return None
 
 
-def task_of(pending: Pending, config: Config):
+def task_of(pending: Pending, config: Config) -> Task | None:
     """An unsaved Task for a package still in the broker; None if the package is not a valid one of ours."""
-    from .models import Task
-
     try:
         package = unpack(pending.payload, config.package_limit)
     except PackageError:
@@ -86,14 +67,14 @@ def task_of(pending: Pending, config: Config):
     return task
 
 
-def find(task_id: str, cluster: str | None = None):
+def find(task_id: str, cluster: str | None = None) -> Task | None:
     """The unsaved Task of `task_id` while it is in the broker of `cluster`, else None."""
     config = get_config()
     pending = get_broker(cluster, config).lookup(task_id)
     return None if pending is None else task_of(pending, config)
 
 
-def pending_tasks(cluster: str | None = None, limit: int = 100) -> list:
+def pending_tasks(cluster: str | None = None, limit: int = 100) -> list[Task]:
     """Unsaved Tasks for up to `limit` packages of the queue: running first, then in the order they go out."""
     config = get_config()
     found = (task_of(p, config) for p in get_broker(cluster, config).pending(limit))

@@ -19,12 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from .brokers import get_broker
 from .conf import get_config
 from .exceptions import BrokerError
+from .models import DeadLetter, Schedule, Task
 from .status import DURATION_BUCKETS, ClusterStatus, cluster_statuses
 
 logger = logging.getLogger("django_q")
@@ -47,11 +50,6 @@ class QueueCollector:
         self.queues = tuple(queues) if queues else None
 
     def collect(self) -> Iterator[Metric]:
-        from django.db.models import Count
-
-        from .brokers import get_broker
-        from .models import DeadLetter, Schedule, Task
-
         config = get_config()
         counters = {key: CounterMetricFamily(f"django_q_tasks_{key}", text, labels=LABELS) for key, text in COUNTERS}
         duration = HistogramMetricFamily(

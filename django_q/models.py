@@ -11,6 +11,9 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .funcs import importable
+from .schedules import CRON, Recurrence, ScheduleError, parse_args, parse_kwargs
+
 
 class PickledObjectField(models.BinaryField):
     """Any picklable value, stored as a pickle. Only the cluster and the project write it."""
@@ -42,7 +45,7 @@ class Task(models.Model):
 
     Stored rows are finished: succeeded, failed or cancelled. `fetch()` also
     returns unsaved instances for tasks still in the broker, with `status`
-    queued or running and `success` None (see `Task.in_flight`).
+    queued or running and `success` None (see `django_q.inflight`).
     """
 
     QUEUED = "queued"
@@ -112,12 +115,6 @@ class Task(models.Model):
         lookup = {"id": task_id} if _looks_like_id(task_id) else {"name": task_id}
         return Task.objects.filter(**lookup).first()
 
-    @staticmethod
-    def in_flight(task_id: str, cluster: str | None = None) -> Task | None:
-        """An unsaved Task for a task still in the broker of `cluster`: queued (or due later) or running."""
-        from .inflight import find
-
-        return find(task_id, cluster)
 
 
 def _looks_like_id(value: str) -> bool:
@@ -163,7 +160,7 @@ class Failure(Task):
 
 def validate_cron(value: str) -> None:
     """Raise ValidationError unless `value` is a cron expression croniter accepts."""
-    from croniter import croniter
+    from croniter import croniter  # cron schedules alone need croniter
 
     if not croniter.is_valid(value):
         raise ValidationError(_("%(value)s is not a valid cron expression"), params={"value": value})
@@ -171,9 +168,7 @@ def validate_cron(value: str) -> None:
 
 def validate_cron_occurs(value: str | None) -> str | None:
     """Why a valid cron expression never runs (e.g. "0 0 30 2 *"), or None."""
-    from croniter import croniter
-
-    from .schedules import CRON, Recurrence, ScheduleError
+    from croniter import croniter  # only cron schedules need croniter
 
     if not value or not croniter.is_valid(value):
         return None  # the field's validator reports it
@@ -183,17 +178,6 @@ def validate_cron_occurs(value: str | None) -> str | None:
     except ScheduleError as exc:
         return str(exc)
     return None
-
-
-def importable(path: str) -> str | None:
-    """Why the dotted path `path` is not an importable callable, or None."""
-    from .tasks import resolve
-
-    try:
-        obj = resolve(path)
-    except Exception as exc:  # importing runs the module's code: anything can go wrong
-        return f"{path!r} cannot be imported: {type(exc).__name__}: {exc}"
-    return None if callable(obj) else f"{path!r} is not callable"
 
 
 class Schedule(models.Model):
@@ -268,8 +252,6 @@ class Schedule(models.Model):
 
     def clean(self) -> None:
         """Check what the scheduler needs: the type's settings, literal arguments, importable functions."""
-        from .schedules import ScheduleError, parse_args, parse_kwargs
-
         errors: dict[str, list[str]] = {}
         if self.schedule_type == self.CRON and not self.cron:
             errors.setdefault("cron", []).append(_("A cron schedule needs a cron expression."))

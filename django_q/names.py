@@ -1,6 +1,7 @@
-"""Task ids and the human-readable names derived from them."""
+"""Task ids, the human-readable names derived from them, and the names of worker processes."""
 
 import os
+import socket
 
 # 256 short words, one per byte value; four of them plus six hex digits of the
 # id name a task ("amber-otter-seven-kite-3fa2c1"), 56 bits in all, so names
@@ -45,3 +46,18 @@ def humanize(task_id: str) -> str:
     """The readable name of a task id."""
     raw = bytes.fromhex(task_id[:8])
     return "-".join(WORDS[b] for b in raw) + "-" + task_id[-6:]
+
+
+_HOST = socket.gethostname()
+_own_id: tuple[int, str] = (0, "")  # (pid, its worker_id): made once per process
+
+
+def worker_id(pid: int | None = None) -> str:
+    """How a worker process is named in results and statuses: "host:pid"."""
+    global _own_id
+    if pid is None:
+        pid = os.getpid()
+        if _own_id[0] != pid:  # a new process (fork)
+            _own_id = (pid, f"{_HOST}:{pid}")
+        return _own_id[1]
+    return f"{_HOST}:{pid}"

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.utils.encoding import force_bytes
 
 from .exceptions import BadSignature, CorruptPackage, PackageTooLarge
+from .funcs import callable_path
 
 MAGIC = b"DQ\x01"
 FLAG_ZLIB = 0x01
@@ -104,13 +105,6 @@ _DEFAULTS = tuple(
      else _REQUIRED)
     for f in fields(TaskPackage)
 )
-
-
-def callable_path(func: Any) -> str:
-    """A readable dotted path for any callable (functions, methods, callable objects)."""
-    module = getattr(func, "__module__", None) or type(func).__module__
-    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}.{qualname}"
 
 
 # An HMAC per key (SECRET_KEY first, then its fallbacks) over nothing yet: each
@@ -220,6 +214,10 @@ def _pack_fields(fields: dict[str, Any], name: str, serializer: str, compress: b
     else:
         body = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
         flags = 0
+    # The limit holds for the body as a worker will read it, compressed or not:
+    # a cluster refuses a package that inflates past it (unpack).
+    if limit is not None and len(body) > limit:
+        raise PackageTooLarge(f"task {name} is {len(body)} bytes serialized, over package_limit {limit}")
     if compress:
         body = zlib.compress(body)
         flags |= FLAG_ZLIB

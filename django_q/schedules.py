@@ -69,7 +69,7 @@ class Recurrence:
         if self.kind == MINUTES and not (isinstance(self.minutes, int) and self.minutes > 0):
             raise ScheduleError(f"a minutes schedule needs a positive number of minutes, not {self.minutes!r}")
         if self.kind == CRON:
-            from croniter import croniter
+            from croniter import croniter  # cron schedules alone need croniter
 
             if not self.cron or not croniter.is_valid(self.cron):
                 raise ScheduleError(f"{self.cron!r} is not a valid cron expression")
@@ -123,7 +123,7 @@ class Recurrence:
         return self._local(start.replace(year=year, month=month, day=day))
 
     def _cron_after(self, t: datetime) -> datetime:
-        from croniter import CroniterBadDateError, croniter
+        from croniter import CroniterBadDateError, croniter  # cron schedules alone need croniter
 
         # Start as far back as a DST gap in the last day moved the clock forward:
         # a wall-clock match in the gap runs after it, possibly after `t`.

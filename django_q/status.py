@@ -24,8 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from django.db import connections
+
+from .brokers import get_broker
 from .conf import Config, get_config
 from .exceptions import BrokerError, PackageError
+from .models import DeadLetter, Schedule, Task
+from .outcomes import DeadLetterNote
+from .package import unpack
 
 logger = logging.getLogger("django_q")
 
@@ -128,8 +134,6 @@ def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
 
 def cluster_statuses(name: str | None = None, config: Config | None = None) -> list[ClusterStatus]:
     """The statuses of the running clusters of queue `name` (the configured one by default), by start."""
-    from .brokers import get_broker
-
     config = config or get_config()
     out = []
     for data in get_broker(name or config.name, config).statuses():
@@ -177,8 +181,6 @@ class Tally:
 
     def finished(self, msg: Any) -> None:
         """Count an outcome or a dead letter on its way to the monitor."""
-        from .cluster.messages import DeadLetterNote
-
         if isinstance(msg, DeadLetterNote):
             self.dead_lettered += 1
             return
@@ -223,10 +225,6 @@ class Publisher(threading.Thread):
             self.join(STOP_PATIENCE)
 
     def run(self) -> None:
-        from django.db import connections
-
-        from .brokers import get_broker
-
         broker = get_broker(self.config.name, self.config)
         try:
             while True:
@@ -279,8 +277,6 @@ class Publisher(threading.Thread):
     def _task_of(self, delivery: Any) -> tuple[str | None, str | None]:
         """The task id and name of a running delivery (its package was verified before it ran)."""
         if delivery.id not in self._names:
-            from .package import unpack
-
             try:
                 task = unpack(delivery.payload, self.config.package_limit, verified=True)
                 self._names[delivery.id] = (task.id, task.name)
@@ -319,9 +315,6 @@ class Overview:
 
 def overview(name: str | None = None, config: Config | None = None, recent: int = RECENT) -> Overview:
     """Read everything `qinfo` shows: statuses and sizes from the broker, counts from the database."""
-    from .brokers import get_broker
-    from .models import DeadLetter, Schedule, Task
-
     config = config or get_config()
     name = name or config.name
     broker = get_broker(name, config)

@@ -33,28 +33,32 @@ class as sender.
 
 from __future__ import annotations
 
-import traceback
+import time
 from collections.abc import Callable
 from typing import Any
 
-from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task as DjangoTask, TaskContext, TaskResult, TaskResultStatus
+from django.apps import apps
+from django.core.checks import Error
+from django.tasks import DEFAULT_TASK_QUEUE_NAME, Task as DjangoTask, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
-from django.utils import timezone
+from django.tasks.signals import task_enqueued
 from django.utils.json import normalize_json
 
 from .conf import get_config
-from .exceptions import ConfigurationError, DjangoQError
-from .inflight import worker_id
-from .package import TaskPackage
+from .djtasks import LOST, earlier_attempts
+from .enqueue import enqueue
+from .exceptions import ConfigurationError
+from .funcs import resolve
+from .inflight import find
+from .models import Task
+from .names import new_id
 from .rows import epoch_datetime
 
 RETRY_ATTRIBUTE = "django_q_retry_policy"
-#: the exception class path given for a failure that raised nothing in the task (timeout, lost worker)
-LOST = "django_q.exceptions.WorkerLost"
-CANCELLED = "django_q.cluster.worker.TaskCancelled"
+#: the exception class path given for a cancelled task
+CANCELLED = "django_q.exceptions.TaskCancelled"
 
 
 def retry_policy(
@@ -106,8 +110,6 @@ class DjangoQBackend(BaseTaskBackend):
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
         """Send the task to its cluster; returns its result, READY."""
-        from .tasks import build_package, delay_of, send
-
         self.validate_task(task)
         args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
         config = get_config()
@@ -119,12 +121,12 @@ class DjangoQBackend(BaseTaskBackend):
             "run_after": task.run_after,
         }
         django = {"backend": self.alias, "queue": task.queue_name, "context": task.takes_context}
-        package = build_package(task.module_path, tuple(args), kwargs, options, config, django=django)
+        task_id, now = new_id(), time.time()
         result = TaskResult(
             task=task,
-            id=package.id,
+            id=task_id,
             status=TaskResultStatus.READY,
-            enqueued_at=epoch_datetime(package.enqueued),
+            enqueued_at=epoch_datetime(now),
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
@@ -134,15 +136,13 @@ class DjangoQBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        send([package], config, delay_of(options), self.on_commit,
-             after=lambda: task_enqueued.send(type(self), task_result=result))
+        options["on_commit"] = self.on_commit
+        enqueue(task.module_path, [tuple(args)], kwargs, options, ids=[task_id], fields={"django": django},
+                config=config, after=lambda: task_enqueued.send(type(self), task_result=result), enqueued=now)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
         """The result of a task: from its stored row once it finished, else from the broker."""
-        from .inflight import find
-        from .models import Task
-
         row = Task.objects.filter(id=result_id).first() if _is_id(result_id) else None
         if row is None and _is_id(result_id):
             clusters = {self.cluster_of(q) for q in self.queues} or {get_config().name}
@@ -154,9 +154,6 @@ class DjangoQBackend(BaseTaskBackend):
         return self._result_of(row)
 
     def _result_of(self, row: Any) -> TaskResult:
-        from .models import Task
-        from .tasks import resolve
-
         try:
             task = resolve(row.func)
         except ImportError:
@@ -168,7 +165,7 @@ class DjangoQBackend(BaseTaskBackend):
             queue_name=self.queue_of(row.cluster),
             run_after=getattr(row, "due", None),
         )
-        errors, workers = _earlier_attempts(row.history)
+        errors, workers = earlier_attempts(row.history)
         if row.status in (Task.FAILURE, Task.CANCELLED):
             path = CANCELLED if row.status == Task.CANCELLED else row.exception or LOST
             errors.append(TaskError(exception_class_path=path, traceback=str(row.result or "")))
@@ -192,9 +189,6 @@ class DjangoQBackend(BaseTaskBackend):
         return result
 
     def check(self, **kwargs: Any) -> list:
-        from django.apps import apps
-        from django.core.checks import Error
-
         errors = list(super().check(**kwargs))
         if not apps.is_installed("django_q"):
             errors.append(Error("DjangoQBackend needs 'django_q' in INSTALLED_APPS", id="django_q.E010"))
@@ -214,63 +208,5 @@ _STATUS = {
 }
 
 
-def _earlier_attempts(history: Any) -> tuple[list[TaskError], list[str]]:
-    """The errors and worker ids of the failed attempts kept in a task's history."""
-    history = list(history or ())
-    errors = [TaskError(exception_class_path=h.get("exception") or LOST, traceback=h.get("traceback") or "")
-              for h in history]
-    return errors, [h["worker"] for h in history if h.get("worker")]
-
-
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
-
-
-def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
-    """Run a django.tasks task in a worker: its context, its signals, Django's JSON rule for the value.
-
-    An exception propagates (after task_finished is sent) for the worker to record.
-    """
-    from django.tasks import task_backends
-
-    if not isinstance(obj, DjangoTask):
-        raise DjangoQError(f"{package.func_name} is not a django.tasks task (a function decorated with @task)")
-    info = package.django or {}
-    backend = task_backends[info.get("backend", "default")]
-    task = obj.using(priority=package.priority, queue_name=info.get("queue", DEFAULT_TASK_QUEUE_NAME))
-    now = timezone.now()
-    errors, workers = _earlier_attempts(package.history)
-    result = TaskResult(
-        task=task,
-        id=package.id,
-        status=TaskResultStatus.RUNNING,
-        enqueued_at=epoch_datetime(package.enqueued),
-        started_at=now,
-        finished_at=None,
-        last_attempted_at=now,
-        args=list(package.args),
-        kwargs=dict(package.kwargs),
-        backend=backend.alias,
-        errors=errors,
-        worker_ids=[*workers, worker_id()],
-    )
-    task_started.send(type(backend), task_result=result)
-    try:
-        if task.takes_context:
-            value = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
-        else:
-            value = task.call(*result.args, **result.kwargs)
-        value = normalize_json(value)
-    except BaseException as exc:
-        object.__setattr__(result, "finished_at", timezone.now())
-        object.__setattr__(result, "status", TaskResultStatus.FAILED)
-        cls = type(exc)
-        result.errors.append(TaskError(exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
-                                       traceback="".join(traceback.format_exception(exc))))
-        task_finished.send(type(backend), task_result=result)
-        raise
-    object.__setattr__(result, "finished_at", timezone.now())
-    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-    object.__setattr__(result, "_return_value", value)
-    task_finished.send(type(backend), task_result=result)
-    return value

@@ -29,6 +29,9 @@ def get_broker(name: str | None = None, config: Config | None = None) -> Broker:
 
 
 def _create(name: str, config: Config) -> Broker:
+    # Each broker's module is imported only when it is used: redis-py is needed by
+    # the Redis broker alone, and the database broker's module imports the models,
+    # which need the app registry, while this module is imported before it is ready.
     if config.broker_kind == "redis":
         from .redis import RedisBroker
 

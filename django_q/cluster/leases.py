@@ -23,7 +23,8 @@ from ..brokers import get_broker
 from ..brokers.base import Broker
 from ..conf import Config
 from ..exceptions import BrokerError
-from ..inflight import RunningInfo, worker_id
+from ..inflight import RunningInfo
+from ..names import worker_id
 
 logger = logging.getLogger("django_q")
 

@@ -10,9 +10,12 @@ import enum
 import pickle
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from ..package import TaskPackage
+from ..outcomes import DeadLetterNote, Outcome, Saved
+
+__all__ = ["STOP", "AlreadyDone", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role", "Saved",
+           "send", "send_many"]
 
 
 def send(conn: Connection, message: object) -> None:
@@ -56,8 +59,9 @@ class Hello:
     index: int = 0
 
 
-# Job and Outcome pass once or more per task between processes: they
-# are named tuples, which pickle and unpickle far cheaper than dataclasses.
+# A Job passes once or more per task between processes: a named tuple
+# pickles and unpickles far cheaper than a dataclass. Outcome, DeadLetterNote
+# and Saved are django_q.outcomes'.
 
 
 class Job(NamedTuple):
@@ -66,35 +70,6 @@ class Job(NamedTuple):
     delivery_id: str
     attempts: int
     payload: bytes
-
-
-class Outcome(NamedTuple):
-    """A finished task: worker to pusher to monitor, which saves it."""
-
-    delivery_id: str
-    task: TaskPackage
-    success: bool
-    result: Any  # the return value, or the traceback text of a failure
-    started: float  # epoch seconds
-    stopped: float
-    attempts: int
-    cluster: str
-    ack: bool = True  # False: release the delivery so that it is delivered again
-    cancelled: bool = False  # stopped by cancel(); success is False
-    exception: str | None = None  # dotted path of the exception class of a failure
-    worker: str | None = None  # django_q.inflight.worker_id() of the worker that ran it
-    # Set when the task's retry policy runs it again: the package (with this
-    # attempt in its history) the broker gets back, due in `retry_in` seconds.
-    retry_payload: bytes | None = None
-    retry_in: float = 0.0
-
-    def with_result(self, success: bool, result: Any) -> Outcome:
-        return self._replace(success=success, result=result, retry_payload=None)
-
-    @property
-    def status(self) -> str:
-        """The Task.status this outcome is saved with."""
-        return "cancelled" if self.cancelled else "success" if self.success else "failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,21 +85,3 @@ class AlreadyDone:
     """Worker to pusher: a redelivered task's success is stored already; ack without running it."""
 
     delivery_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterNote:
-    """Pusher to monitor: keep this package aside and never run it."""
-
-    delivery_id: str
-    queue: str
-    payload: bytes
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    """Monitor to pusher: these results are stored; ack `ack_ids` and forget `release_ids`."""
-
-    ack_ids: tuple[str, ...]
-    release_ids: tuple[str, ...] = ()

@@ -29,10 +29,11 @@ from ..brokers import get_broker
 from ..brokers.base import Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
-from ..inflight import worker_id
+from ..names import worker_id
 from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
 from . import process
+from .fetcher import Fetcher
 from .leases import Leases
 from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
 from .runstate import RunState, Seen, path as state_path
@@ -107,8 +108,6 @@ class Pusher:
     def __init__(
         self, config: Config, address: str, authkey: bytes, run_once: bool = False, identity: Identity | None = None
     ) -> None:
-        from .fetcher import Fetcher
-
         self.config = config
         self.run_once = run_once
         self.broker = get_broker(config.name, config)

@@ -47,13 +47,12 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..brokers import close_brokers
-from ..conf import Config, get_config
+from ..conf import Config
+from ..enqueue import enqueue, group_of, schedule_call
 from ..exceptions import BrokerConnectionError, PackageError, TaskTypeError
 from ..models import Schedule, Task
 from ..names import humanize, new_id
-from ..package import TaskPackage
-from ..schedules import ScheduleError, Step, parse_args, parse_kwargs, plan
-from ..tasks import build_package, enqueue_packages, run_sync
+from ..schedules import ScheduleError, Step, plan
 
 logger = logging.getLogger("django_q")
 
@@ -132,12 +131,17 @@ class Scheduler:
                             step.next_run)
             return None
         task_id = row.enqueuing or new_id()
-        task = build_task(row, task_id, self.config)
+        args, kwargs, options = schedule_call(row)  # a ScheduleError stops the row before it is claimed
+        options["sync"] = False  # the cluster's scheduler always goes through the broker
+
+        def send() -> None:
+            enqueue(row.func, [args], kwargs, options, ids=[task_id], config=self.config)
+
         if self.atomic:
             with transaction.atomic(using=self.alias):
                 if not self._settle(row, step, {"next_run": row.next_run}, task_id):
                     return None
-                enqueue_packages([task], self.config)
+                send()
         else:
             hold = self._db(now + CLAIM_HOLD)
             claim = {"next_run": hold, "enqueuing": task_id, "anchor": step.anchor and self._db(step.anchor)}
@@ -146,7 +150,7 @@ class Scheduler:
             row.next_run = hold
             stored = row.enqueuing and Task.objects.using(self.task_alias).filter(id=task_id).exists()
             if not stored:
-                enqueue_packages([task], self.config)
+                send()
             self._settle(row, step, {"enqueuing": task_id}, task_id)
         logger.info("schedule %s (id %s): task %s enqueued, next run %s", row, row.pk, task_id, step.next_run)
         return task_id
@@ -190,31 +194,6 @@ class Scheduler:
     def _db(self, t: datetime) -> datetime:
         """An aware time as the database keeps it."""
         return t if settings.USE_TZ else timezone.make_naive(t, self.tz)
-
-
-def group_of(row: Schedule) -> str:
-    """The group of a schedule's tasks: its name, or its id (as in django-q)."""
-    return row.name or str(row.pk)
-
-
-def build_task(row: Schedule, task_id: str, config: Config) -> TaskPackage:
-    """The package for a run of `row`; ScheduleError or TaskTypeError if it cannot be made."""
-    options = {"hook": row.hook or None, "group": group_of(row)}
-    return build_package(row.func, parse_args(row.args), parse_kwargs(row.kwargs), options, config, id=task_id)
-
-
-def run_now(row: Schedule) -> str:
-    """Enqueue a run of `row` now, outside its series: next_run and repeats stay as they are."""
-    config = get_config()
-    task_id = new_id()
-    task = build_task(row, task_id, config)
-    if config.sync:
-        run_sync(task, config)
-    else:
-        enqueue_packages([task], config)
-    Schedule.objects.using(router.db_for_write(Schedule)).filter(pk=row.pk).update(task=task_id)
-    row.task = task_id
-    return task_id
 
 
 class SchedulerThread(threading.Thread):

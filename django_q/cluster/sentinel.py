@@ -26,6 +26,7 @@ from ..conf import Config
 from ..status import Identity
 from . import process
 from .messages import Exit
+from .worker import task_modules_file
 
 logger = logging.getLogger("django_q")
 
@@ -100,8 +101,6 @@ class Sentinel:
         """
         if not self.config.preload_tasks or self.ctx.get_start_method() != "fork":
             return
-        from .worker import task_modules_file
-
         try:
             with open(task_modules_file(self.address), "rb") as f:
                 f.seek(self.task_modules_read)

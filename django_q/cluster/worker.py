@@ -1,4 +1,4 @@
-"""The worker: takes jobs from the pusher, runs them, and hands back each outcome.
+"""The worker: takes jobs from the pusher, runs them (django_q.runner), and hands back each outcome.
 
 A worker is replaced after `recycle` tasks, or after a task that left it above
 `max_rss` KiB. It is killed from outside (by the pusher) when a task runs past
@@ -7,47 +7,33 @@ its timeout, so nothing here has to interrupt a running function.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
-import signal
-import traceback
 from collections import deque
-from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from django import db
-
-from .. import signals
 from ..conf import Config
-from ..exceptions import PackageError
-from ..inflight import worker_id
-from ..package import TaskPackage, pack, unpack
+from ..exceptions import PackageError, TaskCancelled
+from ..names import worker_id
+from ..package import unpack
+from ..runner import checked, execute, function, remember_functions, running_delivery, succeeded_before
 from . import process
 from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many
 from .runstate import RunState, path as state_path
+
+__all__ = ["TaskCancelled", "main"]  # TaskCancelled lives in django_q.exceptions; importable here as before
 
 logger = logging.getLogger("django_q")
 
 #: what the pusher sends a worker whose running task was cancelled
 CANCEL_SIGNAL = signal.SIGUSR1
 
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-class TaskCancelled(BaseException):
-    """Raised inside a running task when cancel() asks for it to stop (a BaseException, so
-    that a task's own `except Exception` does not swallow it)."""
-
-
-# The delivery this process runs now; the cancel signal stops only that one.
-_running: str | None = None
 _cancel_file: str | None = None
 # Set by the first cancel signal: from then on each job is looked up in the
 # cancel file before it starts (before it, no job of this worker was cancelled).
@@ -59,32 +45,11 @@ _cancel_signalled = False
 # sentinel imports before it forks the next worker (see Config.preload_tasks).
 _task_modules_file: str | None = None
 _known_modules: set[str] = set()
-# Task functions by dotted path, in a worker process only (`main` sets it): a
-# path is imported and looked up once per worker. A task run in the caller's
-# process (sync) is looked up every time, so that a test's mock.patch holds.
-_functions: dict[str, Any] | None = None
 
 
 def task_modules_file(address: str) -> str:
     """Where the workers of the cluster at `address` name the modules of the tasks they ran."""
     return os.path.join(os.path.dirname(address), "task-modules")
-
-
-def _function(func: Any) -> Any:
-    """The task's function: a dotted path imported and looked up (once per worker), or the callable itself."""
-    from ..tasks import resolve
-
-    if not isinstance(func, str):
-        if _functions is not None:
-            _note_module(func)
-        return func
-    if _functions is None:  # not a worker (sync mode): looked up every time
-        return resolve(func)
-    found = _functions.get(func)
-    if found is None:
-        found = _functions[func] = resolve(func)
-        _note_module(found)
-    return found
 
 
 def _note_module(func: Any) -> None:
@@ -118,157 +83,16 @@ def _cancel_wanted() -> set[str]:
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     global _cancel_signalled
     _cancel_signalled = True
-    if _running is not None and _running in _cancel_wanted():
+    running = running_delivery()
+    if running is not None and running in _cancel_wanted():
         raise TaskCancelled()
-
-
-def _run_coroutine(awaitable: Any) -> Any:
-    """Await on one event loop kept for the worker's life (cheaper than asyncio.run per task)."""
-    global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    try:
-        return _loop.run_until_complete(awaitable)
-    except TaskCancelled:
-        _loop = None  # interrupted mid-step: start the next task on a fresh loop
-        raise
-
-
-@dataclass(frozen=True, slots=True)
-class Ran:
-    """What calling a task's function gave."""
-
-    success: bool
-    value: Any  # the return value, or the traceback text
-    error: BaseException | None = None
-    cancelled: bool = False
-
-
-def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) -> Ran:
-    """Run the task's function; a failure is caught and described, never raised here."""
-    global _running
-    _running = delivery_id
-    try:
-        func = _function(task.func)
-        signals.pre_execute.send(sender="django_q", func=func, task=task)
-        if task.django is not None:
-            from ..tasks_backend import run_task
-
-            value = run_task(func, task, attempt)
-        else:
-            value = func(*task.args, **task.kwargs)
-            if inspect.isawaitable(value):
-                value = _run_coroutine(value)
-        _running = None
-        return Ran(True, value)
-    except TaskCancelled:
-        _running = None
-        return Ran(False, "cancelled while running", cancelled=True)
-    except Exception as exc:  # a task's failure is data: it is saved, never raised here
-        _running = None
-        return Ran(False, traceback.format_exc(), error=exc)
-
-
-def execute(
-    task: TaskPackage, delivery_id: str, attempts: int, config: Config, own_connections: bool = True
-) -> Outcome:
-    """Run a task and make its Outcome; in a worker (`own_connections`) around fresh DB connections."""
-    if own_connections:
-        db.close_old_connections()
-    started = time.time()
-    try:
-        ran = call(task, attempts, delivery_id)
-    finally:
-        if own_connections:
-            db.close_old_connections()
-    stopped = time.time()
-    outcome = Outcome(
-        delivery_id=delivery_id,
-        task=task,
-        success=ran.success,
-        result=ran.value,
-        started=started,
-        stopped=stopped,
-        attempts=attempts,
-        cluster=task.cluster or config.name,
-        ack=ran.success or ran.cancelled or _acks_failure(task, config),
-        cancelled=ran.cancelled,
-        exception=None if ran.error is None else _class_path(type(ran.error)),
-        worker=worker_id(),
-    )
-    if ran.error is not None and _retries(task, ran.error, attempts, config):
-        delay = task.retry_delay * task.retry_backoff ** (attempts - 1)
-        again = replace(task, history=(*task.history, _attempt(outcome)))
-        outcome = outcome._replace(retry_payload=pack(again, config.serializer, config.compress), retry_in=delay)
-    return outcome
-
-
-def _retries(task: TaskPackage, error: BaseException, attempts: int, config: Config) -> bool:
-    """Whether the task's retry policy runs it again after this failed attempt."""
-    if attempts > task.retries or (config.max_attempts and attempts >= config.max_attempts):
-        return False
-    if not task.retry_on:
-        return True
-    names = {_class_path(cls) for cls in type(error).__mro__}
-    return any(path in names for path in task.retry_on)
-
-
-def _attempt(outcome: Outcome) -> dict[str, Any]:
-    """An earlier failed attempt, as kept in the package's history and the Task row."""
-    return {
-        "attempt": outcome.attempts,
-        "worker": outcome.worker,
-        "exception": outcome.exception,
-        "traceback": outcome.result,
-        "started": outcome.started,
-        "stopped": outcome.stopped,
-    }
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def unpicklable(outcome: Outcome, exc: Exception) -> Outcome:
-    """The failure recorded when a task's return value cannot be pickled."""
-    kind = type(outcome.result).__name__
-    return outcome.with_result(False, f"the result of type {kind} cannot be pickled: {type(exc).__name__}: {exc}")
-
-
-def checked(outcome: Outcome) -> Outcome:
-    """The outcome, or its unpicklable() failure if the result does not pickle."""
-    try:
-        pickle.dumps(outcome.result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        return unpicklable(outcome, exc)
-    return outcome
-
-
-def _acks_failure(task: TaskPackage, config: Config) -> bool:
-    return task.ack_failure if task.ack_failure is not None else config.ack_failures
-
-
-def run_package(payload: bytes, delivery_id: str, attempts: int, config: Config) -> Outcome:
-    """Unpack and run a package in the calling process, leaving its DB connections alone (sync mode)."""
-    task = unpack(payload, config.package_limit)
-    return checked(execute(task, delivery_id, attempts, config, own_connections=False))
 
 
 def rss_kib() -> int:
     """Resident memory of this process in KiB."""
-    import psutil
+    import psutil  # asked only with max_rss set: psutil stays out of a worker that never needs it
 
     return psutil.Process().memory_info().rss // 1024
-
-
-def succeeded_before(task_id: str) -> bool:
-    """Whether a success of this task id is stored (only asked of redelivered tasks)."""
-    from ..models import Task
-
-    try:
-        return Task.objects.filter(id=task_id, success=True).exists()
-    except db.DatabaseError:
-        return False  # cannot tell: run it again, at least once beats never
 
 
 # A worker asks the sentinel for its replacement as it starts a job after
@@ -350,7 +174,7 @@ class Worker:
         if not self.spare_asked and self.done + 1 + len(self.jobs) >= self.config.recycle:
             self.spare_asked = True
             try:
-                _function(task.func)  # its module is noted first, so that the replacement forks with it
+                function(task.func)  # its module is noted first, so that the replacement forks with it
             except Exception:
                 pass  # call() records why it does not import
             ask_for_spare(self.notice_fd, self.index)
@@ -423,10 +247,10 @@ def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: in
     `notice_fd` is the sentinel's notice pipe (forked children only), where a
     worker about to be recycled asks for its replacement (see ask_for_spare).
     """
-    global _cancel_file, _task_modules_file, _functions
+    global _cancel_file, _task_modules_file
     process.setup(f"worker-{index}", config.name)
     _cancel_file = cancel_file(address, os.getpid())
-    _functions = {}
+    remember_functions(_note_module)
     if config.preload_tasks:
         _task_modules_file = task_modules_file(address)
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention

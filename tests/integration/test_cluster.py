@@ -13,12 +13,12 @@ from django_q.conf import get_config
 from django_q.models import Failure, OrmQ, Success, Task
 from django_q.names import humanize
 from django_q.package import unpack
+from django_q.enqueue import build_package
 from django_q.tasks import (
     async_many,
     async_chain,
     async_iter,
     async_task,
-    build_package,
     count_group,
     fetch,
     queue_size,

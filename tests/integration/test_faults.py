@@ -71,7 +71,7 @@ def test_task_saved_but_not_acked_is_acked_on_redelivery_not_run_again(cluster, 
     from dataclasses import replace
 
     from django_q.cluster.messages import Outcome
-    from django_q.cluster.monitor import Recorder
+    from django_q.recorder import Recorder
     from django_q.conf import get_config
     from django_q.package import unpack
 

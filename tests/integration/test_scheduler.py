@@ -279,14 +279,14 @@ def test_bad_rows_are_stopped_with_a_failure_and_never_crash_the_pass(env, caplo
 def test_an_unexpected_error_leaves_the_row_alone_for_a_while(env, monkeypatch, caplog):
     flaky = env.add(name="flaky", schedule_type="D")
     env.add(name="fine", schedule_type="D")
-    real = scheduler_module.build_task
+    real = scheduler_module.schedule_call
 
-    def build_task(row, task_id, config):
+    def schedule_call(row):
         if row.name == "flaky":
             raise RuntimeError("surprise")
-        return real(row, task_id, config)
+        return real(row)
 
-    monkeypatch.setattr(scheduler_module, "build_task", build_task)
+    monkeypatch.setattr(scheduler_module, "schedule_call", schedule_call)
     scheduler = env.scheduler()
     def logged() -> int:
         return sum("schedule flaky" in record.getMessage() for record in caplog.records)
@@ -297,7 +297,7 @@ def test_an_unexpected_error_leaves_the_row_alone_for_a_while(env, monkeypatch, 
     assert logged() == 1
     flaky.refresh_from_db()
     assert flaky.next_run == BASE  # untouched: it runs once the problem is gone
-    monkeypatch.setattr(scheduler_module, "build_task", real)
+    monkeypatch.setattr(scheduler_module, "schedule_call", real)
     assert len(env.scheduler().loop(BASE + timedelta(seconds=2))) == 1
 
 
@@ -305,19 +305,19 @@ def test_an_unexpected_error_leaves_the_row_alone_for_a_while(env, monkeypatch, 
 def test_an_interrupted_pass_enqueues_nothing_and_loses_nothing(env, monkeypatch):
     """Claim and enqueue commit together: a failure after the broker's INSERT rolls both back."""
     row = env.add(schedule_type="D")
-    real = scheduler_module.enqueue_packages
+    real = scheduler_module.enqueue
 
-    def enqueue_then_die(tasks, config):
-        real(tasks, config)
+    def enqueue_then_die(*args, **kwargs):
+        real(*args, **kwargs)
         raise BrokerConnectionError("killed after the enqueue")
 
-    monkeypatch.setattr(scheduler_module, "enqueue_packages", enqueue_then_die)
+    monkeypatch.setattr(scheduler_module, "enqueue", enqueue_then_die)
     with pytest.raises(BrokerConnectionError):
         env.scheduler().loop(BASE)
     row.refresh_from_db()
     assert (row.next_run, row.task, row.repeats) == (BASE, None, -1)
     assert env.drain() == []
-    monkeypatch.setattr(scheduler_module, "enqueue_packages", real)
+    monkeypatch.setattr(scheduler_module, "enqueue", real)
     (task_id,) = env.scheduler().loop(BASE + timedelta(seconds=1))
     assert [p.id for p in env.drain()] == [task_id]
 
@@ -327,10 +327,10 @@ def test_a_claim_whose_enqueue_failed_runs_after_the_hold_with_the_same_id(env, 
     row = env.add(schedule_type="M", next_run=datetime(2031, 1, 31, 9, 0, tzinfo=UTC))
     now = datetime(2031, 1, 31, 9, 0, 1, tzinfo=UTC)
 
-    def broker_down(tasks, config):
+    def broker_down(*args, **kwargs):
         raise BrokerConnectionError("down")
 
-    monkeypatch.setattr(scheduler_module, "enqueue_packages", broker_down)
+    monkeypatch.setattr(scheduler_module, "enqueue", broker_down)
     with pytest.raises(BrokerConnectionError):
         env.scheduler().loop(now)
     monkeypatch.undo()

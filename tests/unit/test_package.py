@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from django_q.cluster.worker import run_package
+from django_q.runner import run_package
 from django_q.conf import get_config
 from django_q.exceptions import BadSignature, CorruptPackage, PackageError, PackageTooLarge
 from django_q.package import (
@@ -274,4 +274,4 @@ def test_unknown_fields_of_a_newer_sender_are_ignored():
 
 def test_func_name_is_the_dotted_path_of_any_callable():
     assert make_task().func_name == "math.copysign"
-    assert make_task(func=callable_path).func_name == "django_q.package.callable_path"
+    assert make_task(func=callable_path).func_name == "django_q.funcs.callable_path"

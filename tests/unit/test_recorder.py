@@ -9,7 +9,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_q.cluster.messages import DeadLetterNote, Outcome
-from django_q.cluster.monitor import Recorder
+from django_q.recorder import Recorder
 from django_q.conf import Config
 from django_q.models import DeadLetter, Failure, Success, Task
 from django_q.names import humanize, new_id

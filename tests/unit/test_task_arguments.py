@@ -11,9 +11,10 @@ import types
 
 import pytest
 
-from django_q import signals, tasks
+from django_q import enqueue, signals
 from django_q.exceptions import BrokerConnectionError, PackageTooLarge, TaskTypeError
-from django_q.tasks import async_chain, async_iter, async_many, async_task, build_package, func_reference
+from django_q.enqueue import build_package, func_reference
+from django_q.tasks import async_chain, async_iter, async_many, async_task
 from tests.app.tasks import Greeter, add
 
 from .helpers import UNREACHABLE_REDIS, received
@@ -98,7 +99,7 @@ def test_a_bad_timeout_is_refused(timeout):
 
 
 def test_unknown_q_options_are_refused():
-    assert "q_options has unknown option(s): retry" in refused("math.copysign", 1, 2, q_options={"retry": 3})
+    assert "unknown option(s): retry" in refused("math.copysign", 1, 2, q_options={"retry": 3})
 
 
 def test_nothing_is_announced_for_a_refused_task():
@@ -134,10 +135,10 @@ def test_pre_enqueue_is_sent_for_a_task_without_options_too(sender):
 
 
 def test_the_fields_of_calls_without_options_are_remembered_for_a_bounded_number_of_functions():
-    for i in range(tasks.PLAIN_MAX + 10):
+    for i in range(enqueue.PLAIN_MAX + 10):
         with pytest.raises(BrokerConnectionError):
             async_task(f"some.module.function_{i}", i)
-        assert len(tasks._plain) <= tasks.PLAIN_MAX
+        assert len(enqueue._plain) <= enqueue.PLAIN_MAX
 
 
 def test_async_many_refuses_an_unpicklable_item_by_name_before_the_broker():

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from django_q.cluster.messages import Outcome
-from django_q.cluster.worker import call, checked, execute, run_package
+from django_q.runner import call, checked, execute, run_package
 from django_q.conf import Config
 from django_q.exceptions import BadSignature, CorruptPackage
 from django_q.package import HEADER_BYTES, SIG_BYTES, TaskPackage, pack, sign

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_q.brokers import get_broker
+from django_q.cluster.sentinel import run
 from django_q.conf import build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
 
@@ -26,8 +27,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_q.cluster.sentinel import run
-
         try:
             config = build_config()
             if options["name"]:

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_q.conf import Config, build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
+from django_q.status import cluster_statuses, overview
 
 
 class Command(BaseCommand):
@@ -23,8 +24,6 @@ class Command(BaseCommand):
         what.add_argument("--ids", action="store_true", help="print the ids of the running clusters, one a line")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_q.status import cluster_statuses, overview
-
         config = _config(options["name"])
         if options["config"]:
             self.stdout.write(json.dumps(config.masked(), indent=2, sort_keys=True, default=str))

@@ -18,9 +18,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from django_q.brokers import get_broker
 from django_q.conf import Config
 from django_q.exceptions import BrokerError
 from django_q.management.commands.qinfo import _config
+from django_q.status import cluster_statuses
 
 REFRESH = 1.0  # seconds between two redraws
 WIDE = 140  # columns from which cluster ids are shown whole
@@ -55,9 +57,6 @@ class Command(BaseCommand):
 
 def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
     """The clusters table, the workers table and a footer line."""
-    from django_q.brokers import get_broker
-    from django_q.status import cluster_statuses
-
     broker = get_broker(config.name, config)
     try:
         statuses = cluster_statuses(config.name, config)

@@ -1,0 +1,351 @@
+"""The one way a task is enqueued: check the options, make the packages, send them (or run them, in sync mode).
+
+Every way in meets in `enqueue()`: `async_task`, `async_many`, `async_iter`,
+`async_chain`, schedules and their "run now", resubmitting from the admin,
+chains continued by the monitor, and the Django tasks backend. It checks
+the options, applies delay, priority and on-commit, and sends `pre_enqueue`.
+
+Packages of one call differ only in id, name, arguments and enqueue time, so
+they are serialized from their shared fields (`package.pack_copy`) without
+making a TaskPackage each; one is made only for a `pre_enqueue` receiver or
+a sync run to see.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import router, transaction
+from django.utils import timezone
+
+from . import signals
+from .brokers import get_broker
+from .brokers.base import PRIORITY_MAX, PRIORITY_MIN
+from .conf import Config, get_config
+from .exceptions import PackageTooLarge, TaskTypeError
+from .funcs import callable_path, path_of, resolve
+from .models import Schedule
+from .names import humanize, new_id, new_ids
+from .package import TaskPackage, copy_fields, pack, pack_copy
+from .recorder import Recorder
+from .runner import run_package
+from .schedules import parse_args, parse_kwargs
+
+OPTION_NAMES = frozenset(
+    {
+        "hook", "group", "timeout", "task_name", "save", "sync", "ack_failure", "cluster",
+        # the task lifecycle: rank, defer, retry, and wait for the transaction
+        "priority", "run_after", "countdown", "retries", "retry_delay", "retry_backoff", "retry_on", "on_commit",
+    }
+)
+
+# The shared fields (package.copy_fields) of the packages of a function called
+# without options, by function, for the configuration in `_plain_config`:
+# checked once, then each call serializes its own fields onto them.
+_plain: dict[Any, dict[str, Any]] = {}
+_plain_config: Config | None = None
+PLAIN_MAX = 256  # functions remembered; the whole table starts over beyond
+
+
+def enqueue(
+    func: Callable | str,
+    args: Sequence[tuple],
+    kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    ids: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    fields: Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    after: Callable[[], Any] | None = None,
+    enqueued: float | None = None,
+) -> list[str]:
+    """Enqueue one task of `func` per tuple of `args` (each with `kwargs`) and return their ids.
+
+    `options` are those of async_task and apply to every task. `ids` and
+    `names` give the tasks their own (one per task); `fields` sets other
+    package fields (chain, parent, iter_count, django). `after` is called
+    once the tasks are sent (or, on commit, when they are). `enqueued` is the
+    enqueue time the packages carry (epoch seconds; now by default). Raises
+    TaskTypeError (or PackageTooLarge) before anything is sent if an option,
+    the function or an argument cannot go to a worker.
+    """
+    config = config or get_config()
+    options = options or {}
+    unknown = options.keys() - OPTION_NAMES
+    if unknown:
+        raise TaskTypeError(f"unknown option(s): {', '.join(sorted(unknown))} (options: {', '.join(sorted(OPTION_NAMES))})")
+    count = len(args)
+    ids = list(ids) if ids is not None else new_ids(count)
+    names = list(names) if names is not None else _names(ids, options.get("task_name"))
+    if len(ids) != count or len(names) != count:
+        raise TaskTypeError(f"{count} tasks but {len(ids)} ids and {len(names)} names")
+    kwargs = dict(kwargs or {})
+    delay = delay_of(options)
+    base = _shared_fields(func, options, fields, config)
+    now = enqueued or time.time()
+    sync = options.get("sync")
+    if sync if sync is not None else config.sync:
+        if after is not None:
+            after()
+        for task in _packages(base, ids, names, args, kwargs, now):
+            run_sync(task, config)
+        return ids
+    more: dict[str, Any] = {"enqueued": now, **({"kwargs": kwargs} if kwargs else {})}
+    payloads = [_pack_copy(base, *call, config, more) for call in zip(ids, names, args, strict=True)]
+
+    def send() -> None:
+        if signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
+            for task in _packages(base, ids, names, args, kwargs, now):
+                signals.pre_enqueue.send(sender="django_q", task=task)
+        broker = get_broker(base.get("cluster"), config)
+        priority = base.get("priority", 0)
+        if count == 1:
+            broker.enqueue(payloads[0], priority, delay, ids[0])
+        elif count:
+            broker.enqueue_many(payloads, priority, delay, ids)
+        if after is not None:
+            after()
+
+    on_commit = options.get("on_commit")
+    if on_commit if on_commit is not None else config.on_commit:
+        transaction.on_commit(send)
+    else:
+        send()
+    return ids
+
+
+def _names(ids: list[str], task_name: str | None) -> list[str]:
+    if task_name is None:
+        return [humanize(task_id) for task_id in ids]
+    if len(ids) != 1:
+        raise TaskTypeError("task_name names one task; these calls name each task themselves")
+    return [task_name]
+
+
+def _shared_fields(
+    func: Callable | str, options: Mapping[str, Any], fields: Mapping[str, Any] | None, config: Config
+) -> dict[str, Any]:
+    """The checked package fields every task of the call shares (package.copy_fields of its template)."""
+    global _plain_config
+    plain = not options and not fields and (isinstance(func, str) or inspect.isfunction(func))
+    if plain:
+        if _plain_config is not config or len(_plain) >= PLAIN_MAX:
+            _plain.clear()
+            _plain_config = config
+        base = _plain.get(func)
+        if base is not None:
+            return base
+    base = copy_fields(TaskPackage(id="", name="", **package_fields(func, options, config), **(fields or {})))
+    if plain:
+        _plain[func] = base
+    return base
+
+
+def _packages(
+    base: dict[str, Any], ids: list[str], names: list[str], args: Sequence[tuple], kwargs: dict, now: float
+) -> list[TaskPackage]:
+    """The TaskPackages of a call, for a pre_enqueue receiver or a sync run."""
+    template = TaskPackage.from_dict({"id": "", "name": "", **base, "kwargs": kwargs, "enqueued": now})
+    return [replace(template, id=i, name=n, args=tuple(a)) for i, n, a in zip(ids, names, args, strict=True)]
+
+
+def _pack_copy(base: dict[str, Any], task_id: str, name: str, args: tuple, config: Config, more: dict) -> bytes:
+    try:
+        return pack_copy(base, task_id, name, tuple(args), config.serializer, config.compress, config.package_limit,
+                         **more)
+    except PackageTooLarge:
+        raise
+    except Exception as exc:
+        func = base["func"] if isinstance(base["func"], str) else callable_path(base["func"])
+        raise TaskTypeError(
+            f"task {name} ({func}) cannot be serialized with {config.serializer}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def pack_task(task: TaskPackage, config: Config) -> bytes:
+    """Serialize and sign one package, or a TaskTypeError naming the task (PackageTooLarge if too big)."""
+    try:
+        return pack(task, config.serializer, config.compress, config.package_limit)
+    except PackageTooLarge:
+        raise
+    except Exception as exc:
+        raise TaskTypeError(
+            f"task {task.name} ({task.func_name}) cannot be serialized with {config.serializer}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def run_sync(task: TaskPackage, config: Config) -> None:
+    """Run a task in this process through the same pack, execute and save steps as the cluster.
+
+    A retry policy runs it again at once (no delay is waited out in this process).
+    """
+    signals.pre_enqueue.send(sender="django_q", task=task)
+    payload = pack_task(task, config)
+    attempt = 1
+    while True:
+        outcome = run_package(payload, delivery_id="sync", attempts=attempt, config=config)
+        if outcome.retry_payload is None:
+            break
+        payload, attempt = outcome.retry_payload, attempt + 1
+    Recorder(config, chain=lambda done: continue_chain(done, config, sync=True)).record([outcome])
+
+
+def continue_chain(task: TaskPackage, config: Config, sync: bool = False) -> str:
+    """Enqueue the next link of the chain `task` ran (in this process with `sync`); its task id."""
+    options = {"group": task.group, "cluster": task.cluster, "sync": sync, "on_commit": False}
+    return enqueue_link(task.chain[0], task.chain[1:], options, config)
+
+
+def enqueue_link(link: tuple, rest: Sequence[tuple], options: Mapping[str, Any], config: Config | None = None) -> str:
+    """Enqueue one link (func, args, kwargs) of a chain, `rest` to follow it; its task id.
+
+    Options of async_task among the link's keyword arguments apply to it, under `options`.
+    """
+    func, args, kwargs = link
+    kwargs = dict(kwargs)
+    own = {k: kwargs.pop(k) for k in OPTION_NAMES & kwargs.keys()}
+    return enqueue(func, [args], kwargs, {**own, **options}, fields={"chain": tuple(rest)}, config=config)[0]
+
+
+def delay_of(options: Mapping[str, Any]) -> float:
+    """Seconds the broker holds a task back, from `run_after` or `countdown`."""
+    run_after, countdown = options.get("run_after"), options.get("countdown")
+    if run_after is not None and countdown is not None:
+        raise TaskTypeError("give run_after or countdown, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, (int, float)) or countdown < 0:
+            raise TaskTypeError(f"countdown must be a number of seconds >= 0, got {countdown!r}")
+        return float(countdown)
+    if run_after is None:
+        return 0.0
+    if isinstance(run_after, timedelta):
+        return max(0.0, run_after.total_seconds())
+    if not isinstance(run_after, datetime):
+        raise TaskTypeError(f"run_after must be a datetime or a timedelta, got {type(run_after).__name__}")
+    if timezone.is_naive(run_after):
+        run_after = timezone.make_aware(run_after)
+    return max(0.0, (run_after - timezone.now()).total_seconds())
+
+
+def package_fields(func: Callable | str, options: Mapping[str, Any], config: Config) -> dict[str, Any]:
+    """The checked fields a call's options give every package it makes (all but id, name, arguments, time)."""
+    timeout = options.get("timeout")
+    if timeout is not None and not _number(timeout, above=0):
+        raise TaskTypeError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    hook = options.get("hook")
+    return {
+        "func": func_reference(func, config.serializer),
+        "hook": None if hook is None else path_of(hook, "hook"),
+        "group": options.get("group"),
+        "timeout": None if timeout is None else float(timeout),
+        "save": options.get("save"),
+        "ack_failure": options.get("ack_failure"),
+        "cluster": options.get("cluster"),
+        "priority": _priority(options.get("priority", 0)),
+        **_retry_policy(options),
+    }
+
+
+def _number(value: Any, above: float | None = None, least: float | None = None) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (above is None or value > above) and (least is None or value >= least)
+
+
+def _priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise TaskTypeError(f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}")
+    return priority
+
+
+def _retry_policy(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The package fields of a retry policy, checked."""
+    retries = options.get("retries") or 0
+    delay = options.get("retry_delay", 0.0)
+    backoff = options.get("retry_backoff", 1.0)
+    retry_on = options.get("retry_on") or ()
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise TaskTypeError(f"retries must be a whole number >= 0, got {retries!r}")
+    if not _number(delay, least=0):
+        raise TaskTypeError(f"retry_delay must be a number of seconds >= 0, got {delay!r}")
+    if backoff is True:
+        backoff = 2.0
+    if not _number(backoff, least=1):
+        raise TaskTypeError(f"retry_backoff must be a factor >= 1 (or True for 2), got {backoff!r}")
+    if not isinstance(retry_on, (tuple, list)):
+        retry_on = (retry_on,)
+    return {
+        "retries": retries,
+        "retry_delay": float(delay),
+        "retry_backoff": float(backoff),
+        "retry_on": tuple(_exception_path(e) for e in retry_on),
+    }
+
+
+def _exception_path(exc: Any) -> str:
+    """The dotted path of an exception class given as a class or a path."""
+    cls = exc
+    if isinstance(exc, str):
+        try:
+            cls = resolve(exc)
+        except ImportError:
+            raise TaskTypeError(f"retry_on: cannot import {exc!r}") from None
+    if not (inspect.isclass(cls) and issubclass(cls, BaseException)):
+        raise TaskTypeError(f"retry_on takes exception classes, got {exc!r}")
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def func_reference(func: Callable | str, serializer: str) -> Any:
+    """What the package carries for `func`: a dotted path, or (pickle only) the callable itself."""
+    if isinstance(func, str):
+        if "." not in func.strip(".") or " " in func:
+            raise TaskTypeError(f"func {func!r} is not a dotted path such as 'math.copysign'")
+        return func
+    if not callable(func):
+        raise TaskTypeError(f"func must be a callable or a dotted path, got {type(func).__name__}")
+    if inspect.isfunction(func) or inspect.isbuiltin(func) or inspect.isclass(func):
+        return path_of(func, "func")
+    if serializer == "json":
+        raise TaskTypeError(f"func {callable_path(func)} is not a plain function; the json serializer needs one")
+    return func  # a bound method, functools.partial or callable object: pickled with the package
+
+
+# --- schedules ---
+
+
+def group_of(row: Schedule) -> str:
+    """The group of a schedule's tasks: its name, or its id (as in django-q)."""
+    return row.name or str(row.pk)
+
+
+def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
+    """The arguments, keyword arguments and options of a run of `row`; ScheduleError if its text is bad."""
+    options = {"hook": row.hook or None, "group": group_of(row), "on_commit": False}
+    return parse_args(row.args), parse_kwargs(row.kwargs), options
+
+
+def run_now(row: Schedule) -> str:
+    """Enqueue a run of `row` now, outside its series: next_run and repeats stay as they are."""
+    args, kwargs, options = schedule_call(row)
+    task_id = enqueue(row.func, [args], kwargs, options)[0]
+    Schedule.objects.using(router.db_for_write(Schedule)).filter(pk=row.pk).update(task=task_id)
+    row.task = task_id
+    return task_id
+
+
+def build_package(
+    func: Callable | str, args: tuple, kwargs: Mapping[str, Any], options: Mapping[str, Any], config: Config,
+    *, id: str | None = None, **fields: Any,
+) -> TaskPackage:
+    """The package `enqueue` makes of one call, without sending it (for inspection and tests)."""
+    task_id = id or new_id()
+    names = _names([task_id], options.get("task_name"))
+    base = _shared_fields(func, options, fields, config)
+    return _packages(base, [task_id], names, [tuple(args)], dict(kwargs), time.time())[0]
