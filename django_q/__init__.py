@@ -30,7 +30,7 @@ _TASK_API = frozenset(
 
 def __getattr__(name: str) -> Any:
     if name in _TASK_API:
-        from . import tasks
+        from . import tasks  # on first use: django_q.tasks needs the app registry, this package does not
 
         return getattr(tasks, name)
     raise AttributeError(f"module 'django_q' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import django
 from django.apps import apps
+from setproctitle import setproctitle
 
 from .. import signals
 from .messages import Hello
@@ -57,8 +58,6 @@ def setup(name: str, cluster: str = "") -> None:
 
 def set_title(name: str, cluster: str = "") -> None:
     """Name the process in ps and top: 'django_q <role> [<cluster>]'."""
-    from setproctitle import setproctitle
-
     setproctitle(f"django_q {name}" + (f" [{cluster}]" if cluster else ""))
 
 

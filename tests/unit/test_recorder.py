@@ -309,3 +309,33 @@ class TestIterFolding:
         rec.record(parts)
         rec.record([parts[0]])  # saved, but the cluster died before the ack
         assert list(Task.objects.values_list("id", flat=True)) == [parent]
+
+
+class TestRawInsert:
+    """Recorder._insert_many writes rows with one executemany instead of bulk_create: the rows must be the same."""
+
+    def raw_rows(self) -> list[tuple]:
+        from django.db import connection
+
+        table = connection.ops.quote_name(Task._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM {table} ORDER BY {connection.ops.quote_name('id')}")
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cursor.fetchall()]
+
+    @pytest.mark.parametrize("use_tz", [True, False])
+    def test_the_rows_are_those_bulk_create_writes(self, use_tz):
+        with override_settings(USE_TZ=use_tz, TIME_ZONE="Europe/Paris"):
+            outcomes = [
+                outcome(group="g", attempts=3, enqueued=1_650_000_000.123456, priority=-5),
+                failure(hook="tests.app.tasks.record_hook", history=({"attempt": 1, "worker": "h:1"},)),
+                outcome(result={"ü": [1, 2.5, None]}, kwargs={"x": "ÿ"}, parent=new_id(), iter_count=2),
+                outcome(result=None, enqueued=0.0).with_result(False, "cancelled")._replace(cancelled=True),
+            ]
+            rec = recorder()
+            rec._insert_many(outcomes)
+            ours = self.raw_rows()
+            Task.objects.all().delete()
+            Task.objects.bulk_create([rec._row(o) for o in outcomes])
+            theirs = self.raw_rows()
+        assert len(ours) == len(outcomes)
+        assert ours == theirs
