@@ -203,4 +203,4 @@ def test_cancel_makes_a_task_failed(cluster):
     assert cancel(result.id) is True
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
-    assert result.errors[-1].exception_class_path == "django_q.cluster.worker.TaskCancelled"
+    assert result.errors[-1].exception_class_path == "django_q.exceptions.TaskCancelled"
