@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def meta(opts: argparse.Namespace, conf: dict, systems: list[str], load_at_start
         "baseline": baseline,
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),  # --peers '' stays visible
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         # Other work on the machine skews every figure; ratios measured interleaved less so.
