@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from report import Results
-from systems import OURS, Target, orm_targets, redis_targets, results_targets
+from systems import OURS, Target, is_baseline, orm_targets, redis_targets, results_targets
 from workloads import Runner
 
 
@@ -65,8 +65,13 @@ def record_bulk(results: Results, label: str, ours: str, out: dict) -> None:
 
 
 def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -> tuple[list[Job], list[Job]]:
-    """(jobs repeated `repeats` times in this order, jobs run once at the end)."""
-    systems = [OURS, *opts.peers]
+    """(jobs repeated `repeats` times in this order, jobs run once at the end).
+
+    A --baseline system (django-q@<hash>) runs wherever ours runs, each of its
+    jobs right after ours on the same broker and database (see `order`).
+    """
+    ours = [OURS, *([opts.baseline_system] if opts.baseline_system else [])]
+    systems = [*ours, *opts.peers]
     only = opts.only
 
     def keep(targets: list[Target]) -> list[Target]:
@@ -79,7 +84,8 @@ def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -
             jobs.append(Job("W1+W2", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("redis")))
     if "W1" in only:
         # Under a second a run: repeated and interleaved like the single calls.
-        jobs.append(Job("W1 bulk", Target(OURS), lambda r: bulk(r, n), record_bulk))
+        for s in ours:
+            jobs.append(Job("W1 bulk", Target(s), lambda r, t=Target(s): bulk(r, t, n), record_bulk))
     if "W2" in only:
         for t in keep(orm_targets(systems)):
             jobs.append(Job("W2 orm", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("orm")))
@@ -89,7 +95,7 @@ def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -
                             record_drain("results")))
     if only & {"W3", "W4"}:
         # --quick leaves out django-q2's database broker here (about 25 s a run).
-        orm = orm_targets(systems if conf["w3_orm_peers"] else [OURS])
+        orm = orm_targets(systems if conf["w3_orm_peers"] else ours)
         lat_targets = redis_targets(systems) + (orm if "W3" in only else [])
         for t in keep(lat_targets):
             jobs.append(Job("W3+W4", t, lambda r, t=t: r.latency(t, conf["lat_tasks"]), record_latency))
@@ -97,26 +103,27 @@ def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -
         # Every system on Redis, and our database broker on SQLite and PostgreSQL
         # (django-q2's database broker is left out: about 25 s a run, and the
         # issue compares against its Redis broker).
-        for t in keep(redis_targets(systems) + orm_targets([OURS])):
+        for t in keep(redis_targets(systems) + orm_targets(ours)):
             t5 = t.with_(retry=5) if t.django else t
             jobs.append(Job("W5", t5, lambda r, t=t5: r.crash(t, conf["w5_n"], wait=conf["w5_wait"],
                                                                 stall=conf["w5_stall"]), record_crash,
                             repeats=conf["w5_repeats"]))
     once: list[Job] = []
     if "W6" in only and conf["w6_n"]:
-        t = Target(OURS)
-        once.append(Job("W6", t, lambda r: r.drain(t, conf["w6_n"], 600, 600, sample_rss=True), record_drain("W6")))
+        for s in ours:
+            t = Target(s)
+            once.append(Job("W6", t, lambda r, t=t: r.drain(t, conf["w6_n"], 600, 600, sample_rss=True),
+                            record_drain("W6")))
     return jobs, once
 
 
-def bulk(runner: Runner, n: int) -> dict:
-    """This project's bulk enqueue: one `async_many` call of n no-op tasks (a TODO note without it)."""
+def bulk(runner: Runner, target: Target, n: int) -> dict:
+    """This project's bulk enqueue (ours or the baseline's): one `async_many` call of n no-op tasks (a TODO note without it)."""
     import json
 
     import procs
     from systems import BENCH
 
-    target = Target(OURS)
     runner.prepare(target)
     out = json.loads(procs.run(target.driver_cmd("bulk", str(n), "--reset"), target.env(runner.scratch), BENCH, 300)
                      .strip().splitlines()[-1])
@@ -125,12 +132,27 @@ def bulk(runner: Runner, n: int) -> dict:
     return {"rate": out["n"] / out["seconds"]}
 
 
+def order(jobs: list[Job], repeat: int) -> list[Job]:
+    """The jobs of one repeat: as built, but in odd repeats each baseline job runs before ours, not after.
+
+    Ours and the baseline then go first equally often (A B, B A, A B ...), so
+    neither always runs right after a peer, or first in a session.
+    """
+    jobs = list(jobs)
+    if repeat % 2:
+        for i in range(1, len(jobs)):
+            a, b = jobs[i - 1], jobs[i]
+            if is_baseline(b.target.system) and a.name == b.name and a.target == b.target.with_(system=OURS):
+                jobs[i - 1], jobs[i] = b, a
+    return jobs
+
+
 def run_all(runner: Runner, jobs: list[Job], once: list[Job], repeats: int, results: Results) -> None:
     """Every job once per repeat, in order (A B C, A B C, ...), then the once-only jobs."""
     total = sum(min(repeats, j.repeats or repeats) for j in jobs) + len(once)
     count = 0
     for repeat in [*range(repeats), None]:
-        for job in jobs if repeat is not None else once:
+        for job in order(jobs, repeat) if repeat is not None else once:
             if repeat is not None and job.repeats is not None and repeat >= job.repeats:
                 continue
             count += 1
@@ -141,12 +163,12 @@ def run_all(runner: Runner, jobs: list[Job], once: list[Job], repeats: int, resu
                 out = job.run(runner)
             except Exception as exc:  # one failed run is reported, the session goes on
                 results.errors.append(f"{job.name} {label}: {exc}\n{traceback.format_exc()}")
-                print(f"[{count}/{total}] {job.name:<7} {label:<24} ERROR {str(exc).splitlines()[0]}", flush=True)
+                print(f"[{count}/{total}] {job.name:<7} {label:<30} ERROR {str(exc).splitlines()[0]}", flush=True)
                 continue
             if "todo" in out:
                 results.notes.append(f"{job.name}: TODO: {out['todo']}")
             else:
                 job.record(results, label, ours, out)
             brief = {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
-            print(f"[{count}/{total}] {job.name:<7} {label:<24} {time.monotonic() - started:5.1f} s  {brief}",
+            print(f"[{count}/{total}] {job.name:<7} {label:<30} {time.monotonic() - started:5.1f} s  {brief}",
                   flush=True)

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from systems import OURS
+from systems import OURS, is_baseline
 
 
 @dataclass(frozen=True)
@@ -79,27 +79,37 @@ class Results:
 
     def table(self) -> str:
         lines = [
-            f"{'figure':<34} {'target':<24} {'median':>10} {'min-max':>21}  {'peer/ours':>9}",
-            "-" * 104,
+            f"{'figure':<34} {'target':<30} {'median':>10} {'min-max':>21}  {'peer/ours':>9}",
+            "-" * 110,
         ]
         for key, entry in self.summary().items():
             first = True
-            for label, row in sorted(entry["targets"].items(), key=lambda kv: (not kv[0].startswith(OURS + " "), kv[0])):
+            for label, row in sorted(entry["targets"].items(), key=lambda kv: order(kv[0])):
                 ratio = row.get("ratio_to_ours")
                 mark = "*" if row.get("partial_runs") else ""
                 title = f"{entry['title']} ({entry['unit']})" if first else ""
                 lines.append(
-                    f"{title:<34.34} {label:<24} {fmt(row['median']) + mark:>10} "
+                    f"{title:<34.34} {label:<30} {fmt(row['median']) + mark:>10} "
                     f"{fmt(row['min']) + ' - ' + fmt(row['max']):>21}  {'' if ratio is None else f'{ratio:.2f}x':>9}"
                 )
                 first = False
         lines.append("* a run was cut short (enqueue cap or drain deadline): its rate is over the tasks it did")
         lines.append("peer/ours: the peer's median divided by ours (same broker and database)")
+        if any(is_baseline(label.split()[0]) for rows in self.values.values() for label in rows):
+            lines.append(f"{OURS}@<commit>: this package as it was at that commit (--baseline), run exactly as ours")
         return "\n".join(lines)
 
     def write(self, path: Path, meta: dict) -> None:
         doc = {"meta": meta, "figures": self.summary(), "notes": self.notes, "errors": self.errors}
         path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def order(label: str) -> tuple:
+    """Table order: ours, each row followed by the --baseline commit's on the same broker and database; then the peers."""
+    system, _, where = label.partition(" ")
+    if system == OURS or is_baseline(system):
+        return (0, where, system != OURS)
+    return (1, label, False)
 
 
 def fmt(value: float) -> str:

@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Run the workloads of shared/BENCH.md for Django Q and its peers, interleaved; print one table, write JSON.
 
-    python bench/run.py [--quick] [--only W2,W3] [--peers django-q2,celery,rq,huey,dramatiq] [--out FILE]
+    python bench/run.py [--quick] [--only W2,W3] [--peers django-q2,celery,rq,huey,dramatiq] [--baseline REF] [--out FILE]
 
 The first run makes one virtualenv per system under bench/.venvs/ (pinned in
 venvs.py), then this script re-executes itself in this project's venv. Needs
 Redis on 127.0.0.1:6379 (db 12: brokers, db 15: counters; both are flushed)
 and PostgreSQL on 127.0.0.1:5432 (user postgres; databases dq_bench and
-dq2_bench are created). Every run starts the workers as one process group
-and kills the whole group before the next run.
+dq2_bench are created, and dq_bench_base with --baseline). Every run starts
+the workers as one process group and kills the whole group before the next run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-scratch", action="store_true",
                         help="keep the scratch folder (worker logs, SQLite files) and print its path")
     parser.add_argument("--profile", action="store_true", help="only py-spy the django_q cluster during W2 on Redis")
+    parser.add_argument(
+        "--baseline", metavar="REF",
+        help="also measure this package as it was at REF (a git commit-ish, e.g. 1de129c or main~3) as the system "
+             "django-q@<hash>: in every workload that runs django-q (W1 with its bulk path, W2 on Redis and the "
+             "database broker, W2b, W3, W4, W5, W6; not --profile), right after ours in the 1st, 3rd ... repeat, "
+             "right before it in the 2nd, 4th ..., figures and ratio to ours like a peer's. Installed from `git archive REF` into "
+             "bench/.venvs/src/<commit> (work tree and branches untouched), editable into its own venv "
+             "bench/.venvs/django-q@<hash> with ours' pins, compiled like ours; its own PostgreSQL database "
+             "dq_bench_base and SQLite file. Works with --peers ''")
     opts = parser.parse_args(argv)
     opts.only = {w.strip() for w in opts.only.split(",") if w.strip()}
     unknown = opts.only - set(WORKLOADS)
@@ -53,6 +63,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     bad = set(opts.peers) - set(ALL_PEERS)
     if bad:
         parser.error(f"unknown peer(s) {', '.join(sorted(bad))}; known: {', '.join(ALL_PEERS)}")
+    opts.baseline_system = None
+    if opts.baseline is not None:
+        # Resolved once, before the re-exec: REF (main, HEAD~1 ...) may move during the run.
+        commit = os.environ.get("BENCH_BASELINE_COMMIT") if os.environ.get("BENCH_IN_VENV") == "1" else None
+        if not commit:
+            try:
+                commit = venvs.resolve(opts.baseline)
+            except ValueError as exc:
+                parser.error(f"--baseline: {exc}")
+        opts.baseline_commit = commit
+        opts.baseline_system = venvs.add_baseline(commit)
     return opts
 
 
@@ -60,11 +81,18 @@ def bootstrap(opts: argparse.Namespace) -> None:
     """Make the venvs, then continue in this project's venv (psutil, redis, psycopg)."""
     if os.environ.get("BENCH_IN_VENV") == "1":
         return
-    for system in ("django-q", *opts.peers):
+    ours = ["django-q"]
+    if opts.baseline_system:
+        venvs.export(opts.baseline_commit)
+        ours.append(opts.baseline_system)
+    for system in (*ours, *opts.peers):
         venvs.ensure(system)
-    venvs.compile_project()
+    for system in ours:
+        venvs.compile_project(system)
     python = str(venvs.python("django-q"))
     env = {**os.environ, "BENCH_IN_VENV": "1"}
+    if opts.baseline_system:
+        env["BENCH_BASELINE_COMMIT"] = opts.baseline_commit
     os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
@@ -86,15 +114,17 @@ def settings(opts: argparse.Namespace) -> dict:
     return conf
 
 
-def preflight() -> list[str]:
+def preflight(baseline: bool = False) -> list[str]:
     """Check Redis, create the PostgreSQL databases afresh; return notes on what is unavailable."""
     import psycopg
     import redis
 
+    from systems import BASELINE_PG_NAME
+
     redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
     try:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=5) as c:
-            for name in ("dq_bench", "dq2_bench"):
+            for name in ("dq_bench", "dq2_bench", *([BASELINE_PG_NAME] if baseline else [])):
                 # Fresh, like the SQLite files: a database migrated by an older
                 # commit (a migration since renamed or edited) fails to migrate.
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -104,7 +134,34 @@ def preflight() -> list[str]:
     return []
 
 
+def package_files(opts: argparse.Namespace, scratch: Path) -> dict[str, str]:
+    """system -> the django_q/__init__.py its processes import (their venv, environment and folder).
+
+    Stops the session if ours does not import the work tree's package, or the
+    baseline its own folder's: the two would then measure the same code.
+    """
+    import procs
+    from systems import BENCH, Target
+
+    wanted = {"django-q": venvs.REPO}
+    if opts.baseline_system:
+        wanted[opts.baseline_system] = venvs.source(opts.baseline_commit)
+    found = {}
+    for system, root in wanted.items():
+        t = Target(system)
+        out = procs.run([t.python(), "-c", "import django_q; print(django_q.__file__)"], t.env(scratch), BENCH, 60)
+        found[system] = out.strip().splitlines()[-1]
+        if Path(found[system]).resolve() != (root / "django_q" / "__init__.py").resolve():
+            raise SystemExit(f"{system} imports {found[system]}, not {root}/django_q")
+    return found
+
+
 def meta(opts: argparse.Namespace, conf: dict, systems: list[str], load_at_start: list[float]) -> dict:
+    baseline = None
+    if opts.baseline_system:
+        baseline = {"ref": opts.baseline, "commit": opts.baseline_commit, "system": opts.baseline_system,
+                    "source": str(venvs.source(opts.baseline_commit))}
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=venvs.REPO, capture_output=True, text=True)
         return out.stdout.strip()
@@ -113,9 +170,10 @@ def meta(opts: argparse.Namespace, conf: dict, systems: list[str], load_at_start
             "psycopg", "psycopg-binary"}
     return {
         "commit": git("rev-parse", "HEAD"),
+        "baseline": baseline,
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),  # --peers '' stays visible
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         # Other work on the machine skews every figure; ratios measured interleaved less so.
@@ -139,12 +197,16 @@ def main() -> int:
     if load_at_start[0] > 1.0:
         print(f"warning: load average {load_at_start[0]:.1f} before the bench: other work will skew the figures")
     results = Results()
-    results.notes += preflight()
+    results.notes += preflight(bool(opts.baseline_system))
     no_pg = bool(results.notes)
     scratch = Path(tempfile.mkdtemp(prefix="django_q_bench-"))
     runner = Runner(scratch)
     started = time.monotonic()
     try:
+        imports = package_files(opts, scratch)
+        if opts.baseline_system:
+            for system, path in imports.items():
+                print(f"{system} imports {path}")
         if opts.profile:
             from profile_cluster import profile
 
@@ -166,7 +228,9 @@ def main() -> int:
     for error in results.errors:
         print("ERROR:", error.splitlines()[0])
     out = Path(opts.out)
-    results.write(out, {**meta(opts, conf, ["django-q", *opts.peers], load_at_start), "seconds": round(time.monotonic() - started)})
+    systems = ["django-q", *([opts.baseline_system] if opts.baseline_system else []), *opts.peers]
+    results.write(out, {**meta(opts, conf, systems, load_at_start), "django_q_files": imports,
+                        "seconds": round(time.monotonic() - started)})
     print(f"\n{len(results.errors)} errors; {time.monotonic() - started:.0f} s; figures written to {out}")
     return 1 if results.errors else 0
 

@@ -17,15 +17,30 @@ BENCH = venvs.BENCH
 BROKER_URL = "redis://127.0.0.1:6379/12"
 COUNTER_URL = "redis://127.0.0.1:6379/15"
 PG_NAMES = {"django-q": "dq_bench", "django-q2": "dq2_bench"}
+BASELINE_PG_NAME = "dq_bench_base"  # the --baseline system's own database
 SETTINGS = {"django-q": "djproject.settings.djq", "django-q2": "djproject.settings.djq2"}
 OURS = "django-q"
 RQ_WORKER: list[str] = []  # e.g. ["-w", "rq.worker.SimpleWorker"]: no fork per job
 PEERS = ("django-q2", "celery", "rq", "huey", "dramatiq")
 
 
+def is_baseline(system: str) -> bool:
+    """django-q@<hash>: this package as it was at the --baseline commit, in its own venv."""
+    return system.startswith(OURS + "@")
+
+
+def family(system: str) -> str:
+    """The system the settings and the driver know: a baseline is run exactly as ours."""
+    return OURS if is_baseline(system) else system
+
+
+def pg_name(system: str) -> str:
+    return BASELINE_PG_NAME if is_baseline(system) else PG_NAMES[system]
+
+
 @dataclass(frozen=True)
 class Target:
-    system: str  # the venv: django-q (ours), django-q2, celery, rq, huey, dramatiq
+    system: str  # the venv: django-q (ours), django-q@<hash> (--baseline), django-q2, celery, rq, huey, dramatiq
     broker: str = "redis"  # "redis", or "orm" for the Django Q family's database broker
     db: str | None = None  # "sqlite" or "postgres" for the Django Q family, else None
     save_limit: int | None = None  # Q_CLUSTER["save_limit"]; None keeps the system's default
@@ -33,11 +48,11 @@ class Target:
 
     @property
     def django(self) -> bool:
-        return self.system in SETTINGS
+        return family(self.system) in SETTINGS
 
     @property
     def label(self) -> str:
-        """How the table names the target, e.g. django-q redis/pg or django-q orm/sqlite."""
+        """How the table names the target, e.g. django-q redis/pg, django-q orm/sqlite, django-q@1de129c redis/sqlite."""
         if not self.django:
             return f"{self.system} redis"
         store = {"sqlite": "sqlite", "postgres": "pg"}[self.db or "sqlite"]
@@ -57,11 +72,11 @@ class Target:
         )
         if self.django:
             env.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS[self.system],
+                DJANGO_SETTINGS_MODULE=SETTINGS[family(self.system)],
                 BENCH_BROKER=self.broker,
                 BENCH_DB=self.db or "sqlite",
                 BENCH_SQLITE=str(scratch / f"{self.system}.sqlite3"),
-                BENCH_PG_NAME=PG_NAMES[self.system],
+                BENCH_PG_NAME=pg_name(self.system),
             )
             if self.save_limit is not None:
                 env["BENCH_SAVE_LIMIT"] = str(self.save_limit)
@@ -92,7 +107,7 @@ class Target:
         raise ValueError(self.system)
 
     def driver_cmd(self, *args: str) -> list[str]:
-        return [self.python(), str(BENCH / "driver.py"), self.system, *args]
+        return [self.python(), str(BENCH / "driver.py"), family(self.system), *args]
 
 
 def redis_targets(systems: list[str]) -> list[Target]:
@@ -101,9 +116,9 @@ def redis_targets(systems: list[str]) -> list[Target]:
 
 def orm_targets(systems: list[str]) -> list[Target]:
     """The database broker of the Django Q family, on SQLite and PostgreSQL."""
-    return [Target(s, "orm", db) for db in ("sqlite", "postgres") for s in systems if s in SETTINGS]
+    return [Target(s, "orm", db) for db in ("sqlite", "postgres") for s in systems if family(s) in SETTINGS]
 
 
 def results_targets(systems: list[str]) -> list[Target]:
     """W2b: Redis broker, every result kept in SQLite or PostgreSQL."""
-    return [Target(s, "redis", db, save_limit=0) for db in ("sqlite", "postgres") for s in systems if s in SETTINGS]
+    return [Target(s, "redis", db, save_limit=0) for db in ("sqlite", "postgres") for s in systems if family(s) in SETTINGS]

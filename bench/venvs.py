@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENVS = BENCH / ".venvs"
+SOURCES = VENVS / "src"  # src/<commit>: this repository as it was at a --baseline commit (git archive)
 
 DJANGO = "Django==5.2.19"
 REDIS = ["hiredis==3.5.0"]
@@ -37,6 +39,58 @@ PINS: dict[str, list[str]] = {
 }
 
 PYTHON = os.environ.get("BENCH_PYTHON", "python3")
+
+# system name (django-q@<short hash>) -> full commit hash, for --baseline.
+BASELINES: dict[str, str] = {}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def resolve(ref: str) -> str:
+    """The full hash of the commit REF names (ValueError if none)."""
+    try:
+        return git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{ref!r} names no commit of {REPO}") from None
+
+
+def add_baseline(commit: str) -> str:
+    """Register the system django-q@<short hash>: ours' pins, but this package as it was at `commit`.
+
+    Its venv, bench/.venvs/django-q@<short hash>, installs bench/.venvs/src/<commit>
+    editable with the same extras, as ours installs the work tree.
+    """
+    name = f"django-q@{git('rev-parse', '--short', commit)}"
+    ours = PINS["django-q"]
+    assert ours[0].startswith(f"-e{REPO}["), ours[0]
+    PINS[name] = [f"-e{source(commit)}{ours[0][len(f'-e{REPO}'):]}", *ours[1:]]
+    BASELINES[name] = commit
+    return name
+
+
+def source(commit: str) -> Path:
+    return SOURCES / commit
+
+
+def export(commit: str, log=print) -> Path:
+    """bench/.venvs/src/<commit>: the tree of `commit` (git archive), made once; the work tree and branches are untouched."""
+    folder = source(commit)
+    if folder.is_dir():
+        return folder
+    log(f"==> exporting {commit[:12]} to {folder}")
+    tmp = SOURCES / f".{commit}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "archive", "--format=tar", commit], cwd=REPO, stdout=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout)
+    archive.stdout.close()
+    if archive.wait() or untar.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"git archive {commit} | tar -x failed")
+    tmp.rename(folder)  # complete or absent: a folder that exists was fully extracted
+    return folder
 
 
 def python(system: str) -> Path:
@@ -68,15 +122,17 @@ def ensure(system: str, log=print) -> Path:
     return python(system)
 
 
-def compile_project() -> None:
+def compile_project(system: str = "django-q") -> None:
     """Write the bytecode of this project's package, as pip does for the peers it installs.
 
     Ours is installed editable, so pip compiles none of it, and the processes
     the bench starts run with PYTHONDONTWRITEBYTECODE: without this every
     cluster would compile django_q from source before its first task (about
     50 ms of its start). Only files changed since the last run are compiled.
+    A --baseline system's package (its folder under src/) is compiled the same way.
     """
-    subprocess.run([str(python("django-q")), "-m", "compileall", "-q", str(REPO / "django_q")], check=True)
+    root = source(BASELINES[system]) if system in BASELINES else REPO
+    subprocess.run([str(python(system)), "-m", "compileall", "-q", str(root / "django_q")], check=True)
 
 
 def _pip(system: str, *args: str) -> None:

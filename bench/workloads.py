@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 import procs
-from systems import BENCH, BROKER_URL, COUNTER_URL, PG_NAMES, Target
+from systems import BENCH, BROKER_URL, COUNTER_URL, Target, pg_name
 
 POLL = 0.01  # seconds between reads of the counter
 MiB = 1024 * 1024
@@ -66,7 +66,7 @@ class Runner:
         if target.db == "postgres":
             import psycopg
 
-            conn = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={PG_NAMES[target.system]}", autocommit=True)
+            conn = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={pg_name(target.system)}", autocommit=True)
         else:
             conn = sqlite3.connect(target.env(self.scratch)["BENCH_SQLITE"], timeout=5, isolation_level=None)
 
