@@ -46,15 +46,15 @@ from . import wakeup
 from .base import (
     DELAYED,
     LEASED,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     QUEUED,
     REMOVED,
     REQUESTED,
-    Broker,
     Cancelled,
     Delivery,
     Pending,
+    QueueBackend,
+    batch_keys,
+    check_priority,
 )
 
 # Long enough to outwait any other writer of the cluster: each of them holds
@@ -67,7 +67,7 @@ BULK_BATCH = 100
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
 
-class OrmBroker(Broker):
+class OrmBroker(QueueBackend):
     """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
 
     def __init__(self, name: str, lease: float, alias: str = "default", poll: float = 0.2) -> None:
@@ -78,7 +78,7 @@ class OrmBroker(Broker):
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
-        _check_priority(priority)
+        check_priority(priority)
         with self._db() as conn:
             row = OrmQ.objects.using(self.alias).create(
                 queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key
@@ -91,12 +91,11 @@ class OrmBroker(Broker):
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
     ) -> list[str]:
         """Add several packages with multi-row INSERTs."""
-        _check_priority(priority)
+        check_priority(priority)
         visible = time.time() + max(delay, 0.0)
-        keys = list(keys) or [None] * len(payloads)
         rows = [
             OrmQ(queue=self.name, payload=p, priority=priority, visible=visible, key=k)
-            for p, k in zip(payloads, keys, strict=True)
+            for p, k in zip(payloads, batch_keys(payloads, keys))
         ]
         with self._db() as conn:
             if conn.features.can_return_rows_from_bulk_insert:
@@ -380,8 +379,3 @@ def _pending(row: OrmQ, now: float) -> Pending:
         due=row.visible if state != QUEUED else None,
         running=bytes(row.running) if state == LEASED and row.running is not None else None,
     )
-
-
-def _check_priority(priority: int) -> None:
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}")
