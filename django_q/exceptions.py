@@ -53,7 +53,3 @@ class BrokerConnectionError(BrokerError):
 
 class WorkerLost(DjangoQError):
     """Names, in results, a failure the task did not raise: a timeout kill or a worker that died."""
-
-
-class TimeoutExpired(DjangoQError):
-    """A wait for a task's result ran out."""
