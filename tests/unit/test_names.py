@@ -1,10 +1,9 @@
 """Task ids and their readable names."""
 
 import re
-
-from django_q.models import Task
 import uuid
 
+from django_q.models import Task
 from django_q.names import WORDS, humanize, new_id, new_ids
 
 
