@@ -179,26 +179,27 @@ class MemoryBroker(QueueBackend):
     def lookup(self, key: str) -> Pending | None:
         """The newest package enqueued under `key`."""
         with _changed:
-            found = [m for m in self._queue().messages.values() if m.key == key]
-            return _pending(max(found, key=lambda m: m.seq), self.clock()) if found else None
+            message = self._newest(key)
+            return None if message is None else _pending(message, self.clock())
 
     def pending(self, limit: int = 100) -> list[Pending]:
         """Leased packages, then ready ones in the order they go out, then delayed ones by due time."""
         with _changed:
             now = self.clock()
-            messages = list(self._queue().messages.values())
-        leased = sorted((m for m in messages if m.leased and m.visible > now), key=lambda m: m.seq)
-        ready = sorted((m for m in messages if m.visible <= now), key=_Message.place)
-        delayed = sorted((m for m in messages if not m.leased and m.visible > now), key=lambda m: (m.visible, m.seq))
-        return [_pending(m, now) for m in [*leased, *ready, *delayed][:limit]]
+            messages = self._queue().messages.values()
+            leased = sorted((m for m in messages if m.leased and m.visible > now), key=lambda m: m.seq)
+            ready = sorted((m for m in messages if m.visible <= now), key=_Message.place)
+            delayed = sorted(
+                (m for m in messages if not m.leased and m.visible > now), key=lambda m: (m.visible, m.seq)
+            )
+            return [_pending(m, now) for m in [*leased, *ready, *delayed][:limit]]
 
     def cancel(self, key: str) -> Cancelled | None:
         """Remove the newest package of `key` unless it is leased; flag a leased one for its cluster."""
         with _changed:
-            found = [m for m in self._queue().messages.values() if m.key == key]
-            if not found:
+            message = self._newest(key)
+            if message is None:
                 return None
-            message = max(found, key=lambda m: m.seq)
             pending = _pending(message, self.clock())
             if pending.state == LEASED:
                 message.cancel = True
@@ -238,6 +239,11 @@ class MemoryBroker(QueueBackend):
         if queue is None:
             queue = _queues[self.name] = _Queue()
         return queue
+
+    def _newest(self, key: str) -> _Message | None:
+        """The newest message enqueued under `key`; the caller holds the lock."""
+        found = [m for m in self._queue().messages.values() if m.key == key]
+        return max(found, key=lambda m: m.seq) if found else None
 
     def _leased(self, ids: Sequence[str]) -> list[_Message]:
         """The messages of `ids` that are leased, in `ids` order; the caller holds the lock."""
