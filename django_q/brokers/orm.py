@@ -276,6 +276,7 @@ class OrmBroker(QueueBackend):
         return self._rows().filter(pk__in=pks, leased=True)
 
     def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
+        # A claimed row may be a lapsed lease: its running record was the dead cluster's, so it goes.
         now = time.time()
         if conn.vendor in ("postgresql", "sqlite"):
             return self._claim_returning(conn, count, now)
@@ -287,7 +288,7 @@ class OrmBroker(QueueBackend):
         table = conn.ops.quote_name(OrmQ._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
         sql = (
-            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1 "
+            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL "
             f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
             "RETURNING id, payload, attempts, priority"
@@ -305,7 +306,7 @@ class OrmBroker(QueueBackend):
             )
             if rows:
                 OrmQ.objects.using(self.alias).filter(pk__in=[row[0] for row in rows]).update(
-                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1
+                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None
                 )
         return [(pk, payload, attempts + 1, priority) for pk, payload, attempts, priority in rows]
 

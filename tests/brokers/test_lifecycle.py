@@ -149,3 +149,14 @@ def test_pending_lists_leased_then_ready_in_order_then_delayed(broker: QueueBack
 def test_a_key_enqueued_again_is_found_at_its_newest_package(broker: QueueBackend, count: int) -> None:
     ids = [broker.enqueue(b"%d" % i, key=KEY) for i in range(count)]
     assert broker.lookup(KEY).id == ids[-1]
+
+
+def test_a_lapsed_lease_delivered_again_has_no_running_record(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease=0.2)
+    broker.enqueue(b"x", key=KEY)
+    (first,) = broker.dequeue()
+    broker.mark_running({first.id: b"worker of a dead cluster"})
+    time.sleep(0.4)
+    (again,) = broker.dequeue(timeout=5)
+    found = broker.lookup(KEY)
+    assert (again.id, found.state, found.running) == (first.id, LEASED, None)
