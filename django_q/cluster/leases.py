@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..brokers import get_broker
-from ..brokers.base import Broker
+from ..brokers.base import QueueBackend
 from ..conf import Config
 from ..exceptions import BrokerError
 from ..inflight import RunningInfo
@@ -104,7 +104,7 @@ class Leases:
         """Every delivery this cluster holds. list() copies what other threads change in one step."""
         return [*self.holding(), *list(self.unacked), *list(self.retries)]
 
-    def close(self, broker: Broker) -> None:
+    def close(self, broker: QueueBackend) -> None:
         """Stop the thread, then make with `broker` the calls it had no time for."""
         self.closed.set()
         self.wanted.set()
@@ -156,7 +156,7 @@ class Leases:
                 failing_since = None
         broker.close()
 
-    def _ack(self, broker: Broker) -> None:
+    def _ack(self, broker: QueueBackend) -> None:
         with self.lock:
             ids = list(self.unacked)
         if ids:
@@ -164,7 +164,7 @@ class Leases:
             with self.lock:
                 self.unacked.difference_update(ids)
 
-    def _flush(self, broker: Broker, everything: bool = False) -> None:
+    def _flush(self, broker: QueueBackend, everything: bool = False) -> None:
         """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
         now = time.time()
         running = self.running()
@@ -188,7 +188,7 @@ class Leases:
             with self.lock:
                 del self.retries[delivery_id]
 
-    def _poll_cancels(self, broker: Broker) -> None:
+    def _poll_cancels(self, broker: QueueBackend) -> None:
         held = self.held()
         wanted = set(broker.cancel_requests(held)) if held else set()
         new = wanted - self.reported
