@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from . import signals
 from .brokers import get_broker
-from .brokers.base import PRIORITY_MAX, PRIORITY_MIN
+from .brokers.base import check_priority
 from .conf import Config, get_config
 from .exceptions import PackageTooLarge, TaskTypeError
 from .funcs import callable_path, path_of, resolve
@@ -248,7 +248,7 @@ def package_fields(func: Callable | str, options: Mapping[str, Any], config: Con
         "save": options.get("save"),
         "ack_failure": options.get("ack_failure"),
         "cluster": options.get("cluster"),
-        "priority": _priority(options.get("priority", 0)),
+        "priority": check_priority(options.get("priority", 0)),
         **_retry_policy(options),
     }
 
@@ -257,12 +257,6 @@ def _number(value: Any, above: float | None = None, least: float | None = None) 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return (above is None or value > above) and (least is None or value >= least)
-
-
-def _priority(priority: Any) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise TaskTypeError(f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}")
-    return priority
 
 
 def _retry_policy(options: Mapping[str, Any]) -> dict[str, Any]:
