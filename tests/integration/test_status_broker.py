@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from django_q.brokers.base import Broker
+from django_q.brokers.base import QueueBackend
 from django_q.cluster.messages import DeadLetterNote, Outcome
 from django_q.package import TaskPackage
 from django_q.status import ClusterStatus, Counters, Tally, WorkerStatus
 from tests.brokers.conftest import backend, broker, make_broker  # noqa: F401  (fixtures)
 
 
-def test_publish_replace_and_remove(broker: Broker) -> None:
+def test_publish_replace_and_remove(broker: QueueBackend) -> None:
     assert broker.statuses() == []
     broker.publish_status("a", b"one", 30)
     broker.publish_status("b", b"\x00two\xff", 30)
@@ -23,7 +23,7 @@ def test_publish_replace_and_remove(broker: Broker) -> None:
     assert broker.statuses() == [b"\x00two\xff"]
 
 
-def test_expired_entries_are_ignored_then_cleaned(broker: Broker) -> None:
+def test_expired_entries_are_ignored_then_cleaned(broker: QueueBackend) -> None:
     broker.publish_status("dead", b"old", 0.2)
     broker.publish_status("alive", b"new", 30)
     time.sleep(0.4)
