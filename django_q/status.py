@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import connections
 
+from .backoff import Outage
 from .brokers import get_broker
 from .conf import Config, get_config
 from .exceptions import BrokerError, PackageError
@@ -216,7 +217,8 @@ class Publisher(threading.Thread):
         self.tally = tally
         self.stopping = threading.Event()
         self._names: dict[str, tuple[str | None, str | None]] = {}  # delivery id -> task id, name
-        self._failing = False
+        # No pause of its own (it publishes every PERIOD) and no line when it goes through again.
+        self.outage = Outage(logger, "cluster status not published: %s", level=logging.WARNING)
 
     def stop(self) -> None:
         """Stop publishing and remove the entry (waits up to STOP_PATIENCE seconds)."""
@@ -240,15 +242,13 @@ class Publisher(threading.Thread):
         try:
             publish()
         except BrokerError as exc:
-            if not self._failing:  # once per outage
-                logger.warning("cluster status not published: %s", exc)
-            self._failing = True
+            self.outage.failed(exc)
             return
         except Exception:
             # Never let a status bug take the pusher down with it.
             logger.exception("cluster status not published")
             return
-        self._failing = False
+        self.outage.recovered()
 
     def build(self, broker: Any) -> ClusterStatus:
         """The current status: the pusher's snapshot plus the queue size."""

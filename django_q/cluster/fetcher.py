@@ -12,6 +12,7 @@ import time
 from collections import deque
 from multiprocessing.connection import Connection
 
+from ..backoff import Outage
 from ..brokers import get_broker
 from ..conf import Config
 from ..exceptions import BrokerError
@@ -37,7 +38,8 @@ class Fetcher(threading.Thread):
         # Set by the pusher while tasks are short: what its workers' prefetch
         # takes per round; the buffer may hold that much, or queue_limit if more.
         self.prefetch = 0
-        self.outage_since: float | None = None
+        self.outage = Outage(logger, "broker unreachable, retrying with backoff: %s", "broker is back after %.1fs",
+                             first=0.2)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -45,7 +47,6 @@ class Fetcher(threading.Thread):
 
     def run(self) -> None:
         broker = get_broker(self.queue, self.config)
-        pause = 0.2
         try:
             while not self.stopping.is_set():
                 room = max(self.config.queue_limit, self.prefetch) - len(self.buffer)
@@ -56,14 +57,9 @@ class Fetcher(threading.Thread):
                 try:
                     got = broker.dequeue(room, WAIT)
                 except BrokerError as exc:
-                    self._outage(exc)
-                    self.stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
+                    self.stopping.wait(self.outage.failed(exc))
                     continue
-                pause = 0.2
-                if self.outage_since is not None:
-                    logger.warning("broker is back after %.1fs", time.monotonic() - self.outage_since)
-                    self.outage_since = None
+                self.outage.recovered()
                 if got:
                     self.empty_polls = 0
                     self.buffer.extend(got)
@@ -73,8 +69,3 @@ class Fetcher(threading.Thread):
         finally:
             broker.close()
             self.wake.send_bytes(b"x")
-
-    def _outage(self, exc: Exception) -> None:
-        if self.outage_since is None:  # log once per outage, not once per attempt
-            self.outage_since = time.monotonic()
-            logger.error("broker unreachable, retrying with backoff: %s", exc)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe, wait
 
+from ..backoff import Outage
 from ..brokers import get_broker
 from ..brokers.base import Delivery
 from ..conf import Config
@@ -35,7 +36,7 @@ from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot,
 from . import process
 from .fetcher import Fetcher
 from .leases import Leases
-from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
+from .messages import STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
 from .runstate import RunState, Seen, path as state_path
 from .worker import CANCEL_SIGNAL, cancel_file
 
@@ -94,7 +95,7 @@ class Slot:
 
 
 @dataclass
-class Pending:
+class Unsaved:
     """Deliveries that ran and wait for the monitor to save them."""
 
     messages: dict[str, Outcome | DeadLetterNote] = field(default_factory=dict)
@@ -115,14 +116,13 @@ class Pusher:
         self.fetcher = Fetcher(config, config.name, self.wake_w)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
-        self.pending = Pending()
+        self.unsaved = Unsaved()
         self.unsent_since: float | None = None  # monotonic time the oldest unsent outcome came
         self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
         self.address = address
         self.stopping = False
         self.mean_run: float | None = None  # seconds, a moving mean of task run times
-        self.outage_since: float | None = None
-        self.retry_at = self.retry_pause = 0.0
+        self.outage = Outage(logger, "broker %s failed, will retry: %s", "broker answers again after %.1fs", first=0.2)
         self.listener = process.Listener(address, authkey, lambda: self.wake_w.send_bytes(b"a"))
         identity = identity or Identity.new(config.name)
         self.leases = Leases(config, self._holding, self._running, lambda: self.wake_w.send_bytes(b"c"), identity.id)
@@ -172,7 +172,7 @@ class Pusher:
 
     def _idle(self) -> bool:
         return (
-            not self.fetcher.buffer and not self.pending.messages and not self.leases.retrying
+            not self.fetcher.buffer and not self.unsaved.messages and not self.leases.retrying
             and not any(s.jobs for s in self.slots.values())
         )
 
@@ -181,8 +181,8 @@ class Pusher:
             if self.monitor is not None:
                 self.monitor.close()
             self.monitor = conn
-            self.pending.sent.clear()  # a new monitor gets everything not yet saved
-            self.pending.unsent = deque(self.pending.messages)
+            self.unsaved.sent.clear()  # a new monitor gets everything not yet saved
+            self.unsaved.unsent = deque(self.unsaved.messages)
             self._to_monitor(now=True)
         else:
             try:
@@ -195,7 +195,7 @@ class Pusher:
 
     def _dispatch(self) -> None:
         buffer = self.fetcher.buffer
-        if self.stopping or len(self.pending.messages) >= BACKLOG:
+        if self.stopping or len(self.unsaved.messages) >= BACKLOG:
             buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
         taken = 0
         outgoing: dict[Slot, list[Job]] = {}
@@ -253,8 +253,8 @@ class Pusher:
         return True
 
     def _from_worker(self, slot: Slot, msg: object) -> None:
-        if type(msg) is tuple:  # several messages sent together
-            for one in msg:
+        if type(msg) is Batch:
+            for one in msg.messages:
                 self._from_worker(slot, one)
             return
         if isinstance(msg, Outcome):
@@ -333,7 +333,7 @@ class Pusher:
             return seen
         slot.running, slot.started = delivery, seen.started
         slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
-        self.leases.started(delivery.id, slot.pid, seen.started)
+        self.leases.started(delivery.id, slot.pid, seen.started, seen.started_mono)
         if delivery.id in self.cancelling:
             self._stop_running(slot)
         return seen
@@ -433,28 +433,28 @@ class Pusher:
 
     def _pend(self, msg: Outcome | DeadLetterNote) -> None:
         self.tally.finished(msg)
-        self.pending.messages[msg.delivery_id] = msg
-        self.pending.unsent.append(msg.delivery_id)
+        self.unsaved.messages[msg.delivery_id] = msg
+        self.unsaved.unsent.append(msg.delivery_id)
 
     def _to_monitor(self, now: bool = False) -> None:
         """Send the monitor what waits to be saved, in one message, within MONITOR_WINDOW unsaved:
         once MONITOR_BATCH wait or the oldest waited MONITOR_LINGER (at once when `now`)."""
-        pending = self.pending
-        if not pending.unsent:
+        unsaved = self.unsaved
+        if not unsaved.unsent:
             return
-        if not (now or self.stopping or len(pending.unsent) >= MONITOR_BATCH):
+        if not (now or self.stopping or len(unsaved.unsent) >= MONITOR_BATCH):
             if self.unsent_since is None:
                 self.unsent_since = time.monotonic()
             if time.monotonic() - self.unsent_since < MONITOR_LINGER:
                 return
         self.unsent_since = None
         batch: list[Outcome | DeadLetterNote] = []
-        while self.monitor is not None and pending.unsent and len(pending.sent) + len(batch) < MONITOR_WINDOW:
+        while self.monitor is not None and unsaved.unsent and len(unsaved.sent) + len(batch) < MONITOR_WINDOW:
             # The window keeps sends from blocking on a full socket; the rest
             # goes out as Saved answers come back.
-            delivery_id = pending.unsent.popleft()
-            msg = pending.messages.get(delivery_id)
-            if msg is None or delivery_id in pending.sent:
+            delivery_id = unsaved.unsent.popleft()
+            msg = unsaved.messages.get(delivery_id)
+            if msg is None or delivery_id in unsaved.sent:
                 continue
             batch.append(msg)
         if not batch:
@@ -462,15 +462,15 @@ class Pusher:
         try:
             send_many(self.monitor, batch)
         except OSError:
-            pending.unsent.extendleft(reversed([m.delivery_id for m in batch]))
+            unsaved.unsent.extendleft(reversed([m.delivery_id for m in batch]))
             self._gone(self.monitor)
             return
-        pending.sent.update(m.delivery_id for m in batch)
+        unsaved.sent.update(m.delivery_id for m in batch)
 
     def _saved(self, saved: Saved) -> None:
         for delivery_id in (*saved.ack_ids, *saved.release_ids):
-            self.pending.messages.pop(delivery_id, None)
-            self.pending.sent.discard(delivery_id)
+            self.unsaved.messages.pop(delivery_id, None)
+            self.unsaved.sent.discard(delivery_id)
             self.cancelling.discard(delivery_id)
         self.leases.ack_later(saved.ack_ids)
 
@@ -483,7 +483,7 @@ class Pusher:
     def _holding(self) -> list[str]:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
         sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
-        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.pending.messages)]
+        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
 
     def _running(self) -> set[str]:
         """The deliveries running now. Called from the lease thread."""
@@ -495,21 +495,14 @@ class Pusher:
         During an outage calls are spaced out with a growing pause, so that the
         loop keeps serving workers instead of waiting on connect timeouts.
         """
-        now = time.monotonic()
-        if self.outage_since is not None and now < self.retry_at:
+        if not self.outage.due():
             return False
         try:
             method(ids)
         except BrokerError as exc:
-            if self.outage_since is None:
-                self.outage_since, self.retry_pause = now, 0.1
-                logger.error("broker %s failed, will retry: %s", method.__name__, exc)
-            self.retry_pause = min(self.retry_pause * 2, 5.0)
-            self.retry_at = time.monotonic() + self.retry_pause
+            self.outage.failed(method.__name__, exc)
             return False
-        if self.outage_since is not None:
-            logger.warning("broker answers again after %.1fs", time.monotonic() - self.outage_since)
-            self.outage_since = None
+        self.outage.recovered()
         return True
 
     def close(self) -> None:

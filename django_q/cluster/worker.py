@@ -24,7 +24,7 @@ from ..names import worker_id
 from ..package import unpack
 from ..runner import checked, execute, function, remember_functions, running_delivery, succeeded_before
 from . import process
-from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many
+from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many, unbatch
 from .runstate import RunState, path as state_path
 
 __all__ = ["TaskCancelled", "main"]  # TaskCancelled lives in django_q.exceptions; importable here as before
@@ -147,10 +147,8 @@ class Worker:
             job = self.jobs.popleft()
         else:
             self.flush()  # everything said before waiting for more work
-            job = self.conn.recv()
-            if type(job) is tuple:  # several jobs sent together
-                self.jobs.extend(job[1:])
-                job = job[0]
+            job, *rest = unbatch(self.conn.recv())  # several jobs may come together
+            self.jobs.extend(rest)
         if job is STOP:
             return Exit.STOPPED
         if not isinstance(job, Job):
