@@ -1,22 +1,23 @@
 """The pusher's fetch thread: keeps up to `queue_limit` leased deliveries ready for the workers.
 
 It owns its own broker instance (brokers are used by one thread at a time)
-and wakes the pusher's loop through a pipe whenever deliveries arrive.
+and wakes the pusher's loop (channels.Wake) whenever deliveries arrive. One
+round is `fetch(broker, count)`, which a test calls instead of the thread.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 
 from ..backoff import Outage
 from ..brokers import get_broker
+from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError
-from ..brokers.base import Delivery
+from .channels import Wake
 
 logger = logging.getLogger("django_q")
 
@@ -24,9 +25,9 @@ WAIT = 1.0  # seconds one dequeue call may block, so that a stop is seen promptl
 
 
 class Fetcher(threading.Thread):
-    """Fills `buffer` from the broker until `stop()`; the pusher pops from the left."""
+    """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(self, config: Config, queue: str, wake: Connection) -> None:
+    def __init__(self, config: Config, queue: str, wake: Callable[[Wake], None]) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
         self.queue = queue
@@ -45,27 +46,35 @@ class Fetcher(threading.Thread):
         self.stopping.set()
         self.room.set()
 
+    def room_left(self) -> int:
+        """Deliveries the buffer has room for: `queue_limit`, or the workers' prefetch if more."""
+        return max(self.config.queue_limit, self.prefetch) - len(self.buffer)
+
+    def fetch(self, broker: Broker, count: int, wait: float = WAIT) -> None:
+        """One round: lease up to `count` deliveries into the buffer, waiting up to `wait` seconds for the first."""
+        got = broker.dequeue(count, wait)
+        if got:
+            self.empty_polls = 0
+            self.buffer.extend(got)
+            self.wake(Wake.FETCHED)
+        else:
+            self.empty_polls += 1
+
     def run(self) -> None:
         broker = get_broker(self.queue, self.config)
         try:
             while not self.stopping.is_set():
-                room = max(self.config.queue_limit, self.prefetch) - len(self.buffer)
+                room = self.room_left()
                 if room <= 0:
                     self.room.wait(WAIT)
                     self.room.clear()
                     continue
                 try:
-                    got = broker.dequeue(room, WAIT)
+                    self.fetch(broker, room)
                 except BrokerError as exc:
                     self.stopping.wait(self.outage.failed(exc))
                     continue
                 self.outage.recovered()
-                if got:
-                    self.empty_polls = 0
-                    self.buffer.extend(got)
-                    self.wake.send_bytes(b"f")
-                else:
-                    self.empty_polls += 1
         finally:
             broker.close()
-            self.wake.send_bytes(b"x")
+            self.wake(Wake.FETCHER_EXITED)

@@ -22,6 +22,7 @@ from ..conf import Config
 from ..enqueue import continue_chain
 from ..recorder import Recorder
 from . import process
+from .channels import GRACEFUL_STOP
 from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved, send, unbatch
 from .scheduler import SchedulerThread
 
@@ -106,7 +107,7 @@ def main(address: str, authkey: bytes, config: Config) -> None:
     """
     process.setup("monitor", config.name)
     scheduler = SchedulerThread(config)
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    signal.signal(GRACEFUL_STOP, lambda *_: scheduler.stop())
     scheduler.start()
     try:
         while True:
