@@ -15,6 +15,14 @@ class TaskTypeError(DjangoQError, TypeError):
     """A task's function or arguments cannot be sent to a worker."""
 
 
+class InvalidPriority(TaskTypeError, ValueError):
+    """A priority that is not a whole number from -100 to 100."""
+
+
+class BatchMismatch(DjangoQError, ValueError):
+    """A batch enqueue got a different number of keys than packages."""
+
+
 class ScheduleError(DjangoQError, ValueError):
     """A schedule cannot be run as stored: a bad type, cron expression, interval or argument text."""
 

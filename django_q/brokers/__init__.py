@@ -6,14 +6,14 @@ import os
 import threading
 
 from ..conf import Config, get_config
-from .base import Broker, Delivery
+from .base import Broker, Delivery, QueueBackend, Tracking
 
-__all__ = ["Broker", "Delivery", "get_broker", "close_brokers"]
+__all__ = ["Broker", "Delivery", "QueueBackend", "Tracking", "close_brokers", "get_broker"]
 
 _local = threading.local()
 
 
-def get_broker(name: str | None = None, config: Config | None = None) -> Broker:
+def get_broker(name: str | None = None, config: Config | None = None) -> QueueBackend:
     """The broker of queue `name` (the cluster name by default), one per thread and process."""
     config = config or get_config()
     name = name or config.name
@@ -28,7 +28,7 @@ def get_broker(name: str | None = None, config: Config | None = None) -> Broker:
     return broker
 
 
-def _create(name: str, config: Config) -> Broker:
+def _create(name: str, config: Config) -> QueueBackend:
     # Each broker's module is imported only when it is used: redis-py is needed by
     # the Redis broker alone, and the database broker's module imports the models,
     # which need the app registry, while this module is imported before it is ready.

@@ -11,27 +11,18 @@ and hands them out under a lease:
   result has been saved.
 - `requeue` makes a delivery ready again at once, keeping its position and
   attempt count (a graceful stop hands back what it did not start).
+- `retry(id, payload, delay)` replaces a leased delivery's package and makes it
+  ready again after `delay` seconds, keeping its id and attempt count (a task's
+  retry policy).
 - A delivery whose lease runs out (its cluster died) becomes ready again on
   its own and is handed out by the next `dequeue` of any cluster.
 
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
-A package may be enqueued under a `key` (the task id), which lets the task be
-seen and steered while it waits or runs:
-
-- `lookup(key)` tells where it is: queued, delayed, or leased (with what
-  `mark_running` recorded once a worker started it).
-- `cancel(key)` removes a package that is not leased and returns it; for a
-  leased one it only records the request, which the cluster holding it reads
-  with `cancel_requests` and carries out.
-- `retry(id, payload, delay)` replaces a leased delivery's package and makes it
-  ready again after `delay` seconds, keeping its id and attempt count (a task's
-  retry policy).
-
-Besides packages, a broker keeps one small status record per running cluster
-of the queue (`publish_status`, `remove_status`, `statuses`; see
-django_q.status): opaque bytes that expire unless published again.
+That is all `Broker` asks. What the cluster and `fetch()` need besides, to see
+and steer tasks and clusters, is the `Tracking` contract; every broker
+`get_broker()` returns does both (`QueueBackend`).
 """
 
 from __future__ import annotations
@@ -39,6 +30,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..exceptions import BatchMismatch, InvalidPriority
 
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
@@ -100,8 +93,8 @@ class Broker(abc.ABC):
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
     ) -> list[str]:
         """Add several packages in one round trip where the store allows it."""
-        keys = list(keys) or [None] * len(payloads)
-        return [self.enqueue(p, priority, delay, k) for p, k in zip(payloads, keys, strict=True)]
+        check_priority(priority)
+        return [self.enqueue(p, priority, delay, k) for p, k in zip(payloads, batch_keys(payloads, keys))]
 
     @abc.abstractmethod
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
@@ -124,6 +117,47 @@ class Broker(abc.ABC):
         """Replace a leased delivery's package and make it ready `delay` seconds from now."""
 
     @abc.abstractmethod
+    def size(self) -> int:
+        """Packages waiting to be handed out (leased and delayed ones excluded)."""
+
+    @abc.abstractmethod
+    def leased(self) -> int:
+        """Packages handed out and not yet acked."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Return if the store answers; raise BrokerConnectionError otherwise."""
+
+    @abc.abstractmethod
+    def purge(self) -> None:
+        """Remove every package of this queue, ready or leased."""
+
+    def setup_warnings(self) -> list[str]:
+        """Ways the store's own settings could lose tasks, told once when a cluster starts."""
+        return []
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class Tracking(abc.ABC):
+    """What a queue's store keeps besides packages: where each task is, cancel requests, cluster statuses.
+
+    A package may be enqueued under a `key` (the task id), which lets the task
+    be seen and steered while it waits or runs:
+
+    - `lookup(key)` tells where it is: queued, delayed, or leased (with what
+      `mark_running` recorded once a worker started it).
+    - `cancel(key)` removes a package that is not leased and returns it; for a
+      leased one it only records the request, which the cluster holding it
+      reads with `cancel_requests` and carries out.
+
+    Besides packages, the store keeps one small status record per running
+    cluster of the queue (`publish_status`, `remove_status`, `statuses`; see
+    django_q.status): opaque bytes that expire unless published again.
+    """
+
+    @abc.abstractmethod
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Record, per leased delivery id, which worker of which cluster started it."""
 
@@ -144,26 +178,6 @@ class Broker(abc.ABC):
         """Those of the leased `ids` that `cancel` asked to stop."""
 
     @abc.abstractmethod
-    def size(self) -> int:
-        """Packages waiting to be handed out (leased and delayed ones excluded)."""
-
-    @abc.abstractmethod
-    def leased(self) -> int:
-        """Packages handed out and not yet acked."""
-
-    @abc.abstractmethod
-    def ping(self) -> None:
-        """Return if the store answers; raise BrokerConnectionError otherwise."""
-
-    @abc.abstractmethod
-    def purge(self) -> None:
-        """Remove every package of this queue, ready or leased."""
-
-    def setup_warnings(self) -> list[str]:
-        """Ways the store's own settings could lose tasks, told once when a cluster starts."""
-        return []
-
-    @abc.abstractmethod
     def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
         """Store (or replace) the status of cluster `cluster_id`; it expires `ttl` seconds from now."""
 
@@ -175,5 +189,23 @@ class Broker(abc.ABC):
     def statuses(self) -> list[bytes]:
         """The statuses of this queue's clusters that have not expired, in no particular order."""
 
-    def close(self) -> None:
-        """Release connections."""
+
+class QueueBackend(Broker, Tracking):
+    """A broker that also does the tracking: what `get_broker()` returns, and what every broker here is."""
+
+
+def check_priority(priority: int) -> int:
+    """`priority` itself if it is a whole number from PRIORITY_MIN to PRIORITY_MAX; InvalidPriority otherwise."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        message = f"priority must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, got {priority!r}"
+        raise InvalidPriority(message)
+    return priority
+
+
+def batch_keys(payloads: Sequence[bytes], keys: Sequence[str | None]) -> list[str | None]:
+    """The key of each of `payloads` for enqueue_many: `keys`, or None for each when none are given."""
+    if not keys:
+        return [None] * len(payloads)
+    if len(keys) != len(payloads):
+        raise BatchMismatch(f"{len(payloads)} payloads but {len(keys)} keys")
+    return list(keys)

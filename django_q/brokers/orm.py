@@ -46,15 +46,15 @@ from . import wakeup
 from .base import (
     DELAYED,
     LEASED,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     QUEUED,
     REMOVED,
     REQUESTED,
-    Broker,
     Cancelled,
     Delivery,
     Pending,
+    QueueBackend,
+    batch_keys,
+    check_priority,
 )
 
 # Long enough to outwait any other writer of the cluster: each of them holds
@@ -67,7 +67,7 @@ BULK_BATCH = 100
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
 
-class OrmBroker(Broker):
+class OrmBroker(QueueBackend):
     """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
 
     def __init__(self, name: str, lease: float, alias: str = "default", poll: float = 0.2) -> None:
@@ -78,7 +78,7 @@ class OrmBroker(Broker):
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
-        _check_priority(priority)
+        check_priority(priority)
         with self._db() as conn:
             row = OrmQ.objects.using(self.alias).create(
                 queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key
@@ -91,12 +91,11 @@ class OrmBroker(Broker):
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
     ) -> list[str]:
         """Add several packages with multi-row INSERTs."""
-        _check_priority(priority)
+        check_priority(priority)
         visible = time.time() + max(delay, 0.0)
-        keys = list(keys) or [None] * len(payloads)
         rows = [
             OrmQ(queue=self.name, payload=p, priority=priority, visible=visible, key=k)
-            for p, k in zip(payloads, keys, strict=True)
+            for p, k in zip(payloads, batch_keys(payloads, keys))
         ]
         with self._db() as conn:
             if conn.features.can_return_rows_from_bulk_insert:
@@ -277,6 +276,7 @@ class OrmBroker(Broker):
         return self._rows().filter(pk__in=pks, leased=True)
 
     def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
+        # A claimed row may be a lapsed lease: its running record was the dead cluster's, so it goes.
         now = time.time()
         if conn.vendor in ("postgresql", "sqlite"):
             return self._claim_returning(conn, count, now)
@@ -288,7 +288,7 @@ class OrmBroker(Broker):
         table = conn.ops.quote_name(OrmQ._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
         sql = (
-            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1 "
+            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL "
             f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
             "RETURNING id, payload, attempts, priority"
@@ -306,7 +306,7 @@ class OrmBroker(Broker):
             )
             if rows:
                 OrmQ.objects.using(self.alias).filter(pk__in=[row[0] for row in rows]).update(
-                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1
+                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None
                 )
         return [(pk, payload, attempts + 1, priority) for pk, payload, attempts, priority in rows]
 
@@ -380,8 +380,3 @@ def _pending(row: OrmQ, now: float) -> Pending:
         due=row.visible if state != QUEUED else None,
         running=bytes(row.running) if state == LEASED and row.running is not None else None,
     )
-
-
-def _check_priority(priority: int) -> None:
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}")

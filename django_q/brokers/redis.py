@@ -48,10 +48,23 @@ import redis
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError
-from .base import PRIORITY_MAX, PRIORITY_MIN, Broker, Cancelled, Delivery, Pending
+from .base import PRIORITY_MAX, Cancelled, Delivery, Pending, QueueBackend, batch_keys, check_priority
 from .redis_lua import (
-    ACK, CANCEL, COMMON, COUNTS, DEQUEUE, ENQUEUE, LOOKUP, MARK_RUNNING, PENDING, PUBLISH_STATUS, RENEW, REQUEUE,
-    RETRY, STATUSES, Lua,
+    ACK,
+    CANCEL,
+    COMMON,
+    COUNTS,
+    DEQUEUE,
+    ENQUEUE,
+    LOOKUP,
+    MARK_RUNNING,
+    PENDING,
+    PUBLISH_STATUS,
+    RENEW,
+    REQUEUE,
+    RETRY,
+    STATUSES,
+    Lua,
 )
 
 KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")
@@ -60,7 +73,7 @@ ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
 MIN_BLOCK = 0.005
 
-class RedisBroker(Broker):
+class RedisBroker(QueueBackend):
     """A queue in Redis; `dequeue` blocks on the server and wakes as soon as a package arrives."""
 
     blocking = True
@@ -103,9 +116,7 @@ class RedisBroker(Broker):
         """Add several packages, up to ENQUEUE_BATCH per script call."""
         base = _priority_base(priority)
         delay_ms = max(0, round(delay * 1000))
-        keys = list(keys) or [None] * len(payloads)
-        if len(keys) != len(payloads):
-            raise ValueError(f"{len(payloads)} payloads but {len(keys)} keys")
+        keys = batch_keys(payloads, keys)
         ids: list[str] = []
         with _translate():
             for start in range(0, len(payloads), ENQUEUE_BATCH):
@@ -301,9 +312,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _priority_base(priority: int) -> int:
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}")
-    return (PRIORITY_MAX - priority) * PRIORITY_SHIFT
+    return (PRIORITY_MAX - check_priority(priority)) * PRIORITY_SHIFT
 
 
 @contextmanager

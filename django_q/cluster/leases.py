@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from ..backoff import Outage
 from ..brokers import get_broker
-from ..brokers.base import Broker
+from ..brokers.base import QueueBackend
 from ..conf import Config
 from ..exceptions import BrokerError
 from ..inflight import RunningInfo
@@ -119,7 +119,7 @@ class Leases:
         """Every delivery this cluster holds. list() copies what other threads change in one step."""
         return [*self.holding(), *list(self.unacked), *list(self.retries)]
 
-    def close(self, broker: Broker) -> None:
+    def close(self, broker: QueueBackend) -> None:
         """Stop the thread, then make with `broker` the calls it had no time for."""
         self.closed.set()
         self.wanted.set()
@@ -133,7 +133,7 @@ class Leases:
 
     # --- the thread ---
 
-    def step(self, broker: Broker, now: float) -> None:
+    def step(self, broker: QueueBackend, now: float) -> None:
         """One round as of clock time `now`: mark running what started START_NOTICE ago, hand back
         retries, ack what is saved, and renew every held lease and poll cancel requests when due."""
         self._flush(broker, now)
@@ -169,7 +169,7 @@ class Leases:
             self.outage.recovered()
         broker.close()
 
-    def _ack(self, broker: Broker) -> None:
+    def _ack(self, broker: QueueBackend) -> None:
         with self.lock:
             ids = list(self.unacked)
         if ids:
@@ -177,7 +177,7 @@ class Leases:
             with self.lock:
                 self.unacked.difference_update(ids)
 
-    def _flush(self, broker: Broker, now: float, everything: bool = False) -> None:
+    def _flush(self, broker: QueueBackend, now: float, everything: bool = False) -> None:
         """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
         running = self.running()
         with self.lock:
@@ -200,7 +200,7 @@ class Leases:
             with self.lock:
                 del self.retries[delivery_id]
 
-    def _poll_cancels(self, broker: Broker) -> None:
+    def _poll_cancels(self, broker: QueueBackend) -> None:
         held = self.held()
         wanted = set(broker.cancel_requests(held)) if held else set()
         new = wanted - self.reported

@@ -1,4 +1,4 @@
-"""Broker fixtures: every contract test runs on Redis and on the database broker over SQLite, PostgreSQL and MariaDB."""
+"""Broker fixtures: every contract test runs on Redis, the database broker (SQLite, PostgreSQL, MariaDB) and in memory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from django.db import connections
 from django.db.utils import load_backend
 
-from django_q.brokers.base import Broker
+from django_q.brokers.base import QueueBackend
+from django_q.brokers.memory import MemoryBroker
 from django_q.brokers.orm import OrmBroker
 from django_q.brokers.redis import RedisBroker
 
@@ -27,27 +28,30 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite", marks=_db("default")),
     pytest.param("pg", id="pg", marks=_db("pg")),
     pytest.param("mysql", id="mysql", marks=_db("mysql")),
+    pytest.param("memory", id="memory"),
 ]
 
-MakeBroker = Callable[..., Broker]
+MakeBroker = Callable[..., QueueBackend]
 T = TypeVar("T")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """The name of the store under test: redis, sqlite, pg or mysql."""
+    """The name of the store under test: redis, sqlite, pg, mysql or memory."""
     return request.param
 
 
 @pytest.fixture
 def make_broker(backend: str, queue_name: str, redis_url: str) -> Iterator[MakeBroker]:
     """A factory of brokers on the store under test; everything they queued is purged afterwards."""
-    made: list[Broker] = []
+    made: list[QueueBackend] = []
 
-    def make(lease: float = 30.0, name: str | None = None) -> Broker:
-        broker: Broker
+    def make(lease: float = 30.0, name: str | None = None) -> QueueBackend:
+        broker: QueueBackend
         if backend == "redis":
             broker = RedisBroker(name or queue_name, lease, redis_url)
+        elif backend == "memory":
+            broker = MemoryBroker(name or queue_name, lease)
         else:
             broker = OrmBroker(name or queue_name, lease, alias=ALIASES[backend], poll=0.02)
         made.append(broker)
@@ -60,7 +64,7 @@ def make_broker(backend: str, queue_name: str, redis_url: str) -> Iterator[MakeB
 
 
 @pytest.fixture
-def broker(make_broker: MakeBroker) -> Broker:
+def broker(make_broker: MakeBroker) -> QueueBackend:
     """A broker on the store under test with a 30 s lease."""
     return make_broker()
 
@@ -88,8 +92,10 @@ def dead_alias(alias: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def dead_broker(backend: str, queue_name: str) -> Iterator[Broker]:
+def dead_broker(backend: str, queue_name: str) -> Iterator[QueueBackend]:
     """A broker of the kind under test whose server does not answer."""
+    if backend == "memory":
+        pytest.skip("the memory broker has no server to lose")
     if backend == "redis":
         broker = RedisBroker(queue_name, 5.0, "redis://127.0.0.1:1/0")
         yield broker

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from django_q.brokers.base import Broker
-from django_q.exceptions import BrokerConnectionError
+from django_q.exceptions import BatchMismatch, BrokerConnectionError, InvalidPriority
 
 from .conftest import MakeBroker, in_thread
 
@@ -46,9 +46,19 @@ def test_higher_priority_first_equal_priority_in_order(broker: Broker) -> None:
     assert drain(broker) == [b"f", b"b", b"d", b"a", b"e", b"c", b"g"]
 
 
-def test_priority_out_of_range_is_refused(broker: Broker) -> None:
-    with pytest.raises(ValueError):
-        broker.enqueue(b"x", priority=101)
+@pytest.mark.parametrize("priority", [101, -101, True, 1.0, "1"])
+def test_a_priority_out_of_range_or_not_a_whole_number_is_refused(broker: Broker, priority: object) -> None:
+    with pytest.raises(InvalidPriority):
+        broker.enqueue(b"x", priority=priority)
+    with pytest.raises(InvalidPriority):
+        broker.enqueue_many([b"x"], priority=priority)
+    assert broker.size() == 0
+
+
+def test_enqueue_many_with_more_or_fewer_keys_than_payloads_is_refused(broker: Broker) -> None:
+    for keys in (["a"], ["a", "b", "c"]):
+        with pytest.raises(BatchMismatch):
+            broker.enqueue_many([b"1", b"2"], keys=keys)
     assert broker.size() == 0
 
 

@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from django_q.brokers.base import DELAYED, LEASED, QUEUED, REMOVED, REQUESTED, Broker
+from django_q.brokers.base import DELAYED, LEASED, QUEUED, REMOVED, REQUESTED, QueueBackend
 
 from .conftest import MakeBroker
 
 KEY = "k" * 32
 
 
-def test_lookup_follows_a_package_from_queued_to_acked(broker: Broker) -> None:
+def test_lookup_follows_a_package_from_queued_to_acked(broker: QueueBackend) -> None:
     assert broker.lookup(KEY) is None
     package_id = broker.enqueue(b"payload", key=KEY)
     found = broker.lookup(KEY)
@@ -30,7 +30,7 @@ def test_lookup_follows_a_package_from_queued_to_acked(broker: Broker) -> None:
     assert broker.lookup(KEY) is None
 
 
-def test_a_delayed_package_is_delayed_with_its_due_time(broker: Broker) -> None:
+def test_a_delayed_package_is_delayed_with_its_due_time(broker: QueueBackend) -> None:
     before = time.time()
     broker.enqueue(b"later", delay=60, key=KEY)
     found = broker.lookup(KEY)
@@ -38,7 +38,7 @@ def test_a_delayed_package_is_delayed_with_its_due_time(broker: Broker) -> None:
     assert before + 55 < found.due < before + 65
 
 
-def test_enqueue_many_keeps_each_key_and_the_delay(broker: Broker) -> None:
+def test_enqueue_many_keeps_each_key_and_the_delay(broker: QueueBackend) -> None:
     keys = [f"{i:032x}" for i in range(3)]
     ids = broker.enqueue_many([b"0", b"1", b"2"], priority=3, delay=60, keys=keys)
     assert [broker.lookup(k).id for k in keys] == ids
@@ -46,7 +46,7 @@ def test_enqueue_many_keeps_each_key_and_the_delay(broker: Broker) -> None:
     assert broker.dequeue(count=3) == []
 
 
-def test_requeue_forgets_the_running_record(broker: Broker) -> None:
+def test_requeue_forgets_the_running_record(broker: QueueBackend) -> None:
     broker.enqueue(b"x", key=KEY)
     (delivery,) = broker.dequeue()
     broker.mark_running({delivery.id: b"worker"})
@@ -55,13 +55,13 @@ def test_requeue_forgets_the_running_record(broker: Broker) -> None:
     assert (found.state, found.running) == (QUEUED, None)
 
 
-def test_mark_running_ignores_ids_not_leased(broker: Broker) -> None:
+def test_mark_running_ignores_ids_not_leased(broker: QueueBackend) -> None:
     package_id = broker.enqueue(b"x", key=KEY)
     broker.mark_running({package_id: b"worker", "999999": b"nobody"})
     assert broker.lookup(KEY).running is None
 
 
-def test_cancel_removes_a_waiting_package(broker: Broker) -> None:
+def test_cancel_removes_a_waiting_package(broker: QueueBackend) -> None:
     broker.enqueue(b"first", key=KEY)
     broker.enqueue(b"second")
     done = broker.cancel(KEY)
@@ -71,7 +71,7 @@ def test_cancel_removes_a_waiting_package(broker: Broker) -> None:
     assert broker.cancel(KEY) is None
 
 
-def test_cancel_removes_a_delayed_package(broker: Broker) -> None:
+def test_cancel_removes_a_delayed_package(broker: QueueBackend) -> None:
     broker.enqueue(b"later", delay=0.3, key=KEY)
     assert broker.cancel(KEY).outcome == REMOVED
     time.sleep(0.5)
@@ -79,7 +79,7 @@ def test_cancel_removes_a_delayed_package(broker: Broker) -> None:
     assert broker.size() == 0
 
 
-def test_cancel_of_a_leased_package_is_a_request_its_cluster_reads(broker: Broker) -> None:
+def test_cancel_of_a_leased_package_is_a_request_its_cluster_reads(broker: QueueBackend) -> None:
     broker.enqueue(b"x", key=KEY)
     other = broker.enqueue(b"y")
     first, second = broker.dequeue(count=2)
@@ -103,7 +103,7 @@ def test_cancel_of_a_lapsed_lease_removes_it(make_broker: MakeBroker) -> None:
     assert broker.dequeue(timeout=0.2) == []
 
 
-def test_retry_replaces_the_package_and_holds_it_back(broker: Broker) -> None:
+def test_retry_replaces_the_package_and_holds_it_back(broker: QueueBackend) -> None:
     package_id = broker.enqueue(b"attempt 1", key=KEY)
     (delivery,) = broker.dequeue()
     broker.mark_running({delivery.id: b"worker"})
@@ -115,7 +115,7 @@ def test_retry_replaces_the_package_and_holds_it_back(broker: Broker) -> None:
     assert (again.id, again.payload, again.attempts) == (package_id, b"attempt 2", 2)
 
 
-def test_retry_without_delay_is_ready_at_once_in_its_place(broker: Broker) -> None:
+def test_retry_without_delay_is_ready_at_once_in_its_place(broker: QueueBackend) -> None:
     broker.enqueue(b"a", key=KEY)
     broker.enqueue(b"b")
     first, _ = broker.dequeue(count=2)
@@ -123,7 +123,7 @@ def test_retry_without_delay_is_ready_at_once_in_its_place(broker: Broker) -> No
     assert [d.payload for d in broker.dequeue(count=2)] == [b"a again"]
 
 
-def test_retry_of_an_id_not_leased_does_nothing(broker: Broker) -> None:
+def test_retry_of_an_id_not_leased_does_nothing(broker: QueueBackend) -> None:
     package_id = broker.enqueue(b"waiting", key=KEY)
     broker.retry(package_id, b"changed", 0)
     assert broker.lookup(KEY).payload == b"waiting"
@@ -131,7 +131,7 @@ def test_retry_of_an_id_not_leased_does_nothing(broker: Broker) -> None:
     assert broker.size() == 1
 
 
-def test_pending_lists_leased_then_ready_in_order_then_delayed(broker: Broker) -> None:
+def test_pending_lists_leased_then_ready_in_order_then_delayed(broker: QueueBackend) -> None:
     broker.enqueue(b"later", delay=60)
     broker.enqueue(b"low", priority=-5)
     broker.enqueue(b"running")
@@ -146,6 +146,17 @@ def test_pending_lists_leased_then_ready_in_order_then_delayed(broker: Broker) -
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_a_key_enqueued_again_is_found_at_its_newest_package(broker: Broker, count: int) -> None:
+def test_a_key_enqueued_again_is_found_at_its_newest_package(broker: QueueBackend, count: int) -> None:
     ids = [broker.enqueue(b"%d" % i, key=KEY) for i in range(count)]
     assert broker.lookup(KEY).id == ids[-1]
+
+
+def test_a_lapsed_lease_delivered_again_has_no_running_record(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease=0.2)
+    broker.enqueue(b"x", key=KEY)
+    (first,) = broker.dequeue()
+    broker.mark_running({first.id: b"worker of a dead cluster"})
+    time.sleep(0.4)
+    (again,) = broker.dequeue(timeout=5)
+    found = broker.lookup(KEY)
+    assert (again.id, found.state, found.running) == (first.id, LEASED, None)

@@ -1,10 +1,9 @@
 """Task ids and their readable names."""
 
 import re
-
-from django_q.models import Task
 import uuid
 
+from django_q.models import Task
 from django_q.names import WORDS, humanize, new_id, new_ids
 
 
@@ -18,9 +17,10 @@ def test_ids_are_distinct():
 
 
 def test_ids_made_together_are_version_4_uuids_like_single_ones():
-    ids = new_ids(5000)
-    assert len(set(ids)) == 5000
-    for task_id in ids:
+    """new_ids replaces uuid.uuid4().hex: every id must read back as what uuid4 makes."""
+    ids = new_ids(10_000)
+    assert len(set(ids)) == 10_000
+    for task_id in [*ids, *(new_id() for _ in range(100))]:
         assert re.fullmatch(r"[0-9a-f]{32}", task_id)
         parsed = uuid.UUID(hex=task_id)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

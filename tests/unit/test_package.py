@@ -116,6 +116,29 @@ class TestSignature:
         flags, sig, body = data[len(MAGIC) : len(MAGIC) + 1], data[len(MAGIC) + 1 : HEADER_BYTES], data[HEADER_BYTES:]
         assert sig == salted_hmac(SALT, flags + body, secret=settings.SECRET_KEY, algorithm="sha256").digest()
 
+    @pytest.mark.parametrize("secret", ["another-key", "clé ☃ with non-ASCII", "k" * 100])
+    def test_the_keyed_hmac_copy_is_salted_hmac_for_secret_key_and_for_a_fallback(self, secret):
+        """package.py keys an HMAC once and copies it per package; Django's salted_hmac is the reference."""
+        from django.test import override_settings
+        from django.utils.crypto import salted_hmac
+
+        from django_q.package import SALT
+
+        body = b"any body \x00\xff"
+
+        def framed(key: str) -> bytes:
+            mac = salted_hmac(SALT, bytes((FLAG_JSON,)) + body, secret=key, algorithm="sha256").digest()
+            return MAGIC + bytes((FLAG_JSON,)) + mac + body
+
+        with override_settings(SECRET_KEY=secret, SECRET_KEY_FALLBACKS=[]):
+            assert sign(body, FLAG_JSON) == framed(secret)
+        with override_settings(SECRET_KEY="the-current-key", SECRET_KEY_FALLBACKS=["an-older-key", secret]):
+            assert sign(body, FLAG_JSON) == framed("the-current-key")
+            verify(framed(secret), LIMIT)
+            verify(framed("an-older-key"), LIMIT)
+            with pytest.raises(BadSignature):
+                verify(framed("never-a-key"), LIMIT)
+
     @pytest.mark.parametrize("compress", [False, True])
     @pytest.mark.parametrize("serializer", ["pickle", "json"])
     def test_a_flipped_bit_anywhere_is_a_bad_signature(self, serializer, compress):

@@ -1,0 +1,148 @@
+"""redis_lua's hand-packed EVALSHA calls, pinned to redis-py's own Script and command packer on real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.connection import Connection, PythonRespSerializer
+
+from django_q.brokers import redis_lua
+from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
+from django_q.brokers.redis_lua import (
+    ACK,
+    CANCEL,
+    COMMON,
+    COUNTS,
+    DEQUEUE,
+    ENQUEUE,
+    LOOKUP,
+    MARK_RUNNING,
+    PENDING,
+    PUBLISH_STATUS,
+    RENEW,
+    REQUEUE,
+    RETRY,
+    STATUSES,
+    Lua,
+)
+
+# Replies of the two paths run a few milliseconds apart on the server's clock,
+# so a value near the current time in epoch milliseconds (a lease end, a due
+# time) may differ by that. Message ids are far above it.
+CLOCK_SLACK_MS = 1000
+DAY_MS = 86_400_000
+
+
+def same(ours: Any, theirs: Any) -> bool:
+    """Whether two script replies are equal, epoch-millisecond values within CLOCK_SLACK_MS."""
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(same(a, b) for a, b in zip(ours, theirs))
+    if type(ours) is not type(theirs):
+        return False
+    if isinstance(ours, (int, bytes)) and _server_time(ours) and _server_time(theirs):
+        return abs(float(ours) - float(theirs)) <= CLOCK_SLACK_MS
+    return ours == theirs
+
+
+def _server_time(value: int | bytes) -> bool:
+    """Whether `value` reads as epoch milliseconds within a day of now."""
+    try:
+        return abs(float(value) - time.time() * 1000) < DAY_MS
+    except ValueError:
+        return False
+
+
+class Pair:
+    """The same script calls on two fresh queues: one through redis_lua.Lua, one through redis-py's Script."""
+
+    def __init__(self, client: redis.Redis, queue_name: str) -> None:
+        self.client = client
+        self.lua = Lua(client)
+        self.ours = [f"django_q:{{{queue_name}a}}:{key}" for key in (*KEY_NAMES, "status", "status_expiry")]
+        self.theirs = [f"django_q:{{{queue_name}b}}:{key}" for key in (*KEY_NAMES, "status", "status_expiry")]
+
+    def call(self, source: str, args: list[Any], status: bool = False) -> Any:
+        """Run `source` on both queues, assert the same reply, and return ours."""
+        keys = slice(len(KEY_NAMES), None) if status else slice(0, len(KEY_NAMES))
+        ours = self.lua.script(source)(keys=self.ours[keys], args=args)
+        theirs = self.client.register_script(source)(keys=self.theirs[keys], args=args)
+        assert same(ours, theirs), (ours, theirs)
+        return ours
+
+    def close(self) -> None:
+        self.lua.close()
+        self.client.delete(*self.ours, *self.theirs)
+
+
+@pytest.fixture
+def pair(queue_name: str, redis_url: str) -> Iterator[Pair]:
+    client = _make_client(redis_url)
+    pair = Pair(client, queue_name)
+    yield pair
+    pair.close()
+    client.close()
+
+
+def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
+    base = 100 * PRIORITY_SHIFT  # priority 0
+    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
+    pair.call(COMMON + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
+    (third,) = pair.call(COMMON + ENQUEUE, [base, 0, "third é", "k4"])
+    assert pair.call(COMMON + COUNTS, []) == [3, 0]
+    for key in ("k1", "k3", "nope"):
+        pair.call(COMMON + LOOKUP, [key])
+    pair.call(COMMON + PENDING, [10])
+    hint, *leased = pair.call(COMMON + DEQUEUE, [2, 30_000])
+    assert hint == 30_000  # ms until the first lease ends, sooner than the delayed one
+    assert leased[0::3] == [first, second]
+    pair.call(COMMON + MARK_RUNNING, [first, b"worker 1", "999", b"nobody"])
+    pair.call(COMMON + LOOKUP, ["k1"])
+    pair.call(COMMON + RENEW, [30_000, first, "999"])
+    assert pair.call(COMMON + CANCEL, ["k1"])[0] == b"requested"
+    assert pair.call(COMMON + CANCEL, ["k4"])[0] == b"removed"
+    pair.call(COMMON + REQUEUE, [second, third])
+    pair.call(COMMON + RETRY, [first, b"retried", 0])
+    pair.call(COMMON + PENDING, [10])
+    _, *again = pair.call(COMMON + DEQUEUE, [5, 30_000])
+    pair.call(COMMON + ACK, again[0::3])
+    assert pair.call(COMMON + COUNTS, []) == [0, 0]
+    pair.call(PUBLISH_STATUS, ["c1", b"status \x00", 5_000], status=True)
+    pair.call(PUBLISH_STATUS, ["c2", "état", 10_000], status=True)
+    assert sorted(pair.call(STATUSES, [], status=True)) == [b"status \x00", "état".encode()]
+
+
+def test_a_failing_script_raises_the_same_error(pair: Pair) -> None:
+    errors = []
+    for call in (pair.lua.script(COMMON + ENQUEUE), pair.client.register_script(COMMON + ENQUEUE)):
+        with pytest.raises(redis.exceptions.ResponseError) as info:
+            call(keys=pair.ours[: len(KEY_NAMES)], args=["not a number", 0, b"x", ""])
+        errors.append(type(info.value))
+    assert errors[0] is errors[1]
+    assert pair.call(COMMON + COUNTS, []) == [0, 0]  # the connection still reads replies in step
+
+
+COMMANDS = [
+    pytest.param((b"\x00bytes\xff", b"\r\n"), id="bytes"),
+    pytest.param(("str", "é ☃ non-ASCII"), id="str"),
+    pytest.param((0, -1, 7, 2**53, 100 * 2**44), id="int"),
+    pytest.param((0.5, 0.1, -2.25, 1e20, 1e-7), id="float"),
+    pytest.param(("", b""), id="empty"),
+    pytest.param((b"x" * 100_000, "k", 30_000), id="large"),
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS)
+def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
+    if redis_lua._pack is None:
+        pytest.skip("without hiredis redis_lua packs with redis-py's own Connection.pack_command")
+    command = ("EVALSHA", "0" * 40, 2, "django_q:{q}:seq", "django_q:{q}:ready", *args)
+    ours = redis_lua._pack(command)
+    assert ours == b"".join(Connection().pack_command(*command))
+    # With hiredis installed, Connection packs through hiredis too: the pure
+    # Python packer is redis-py's own rule, which hiredis must keep to.
+    python = PythonRespSerializer(6000, Connection().encoder.encode)
+    assert ours == b"".join(python.pack(*command))
