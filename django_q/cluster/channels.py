@@ -61,10 +61,12 @@ def cancel_path(folder: str, pid: int) -> str:
 
 
 def encode_cancels(ids: Iterable[str]) -> str:
+    """The cancel file's text: the ids, a line each (the pusher rewrites the whole file)."""
     return "\n".join(ids)
 
 
 def decode_cancels(text: str) -> set[str]:
+    """The ids a cancel file names."""
     return set(text.split())
 
 

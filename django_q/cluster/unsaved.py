@@ -36,6 +36,7 @@ class Unsaved:
         return len(self.messages)
 
     def add(self, msg: Outcome | DeadLetterNote) -> None:
+        """Keep `msg` until it is saved; it goes with the next batch."""
         self.messages[msg.delivery_id] = msg
         self.unsent.append(msg.delivery_id)
 
