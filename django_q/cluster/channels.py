@@ -3,18 +3,35 @@
 The sentinel makes one private folder per cluster (`tempfile.mkdtemp`) and
 removes it when the cluster stops; every file below lives in it.
 
-| channel | writer | readers |
-|---|---|---|
-| `pusher.sock` (`socket_path`): unix socket, authenticated, pickled messages (cluster.messages) | pusher binds and listens | workers and the monitor connect |
-| `state-{pid}` (`state_path`): mmap'd seqlock, STATE_LAYOUT (cluster.runstate) | worker `pid` | pusher (timeouts, cancels, running records, status; which jobs a dead worker took) |
-| `cancel-{pid}` (`cancel_path`): delivery ids, a line each | pusher | worker `pid`, after CANCEL_SIGNAL |
-| CANCEL_SIGNAL (SIGUSR1) | pusher | worker: read the cancel file; stop the running task if it is listed |
-| KILL_SIGNAL (SIGKILL) | pusher, on a timeout or after `cancel_grace` | a worker (it dies) |
-| `task-modules` (`task_modules_path`): module names, a line each, appended | workers (with `preload_tasks`) | sentinel, before it forks a worker |
-| notice pipe (os.pipe, non-blocking): `Notice` lines, `"index pid\\n"` | forked workers about to be recycled | sentinel: fork their replacement early |
-| wake pipe (multiprocessing.Pipe, in the pusher's process): one `Wake` byte each | pusher's listener, fetcher and lease threads | pusher's loop: stop waiting |
-| STOP_SIGNALS (SIGTERM, SIGINT) | the user, a process manager | sentinel: graceful stop; its children ignore both |
-| GRACEFUL_STOP (SIGTERM) | sentinel | pusher (stop taking tasks, finish, exit); monitor (stop the scheduler) |
+Each channel: what it is and how it is encoded; who writes it; who reads it.
+
+- `pusher.sock` (`socket_path`): a unix socket, authenticated, carrying the
+  pickled messages of cluster.messages. The pusher binds and listens; workers
+  and the monitor connect.
+- `state-{pid}` (`state_path`): worker `pid`'s state, mapped into memory by
+  both sides; a seqlock laid out as STATE_LAYOUT (see cluster.runstate).
+  Worker `pid` writes; the pusher reads (timeouts, cancels, running records,
+  the status, and which jobs a worker that died had taken).
+- `cancel-{pid}` (`cancel_path`): delivery ids, a line each
+  (`encode_cancels`). The pusher writes; worker `pid` reads it after
+  CANCEL_SIGNAL.
+- CANCEL_SIGNAL (SIGUSR1): the pusher sends; the worker reads its cancel file
+  and raises TaskCancelled in its running task if that task is listed.
+- KILL_SIGNAL (SIGKILL): the pusher sends to a worker past its task's timeout,
+  or past `cancel_grace` after a cancel.
+- `task-modules` (`task_modules_path`): module names, a line each, appended
+  (`encode_module`). Workers write (with `preload_tasks`); the sentinel reads
+  whole lines before it forks a worker.
+- The notice pipe (os.pipe, non-blocking): `Notice` lines, "index pid\n"
+  (`encode_notice`). A forked worker about to be recycled writes; the
+  sentinel reads and forks its replacement early.
+- The wake pipe (multiprocessing.Pipe, inside the pusher's process): one
+  `Wake` byte a message. The pusher's listener, fetcher and lease threads
+  write; the pusher's loop reads, to stop waiting.
+- STOP_SIGNALS (SIGTERM, SIGINT): from the user or a process manager to the
+  sentinel, which stops the cluster gracefully; its children ignore both.
+- GRACEFUL_STOP (SIGTERM): the sentinel sends it to the pusher (stop taking
+  tasks, finish, exit) and to the monitor (stop the scheduler).
 """
 
 from __future__ import annotations

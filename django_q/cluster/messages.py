@@ -1,7 +1,8 @@
 """What the cluster's processes say to each other.
 
 Workers and the monitor connect to the pusher over a local socket and speak
-in these frozen dataclasses; STOP ends a conversation.
+in these frozen dataclasses and named tuples; several sent together go as one
+Batch; STOP ends a conversation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import NamedTuple
 
 from ..outcomes import DeadLetterNote, Outcome, Saved
 
-__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role", "Saved",
-           "send", "send_many", "unbatch"]
+__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role",
+           "Saved", "send", "send_many", "unbatch"]
 
 
 def send(conn: Connection, message: object) -> None:

@@ -41,7 +41,9 @@ from . import process
 from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
-from .messages import STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
+from .messages import (
+    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many,
+)
 from .runstate import RunState
 from .slots import Slot, deal, depth
 from .unsaved import Unsaved
