@@ -415,6 +415,35 @@ class TestLeases:
         assert rig.broker.lookup(task_id) is None
         assert rig.pusher.done is False and not rig.pusher.unsaved.messages
 
+    def test_a_failed_attempt_its_retry_policy_runs_again_is_handed_back_with_its_delay(self, rig):
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        job = worker.jobs()[0]
+        worker.start(job)
+        worker.write_state(None, None)
+        again = pack(TaskPackage(id=task_id, name="again", func="math.floor", args=(2.5,)))
+        now = rig.clock.now
+        worker.conn.inbox.append(Outcome(job.delivery_id, task_of(job), False, "boom", now, now, 1, QUEUE,
+                                         retry_payload=again, retry_in=5.0))
+        rig.step()
+        assert rig.to_monitor() == []  # not a result: the task runs again
+        rig.leases()
+        assert rig.other_cluster_gets() == []
+        rig.clock.advance(5.0)
+        (delivery,) = rig.broker.dequeue(1, 0)
+        assert delivery.payload == again and delivery.attempts == 2
+
+    def test_each_cancel_request_reaches_the_loop_once(self, rig):
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.broker.cancel(task_id)
+        rig.leases(CANCEL_POLL)
+        assert rig.pusher.leases.take_cancels() == {rig.pusher.fetcher.buffer[0].id}
+        rig.leases(CANCEL_POLL)
+        assert rig.pusher.leases.take_cancels() == set()
+
     def test_a_new_monitor_is_sent_everything_not_yet_saved(self, rig):
         worker = rig.worker()
         rig.enqueue()
