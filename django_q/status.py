@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -31,6 +28,7 @@ from .brokers import get_broker
 from .conf import Config, get_config
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter, Schedule, Task
+from .names import Identity
 from .outcomes import DeadLetterNote
 from .package import unpack
 
@@ -44,21 +42,6 @@ STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 
 #: upper bounds (seconds) of the task duration histogram; the last bucket is +Inf
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a cluster is: made once by the sentinel, kept by every pusher it starts."""
-
-    id: str
-    host: str
-    pid: int  # the sentinel's
-    name: str
-    started: float  # epoch seconds
-
-    @classmethod
-    def new(cls, name: str) -> Identity:
-        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), name, time.time())
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,9 @@ from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
-from ..names import worker_id
+from ..names import Identity, worker_id
 from ..package import unpack, verify
-from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
+from ..status import RUNNING, STARTING, STOPPING, Publisher, Snapshot, Tally
 from . import process
 from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher

@@ -23,7 +23,7 @@ from typing import Any
 from django import db
 
 from ..conf import Config
-from ..status import Identity
+from ..names import Identity
 from . import process
 from .channels import GRACEFUL_STOP, STOP_SIGNALS, decode_modules, decode_notices, socket_path, task_modules_path
 from .messages import Exit
