@@ -1,7 +1,12 @@
-"""Task ids, the human-readable names derived from them, and the names of worker processes."""
+"""Task ids, the human-readable names derived from them, and the names of worker processes and clusters."""
+
+from __future__ import annotations
 
 import os
 import socket
+import time
+import uuid
+from dataclasses import dataclass
 
 # 256 short words, one per byte value; four of them plus six hex digits of the
 # id name a task ("amber-otter-seven-kite-3fa2c1"), 56 bits in all, so names
@@ -61,3 +66,21 @@ def worker_id(pid: int | None = None) -> str:
             _own_id = (pid, f"{_HOST}:{pid}")
         return _own_id[1]
     return f"{_HOST}:{pid}"
+
+
+# Here rather than in django_q.status, which imports the models: the sentinel
+# passes an Identity to each pusher it starts, and under the spawn and
+# forkserver start methods the child unpickles it before Django is set up.
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a cluster is: made once by the sentinel, kept by every pusher it starts."""
+
+    id: str
+    host: str
+    pid: int  # the sentinel's
+    name: str
+    started: float  # epoch seconds
+
+    @classmethod
+    def new(cls, name: str) -> Identity:
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), name, time.time())

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from django.db import connections
 
+from .backoff import Outage
 from .brokers import get_broker
 from .conf import Config, get_config
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter, Schedule, Task
+from .names import Identity
 from .outcomes import DeadLetterNote
 from .package import unpack
 
@@ -43,21 +42,6 @@ STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 
 #: upper bounds (seconds) of the task duration histogram; the last bucket is +Inf
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a cluster is: made once by the sentinel, kept by every pusher it starts."""
-
-    id: str
-    host: str
-    pid: int  # the sentinel's
-    name: str
-    started: float  # epoch seconds
-
-    @classmethod
-    def new(cls, name: str) -> Identity:
-        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), name, time.time())
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +200,8 @@ class Publisher(threading.Thread):
         self.tally = tally
         self.stopping = threading.Event()
         self._names: dict[str, tuple[str | None, str | None]] = {}  # delivery id -> task id, name
-        self._failing = False
+        # No pause of its own (it publishes every PERIOD) and no line when it goes through again.
+        self.outage = Outage(logger, "cluster status not published: %s", level=logging.WARNING)
 
     def stop(self) -> None:
         """Stop publishing and remove the entry (waits up to STOP_PATIENCE seconds)."""
@@ -240,15 +225,13 @@ class Publisher(threading.Thread):
         try:
             publish()
         except BrokerError as exc:
-            if not self._failing:  # once per outage
-                logger.warning("cluster status not published: %s", exc)
-            self._failing = True
+            self.outage.failed(exc)
             return
         except Exception:
             # Never let a status bug take the pusher down with it.
             logger.exception("cluster status not published")
             return
-        self._failing = False
+        self.outage.recovered()
 
     def build(self, broker: Any) -> ClusterStatus:
         """The current status: the pusher's snapshot plus the queue size."""

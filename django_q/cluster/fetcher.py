@@ -1,21 +1,23 @@
 """The pusher's fetch thread: keeps up to `queue_limit` leased deliveries ready for the workers.
 
 It owns its own broker instance (brokers are used by one thread at a time)
-and wakes the pusher's loop through a pipe whenever deliveries arrive.
+and wakes the pusher's loop (channels.Wake) whenever deliveries arrive. One
+round is `fetch(broker, count)`, which a test calls instead of the thread.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 
+from ..backoff import Outage
 from ..brokers import get_broker
+from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError
-from ..brokers.base import Delivery
+from .channels import Wake
 
 logger = logging.getLogger("django_q")
 
@@ -23,9 +25,9 @@ WAIT = 1.0  # seconds one dequeue call may block, so that a stop is seen promptl
 
 
 class Fetcher(threading.Thread):
-    """Fills `buffer` from the broker until `stop()`; the pusher pops from the left."""
+    """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(self, config: Config, queue: str, wake: Connection) -> None:
+    def __init__(self, config: Config, queue: str, wake: Callable[[Wake], None]) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
         self.queue = queue
@@ -37,44 +39,42 @@ class Fetcher(threading.Thread):
         # Set by the pusher while tasks are short: what its workers' prefetch
         # takes per round; the buffer may hold that much, or queue_limit if more.
         self.prefetch = 0
-        self.outage_since: float | None = None
+        self.outage = Outage(logger, "broker unreachable, retrying with backoff: %s", "broker is back after %.1fs",
+                             first=0.2)
 
     def stop(self) -> None:
         self.stopping.set()
         self.room.set()
 
+    def room_left(self) -> int:
+        """Deliveries the buffer has room for: `queue_limit`, or the workers' prefetch if more."""
+        return max(self.config.queue_limit, self.prefetch) - len(self.buffer)
+
+    def fetch(self, broker: Broker, count: int, wait: float = WAIT) -> None:
+        """One round: lease up to `count` deliveries into the buffer, waiting up to `wait` seconds for the first."""
+        got = broker.dequeue(count, wait)
+        if got:
+            self.empty_polls = 0
+            self.buffer.extend(got)
+            self.wake(Wake.FETCHED)
+        else:
+            self.empty_polls += 1
+
     def run(self) -> None:
         broker = get_broker(self.queue, self.config)
-        pause = 0.2
         try:
             while not self.stopping.is_set():
-                room = max(self.config.queue_limit, self.prefetch) - len(self.buffer)
+                room = self.room_left()
                 if room <= 0:
                     self.room.wait(WAIT)
                     self.room.clear()
                     continue
                 try:
-                    got = broker.dequeue(room, WAIT)
+                    self.fetch(broker, room)
                 except BrokerError as exc:
-                    self._outage(exc)
-                    self.stopping.wait(pause)
-                    pause = min(pause * 2, 5.0)
+                    self.stopping.wait(self.outage.failed(exc))
                     continue
-                pause = 0.2
-                if self.outage_since is not None:
-                    logger.warning("broker is back after %.1fs", time.monotonic() - self.outage_since)
-                    self.outage_since = None
-                if got:
-                    self.empty_polls = 0
-                    self.buffer.extend(got)
-                    self.wake.send_bytes(b"f")
-                else:
-                    self.empty_polls += 1
+                self.outage.recovered()
         finally:
             broker.close()
-            self.wake.send_bytes(b"x")
-
-    def _outage(self, exc: Exception) -> None:
-        if self.outage_since is None:  # log once per outage, not once per attempt
-            self.outage_since = time.monotonic()
-            logger.error("broker unreachable, retrying with backoff: %s", exc)
+            self.wake(Wake.FETCHER_EXITED)

@@ -9,7 +9,8 @@ A thread of its own, so that the pusher's loop never waits on a broker round
 trip, and a loop busy with a slow monitor or a broker outage does not let
 leases lapse under tasks that are still running. The loop hands it work with
 `ack_later`, `started` and `retry_later`, and takes cancel requests with
-`take_cancels`; everything shared is guarded by one lock.
+`take_cancels`; everything shared is guarded by one lock. The thread's
+decisions are one method, `step(broker, now)`, which a test calls instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from ..backoff import Outage
 from ..brokers import get_broker
 from ..brokers.base import QueueBackend
 from ..conf import Config
@@ -39,7 +41,8 @@ class Leases:
 
     `holding` lists the deliveries the pusher's loop holds (fetched, sent to a
     worker, or waiting for the monitor), `running` the ids running now, and
-    `woken` wakes the loop when cancel requests came.
+    `woken` wakes the loop when cancel requests came. `clock` gives the
+    monotonic seconds that `step()`'s `now` is counted in.
     """
 
     def __init__(
@@ -49,23 +52,34 @@ class Leases:
         running: Callable[[], set[str]],
         woken: Callable[[], None],
         identity_id: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.holding = holding
         self.running = running
         self.woken = woken
         self.identity_id = identity_id
+        self.clock = clock
         self.lock = threading.Lock()
         self.wanted = threading.Event()  # set when there is something to do before the next tick
         self.closed = threading.Event()
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
-        self.starts: dict[str, tuple[int, float]] = {}  # delivery id -> (worker pid, epoch started)
+        # delivery id -> (worker pid, epoch started, clock time started)
+        self.starts: dict[str, tuple[int, float, float]] = {}
         self.retries: dict[str, tuple[bytes, float]] = {}  # delivery id -> (package to run again, delay)
         self.cancels: set[str] = set()  # cancel requests not yet taken by the loop
         self.reported: set[str] = set()  # cancel requests handed to the loop already
-        self.thread = threading.Thread(target=self._run, name="django_q-leases", daemon=True)
+        self.period = config.retry / 3  # seconds between renewals
+        self.next_renewal = clock() + self.period
+        self.next_cancel_poll = clock() + CANCEL_POLL
+        self.outage = Outage(logger, "acks and lease renewals failing, retrying: %s",
+                             "acks and renewals go through again after %.1fs", first=1.0, most=1.0,
+                             level=logging.WARNING, clock=clock)
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Make the broker calls from a thread of their own, with a broker of its own."""
+        self.thread = threading.Thread(target=self._run, name="django_q-leases", daemon=True)
         self.thread.start()
 
     # --- from the pusher's loop ---
@@ -76,11 +90,12 @@ class Leases:
             self.unacked.update(ids)
         self.wanted.set()
 
-    def started(self, delivery_id: str, pid: int, at: float) -> None:
-        """A job started in worker `pid` at epoch `at`: marked running if it still runs START_NOTICE later."""
+    def started(self, delivery_id: str, pid: int, at: float, at_clock: float) -> None:
+        """A job started in worker `pid` at epoch `at` (`at_clock` by the clock): marked running if it still
+        runs START_NOTICE later."""
         with self.lock:
             first = not self.starts
-            self.starts[delivery_id] = (pid, at)
+            self.starts[delivery_id] = (pid, at, at_clock)
         if first:
             self.wanted.set()  # the thread sets its clock for START_NOTICE
 
@@ -108,52 +123,50 @@ class Leases:
         """Stop the thread, then make with `broker` the calls it had no time for."""
         self.closed.set()
         self.wanted.set()
-        self.thread.join(5.0)
+        if self.thread is not None:
+            self.thread.join(5.0)
         try:
-            self._flush(broker, everything=True)
+            self._flush(broker, self.clock(), everything=True)
             self._ack(broker)
         except BrokerError as exc:
             logger.error("could not ack %s saved deliveries; they will be acked on redelivery: %s", len(self.unacked), exc)
 
     # --- the thread ---
 
+    def step(self, broker: QueueBackend, now: float) -> None:
+        """One round as of clock time `now`: mark running what started START_NOTICE ago, hand back
+        retries, ack what is saved, and renew every held lease and poll cancel requests when due."""
+        self._flush(broker, now)
+        self._ack(broker)
+        if now >= self.next_renewal:
+            held = self.held()
+            if held:
+                broker.renew(held)
+            self.next_renewal = now + self.period
+        if now >= self.next_cancel_poll:
+            self._poll_cancels(broker)
+            self.next_cancel_poll = now + CANCEL_POLL
+
     def _run(self) -> None:
         broker = get_broker(self.config.name, self.config)
-        period = self.config.retry / 3
-        next_renewal = time.monotonic() + period
-        next_cancel_poll = time.monotonic() + CANCEL_POLL
-        failing_since: float | None = None
         while not self.closed.is_set():
-            wake_at = min(next_renewal, next_cancel_poll)
+            now = self.clock()
+            wake_at = min(self.next_renewal, self.next_cancel_poll)
             if self.starts:
-                wake_at = min(wake_at, time.monotonic() + START_NOTICE)
-            wait = max(0.0, wake_at - time.monotonic())
-            self.wanted.wait(wait if failing_since is None else min(wait, 1.0))
+                wake_at = min(wake_at, now + START_NOTICE)
+            wait = max(0.0, wake_at - now)
+            self.wanted.wait(min(wait, self.outage.most) if self.outage.ongoing else wait)
             self.wanted.clear()
             try:
-                self._flush(broker)
-                self._ack(broker)
-                if time.monotonic() >= next_renewal:
-                    held = self.held()
-                    if held:
-                        broker.renew(held)
-                    next_renewal = time.monotonic() + period
-                if time.monotonic() >= next_cancel_poll:
-                    self._poll_cancels(broker)
-                    next_cancel_poll = time.monotonic() + CANCEL_POLL
+                self.step(broker, self.clock())
             except BrokerError as exc:
-                if failing_since is None:  # once per outage
-                    failing_since = time.monotonic()
-                    logger.warning("acks and lease renewals failing, retrying: %s", exc)
-                self.closed.wait(1.0)
+                self.closed.wait(self.outage.failed(exc))
                 continue
             except Exception:  # this thread must outlive any surprise, or leases lapse
                 logger.exception("lease thread error")
                 self.closed.wait(1.0)
                 continue
-            if failing_since is not None:
-                logger.warning("acks and renewals go through again after %.1fs", time.monotonic() - failing_since)
-                failing_since = None
+            self.outage.recovered()
         broker.close()
 
     def _ack(self, broker: QueueBackend) -> None:
@@ -164,18 +177,17 @@ class Leases:
             with self.lock:
                 self.unacked.difference_update(ids)
 
-    def _flush(self, broker: QueueBackend, everything: bool = False) -> None:
+    def _flush(self, broker: QueueBackend, now: float, everything: bool = False) -> None:
         """Tell the broker where jobs run that started START_NOTICE ago, and hand back failed attempts to retry."""
-        now = time.time()
         running = self.running()
         with self.lock:
-            due = {k: v for k, v in self.starts.items() if everything or now - v[1] >= START_NOTICE}
+            due = {k: v for k, v in self.starts.items() if everything or now - v[2] >= START_NOTICE}
             self.starts = {k: v for k, v in self.starts.items() if k not in due and k in running}
             retries = dict(self.retries)
         starts = {k: v for k, v in due.items() if k in running}
         records = {
             k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
-            for k, (pid, at) in starts.items()
+            for k, (pid, at, _) in starts.items()
         }
         try:
             broker.mark_running(records)

@@ -1,7 +1,8 @@
 """What the cluster's processes say to each other.
 
 Workers and the monitor connect to the pusher over a local socket and speak
-in these frozen dataclasses; STOP ends a conversation.
+in these frozen dataclasses and named tuples; several sent together go as one
+Batch; STOP ends a conversation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import NamedTuple
 
 from ..outcomes import DeadLetterNote, Outcome, Saved
 
-__all__ = ["STOP", "AlreadyDone", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role", "Saved",
-           "send", "send_many"]
+__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role",
+           "Saved", "send", "send_many", "unbatch"]
 
 
 def send(conn: Connection, message: object) -> None:
@@ -25,8 +26,13 @@ def send(conn: Connection, message: object) -> None:
 
 
 def send_many(conn: Connection, messages: list | tuple) -> None:
-    """Send one message alone, several as one tuple (the receiver unpacks a tuple)."""
-    send(conn, messages[0] if len(messages) == 1 else tuple(messages))
+    """Send one message alone, several as one Batch (the receiver unpacks it with `unbatch`)."""
+    send(conn, messages[0] if len(messages) == 1 else Batch(tuple(messages)))
+
+
+def unbatch(message: object) -> tuple:
+    """The messages that one received message holds: a Batch's, or the message itself."""
+    return message.messages if type(message) is Batch else (message,)
 
 
 class Control(enum.Enum):
@@ -62,6 +68,12 @@ class Hello:
 # A Job passes once or more per task between processes: a named tuple
 # pickles and unpickles far cheaper than a dataclass. Outcome, DeadLetterNote
 # and Saved are django_q.outcomes'.
+
+
+class Batch(NamedTuple):
+    """Several messages sent together, in the order they were said (see send_many)."""
+
+    messages: tuple
 
 
 class Job(NamedTuple):

@@ -17,11 +17,13 @@ from typing import Any
 from django import db
 from django.db import DatabaseError
 
+from ..backoff import Outage
 from ..conf import Config
 from ..enqueue import continue_chain
 from ..recorder import Recorder
 from . import process
-from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved, send
+from .channels import GRACEFUL_STOP
+from .messages import STOP, DeadLetterNote, Exit, Hello, Outcome, Role, Saved, send, unbatch
 from .scheduler import SchedulerThread
 
 logger = logging.getLogger("django_q")
@@ -41,7 +43,7 @@ class Monitor:
     def __init__(self, conn: Any, config: Config) -> None:
         self.conn = conn
         self.recorder = Recorder(config, chain=lambda task: continue_chain(task, config))
-        self.outage_since: float | None = None
+        self.outage = Outage(logger, "saving %s results failed, will retry: %s", "results saved again after %.1fs")
         self.linger = LINGER_MIN
         self.early_at = BIG_BATCH if config.save_limit <= 0 else BATCH
 
@@ -57,7 +59,7 @@ class Monitor:
                 if msg is STOP:
                     stop = True
                     break
-                for one in msg if type(msg) is tuple else (msg,):  # the pusher sends batches
+                for one in unbatch(msg):
                     (dead if isinstance(one, DeadLetterNote) else outcomes).append(one)
                 # Without a save_limit to prune to, a big batch is saved as soon as
                 # nothing more is waiting: every row is written anyway, and lingering
@@ -86,21 +88,14 @@ class Monitor:
 
     def save(self, outcomes: list[Outcome], dead: list[DeadLetterNote]) -> Saved:
         """Record a batch, waiting out database outages with a growing pause."""
-        pause = 0.1
         while True:
             try:
                 saved = self.recorder.record(outcomes, dead)
             except DatabaseError as exc:
-                if self.outage_since is None:
-                    self.outage_since = time.monotonic()
-                    logger.error("saving %s results failed, will retry: %s", len(outcomes), exc)
                 db.connections.close_all()
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                time.sleep(self.outage.failed(len(outcomes), exc))
                 continue
-            if self.outage_since is not None:
-                logger.warning("results saved again after %.1fs", time.monotonic() - self.outage_since)
-                self.outage_since = None
+            self.outage.recovered()
             return saved
 
 
@@ -112,7 +107,7 @@ def main(address: str, authkey: bytes, config: Config) -> None:
     """
     process.setup("monitor", config.name)
     scheduler = SchedulerThread(config)
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
+    signal.signal(GRACEFUL_STOP, lambda *_: scheduler.stop())
     scheduler.start()
     try:
         while True:

@@ -9,7 +9,6 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
@@ -19,6 +18,7 @@ from django.apps import apps
 from setproctitle import setproctitle
 
 from .. import signals
+from .channels import STOP_SIGNALS
 from .messages import Hello
 
 logger = logging.getLogger("django_q")
@@ -51,8 +51,8 @@ def setup(name: str, cluster: str = "") -> None:
     set_title(name, cluster)
     # Ctrl-C reaches the whole process group; only the sentinel decides how the
     # cluster stops, so children ignore SIGINT and SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     signals.post_spawn.send(sender="django_q", proc_name=name)
 
 
@@ -108,14 +108,13 @@ class Listener:
 
     Each connection authenticates and introduces itself in a thread of its
     own, so that a client that dies or stalls mid-handshake never blocks the
-    next one. Those that do are queued in `newcomers` as (connection, Hello),
-    and `arrived()` is called.
+    next one. Each that does is passed to `arrived(connection, hello)`, from
+    the handshake's thread.
     """
 
-    def __init__(self, address: str, authkey: bytes, arrived: Callable[[], None]) -> None:
+    def __init__(self, address: str, authkey: bytes, arrived: Callable[[Connection, Hello], None]) -> None:
         self.authkey = authkey
         self.arrived = arrived
-        self.newcomers: deque[tuple[Connection, Hello]] = deque()
         self.closed = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(address)
@@ -148,5 +147,4 @@ class Listener:
         if not isinstance(hello, Hello):
             conn.close()
             return
-        self.newcomers.append((conn, hello))
-        self.arrived()
+        self.arrived(conn, hello)

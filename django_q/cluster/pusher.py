@@ -12,6 +12,11 @@ again after `retry`.
 A worker that dies mid-task (killed for its timeout, or crashed) closes its
 connection; its running job is recorded as failed or handed back to the
 broker, and any job it had not started goes back to the front of the buffer.
+
+`Pusher(...)` starts nothing; `start()` binds the socket and starts the
+fetcher, lease and status threads, and `loop()` waits for connections and
+calls `step(ready)`, which makes every decision. A test calls `step()` with
+connections of its own, a clock of its own and a `kill` that records signals.
 """
 
 from __future__ import annotations
@@ -21,114 +26,102 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe, wait
 
+from ..backoff import Outage
 from ..brokers import get_broker
-from ..brokers.base import Delivery
+from ..brokers.base import Broker, Delivery
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
-from ..names import worker_id
+from ..names import Identity, worker_id
 from ..package import unpack, verify
-from ..status import RUNNING, STARTING, STOPPING, Identity, Publisher, Snapshot, Tally
+from ..status import RUNNING, STARTING, STOPPING, Publisher, Snapshot, Tally
 from . import process
+from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
-from .messages import STOP, AlreadyDone, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many
-from .runstate import RunState, Seen, path as state_path
-from .worker import CANCEL_SIGNAL, cancel_file
+from .messages import (
+    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many,
+)
+from .runstate import RunState
+from .slots import Slot, deal, depth
+from .unsaved import Unsaved
+from .watch import Watch
 
 logger = logging.getLogger("django_q")
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
-# A worker is sent its next jobs before it finishes the current one when tasks
-# are short, so that it never waits on a round trip to the pusher: as many as
-# run in about PREFETCH_WORK seconds, at most PREFETCH_MAX. Long tasks (and
-# every task until run times are known) go one at a time: a job queued behind
-# a long one would wait for it, and a graceful stop would have to as well.
-PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
-PREFETCH_MAX = 64
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
-MONITOR_WINDOW = 500  # outcomes sent to the monitor and not yet saved, at most
-# Outcomes go to the monitor in batches: when MONITOR_BATCH wait, or when the
-# oldest has waited MONITOR_LINGER seconds (the monitor lingers longer itself).
-MONITOR_BATCH = 64
-MONITOR_LINGER = 0.005
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
 
 
-@dataclass(eq=False)  # hashed by identity
-class Slot:
-    """What the pusher knows of one connected worker."""
-
-    conn: Connection
-    pid: int
-    index: int
-    state: RunState | None = None  # what the worker says it runs, read from its state file
-    jobs: deque[Delivery] = field(default_factory=deque)  # sent and not answered, in the order the worker runs them
-    answered: int = 0  # outcomes (or rejections, or already-done notes) received on this connection
-    running: Delivery | None = None  # the job the worker runs now, as last read from its state
-    deadline: float | None = None  # monotonic time after which the worker is killed
-    started: float | None = None  # epoch seconds the running job started
-    killed: bool = False
-    # A send to the worker failed: it is leaving (recycled) or dead. It gets no
-    # more jobs, but what it sent before it left is still read, up to its EOF.
-    closing: bool = False
-    cancel_by: float | None = None  # monotonic time after which the cancelled job `cancel_id` is killed
-    cancel_id: str | None = None
-    # The replacement of a worker about to be recycled, started before it goes
-    # (sentinel.Sentinel.spares): it gets no job while a worker of its index is connected.
-    standby: bool = False
-
-    def finish(self) -> Delivery | None:
-        """The worker answered for its oldest job: forget it (and its clock, if it was the running one)."""
-        self.answered += 1
-        delivery = self.jobs.popleft() if self.jobs else None
-        if delivery is not None and delivery is self.running:
-            self.running = self.started = self.deadline = None
-        if delivery is not None and delivery.id == self.cancel_id:
-            self.cancel_by = self.cancel_id = None
-        return delivery
-
-
-@dataclass
-class Pending:
-    """Deliveries that ran and wait for the monitor to save them."""
-
-    messages: dict[str, Outcome | DeadLetterNote] = field(default_factory=dict)
-    unsent: deque[str] = field(default_factory=deque)  # in arrival order
-    sent: set[str] = field(default_factory=set)
-
-
 class Pusher:
-    """Dispatches jobs, tracks leases, and acks after saves. Drive it with `loop()`."""
+    """Dispatches jobs, tracks leases, and acks after saves. `start()`, then `loop()` until `done`; `close()`.
+
+    `broker` is the loop's own (requeues); `clock` gives the monotonic seconds
+    of deadlines and grace periods (the workers' state files count in
+    time.monotonic); `kill(pid, signum)` signals a worker.
+    """
 
     def __init__(
-        self, config: Config, address: str, authkey: bytes, run_once: bool = False, identity: Identity | None = None
+        self,
+        config: Config,
+        address: str,
+        authkey: bytes = b"",
+        run_once: bool = False,
+        identity: Identity | None = None,
+        *,
+        broker: Broker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         self.config = config
+        self.address = address
+        self.folder = folder_of(address)
+        self.authkey = authkey
         self.run_once = run_once
-        self.broker = get_broker(config.name, config)
-        self.wake_r, self.wake_w = Pipe(duplex=False)
-        self.fetcher = Fetcher(config, config.name, self.wake_w)
+        self.identity = identity or Identity.new(config.name)
+        self.broker = broker or get_broker(config.name, config)
+        self.clock = clock
+        self.wake_r: Connection | None = None
+        self.wake_w: Connection | None = None
+        self.listener: process.Listener | None = None
+        self.status: Publisher | None = None
+        self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
+        self.fetcher = Fetcher(config, config.name, self._wake)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
-        self.pending = Pending()
-        self.unsent_since: float | None = None  # monotonic time the oldest unsent outcome came
-        self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
-        self.address = address
+        self.unsaved = Unsaved(clock)
         self.stopping = False
         self.mean_run: float | None = None  # seconds, a moving mean of task run times
-        self.outage_since: float | None = None
-        self.retry_at = self.retry_pause = 0.0
-        self.listener = process.Listener(address, authkey, lambda: self.wake_w.send_bytes(b"a"))
-        identity = identity or Identity.new(config.name)
-        self.leases = Leases(config, self._holding, self._running, lambda: self.wake_w.send_bytes(b"c"), identity.id)
+        self.outage = Outage(logger, "broker %s failed, will retry: %s", "broker answers again after %.1fs",
+                             first=0.2, clock=clock)
+        self.leases = Leases(config, self._holding, self._running, lambda: self._wake(Wake.CANCELS),
+                             self.identity.id, clock)
+        self.watch = Watch(config, self.folder, self.leases, clock, kill)
+        self.tally = Tally()
+        self.all_connected = False
+
+    def start(self) -> None:
+        """Wire the process: the wake pipe, the socket, and the fetcher, lease and status threads."""
+        self.wake_r, self.wake_w = Pipe(duplex=False)
+        self.listener = process.Listener(self.address, self.authkey, self._arrived)
         self.leases.start()
         self.fetcher.start()
-        self._start_status(identity)
+        # The status thread has its own broker; it reads the loop's state through _status_snapshot.
+        self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
+        self.status.start()
+
+    def _wake(self, reason: Wake) -> None:
+        """Called from the other threads: end the loop's wait."""
+        if self.wake_w is not None:
+            self.wake_w.send_bytes(reason.value)
+
+    def _arrived(self, conn: Connection, hello: Hello) -> None:
+        self.newcomers.append((conn, hello))
+        self._wake(Wake.ARRIVED)
 
     def stop(self) -> None:
         """Begin a graceful stop: fetch nothing more, hand back what did not start, finish the rest."""
@@ -142,37 +135,51 @@ class Pusher:
         return self.stopping and not self.fetcher.is_alive() and self._idle()
 
     def loop(self, timeout: float = TICK) -> None:
-        """One pass: read every ready connection, then dispatch, watch timeouts and renew leases."""
-        if self.unsent_since is not None:  # outcomes linger for the monitor
-            timeout = min(timeout, max(0.0, self.unsent_since + MONITOR_LINGER - time.monotonic()))
-        for conn in wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout):
-            if conn is self.wake_r:
-                while self.wake_r.poll():
-                    self.wake_r.recv_bytes()
-                continue
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                self._gone(conn)
-                continue
-            if conn is self.monitor:
-                self._saved(msg)
-            else:
-                self._from_worker(self.slots[conn], msg)
-        while self.listener.newcomers:
-            self._welcome(*self.listener.newcomers.popleft())
+        """One pass of the process: wait up to `timeout` seconds for connections to read, then `step()`."""
+        self.step(self.wait(timeout))
+
+    def wait(self, timeout: float) -> list[Connection]:
+        """The connections ready to read (or closed), waiting up to `timeout` (less while outcomes linger)."""
+        assert self.wake_r is not None, "start() first"
+        linger = self.unsaved.linger()
+        if linger is not None:
+            timeout = min(timeout, linger)
+        ready = wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout)
+        if self.wake_r in ready:
+            while self.wake_r.poll():
+                self.wake_r.recv_bytes()
+        return [conn for conn in ready if conn is not self.wake_r]
+
+    def step(self, ready: Iterable[Connection] = ()) -> None:
+        """Read each ready connection and welcome newcomers; then carry out cancels, hand back the buffer
+        if stopping, dispatch, and watch timeouts."""
+        for conn in ready:
+            self._read(conn)
+        while self.newcomers:
+            self._welcome(*self.newcomers.popleft())
         if self.leases.cancels:  # read without the lock: take_cancels() takes it
             self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
             self._hand_back()
         self._dispatch()
-        self._watch_timeouts()
+        self.watch.timeouts(self.slots.values())
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
+    def _read(self, conn: Connection) -> None:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            self._gone(conn)
+            return
+        if conn is self.monitor:
+            self._saved(msg)
+        else:
+            self._from_worker(self.slots[conn], msg)
+
     def _idle(self) -> bool:
         return (
-            not self.fetcher.buffer and not self.pending.messages and not self.leases.retrying
+            not self.fetcher.buffer and not self.unsaved.messages and not self.leases.retrying
             and not any(s.jobs for s in self.slots.values())
         )
 
@@ -181,12 +188,11 @@ class Pusher:
             if self.monitor is not None:
                 self.monitor.close()
             self.monitor = conn
-            self.pending.sent.clear()  # a new monitor gets everything not yet saved
-            self.pending.unsent = deque(self.pending.messages)
+            self.unsaved.resend_all()
             self._to_monitor(now=True)
         else:
             try:
-                state = RunState(state_path(self.address, hello.pid), writer=False)
+                state = RunState(state_path(self.folder, hello.pid), writer=False)
             except OSError as exc:  # timeouts and cancels of running jobs cannot be told apart for it
                 logger.error("cannot read the state of worker pid %s: %s", hello.pid, exc)
                 state = None
@@ -194,44 +200,25 @@ class Pusher:
             self.slots[conn] = Slot(conn, hello.pid, hello.index, state, standby=standby)
 
     def _dispatch(self) -> None:
-        buffer = self.fetcher.buffer
-        if self.stopping or len(self.pending.messages) >= BACKLOG:
-            buffer = deque()  # stopping: what is left goes back to the broker; backlog: wait for saves
-        taken = 0
-        outgoing: dict[Slot, list[Job]] = {}
-        slots = [s for s in self.slots.values() if not s.killed and not s.closing and not s.standby]
-        depth = self._depth()
+        most = depth(self.mean_run)
         # Short tasks drain a small buffer faster than one broker round trip refills it.
-        self.fetcher.prefetch = self.config.workers * depth if depth > 1 else 0
-        # A worker is topped up once it is down to half its depth, so that short
-        # tasks go out several to a message rather than one per finished job.
-        slots = [s for s in slots if len(s.jobs) <= depth // 2]
-        for wanted in range(1, depth + 1):  # one job for every worker, then a second, ...
-            for slot in [s for s in slots if len(s.jobs) < wanted]:
-                delivery = self._next_admissible(buffer)
-                if delivery is None:
-                    break
-                taken += 1
-                slot.jobs.append(delivery)
-                outgoing.setdefault(slot, []).append(Job(delivery.id, delivery.attempts, delivery.payload))
-        if taken:
-            self.fetcher.room.set()
-        for slot, jobs in outgoing.items():
-            try:
-                send_many(slot.conn, jobs)
-            except OSError:
-                # Not _gone() yet: the worker's last outcomes may
-                # still be unread, and dropping them would run its task again.
-                slot.closing = True
+        self.fetcher.prefetch = self.config.workers * most if most > 1 else 0
+        # Stopping: what is left goes back to the broker. Backlog: wait for saves.
+        if not self.stopping and len(self.unsaved) < BACKLOG:
+            outgoing = deal(list(self.slots.values()), most, self._next_admissible)
+            if outgoing:
+                self.fetcher.room.set()
+            for slot, jobs in outgoing.items():
+                try:
+                    send_many(slot.conn, [Job(d.id, d.attempts, d.payload) for d in jobs])
+                except OSError:
+                    # Not _gone() yet: the worker's last outcomes may
+                    # still be unread, and dropping them would run its task again.
+                    slot.closing = True
         self._to_monitor()
 
-    def _depth(self) -> int:
-        """Jobs a worker may hold: one, or for short tasks as many as run in PREFETCH_WORK."""
-        if self.mean_run is None:
-            return 1
-        return max(1, min(PREFETCH_MAX, int(PREFETCH_WORK / max(self.mean_run, 1e-6))))
-
-    def _next_admissible(self, buffer: deque[Delivery]) -> Delivery | None:
+    def _next_admissible(self) -> Delivery | None:
+        buffer = self.fetcher.buffer
         while buffer:
             delivery = buffer.popleft()
             if self._admissible(delivery):
@@ -253,8 +240,8 @@ class Pusher:
         return True
 
     def _from_worker(self, slot: Slot, msg: object) -> None:
-        if type(msg) is tuple:  # several messages sent together
-            for one in msg:
+        if type(msg) is Batch:
+            for one in msg.messages:
                 self._from_worker(slot, one)
             return
         if isinstance(msg, Outcome):
@@ -290,21 +277,21 @@ class Pusher:
             spare = next((s for s in self.slots.values() if s.index == slot.index and s.standby), None)
             if spare is not None:
                 spare.standby = False
-        seen = self._observe(slot)
+        seen = self.watch.observe(slot)
         if slot.state is not None:
             slot.state.remove()
-        # Without a state every unanswered job counts as taken: run again rather than lost.
-        taken = len(slot.jobs) if seen is None else max(0, min(len(slot.jobs), seen.taken - slot.answered))
-        took = [slot.jobs.popleft() for _ in range(taken)]
+        took = slot.taken(seen)
         # Jobs it never took go to the front of the buffer, in their order.
-        self.fetcher.buffer.extendleft(reversed(slot.jobs))
+        self.fetcher.buffer.extendleft(reversed(list(slot.jobs)[len(took):]))
         lost = [d.id for d in took if d is not slot.running]
         if lost:  # they may have run, but no outcome came: they are delivered again
             logger.warning("worker pid %s went with %s unanswered jobs; handing them back", slot.pid, len(lost))
             self._broker_call(self.broker.requeue, lost)
-        delivery = slot.running
-        if delivery is None:
-            return
+        if slot.running is not None:
+            self._lost_running(slot, slot.running)
+
+    def _lost_running(self, slot: Slot, delivery: Delivery) -> None:
+        """The worker went while it ran `delivery`: record why, or hand it back to run again."""
         if slot.killed and slot.cancel_id == delivery.id:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
                        cancelled=True)
@@ -316,93 +303,17 @@ class Pusher:
             logger.warning("worker pid %s died running delivery %s; handing it back", slot.pid, delivery.id)
             self._broker_call(self.broker.requeue, [delivery.id])
 
-    def _observe(self, slot: Slot) -> Seen | None:
-        """Read which job the worker runs: set its clock, have it marked running, stop it if cancelled.
-        Returns what was read (None: no state, or the worker was writing it)."""
-        seen = slot.state.read() if slot.state is not None else None
-        if seen is None:
-            return None
-        if seen.running is None:
-            slot.running = slot.started = slot.deadline = None
-            return seen
-        if slot.running is not None and slot.running.id == seen.running and slot.started == seen.started:
-            return seen
-        delivery = next((d for d in slot.jobs if d.id == seen.running), None)
-        if delivery is None:  # answered already: the state was read as the worker moved on
-            slot.running = slot.started = slot.deadline = None
-            return seen
-        slot.running, slot.started = delivery, seen.started
-        slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
-        self.leases.started(delivery.id, slot.pid, seen.started)
-        if delivery.id in self.cancelling:
-            self._stop_running(slot)
-        return seen
-
-    def _watch_timeouts(self) -> None:
-        for slot in self.slots.values():
-            if not slot.killed:
-                self._observe(slot)
-        now = time.monotonic()
-        for slot in self.slots.values():
-            if slot.killed:
-                continue
-            running = slot.running.id if slot.running is not None else None
-            if slot.cancel_by is not None and now > slot.cancel_by and running == slot.cancel_id:
-                logger.warning("worker pid %s did not stop its cancelled task in time; killing it", slot.pid)
-            elif slot.deadline is not None and now > slot.deadline:
-                slot.cancel_by = slot.cancel_id = None
-                logger.error("worker pid %s passed its task's timeout; killing it", slot.pid)
-            else:
-                continue
-            slot.killed = True
-            self._signal(slot, signal.SIGKILL)
-
-    # --- cancel() and retry policies ---
-
     def _carry_out_cancels(self) -> None:
-        """Stop what cancel() asked for: drop it from the buffer, or stop the worker running it."""
-        wanted = self.leases.take_cancels() - self.cancelling
+        """Stop what cancel() asked for: drop it from the buffer, or stop the worker that holds it."""
+        wanted = self.leases.take_cancels() - self.watch.cancelling
         if not wanted:
             return
-        self.cancelling |= wanted
+        self.watch.cancelling |= wanted
         buffer = self.fetcher.buffer
         for delivery in [d for d in buffer if d.id in wanted]:
             buffer.remove(delivery)
             self._fail(delivery, "cancelled before it started", cancelled=True)
-        for slot in self.slots.values():
-            if not any(job.id in wanted for job in slot.jobs):
-                continue
-            self._observe(slot)
-            if slot.running is not None and slot.running.id in wanted:
-                self._stop_running(slot)
-            else:
-                self._tell_worker(slot)  # it skips the job when it comes to it
-                self._signal(slot, CANCEL_SIGNAL)  # its first signal makes it read the cancel file
-
-    def _stop_running(self, slot: Slot) -> None:
-        """Ask the worker to stop its running job (it raises TaskCancelled); kill it after cancel_grace."""
-        if slot.running is None or slot.cancel_id == slot.running.id:
-            return  # nothing runs, or its stop is under way
-        logger.info("cancelling delivery %s running in worker pid %s", slot.running.id, slot.pid)
-        slot.cancel_by = time.monotonic() + self.config.cancel_grace
-        slot.cancel_id = slot.running.id
-        self._tell_worker(slot)
-        self._signal(slot, CANCEL_SIGNAL)
-
-    def _signal(self, slot: Slot, signum: int) -> None:
-        try:
-            os.kill(slot.pid, signum)
-        except ProcessLookupError:
-            pass  # gone already: _gone records it
-
-    def _tell_worker(self, slot: Slot) -> None:
-        """Write the worker's cancel file: which of its jobs cancel() wants stopped or skipped."""
-        ids = [job.id for job in slot.jobs if job.id in self.cancelling]
-        try:
-            with open(cancel_file(self.address, slot.pid), "w") as f:
-                f.write("\n".join(ids))
-        except OSError as exc:
-            logger.error("could not write the cancel file of worker pid %s: %s", slot.pid, exc)
+        self.watch.cancel(wanted, self.slots.values())
 
     def _retry_later(self, outcome: Outcome) -> None:
         """A failed attempt whose retry policy runs it again: the lease thread hands it back to the broker."""
@@ -431,47 +342,19 @@ class Pusher:
         logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
         self._pend(DeadLetterNote(delivery.id, self.config.name, delivery.payload, reason))
 
+    # --- the monitor: save, then ack ---
+
     def _pend(self, msg: Outcome | DeadLetterNote) -> None:
         self.tally.finished(msg)
-        self.pending.messages[msg.delivery_id] = msg
-        self.pending.unsent.append(msg.delivery_id)
+        self.unsaved.add(msg)
 
     def _to_monitor(self, now: bool = False) -> None:
-        """Send the monitor what waits to be saved, in one message, within MONITOR_WINDOW unsaved:
-        once MONITOR_BATCH wait or the oldest waited MONITOR_LINGER (at once when `now`)."""
-        pending = self.pending
-        if not pending.unsent:
-            return
-        if not (now or self.stopping or len(pending.unsent) >= MONITOR_BATCH):
-            if self.unsent_since is None:
-                self.unsent_since = time.monotonic()
-            if time.monotonic() - self.unsent_since < MONITOR_LINGER:
-                return
-        self.unsent_since = None
-        batch: list[Outcome | DeadLetterNote] = []
-        while self.monitor is not None and pending.unsent and len(pending.sent) + len(batch) < MONITOR_WINDOW:
-            # The window keeps sends from blocking on a full socket; the rest
-            # goes out as Saved answers come back.
-            delivery_id = pending.unsent.popleft()
-            msg = pending.messages.get(delivery_id)
-            if msg is None or delivery_id in pending.sent:
-                continue
-            batch.append(msg)
-        if not batch:
-            return
-        try:
-            send_many(self.monitor, batch)
-        except OSError:
-            pending.unsent.extendleft(reversed([m.delivery_id for m in batch]))
+        """Send the monitor what waits to be saved (see cluster.unsaved); all of it when stopping."""
+        if not self.unsaved.send(self.monitor, now or self.stopping) and self.monitor is not None:
             self._gone(self.monitor)
-            return
-        pending.sent.update(m.delivery_id for m in batch)
 
     def _saved(self, saved: Saved) -> None:
-        for delivery_id in (*saved.ack_ids, *saved.release_ids):
-            self.pending.messages.pop(delivery_id, None)
-            self.pending.sent.discard(delivery_id)
-            self.cancelling.discard(delivery_id)
+        self.watch.cancelling.difference_update(self.unsaved.settle(saved))
         self.leases.ack_later(saved.ack_ids)
 
     def _hand_back(self) -> None:
@@ -483,7 +366,7 @@ class Pusher:
     def _holding(self) -> list[str]:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
         sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
-        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.pending.messages)]
+        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
 
     def _running(self) -> set[str]:
         """The deliveries running now. Called from the lease thread."""
@@ -495,48 +378,33 @@ class Pusher:
         During an outage calls are spaced out with a growing pause, so that the
         loop keeps serving workers instead of waiting on connect timeouts.
         """
-        now = time.monotonic()
-        if self.outage_since is not None and now < self.retry_at:
+        if not self.outage.due():
             return False
         try:
             method(ids)
         except BrokerError as exc:
-            if self.outage_since is None:
-                self.outage_since, self.retry_pause = now, 0.1
-                logger.error("broker %s failed, will retry: %s", method.__name__, exc)
-            self.retry_pause = min(self.retry_pause * 2, 5.0)
-            self.retry_at = time.monotonic() + self.retry_pause
+            self.outage.failed(method.__name__, exc)
             return False
-        if self.outage_since is not None:
-            logger.warning("broker answers again after %.1fs", time.monotonic() - self.outage_since)
-            self.outage_since = None
+        self.outage.recovered()
         return True
 
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
-        self.status.stop()
+        if self.status is not None:
+            self.status.stop()
         self.leases.close(self.broker)  # and what the lease thread had no time for
         for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
             try:
                 send(conn, STOP)
             except OSError:
                 pass
-        self.listener.close()
-        try:
-            os.unlink(self.address)
-        except OSError:
-            pass
+        if self.listener is not None:
+            self.listener.close()
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
         self.broker.close()
-
-
-    # --- cluster status (django_q.status) ---
-
-    def _start_status(self, identity: Identity) -> None:
-        """Count what happens and publish the status from a thread with its own broker."""
-        self.tally = Tally()
-        self.all_connected = False
-        self.status = Publisher(self.config, identity, self._status_snapshot, self.tally)
-        self.status.start()
 
     def _status_snapshot(self) -> Snapshot:
         """State and workers for the status. Called from the status thread: list() copies in one step."""
@@ -552,7 +420,8 @@ def main(
     """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
     process.setup("pusher", config.name)
     pusher = Pusher(config, address, authkey, run_once, identity)
-    signal.signal(signal.SIGTERM, lambda *_: pusher.stop())
+    pusher.start()
+    signal.signal(GRACEFUL_STOP, lambda *_: pusher.stop())
     orphaned_at = None
     next_orphan_check = 0.0
     try:

@@ -6,22 +6,18 @@ the status, and to tell, when a worker dies, which of its jobs ran. A
 message per task saying "started" is not needed, so the outcomes of short
 tasks can travel to the pusher several to a message.
 
-The layout is a seqlock: `seq` is odd while the worker writes, and a reader
-that saw it change reads again.
+The layout (channels.STATE_LAYOUT) is a seqlock: `seq` is odd while the
+worker writes, and a reader that saw it change reads again.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
 import time
 from typing import NamedTuple
 
-# seq, jobs taken, epoch started, monotonic started, timeout (0: none), id length, id
-_LAYOUT = struct.Struct("<IIdddB64s")
-_SEQ = struct.Struct("<I")
-ID_MAX = 64
+from .channels import STATE_ID_MAX as ID_MAX, STATE_LAYOUT as _LAYOUT, STATE_SEQ as _SEQ
 
 
 class Seen(NamedTuple):
@@ -32,11 +28,6 @@ class Seen(NamedTuple):
     started: float  # epoch seconds the running job started
     started_mono: float  # the same, time.monotonic()
     timeout: float | None
-
-
-def path(address: str, pid: int) -> str:
-    """The state file of worker `pid`, beside the pusher's socket."""
-    return os.path.join(os.path.dirname(address), f"state-{pid}")
 
 
 class RunState:

@@ -46,6 +46,7 @@ from django.db import InterfaceError, OperationalError, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from ..backoff import Outage
 from ..brokers import close_brokers
 from ..conf import Config
 from ..enqueue import enqueue, group_of, schedule_call
@@ -217,25 +218,22 @@ class SchedulerThread(threading.Thread):
 
     def run(self) -> None:
         scheduler = Scheduler(self.config)
-        pause, trouble_since = INTERVAL, None
+        outage = Outage(logger, "scheduler: database or broker unreachable, will retry: %s",
+                        "scheduler: running again after %.1fs", first=2 * INTERVAL, most=OUTAGE_PAUSE_MAX)
         try:
             while not self.stopping.is_set():
                 try:
                     scheduler.loop()
                 except Exception as exc:  # the thread's boundary: log, wait, try again; never end
-                    if trouble_since is None:
-                        trouble_since = time.monotonic()
-                        if isinstance(exc, OUTAGES):
-                            logger.error("scheduler: database or broker unreachable, will retry: %s", exc)
-                        else:
-                            logger.exception("scheduler: pass failed, will retry")
+                    if isinstance(exc, OUTAGES):
+                        pause = outage.failed(exc)
+                    else:
+                        pause = outage.failed(message="scheduler: pass failed, will retry", exc_info=True)
                     db.connections.close_all()
                     close_brokers()
-                    pause = min(pause * 2, OUTAGE_PAUSE_MAX)
                 else:
-                    if trouble_since is not None:
-                        logger.warning("scheduler: running again after %.1fs", time.monotonic() - trouble_since)
-                    pause, trouble_since = INTERVAL, None
+                    outage.recovered()
+                    pause = INTERVAL
                 self.stopping.wait(pause)
         finally:
             close_brokers()

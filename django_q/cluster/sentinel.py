@@ -23,10 +23,10 @@ from typing import Any
 from django import db
 
 from ..conf import Config
-from ..status import Identity
+from ..names import Identity
 from . import process
+from .channels import GRACEFUL_STOP, STOP_SIGNALS, decode_modules, decode_notices, socket_path, task_modules_path
 from .messages import Exit
-from .worker import task_modules_file
 
 logger = logging.getLogger("django_q")
 
@@ -42,7 +42,7 @@ class Sentinel:
         self.run_once = run_once
         self.ctx = multiprocessing.get_context(start_method)
         self.dir = tempfile.mkdtemp(prefix="django_q-")
-        self.address = os.path.join(self.dir, "pusher.sock")
+        self.address = socket_path(self.dir)
         self.authkey = os.urandom(32)
         self.pusher: BaseProcess | None = None
         self.monitor: BaseProcess | None = None
@@ -102,14 +102,13 @@ class Sentinel:
         if not self.config.preload_tasks or self.ctx.get_start_method() != "fork":
             return
         try:
-            with open(task_modules_file(self.address), "rb") as f:
+            with open(task_modules_path(self.dir), "rb") as f:
                 f.seek(self.task_modules_read)
-                added = f.read()
+                names, read = decode_modules(f.read())
         except OSError:
             return
-        whole = added.rfind(b"\n") + 1  # whole lines only: a worker may be writing one
-        self.task_modules_read += whole
-        for name in added[:whole].decode().split():
+        self.task_modules_read += read
+        for name in names:
             if name in sys.modules or name in self.unloadable:
                 continue
             try:
@@ -151,7 +150,7 @@ class Sentinel:
                 self.stopping = True
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
                 if self.pusher.is_alive():
-                    os.kill(self.pusher.pid, signal.SIGTERM)
+                    os.kill(self.pusher.pid, GRACEFUL_STOP)
                 self._stop_scheduler()
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
@@ -171,17 +170,16 @@ class Sentinel:
     def _start_spares(self) -> None:
         """Read the notice pipe: start the replacement of each worker that is about to be recycled."""
         try:
-            notices = os.read(self.notice_r, 65536).decode().split("\n")
+            notices = decode_notices(os.read(self.notice_r, 65536))
         except BlockingIOError:
             return
         wanted = []
-        for line in notices:
-            index, _, pid = line.partition(" ")
-            if not (index.isdigit() and pid.isdigit()) or int(index) >= len(self.workers):
+        for i, pid in notices:
+            if i >= len(self.workers):
                 continue
-            i, proc, spare = int(index), self.workers[int(index)], self.spares[int(index)]
+            proc, spare = self.workers[i], self.spares[i]
             # Only for the worker that asked, while it runs: it may have gone and been replaced already.
-            if proc is not None and proc.pid == int(pid) and proc.is_alive() and spare is None:
+            if proc is not None and proc.pid == pid and proc.is_alive() and spare is None:
                 wanted.append(i)
         if wanted and not self.stopping:
             self._preload_tasks()
@@ -214,7 +212,7 @@ class Sentinel:
         # pusher: SIGTERM makes the monitor end it after its pass under way (an
         # interrupted pass would be safe too; see cluster.scheduler).
         if self.monitor is not None and self.monitor.is_alive():
-            os.kill(self.monitor.pid, signal.SIGTERM)
+            os.kill(self.monitor.pid, GRACEFUL_STOP)
 
     def _wind_down(self) -> None:
         """Wait for the processes to exit once the pusher is gone; kill those that do not."""
@@ -248,7 +246,7 @@ def run(config: Config, run_once: bool = False, start_method: str | None = None)
     """Run a cluster in this process until SIGTERM or SIGINT (or, with run_once, an empty queue)."""
     sentinel = Sentinel(config, run_once, start_method)
     process.set_title("sentinel", config.name)
-    previous = {sig: signal.signal(sig, sentinel.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, sentinel.request_stop) for sig in STOP_SIGNALS}
     try:
         sentinel.start()
         sentinel.guard()

@@ -24,15 +24,16 @@ from ..names import worker_id
 from ..package import unpack
 from ..runner import checked, execute, function, remember_functions, running_delivery, succeeded_before
 from . import process
-from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many
-from .runstate import RunState, path as state_path
+from .channels import (
+    CANCEL_SIGNAL, Notice, cancel_path, decode_cancels, encode_module, encode_notice, folder_of, state_path,
+    task_modules_path,
+)
+from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many, unbatch
+from .runstate import RunState
 
 __all__ = ["TaskCancelled", "main"]  # TaskCancelled lives in django_q.exceptions; importable here as before
 
 logger = logging.getLogger("django_q")
-
-#: what the pusher sends a worker whose running task was cancelled
-CANCEL_SIGNAL = signal.SIGUSR1
 
 _cancel_file: str | None = None
 # Set by the first cancel signal: from then on each job is looked up in the
@@ -47,11 +48,6 @@ _task_modules_file: str | None = None
 _known_modules: set[str] = set()
 
 
-def task_modules_file(address: str) -> str:
-    """Where the workers of the cluster at `address` name the modules of the tasks they ran."""
-    return os.path.join(os.path.dirname(address), "task-modules")
-
-
 def _note_module(func: Any) -> None:
     module = getattr(func, "__module__", None)
     if module is None or module in _known_modules:
@@ -60,14 +56,9 @@ def _note_module(func: Any) -> None:
     if _task_modules_file is not None:
         try:
             with open(_task_modules_file, "a") as f:
-                f.write(module + "\n")
+                f.write(encode_module(module))
         except OSError:
             pass  # the cluster is going away; the next worker imports the module itself
-
-
-def cancel_file(address: str, pid: int) -> str:
-    """Where the pusher lists, a line each, the delivery ids of worker `pid` that cancel() wants stopped."""
-    return os.path.join(os.path.dirname(address), f"cancel-{pid}")
 
 
 def _cancel_wanted() -> set[str]:
@@ -75,7 +66,7 @@ def _cancel_wanted() -> set[str]:
         return set()
     try:
         with open(_cancel_file) as f:
-            return set(f.read().split())
+            return decode_cancels(f.read())
     except OSError:
         return set()
 
@@ -107,7 +98,7 @@ def ask_for_spare(notice_fd: int | None, index: int) -> None:
     if notice_fd is None:
         return
     try:
-        os.write(notice_fd, f"{index} {os.getpid()}\n".encode())
+        os.write(notice_fd, encode_notice(Notice(index, os.getpid())))
     except OSError:
         pass  # the sentinel is gone or busy: it replaces this worker when it exits, as before
 
@@ -147,10 +138,8 @@ class Worker:
             job = self.jobs.popleft()
         else:
             self.flush()  # everything said before waiting for more work
-            job = self.conn.recv()
-            if type(job) is tuple:  # several jobs sent together
-                self.jobs.extend(job[1:])
-                job = job[0]
+            job, *rest = unbatch(self.conn.recv())  # several jobs may come together
+            self.jobs.extend(rest)
         if job is STOP:
             return Exit.STOPPED
         if not isinstance(job, Job):
@@ -249,13 +238,14 @@ def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: in
     """
     global _cancel_file, _task_modules_file
     process.setup(f"worker-{index}", config.name)
-    _cancel_file = cancel_file(address, os.getpid())
+    folder = folder_of(address)
+    _cancel_file = cancel_path(folder, os.getpid())
     remember_functions(_note_module)
     if config.preload_tasks:
-        _task_modules_file = task_modules_file(address)
+        _task_modules_file = task_modules_path(folder)
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
-    state = RunState(state_path(address, os.getpid()), writer=True)  # before the pusher hears of us
+    state = RunState(state_path(folder, os.getpid()), writer=True)  # before the pusher hears of us
     done, spare_asked = 0, False
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))

@@ -1,0 +1,531 @@
+"""The pusher's decisions, stepped by hand: fake worker connections, an in-memory broker, a clock of our own.
+
+No process is forked and nothing sleeps. A `Rig` builds a Pusher that was
+never started (no socket, no thread), connects fake workers and a fake
+monitor, fills the buffer with `fetch()` and calls `Pusher.step()` with the
+connections that have something to read, as `Pusher.wait()` would. The lease
+thread's decisions are `Leases.step(broker, now)`, called the same way.
+Workers' state files are real files in the test's folder, written with the
+rig's clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import signal
+import threading
+from collections import deque
+
+import pytest
+
+from django_q.brokers.base import LEASED
+from django_q.brokers.memory import MemoryBroker, reset
+from django_q.cluster.channels import STATE_LAYOUT, cancel_path, decode_cancels, state_path
+from django_q.cluster.leases import CANCEL_POLL
+from django_q.cluster.messages import STOP, Batch, Hello, Job, Outcome, Role, Saved
+from django_q.cluster.pusher import Pusher
+from django_q.cluster.runstate import RunState
+from django_q.cluster.unsaved import MONITOR_LINGER
+from django_q.conf import Config
+from django_q.outcomes import DeadLetterNote
+from django_q.package import TaskPackage, pack, sign
+
+QUEUE = "pusher-unit"
+SHORT = 0.0019  # seconds: a short task's run time; 0.02 s of work is 10 of them
+LEASE = 30.0
+
+
+class Clock:
+    """Monotonic seconds for the pusher and its leases, and epoch seconds for the broker: one fake time."""
+
+    def __init__(self) -> None:
+        self.now = 10_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeConn:
+    """The pusher's end of a connection: what it sends is kept (unpickled), what it reads is queued."""
+
+    def __init__(self) -> None:
+        self.inbox: deque[object] = deque()
+        self.sent: list[object] = []
+        self.eof = False  # the other end closed: recv raises EOFError once the inbox is read
+        self.closed = False
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.eof:
+            raise BrokenPipeError("the other end is gone")
+        self.sent.append(pickle.loads(data))
+
+    def recv(self) -> object:
+        if self.inbox:
+            return self.inbox.popleft()
+        raise EOFError
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.inbox) or self.eof
+
+    def messages(self) -> list[object]:
+        """Everything received, batches unpacked, in order."""
+        return [m for sent in self.sent for m in (sent.messages if type(sent) is Batch else (sent,))]
+
+
+class WorkerConn(FakeConn):
+    """A worker's connection: what it said since the pusher last read comes as one message, as send_many sends it."""
+
+    def recv(self) -> object:
+        if len(self.inbox) > 1:
+            said = Batch(tuple(self.inbox))
+            self.inbox.clear()
+            return said
+        return super().recv()
+
+
+class FakeWorker:
+    """A worker process as the pusher sees it: a connection and a state file."""
+
+    def __init__(self, rig: Rig, pid: int, index: int) -> None:
+        self.rig, self.pid, self.index = rig, pid, index
+        self.conn = WorkerConn()
+        self.state = RunState(state_path(rig.folder, pid), writer=True)
+        self.taken = 0
+
+    def jobs(self) -> list[Job]:
+        return [m for m in self.conn.messages() if isinstance(m, Job)]
+
+    def write_state(self, running: str | None, timeout: float | None) -> None:
+        raw = running.encode() if running else b""
+        started = (self.rig.clock.now, self.rig.clock.now) if running else (0.0, 0.0)
+        STATE_LAYOUT.pack_into(self.state.map, 0, 0, self.taken, *started, timeout or 0.0, len(raw), raw)
+
+    def start(self, job: Job, timeout: float | None = None) -> None:
+        """Take `job` from the queue and run it (as written to the state file)."""
+        self.taken += 1
+        self.write_state(job.delivery_id, timeout)
+
+    def finish(self, job: Job, took: float = 0.5, success: bool = True) -> Outcome:
+        """End `job` and say so to the pusher."""
+        self.write_state(None, None)
+        now = self.rig.clock.now
+        outcome = Outcome(job.delivery_id, task_of(job), success, 3, now - took, now, job.attempts, QUEUE)
+        self.conn.inbox.append(outcome)
+        return outcome
+
+    def run(self, job: Job, took: float = 0.5) -> Outcome:
+        self.start(job)
+        return self.finish(job, took)
+
+    def die(self) -> None:
+        self.conn.eof = True
+
+
+def task_of(job: Job) -> TaskPackage:
+    from django_q.package import unpack
+
+    return unpack(job.payload, 1 << 24, verified=True)
+
+
+class Rig:
+    """A pusher that was never started, its broker, its workers, its monitor, and the signals it sent."""
+
+    def __init__(self, folder: str, **options) -> None:
+        self.folder = folder
+        self.clock = Clock()
+        self.broker = MemoryBroker(QUEUE, LEASE, clock=self.clock)
+        self.config = Config(**{"name": QUEUE, "workers": 2, "retry": LEASE, "queue_limit": 100, **options})
+        self.signals: list[tuple[int, int]] = []
+        self.pusher = Pusher(self.config, os.path.join(folder, "pusher.sock"), broker=self.broker, clock=self.clock,
+                             kill=lambda pid, signum: self.signals.append((pid, signum)))
+        self.workers: list[FakeWorker] = []
+        self.task_ids = itertools.count(1)
+        self.monitor = FakeConn()
+        self.pusher.newcomers.append((self.monitor, Hello(Role.MONITOR, 999)))
+
+    def worker(self, index: int | None = None) -> FakeWorker:
+        index = len(self.workers) if index is None else index
+        worker = FakeWorker(self, 1000 + len(self.workers), index)
+        self.workers.append(worker)
+        self.pusher.newcomers.append((worker.conn, Hello(Role.WORKER, worker.pid, index)))
+        return worker
+
+    def enqueue(self, count: int = 1, **fields) -> list[str]:
+        """Signed packages of `count` tasks, keyed by their task ids; returns the task ids."""
+        ids = [f"{next(self.task_ids):032x}" for _ in range(count)]
+        for task_id in ids:
+            task = TaskPackage(id=task_id, name=f"t{task_id[-4:]}", func="math.floor", args=(1.5,), **fields)
+            self.broker.enqueue(pack(task), key=task_id)
+        return ids
+
+    def fetch(self) -> None:
+        self.pusher.fetcher.fetch(self.broker, self.pusher.fetcher.room_left(), wait=0)
+
+    def step(self) -> None:
+        """One pass of the loop, given the connections `wait()` would return."""
+        conns = [*self.pusher.slots, *([self.pusher.monitor] if self.pusher.monitor else [])]
+        self.pusher.step([conn for conn in conns if conn.ready])
+
+    def to_monitor(self) -> list[object]:
+        """Step, and step again past the monitor's linger; what the monitor got so far."""
+        self.step()
+        self.clock.advance(MONITOR_LINGER * 2)
+        self.step()
+        return self.monitor.messages()
+
+    def leases(self, advance: float = 0.0) -> None:
+        self.clock.advance(advance)
+        self.pusher.leases.step(self.broker, self.clock.now)
+
+    def other_cluster_gets(self) -> list[str]:
+        """What a second cluster on the queue would be handed now."""
+        return [d.id for d in MemoryBroker(QUEUE, LEASE, clock=self.clock).dequeue(100, 0)]
+
+
+@pytest.fixture
+def rig(tmp_path):
+    reset()
+    yield Rig(str(tmp_path))
+    reset()
+
+
+@pytest.fixture
+def make_rig(tmp_path):
+    reset()
+    yield lambda **options: Rig(str(tmp_path), **options)
+    reset()
+
+
+def test_a_new_pusher_starts_nothing(tmp_path):
+    threads = threading.active_count()
+    pusher = Pusher(Config(name=QUEUE), str(tmp_path / "pusher.sock"), broker=MemoryBroker(QUEUE, LEASE))
+    assert threading.active_count() == threads
+    assert not (tmp_path / "pusher.sock").exists()
+    assert pusher.listener is None and pusher.status is None and pusher.leases.thread is None
+    assert not pusher.fetcher.is_alive()
+
+
+class TestAdmit:
+    def test_a_package_whose_signature_fails_is_dead_lettered_not_run(self, rig):
+        worker = rig.worker()
+        rig.broker.enqueue(sign(b"junk", 0)[:-1] + b"!")
+        rig.fetch()
+        rig.step()
+        assert worker.jobs() == []
+        (note,) = rig.to_monitor()
+        assert isinstance(note, DeadLetterNote) and "signature" in note.reason
+
+    def test_a_delivery_past_max_attempts_is_recorded_as_failed(self, make_rig):
+        rig = make_rig(max_attempts=2)
+        worker = rig.worker()
+        rig.enqueue()
+        for _ in range(2):  # two deliveries that never finished
+            rig.broker.requeue([d.id for d in rig.broker.dequeue(1, 0)])
+        rig.fetch()
+        rig.step()
+        assert worker.jobs() == []
+        (outcome,) = rig.to_monitor()
+        assert outcome.success is False and outcome.attempts == 3
+        assert "delivered 3 times without finishing (max_attempts=2)" in outcome.result
+
+
+class TestDispatch:
+    def test_one_job_per_idle_worker_while_run_times_are_unknown(self, rig):
+        workers = [rig.worker(), rig.worker()]
+        rig.enqueue(5)
+        rig.fetch()
+        rig.step()
+        assert [len(w.jobs()) for w in workers] == [1, 1]
+        assert len(rig.pusher.fetcher.buffer) == 3
+        assert rig.pusher.fetcher.prefetch == 0
+
+    def test_short_tasks_go_several_to_a_message_and_are_topped_up_at_half(self, rig):
+        worker = rig.worker()
+        rig.enqueue(60)
+        rig.fetch()
+        rig.step()
+        worker.run(worker.jobs()[0], took=SHORT)  # run times known: 10 jobs a worker
+        rig.step()
+        assert len(worker.conn.sent) == 2 and type(worker.conn.sent[1]) is Batch
+        assert len(worker.conn.sent[1].messages) == 10
+        assert rig.pusher.fetcher.prefetch == 2 * 10
+        for job in worker.jobs()[1:5]:  # 6 left in hand: more than half of 10
+            worker.run(job, took=SHORT)
+        rig.step()
+        assert len(worker.conn.sent) == 2
+        worker.run(worker.jobs()[5], took=SHORT)  # 5 left: topped up to 10
+        rig.step()
+        assert len(worker.conn.sent) == 3 and len(worker.conn.sent[2].messages) == 5
+
+    def test_deep_workers_are_filled_evenly_one_job_each_first(self, rig):
+        workers = [rig.worker(), rig.worker()]
+        rig.enqueue(2)
+        rig.fetch()
+        rig.step()
+        for worker in workers:
+            worker.run(worker.jobs()[0], took=SHORT)
+        rig.enqueue(3)
+        rig.fetch()
+        rig.step()
+        assert [len(w.jobs()) - 1 for w in workers] == [2, 1]
+
+    def test_a_replacement_gets_no_job_until_the_worker_it_replaces_is_gone(self, rig):
+        old = rig.worker(index=0)
+        *_, third = rig.enqueue(3)
+        rig.fetch()
+        rig.step()
+        spare = rig.worker(index=0)
+        old.run(old.jobs()[0])
+        rig.step()
+        assert len(spare.jobs()) == 0 and len(old.jobs()) == 2
+        old.run(old.jobs()[1])
+        old.die()
+        rig.step()  # its last outcome: it may be sent the third job before its EOF is read
+        rig.step()  # its EOF: a job it never took goes back to the buffer
+        assert [task_of(j).id for j in spare.jobs()] == [third] and not rig.pusher.fetcher.buffer
+
+
+class TestTimeouts:
+    def test_a_worker_past_its_tasks_timeout_is_killed_and_the_task_recorded_as_failed(self, rig):
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0], timeout=5)
+        rig.step()
+        rig.clock.advance(4.9)
+        rig.step()
+        assert rig.signals == []
+        rig.clock.advance(0.2)
+        rig.step()
+        assert rig.signals == [(worker.pid, signal.SIGKILL)]
+        worker.die()
+        rig.step()
+        (outcome,) = rig.to_monitor()
+        assert outcome.success is False and "exceeded its timeout" in outcome.result
+        assert outcome.worker.endswith(f":{worker.pid}")
+
+
+class TestCancel:
+    def cancel_request(self, rig: Rig, task_id: str) -> None:
+        assert rig.broker.cancel(task_id).outcome == "requested"  # leased: the cluster holding it is asked
+        rig.leases(CANCEL_POLL)
+
+    def test_a_buffered_job_is_dropped_and_recorded_as_cancelled(self, rig):
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        self.cancel_request(rig, task_id)
+        rig.step()
+        assert not rig.pusher.fetcher.buffer
+        (outcome,) = rig.to_monitor()
+        assert outcome.cancelled and outcome.result == "cancelled before it started"
+
+    def test_a_running_job_is_signalled_then_killed_after_the_grace_period(self, make_rig, tmp_path):
+        rig = make_rig(cancel_grace=3)
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        job = worker.jobs()[0]
+        worker.start(job)
+        rig.step()
+        self.cancel_request(rig, task_id)
+        rig.step()
+        assert rig.signals == [(worker.pid, signal.SIGUSR1)]
+        with open(cancel_path(rig.folder, worker.pid)) as f:
+            assert decode_cancels(f.read()) == {job.delivery_id}
+        rig.clock.advance(2.9)
+        rig.step()
+        assert rig.signals == [(worker.pid, signal.SIGUSR1)]
+        rig.clock.advance(0.2)
+        rig.step()
+        assert rig.signals[-1] == (worker.pid, signal.SIGKILL)
+        worker.die()
+        rig.step()
+        (outcome,) = rig.to_monitor()
+        assert outcome.cancelled and "killed after the grace period" in outcome.result
+
+    def test_a_job_waiting_in_a_worker_is_named_in_its_cancel_file(self, rig):
+        worker = rig.worker()
+        rig.enqueue(30)
+        rig.fetch()
+        rig.step()
+        worker.run(worker.jobs()[0], took=SHORT)
+        rig.step()
+        waiting = worker.jobs()[3]
+        self.cancel_request(rig, task_of(waiting).id)
+        rig.step()
+        assert rig.signals == [(worker.pid, signal.SIGUSR1)]
+        with open(cancel_path(rig.folder, worker.pid)) as f:
+            assert decode_cancels(f.read()) == {waiting.delivery_id}
+
+
+class TestLeases:
+    def test_held_leases_are_renewed_every_third_of_retry(self, rig):
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0])
+        for _ in range(4):  # 44 s, well past the 30 s lease
+            rig.leases(LEASE / 3 + 1)
+            assert rig.other_cluster_gets() == []
+
+    def test_without_renewals_a_lease_lapses(self, rig):
+        rig.enqueue()
+        rig.fetch()
+        rig.clock.advance(LEASE + 1)
+        assert len(rig.other_cluster_gets()) == 1
+
+    def test_a_running_job_is_marked_running_once_it_ran_a_moment(self, rig):
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0])
+        rig.step()
+        rig.leases()
+        assert rig.broker.lookup(task_id).running is None
+        rig.leases(0.2)
+        found = rig.broker.lookup(task_id)
+        assert found.state == LEASED and found.running is not None
+
+    def test_a_delivery_is_acked_only_after_the_monitor_says_it_is_saved(self, rig):
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        outcome = worker.run(worker.jobs()[0])
+        assert rig.to_monitor() == [outcome]
+        rig.leases(1)
+        assert rig.broker.lookup(task_id) is not None  # not saved yet: still held
+        rig.monitor.inbox.append(Saved((outcome.delivery_id,)))
+        rig.step()
+        assert rig.broker.lookup(task_id) is not None  # acks go through the lease thread
+        rig.leases()
+        assert rig.broker.lookup(task_id) is None
+        assert rig.pusher.done is False and not rig.pusher.unsaved.messages
+
+    def test_a_failed_attempt_its_retry_policy_runs_again_is_handed_back_with_its_delay(self, rig):
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        job = worker.jobs()[0]
+        worker.start(job)
+        worker.write_state(None, None)
+        again = pack(TaskPackage(id=task_id, name="again", func="math.floor", args=(2.5,)))
+        now = rig.clock.now
+        worker.conn.inbox.append(Outcome(job.delivery_id, task_of(job), False, "boom", now, now, 1, QUEUE,
+                                         retry_payload=again, retry_in=5.0))
+        rig.step()
+        assert rig.to_monitor() == []  # not a result: the task runs again
+        rig.leases()
+        assert rig.other_cluster_gets() == []
+        rig.clock.advance(5.0)
+        (delivery,) = rig.broker.dequeue(1, 0)
+        assert delivery.payload == again and delivery.attempts == 2
+
+    def test_each_cancel_request_reaches_the_loop_once(self, rig):
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.broker.cancel(task_id)
+        rig.leases(CANCEL_POLL)
+        assert rig.pusher.leases.take_cancels() == {rig.pusher.fetcher.buffer[0].id}
+        rig.leases(CANCEL_POLL)
+        assert rig.pusher.leases.take_cancels() == set()
+
+    def test_a_new_monitor_is_sent_everything_not_yet_saved(self, rig):
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        outcome = worker.run(worker.jobs()[0])
+        assert rig.to_monitor() == [outcome]
+        rig.monitor.eof = True
+        rig.step()
+        again = FakeConn()
+        rig.pusher.newcomers.append((again, Hello(Role.MONITOR, 998)))
+        rig.step()
+        assert again.messages() == [outcome]
+
+
+class TestStopAndLoss:
+    def test_a_graceful_stop_hands_back_what_did_not_start(self, rig):
+        worker = rig.worker()
+        rig.enqueue(3)
+        rig.fetch()
+        rig.step()
+        rig.pusher.stop()
+        rig.step()
+        assert not rig.pusher.fetcher.buffer
+        assert len(rig.other_cluster_gets()) == 2  # ready again at once; the one in the worker is still held
+        outcome = worker.run(worker.jobs()[0])
+        assert rig.to_monitor()[-1] == outcome
+        rig.monitor.inbox.append(Saved((outcome.delivery_id,)))
+        rig.step()
+        assert rig.pusher.done
+        rig.pusher.close()
+        assert STOP in worker.conn.sent and STOP in rig.monitor.sent
+
+    def test_a_job_whose_worker_died_running_it_is_handed_back(self, rig):
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0])
+        rig.step()
+        worker.die()
+        rig.step()
+        assert rig.pusher.slots == {}
+        (again,) = rig.broker.dequeue(1, 0)
+        assert again.attempts == 2
+
+    def test_a_job_a_dead_worker_finished_but_did_not_report_is_handed_back(self, rig):
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0])
+        worker.write_state(None, None)  # it finished, and died before its outcome went out
+        worker.die()
+        rig.step()
+        (again,) = rig.broker.dequeue(1, 0)
+        assert again.attempts == 2
+        assert rig.to_monitor() == []
+
+    def test_a_worker_lost_at_max_attempts_is_recorded_as_failed(self, make_rig):
+        rig = make_rig(max_attempts=1)
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        worker.start(worker.jobs()[0])
+        worker.die()
+        rig.step()
+        (outcome,) = rig.to_monitor()
+        assert outcome.success is False and outcome.result == "worker lost after 1 attempts"
+
+    def test_jobs_a_dead_worker_never_took_go_to_another_worker_first(self, rig):
+        first = rig.worker()
+        rig.enqueue(30)
+        rig.fetch()
+        rig.step()
+        first.run(first.jobs()[0], took=SHORT)
+        rig.step()
+        held = first.jobs()[1:]
+        first.start(held[0])
+        first.die()
+        second = rig.worker()
+        rig.step()
+        assert [j.delivery_id for j in second.jobs()[: len(held) - 1]] == [j.delivery_id for j in held[1:]]
+        assert [d.id for d in rig.broker.dequeue(100, 0)] == [held[0].delivery_id]
