@@ -173,3 +173,10 @@ def catch_everything(key, seconds):
 def hold_gil():
     """Hold the GIL until killed: sum() over a range runs in C and never lets another thread in."""
     return sum(range(10**15))
+
+
+def count_then_sleep(key, seconds):
+    """Count this run in the Redis key `key` as it starts, then sleep; return the count at the start."""
+    runs = _counter().incr(key)
+    time.sleep(seconds)
+    return runs

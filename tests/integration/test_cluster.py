@@ -179,15 +179,23 @@ def test_graceful_stop_finishes_running_tasks(cluster):
 
 
 def test_graceful_stop_hands_back_unstarted_tasks(cluster):
+    """The stop comes while the one worker runs the first task: the five behind it never start.
+
+    A new cluster knows no run times yet, so it sends a worker one job at a time
+    and none of the five can be queued in the worker behind the first.
+    """
     running = cluster(workers=1, queue_limit=10)
-    first = async_task("tests.app.tasks.mark_then_sleep", "h0", 1.0, "first")
+    first = async_task("tests.app.tasks.mark_then_sleep", "h0", 2.0, "first")
     waiting = [async_task("tests.app.tasks.add", i, 0) for i in range(5)]
     wait_until(lambda: Hooked.objects.filter(task_id="h0").exists())
+    asked = time.time()
     running.stop()
-    assert result(first) == "first"
-    unstarted = [w for w in waiting if result(w) is None]
-    assert queue_size() == len(unstarted)
-    assert all(fetch(w).status == "queued" for w in unstarted)
+    done = fetch(first)
+    assert done.result == "first"
+    assert done.stopped.timestamp() > asked  # the stop came while the first task ran
+    assert [result(w) for w in waiting] == [None] * 5
+    assert queue_size() == 5
+    assert [fetch(w).status for w in waiting] == ["queued"] * 5
 
 
 def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
@@ -199,6 +207,29 @@ def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
     os.kill(worker.pid, signal.SIGKILL)
     assert result(task_id, wait=30_000) == "done"
     assert fetch(task_id).attempt_count >= 2
+
+
+@pytest.mark.slow
+def test_a_task_running_three_times_retry_is_delivered_once(cluster, queue_name, redis_client):
+    """The pusher renews a running task's lease, so a task that runs 3.5x `retry` is never handed out again.
+
+    Two workers: were the lease let lapse after 1 s, the idle one would be given the task a second time.
+    """
+    key = f"{queue_name}:runs"
+    cluster(workers=2, retry=1.0)
+    try:
+        task_id = async_task("tests.app.tasks.count_then_sleep", key, 3.5, hook="tests.app.tasks.record_hook")
+        task = fetch(task_id, wait=30_000)
+        assert (task.success, task.result, task.attempt_count) == (True, 1, 1)
+        wait_until(lambda: Hooked.objects.filter(task_id=task_id).exists())
+        wait_until(lambda: queue_size() == 0 and get_broker().leased() == 0)
+        time.sleep(1.5)  # a second delivery, had there been one, would have started by now
+        assert int(redis_client.get(key)) == 1  # ran once
+        assert Hooked.objects.filter(task_id=task_id).count() == 1  # its result was saved once
+        task = fetch(task_id)
+        assert (task.result, task.attempt_count) == (1, 1)
+    finally:
+        redis_client.delete(key)
 
 
 def test_signals_reach_cluster_processes(cluster, tmp_path):
