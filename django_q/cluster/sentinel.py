@@ -182,7 +182,8 @@ class Sentinel:
                 continue
             i, proc, spare = int(index), self.workers[int(index)], self.spares[int(index)]
             # Only for the worker that asked, while it runs: it may have gone and been replaced already.
-            if proc is not None and proc.pid == int(pid) and proc.is_alive() and spare is None:
+            # `i not in wanted`: a worker that asked twice in one read gets one spare, not an untracked second.
+            if proc is not None and proc.pid == int(pid) and proc.is_alive() and spare is None and i not in wanted:
                 wanted.append(i)
         if wanted and not self.stopping:
             self._preload_tasks()
@@ -215,7 +216,10 @@ class Sentinel:
         # pusher: SIGTERM makes the monitor end it after its pass under way (an
         # interrupted pass would be safe too; see cluster.scheduler).
         if self.monitor is not None and self.monitor.is_alive():
-            os.kill(self.monitor.pid, signal.SIGTERM)
+            try:
+                os.kill(self.monitor.pid, signal.SIGTERM)
+            except ProcessLookupError:  # it exited (and was reaped, by the forkserver) since is_alive()
+                pass
 
     def _wind_down(self) -> None:
         """Wait for the processes to exit once the pusher is gone; kill those that do not."""

@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from django_q.brokers import get_broker
@@ -132,15 +133,20 @@ def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluste
     running = cluster(workers=1)
     sentinel = running.sentinel
     worker = sentinel.workers[0]
+    # Connected first, as a worker that asks for its replacement is: a replacement that reached
+    # the pusher before the worker it replaces would be taken for the worker.
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid
     # A worker that already went (its pid is not the running one's), an index out of range, noise.
     os.write(sentinel.notice_w, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
     time.sleep(0.5)  # the sentinel reads the pipe as soon as it is written
     assert sentinel.spares == [None]
-    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())
+    before = {child.pid for child in psutil.Process().children()}
+    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())  # asked twice, in one read
     wait_until(lambda: sentinel.spares[0] is not None)
     spare = sentinel.spares[0]
     time.sleep(0.5)
-    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker  # asked twice, started once
+    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker
+    assert [c.pid for c in psutil.Process().children() if c.pid not in before] == [spare.pid]  # started once
     assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid  # the spare stands by
     running.stop()  # with a spare standing by
     assert not spare.is_alive() and spare.exitcode == 0
