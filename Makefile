@@ -64,7 +64,7 @@ venv: $(foreach v,$(PY),$(VENV_$(v))/$(STAMP))
 
 # tests/run.sh runs one lane per interpreter, side by side: the suite (or TESTS)
 # in WORKERS pytest-xdist processes, then, without TESTS, the tests that depend
-# on the default database again with PostgreSQL and with MariaDB as default.
+# on the default database with PostgreSQL, then MariaDB, as the default database.
 # Each run and each xdist worker gets its own DQ_TEST_ID (test databases, cluster
 # names) and scratch folder, so nothing is shared between them, the interpreters,
 # or two checkouts on one machine. Every run goes ahead even if another fails;

@@ -7,7 +7,7 @@
 # on clusters and servers rather than on the CPU. A lane runs the suite (or
 # $TESTS) in $WORKERS pytest-xdist processes and then, when $TESTS and
 # $DQ_DEFAULT_DB are not given, the tests that depend on the default database
-# again with PostgreSQL and with MariaDB as the default (DQ_DEFAULT_DB,
+# again with PostgreSQL and then with MariaDB as the default (DQ_DEFAULT_DB,
 # tests/settings.py). Every run has its own DQ_TEST_ID and scratch folder, and
 # every xdist worker adds its own id to both, so nothing shares a database,
 # a cluster name or a file. With one lane the output streams; with more, each
@@ -39,13 +39,15 @@ run() {
     echo "==> pytest on $("$venv/bin/python" -c 'import sys, django; print("Python %d.%d, Django %s" % (*sys.version_info[:2], django.__version__))'), $label (DQ_TEST_ID=$id)"
     # shellcheck disable=SC2086  # $tests is a list of paths
     DQ_DEFAULT_DB=$db DQ_TEST_ID=$id DQ_TEST_TMP=$tmp \
-        "$venv/bin/python" -m pytest -n "$WORKERS" $tests "$@" || rc=$?
+        "$venv/bin/python" -m pytest -n "$WORKERS" --dist worksteal $tests "$@" || rc=$?
     rm -rf "$tmp"
     if [ "$rc" -ne 0 ]; then echo "==> py$v, $label: FAILED (exit $rc)"; fi
     return "$rc"
 }
 
-# lane V [pytest arguments...]: every run of one interpreter, one after another.
+# lane V [pytest arguments...]: every run of one interpreter, one after another
+# (at the same time they would put more cluster processes on 2 cores than the
+# tests' bounded waits allow for).
 lane() {
     local v=$1 failed=0
     shift
