@@ -1,9 +1,10 @@
 # Developer commands. Everything installs itself on first use:
 #
 #   make demo                  the example project: a cluster runs a few hundred tasks
-#   make test                  the test suite on Python 3.11 (Django 5.2) and 3.12 (Django 6.x)
+#   make test                  the test suite on Python 3.11 (Django 5.2) and 3.12 (Django 6.x), side by side
 #   make test PY=311           one interpreter only (PY=312 for the other)
 #   make test ARGS="-k redis"  extra pytest arguments (TESTS="tests/unit" picks the tests)
+#   make test WORKERS=0        no pytest-xdist: one process per run (the default is 3), e.g. for --pdb
 #   make check                 manage.py check and makemigrations --check, both Pythons
 #   make bench                 the benchmark (bench/README.md); ARGS=--quick: under 3 minutes
 #
@@ -16,7 +17,8 @@ SHELL := /bin/bash
 
 PY ?= 311 312
 ARGS ?=
-TESTS ?= tests/
+TESTS ?=
+WORKERS ?= 3
 $(foreach v,$(PY),$(if $(filter 311 312,$(v)),,$(error PY takes 311 and/or 312, not "$(v)")))
 
 # The interpreters that create the virtualenvs. pyenv's shims need
@@ -60,23 +62,15 @@ venv: $(foreach v,$(PY),$(VENV_$(v))/$(STAMP))
 
 # --- tests -----------------------------------------------------------------
 
-# Each run gets its own DQ_TEST_ID (test database names, cluster name) and its
-# own scratch folder, so the two interpreters, or two checkouts on one machine,
-# never share a database. Both runs go ahead even if the first fails.
+# tests/run.sh runs one lane per interpreter, side by side: the suite (or TESTS)
+# in WORKERS pytest-xdist processes, then, without TESTS, the tests that depend
+# on the default database with PostgreSQL, then MariaDB, as the default database.
+# Each run and each xdist worker gets its own DQ_TEST_ID (test databases, cluster
+# names) and scratch folder, so nothing is shared between them, the interpreters,
+# or two checkouts on one machine. Every run goes ahead even if another fails;
+# with both interpreters each lane's log is printed whole once it ended.
 test: venv
-	@failed=""; \
-	for v in $(PY); do \
-		venv=$$([ $$v = 311 ] && echo $(VENV_311) || echo $(VENV_312)); \
-		id="py$${v}_$$$$"; \
-		tmp=$$(mktemp -d "/tmp/django_q_tests_$${id}.XXXX"); \
-		echo "==> pytest on $$($$venv/bin/python -c 'import sys, django; print("Python %d.%d, Django %s" % (*sys.version_info[:2], django.__version__))') (DQ_TEST_ID=$$id)"; \
-		rc=0; \
-		DQ_TEST_ID=$$id DQ_TEST_TMP=$$tmp $$venv/bin/python -m pytest $(TESTS) $(ARGS) || rc=$$?; \
-		rm -rf "$$tmp"; \
-		if [ $$rc -ne 0 ]; then echo "==> pytest on py$$v failed (exit $$rc)"; failed="$$failed py$$v"; fi; \
-	done; \
-	if [ -n "$$failed" ]; then echo "==> FAILED:$$failed"; exit 1; fi; \
-	echo "==> all test runs passed ($(PY))"
+	@PY="$(PY)" TESTS="$(TESTS)" WORKERS="$(WORKERS)" bash tests/run.sh $(ARGS)
 
 # --- demo ------------------------------------------------------------------
 

@@ -8,8 +8,13 @@ import pymysql
 pymysql.install_as_MySQLdb()
 
 BASE = Path(__file__).resolve().parent
-RUN_ID = os.environ.get("DQ_TEST_ID", str(os.getpid()))
-TMP = Path(os.environ.get("DQ_TEST_TMP", f"/tmp/django_q_tests_{RUN_ID}"))
+# RUN_ID names this run's test databases, cluster names and scratch folder.
+# Under pytest-xdist every worker process (gw0, gw1, ...) is a run of its own:
+# the workers of one run share DQ_TEST_ID, and the worker's id keeps them apart.
+# Subprocesses the tests start inherit both, so they agree with their test.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+RUN_ID = os.environ.get("DQ_TEST_ID", str(os.getpid())) + (f"_{_XDIST_WORKER}" if _XDIST_WORKER else "")
+TMP = Path(os.environ.get("DQ_TEST_TMP", f"/tmp/django_q_tests_{RUN_ID}")) / _XDIST_WORKER
 TMP.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = "test-secret-key-not-for-production"

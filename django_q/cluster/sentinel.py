@@ -150,7 +150,10 @@ class Sentinel:
                 self.stopping = True
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
                 if self.pusher.is_alive():
-                    os.kill(self.pusher.pid, GRACEFUL_STOP)
+                    try:
+                        os.kill(self.pusher.pid, GRACEFUL_STOP)
+                    except ProcessLookupError:  # it exited (and was reaped, by the forkserver) since is_alive()
+                        pass
                 self._stop_scheduler()
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
@@ -179,7 +182,8 @@ class Sentinel:
                 continue
             proc, spare = self.workers[i], self.spares[i]
             # Only for the worker that asked, while it runs: it may have gone and been replaced already.
-            if proc is not None and proc.pid == pid and proc.is_alive() and spare is None:
+            # `i not in wanted`: a worker that asked twice in one read gets one spare, not an untracked second.
+            if proc is not None and proc.pid == pid and proc.is_alive() and spare is None and i not in wanted:
                 wanted.append(i)
         if wanted and not self.stopping:
             self._preload_tasks()
@@ -212,7 +216,10 @@ class Sentinel:
         # pusher: SIGTERM makes the monitor end it after its pass under way (an
         # interrupted pass would be safe too; see cluster.scheduler).
         if self.monitor is not None and self.monitor.is_alive():
-            os.kill(self.monitor.pid, GRACEFUL_STOP)
+            try:
+                os.kill(self.monitor.pid, GRACEFUL_STOP)
+            except ProcessLookupError:  # it exited (and was reaped, by the forkserver) since is_alive()
+                pass
 
     def _wind_down(self) -> None:
         """Wait for the processes to exit once the pusher is gone; kill those that do not."""

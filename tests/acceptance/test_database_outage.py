@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_crashes import enqueue_counted, wait_runs
+from .test_crashes import enqueue_counted, runs, wait_runs
 from .test_qcluster import Project, stop
 from .test_redis_faults import free_port
 
@@ -72,6 +72,7 @@ def test_database_gone_30s_mid_drain_loses_nothing(tmp_path, counters):
         cluster = project.qcluster()
         wait_runs(client, prefix, TASKS, TASKS * 3 // 10, timeout=60)
         server.crash()
+        assert runs(client, prefix, TASKS).count(0) > 0  # the outage comes mid-drain
         time.sleep(1)
         refused = project.run("-m", "tests.acceptance.drive", "enqueue", "math.floor", "1", "late", "[1.5]")
         assert refused.returncode != 0 and "BrokerConnectionError" in refused.stderr

@@ -43,7 +43,7 @@ def monitor_rows(project: Project) -> list[list[str]]:
             if line[:1] in ("│", "┃")]
 
 
-def test_qinfo_and_qmonitor_show_a_running_cluster(project):
+def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
     assert qinfo(project)["clusters"] == "0"
     assert "No cluster" in project.run("-m", "django", "qmonitor", "--run-once").stdout
     project.drive("enqueue", "tests.app.tasks.add", "5", "quick", "[1, 2]")
@@ -51,7 +51,9 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project):
     cluster = project.qcluster()
     project.wait_for("quick", 5)
     project.wait_for("bad", 1)
-    project.drive("enqueue", "tests.app.tasks.sleep", "2", "slow", "[6, 1]")
+    # The two slow tasks run until the test is done looking: each look is a command's start-up.
+    release = tmp_path / "release"
+    project.drive("enqueue", "tests.app.tasks.wait_for_file", "2", "slow", json.dumps([str(release)]))
 
     def busy():
         info = qinfo(project)
@@ -77,6 +79,7 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project):
     assert sorted(r[1] for r in workers) == ["0", "1"]
     assert all(r[4] and r[3] != "idle" for r in workers)  # each runs a slow task
 
+    release.touch()
     out = stop(cluster, signal.SIGTERM)
     assert cluster.returncode == 0, out
     assert ids(project) == []  # a graceful stop removes the entry at once

@@ -91,13 +91,20 @@ def test_runs_tasks_and_stops_on_sigterm(project, method):
     assert "stopped" in out
 
 
-def test_sigint_lets_running_tasks_finish(project):
+def test_sigint_lets_running_tasks_finish(project, tmp_path):
+    started = tmp_path / "started"
+    started.mkdir()
     cluster = project.qcluster()
-    project.drive("enqueue", "tests.app.tasks.sleep", "2", "slow", "[1.5, \"slept\"]")
-    time.sleep(1.0)  # the two tasks are running now (two workers)
+    project.drive("enqueue", "tests.app.tasks.touch_then_sleep", "2", "slow", json.dumps([str(started), 2.0]))
+    deadline = time.monotonic() + 60
+    while len(list(started.iterdir())) < 2:  # both running (two workers)
+        assert time.monotonic() < deadline, "the two tasks did not start within 60 s"
+        time.sleep(0.05)
+    signalled = time.time()
     out = stop(cluster, signal.SIGINT)
     assert cluster.returncode == 0, out
-    assert project.drive("results", "slow") == ["slept", "slept"]
+    ended = project.drive("results", "slow")
+    assert len(ended) == 2 and all(at > signalled for at in ended), (signalled, ended)
 
 
 def test_run_once_drains_and_exits(project):

@@ -99,6 +99,7 @@ def test_redis_restart_mid_drain_loses_nothing(tmp_path, servers, counters):
         cluster = project.qcluster()
         wait_runs(client, prefix, TASKS, TASKS * 3 // 10, timeout=60)
         servers.kill(port)  # SIGKILL: the append-only file is all that survives
+        assert runs(client, prefix, TASKS).count(0) > 0  # the restart comes mid-drain
         time.sleep(2)
         servers.start(port, *aof)
         seen = wait_runs(client, prefix, TASKS, TASKS, timeout=90)
@@ -139,6 +140,7 @@ def test_sentinel_failover_mid_drain_loses_nothing(tmp_path, servers, counters):
         cluster = project.qcluster()
         wait_runs(client, prefix, TASKS, TASKS * 3 // 10, timeout=60)
         servers.kill(primary)
+        assert runs(client, prefix, TASKS).count(0) > 0  # the failover comes mid-drain
         seen = wait_runs(client, prefix, TASKS, TASKS, timeout=120)
         assert min(seen) >= 1
         assert sentinel_client.sentinel_get_master_addr_by_name("dq")[1] == replica

@@ -173,3 +173,28 @@ def catch_everything(key, seconds):
 def hold_gil():
     """Hold the GIL until killed: sum() over a range runs in C and never lets another thread in."""
     return sum(range(10**15))
+
+
+def count_then_sleep(key, seconds):
+    """Count this run in the Redis key `key` as it starts, then sleep; return the count at the start."""
+    runs = _counter().incr(key)
+    time.sleep(seconds)
+    return runs
+
+
+def touch_then_sleep(folder, seconds):
+    """Create a file of this run in `folder` as it starts, sleep, then return the epoch time it ended."""
+    with open(os.path.join(folder, f"{os.getpid()}-{time.time()}"), "w"):
+        pass
+    time.sleep(seconds)
+    return time.time()
+
+
+def wait_for_file(path, timeout=60.0):
+    """Run until the file `path` exists (the test lets it finish), at most `timeout` seconds; True if it came."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

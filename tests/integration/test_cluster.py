@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import replace
 
+import psutil
 import pytest
 
 from django_q.brokers import get_broker
@@ -132,15 +133,20 @@ def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluste
     running = cluster(workers=1)
     sentinel = running.sentinel
     worker = sentinel.workers[0]
+    # Connected first, as a worker that asks for its replacement is: a replacement that reached
+    # the pusher before the worker it replaces would be taken for the worker.
+    assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid
     # A worker that already went (its pid is not the running one's), an index out of range, noise.
     os.write(sentinel.notice_w, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
     time.sleep(0.5)  # the sentinel reads the pipe as soon as it is written
     assert sentinel.spares == [None]
-    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())
+    before = {child.pid for child in psutil.Process().children()}
+    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())  # asked twice, in one read
     wait_until(lambda: sentinel.spares[0] is not None)
     spare = sentinel.spares[0]
     time.sleep(0.5)
-    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker  # asked twice, started once
+    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker
+    assert [c.pid for c in psutil.Process().children() if c.pid not in before] == [spare.pid]  # started once
     assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid  # the spare stands by
     running.stop()  # with a spare standing by
     assert not spare.is_alive() and spare.exitcode == 0
@@ -179,15 +185,23 @@ def test_graceful_stop_finishes_running_tasks(cluster):
 
 
 def test_graceful_stop_hands_back_unstarted_tasks(cluster):
+    """The stop comes while the one worker runs the first task: the five behind it never start.
+
+    A new cluster knows no run times yet, so it sends a worker one job at a time
+    and none of the five can be queued in the worker behind the first.
+    """
     running = cluster(workers=1, queue_limit=10)
-    first = async_task("tests.app.tasks.mark_then_sleep", "h0", 1.0, "first")
+    first = async_task("tests.app.tasks.mark_then_sleep", "h0", 2.0, "first")
     waiting = [async_task("tests.app.tasks.add", i, 0) for i in range(5)]
     wait_until(lambda: Hooked.objects.filter(task_id="h0").exists())
+    asked = time.time()
     running.stop()
-    assert result(first) == "first"
-    unstarted = [w for w in waiting if result(w) is None]
-    assert queue_size() == len(unstarted)
-    assert all(fetch(w).status == "queued" for w in unstarted)
+    done = fetch(first)
+    assert done.result == "first"
+    assert done.stopped.timestamp() > asked  # the stop came while the first task ran
+    assert [result(w) for w in waiting] == [None] * 5
+    assert queue_size() == 5
+    assert [fetch(w).status for w in waiting] == ["queued"] * 5
 
 
 def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
@@ -199,6 +213,29 @@ def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
     os.kill(worker.pid, signal.SIGKILL)
     assert result(task_id, wait=30_000) == "done"
     assert fetch(task_id).attempt_count >= 2
+
+
+@pytest.mark.slow
+def test_a_task_running_three_times_retry_is_delivered_once(cluster, queue_name, redis_client):
+    """The pusher renews a running task's lease, so a task that runs 3.5x `retry` is never handed out again.
+
+    Two workers: were the lease let lapse after 1 s, the idle one would be given the task a second time.
+    """
+    key = f"{queue_name}:runs"
+    cluster(workers=2, retry=1.0)
+    try:
+        task_id = async_task("tests.app.tasks.count_then_sleep", key, 3.5, hook="tests.app.tasks.record_hook")
+        task = fetch(task_id, wait=30_000)
+        assert (task.success, task.result, task.attempt_count) == (True, 1, 1)
+        wait_until(lambda: Hooked.objects.filter(task_id=task_id).exists())
+        wait_until(lambda: queue_size() == 0 and get_broker().leased() == 0)
+        time.sleep(1.5)  # a second delivery, had there been one, would have started by now
+        assert int(redis_client.get(key)) == 1  # ran once
+        assert Hooked.objects.filter(task_id=task_id).count() == 1  # its result was saved once
+        task = fetch(task_id)
+        assert (task.result, task.attempt_count) == (1, 1)
+    finally:
+        redis_client.delete(key)
 
 
 def test_signals_reach_cluster_processes(cluster, tmp_path):

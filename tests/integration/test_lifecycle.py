@@ -29,7 +29,7 @@ def status(task_id: str) -> str | None:
     return None if task is None else task.status
 
 
-def test_status_goes_queued_running_succeeded(cluster):
+def test_status_goes_queued_running_succeeded(cluster, q_cluster):
     task_id = async_task("tests.app.tasks.mark_then_sleep", "s1", 1.0, "slept")
     queued = fetch(task_id)
     assert (queued.status, queued.success, queued.started, queued.worker) == ("queued", None, None, None)
@@ -39,12 +39,12 @@ def test_status_goes_queued_running_succeeded(cluster):
     cluster(workers=1)
     wait_until(lambda: status(task_id) == "running")
     running = fetch(task_id)
-    assert running.cluster == running.cluster and running.worker and running.started is not None
+    assert running.cluster == q_cluster["name"] and running.worker and running.started is not None
     assert running.attempt_count == 1
 
     stored = fetch(task_id, wait=20_000)
     assert (stored.status, stored.success, stored.result) == ("success", True, "slept")
-    assert stored.worker == running.worker
+    assert stored.worker == running.worker and stored.cluster == q_cluster["name"]
     assert stored.enqueued <= stored.started <= stored.stopped
 
 

@@ -62,13 +62,14 @@ class TestExecute:
     def test_the_tasks_own_cluster_is_recorded(self):
         assert execute(make_task(cluster="other"), "d", 1, CONFIG).cluster == "other"
 
-    def test_a_failure_is_acked_when_ack_failures_is_on(self):
-        outcome = execute(make_task("tests.app.tasks.fail"), "d", 1, CONFIG)
-        assert (outcome.success, outcome.ack) == (False, True)
+    @pytest.mark.parametrize("ack_failures", [True, False])
+    def test_a_failure_is_acked_when_ack_failures_is_on_and_released_when_off(self, ack_failures):
+        config = Config(name="workers", ack_failures=ack_failures)
+        outcome = execute(make_task("tests.app.tasks.fail"), "d", 1, config)
+        assert (outcome.success, outcome.ack) == (False, ack_failures)
 
-    def test_a_failure_is_released_when_ack_failures_is_off(self):
-        config = Config(ack_failures=False)
-        assert execute(make_task("tests.app.tasks.fail"), "d", 1, config).ack is False
+    def test_ack_failures_is_on_by_default(self):
+        assert Config().ack_failures is True
 
     @pytest.mark.parametrize("ack_failure", [True, False])
     def test_the_tasks_ack_failure_wins_over_the_setting(self, ack_failure):
