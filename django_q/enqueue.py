@@ -76,43 +76,47 @@ def enqueue(
     the function or an argument cannot go to a worker.
     """
     config = config or get_config()
-    options = options or {}
-    unknown = options.keys() - OPTION_NAMES
-    if unknown:
-        raise TaskTypeError(f"unknown option(s): {', '.join(sorted(unknown))} (options: {', '.join(sorted(OPTION_NAMES))})")
+    # Most calls come without options, ids or names: those cost no checks.
+    if options:
+        unknown = options.keys() - OPTION_NAMES
+        if unknown:
+            raise TaskTypeError(
+                f"unknown option(s): {', '.join(sorted(unknown))} (options: {', '.join(sorted(OPTION_NAMES))})"
+            )
+        delay = delay_of(options)
+        sync, on_commit = options.get("sync"), options.get("on_commit")
+    else:
+        options, delay, sync, on_commit = {}, 0.0, None, None
     count = len(args)
-    ids = list(ids) if ids is not None else new_ids(count)
-    names = list(names) if names is not None else _names(ids, options.get("task_name"))
+    ids = new_ids(count) if ids is None else list(ids)
+    names = _names(ids, options.get("task_name")) if names is None else list(names)
     if len(ids) != count or len(names) != count:
         raise TaskTypeError(f"{count} tasks but {len(ids)} ids and {len(names)} names")
-    kwargs = dict(kwargs or {})
-    delay = delay_of(options)
+    kwargs = dict(kwargs) if kwargs else {}
     base = _shared_fields(func, options, fields, config)
     now = enqueued or time.time()
-    sync = options.get("sync")
     if sync if sync is not None else config.sync:
         if after is not None:
             after()
         for task in _packages(base, ids, names, args, kwargs, now):
             run_sync(task, config)
         return ids
-    more: dict[str, Any] = {"enqueued": now, **({"kwargs": kwargs} if kwargs else {})}
-    payloads = [_pack_copy(base, *call, config, more) for call in zip(ids, names, args, strict=True)]
+    # What the call's packages share, its time and keyword arguments included: each adds its id, name and args.
+    shared = {**base, "enqueued": now, "kwargs": kwargs} if kwargs else {**base, "enqueued": now}
+    payloads = _pack_all(shared, ids, names, args, config)
 
     def send() -> None:
         if signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
             for task in _packages(base, ids, names, args, kwargs, now):
                 signals.pre_enqueue.send(sender="django_q", task=task)
         broker = get_broker(base.get("cluster"), config)
-        priority = base.get("priority", 0)
         if count == 1:
-            broker.enqueue(payloads[0], priority, delay, ids[0])
+            broker.enqueue(payloads[0], base.get("priority", 0), delay, ids[0])
         elif count:
-            broker.enqueue_many(payloads, priority, delay, ids)
+            broker.enqueue_many(payloads, base.get("priority", 0), delay, ids)
         if after is not None:
             after()
 
-    on_commit = options.get("on_commit")
     if on_commit if on_commit is not None else config.on_commit:
         transaction.on_commit(send)
     else:
@@ -133,7 +137,7 @@ def _shared_fields(
 ) -> dict[str, Any]:
     """The checked package fields every task of the call shares (package.copy_fields of its template)."""
     global _plain_config
-    plain = not options and not fields and (isinstance(func, str) or inspect.isfunction(func))
+    plain = not options and not fields and (type(func) is str or inspect.isfunction(func))
     if plain:
         if _plain_config is not config or len(_plain) >= PLAIN_MAX:
             _plain.clear()
@@ -155,17 +159,28 @@ def _packages(
     return [replace(template, id=i, name=n, args=tuple(a)) for i, n, a in zip(ids, names, args, strict=True)]
 
 
-def _pack_copy(base: dict[str, Any], task_id: str, name: str, args: tuple, config: Config, more: dict) -> bytes:
+def _pack_all(
+    base: dict[str, Any], ids: list[str], names: list[str], args: Sequence[tuple], config: Config
+) -> list[bytes]:
+    """The signed payloads of a call's tasks, or a TaskTypeError naming the first that does not serialize."""
+    serializer, compress, limit = config.serializer, config.compress, config.package_limit
     try:
-        return pack_copy(base, task_id, name, tuple(args), config.serializer, config.compress, config.package_limit,
-                         **more)
+        return [pack_copy(base, i, n, a, serializer, compress, limit) for i, n, a in zip(ids, names, args)]
     except PackageTooLarge:
         raise
     except Exception as exc:
-        func = base["func"] if isinstance(base["func"], str) else callable_path(base["func"])
-        raise TaskTypeError(
-            f"task {name} ({func}) cannot be serialized with {config.serializer}: {type(exc).__name__}: {exc}"
-        ) from exc
+        failed: Exception = exc
+    name = names[0]
+    for task_id, name, task_args in zip(ids, names, args):  # find the one that failed, to name it
+        try:
+            pack_copy(base, task_id, name, task_args, serializer, compress, limit)
+        except Exception as exc:
+            failed = exc
+            break
+    func = base["func"] if isinstance(base["func"], str) else callable_path(base["func"])
+    raise TaskTypeError(
+        f"task {name} ({func}) cannot be serialized with {serializer}: {type(failed).__name__}: {failed}"
+    ) from failed
 
 
 def pack_task(task: TaskPackage, config: Config) -> bytes:
