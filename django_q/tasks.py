@@ -125,13 +125,24 @@ def _wait(get: Callable[[], Any], wait: int) -> Any:
     return value
 
 
+def _no_task(task_id: Any) -> bool:
+    """Whether `task_id` names no task (None); a TaskTypeError if it is not a task id or name at all."""
+    if task_id is None:
+        return True
+    if not isinstance(task_id, str):
+        raise TaskTypeError(f"task_id must be a task id or name (a str), got {type(task_id).__name__}: {task_id!r}")
+    return False
+
+
 def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
     """The Task of an id or name: the stored one once it finished, waiting up to `wait` ms for that.
 
     Before it finished, a task still in the broker of `cluster` is returned
     unsaved, with `status` queued or running (and `success` None); a task
-    that is nowhere gives None.
+    that is nowhere gives None, as does a task_id of None.
     """
+    if _no_task(task_id):
+        return None
     stored = _wait(lambda: Task.get_task(task_id), wait)
     if stored is not None:
         return stored
@@ -148,6 +159,8 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
     and is killed after Q_CLUSTER['cancel_grace'] seconds if it does not stop;
     the cluster then records it as cancelled. A cancelled task's hook is called.
     """
+    if _no_task(task_id):
+        return False
     config = get_config()
     done = get_broker(cluster, config).cancel(task_id)
     if done is None:
@@ -164,6 +177,8 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
 
 def result(task_id: str, wait: int = 0) -> Any:
     """The result of a task, or None until it ran; waits up to `wait` ms (-1: forever)."""
+    if _no_task(task_id):
+        return None
     task = _wait(lambda: Task.get_task(task_id), wait)
     return task.result if task is not None else None
 

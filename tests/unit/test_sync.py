@@ -331,3 +331,22 @@ def test_sync_mode_looks_a_task_up_each_time_so_that_a_mock_patch_holds(monkeypa
     assert result(async_task("tests.app.tasks.add", 2, 3, sync=True)) == 5
     monkeypatch.setattr("tests.app.tasks.add", lambda a, b: a * b)
     assert result(async_task("tests.app.tasks.add", 2, 3, sync=True)) == 6
+
+
+@sync_db
+class TestNoTask:
+    def test_none_names_no_task(self):
+        assert result(None) is None and result(None, wait=-1) is None
+        assert fetch(None) is None
+        from django_q.tasks import cancel
+
+        assert cancel(None) is False
+
+    @pytest.mark.parametrize("bad", [42, b"abc", ["x"]])
+    def test_anything_else_but_a_str_is_refused_by_name(self, bad):
+        from django_q.exceptions import TaskTypeError
+        from django_q.tasks import cancel
+
+        for call in (result, fetch, cancel):
+            with pytest.raises(TaskTypeError, match="task_id must be a task id or name"):
+                call(bad)
