@@ -178,9 +178,11 @@ def _pack_all(
             failed = exc
             break
     func = base["func"] if isinstance(base["func"], str) else callable_path(base["func"])
-    raise TaskTypeError(
-        f"task {name} ({func}) cannot be serialized with {serializer}: {type(failed).__name__}: {failed}"
-    ) from failed
+    raise _unserializable(name, func, serializer, failed) from failed
+
+
+def _unserializable(name: str, func: str, serializer: str, exc: Exception) -> TaskTypeError:
+    return TaskTypeError(f"task {name} ({func}) cannot be serialized with {serializer}: {type(exc).__name__}: {exc}")
 
 
 def pack_task(task: TaskPackage, config: Config) -> bytes:
@@ -190,10 +192,7 @@ def pack_task(task: TaskPackage, config: Config) -> bytes:
     except PackageTooLarge:
         raise
     except Exception as exc:
-        raise TaskTypeError(
-            f"task {task.name} ({task.func_name}) cannot be serialized with {config.serializer}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _unserializable(task.name, task.func_name, config.serializer, exc) from exc
 
 
 def run_sync(task: TaskPackage, config: Config) -> None:

@@ -1,6 +1,6 @@
-"""The pusher's decisions, stepped by hand: fake worker connections, an in-memory broker, a clock of our own.
+"""The pusher's decisions, stepped by hand (tests/unit/pusher_rig.py): no process is forked and nothing sleeps.
 
-No process is forked and nothing sleeps. A `Rig` builds a Pusher that was
+A `Rig` builds a Pusher that was
 never started (no socket, no thread), connects fake workers and a fake
 monitor, fills the buffer with `fetch()` and calls `Pusher.step()` with the
 connections that have something to read, as `Pusher.wait()` would. The lease
@@ -11,184 +11,22 @@ rig's clock.
 
 from __future__ import annotations
 
-import itertools
-import os
-import pickle
 import signal
 import threading
-from collections import deque
 
 import pytest
 
 from django_q.brokers.base import LEASED
 from django_q.brokers.memory import MemoryBroker, reset
-from django_q.cluster.channels import STATE_LAYOUT, cancel_path, decode_cancels, state_path
+from django_q.cluster.channels import cancel_path, decode_cancels
 from django_q.cluster.leases import CANCEL_POLL
-from django_q.cluster.messages import STOP, Batch, Hello, Job, Outcome, Role, Saved
+from django_q.cluster.messages import STOP, Batch, Hello, Outcome, Role, Saved
 from django_q.cluster.pusher import Pusher
-from django_q.cluster.runstate import RunState
-from django_q.cluster.unsaved import MONITOR_LINGER
 from django_q.conf import Config
 from django_q.outcomes import DeadLetterNote
 from django_q.package import TaskPackage, pack, sign
 
-QUEUE = "pusher-unit"
-SHORT = 0.0019  # seconds: a short task's run time; 0.02 s of work is 10 of them
-LEASE = 30.0
-
-
-class Clock:
-    """Monotonic seconds for the pusher and its leases, and epoch seconds for the broker: one fake time."""
-
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeConn:
-    """The pusher's end of a connection: what it sends is kept (unpickled), what it reads is queued."""
-
-    def __init__(self) -> None:
-        self.inbox: deque[object] = deque()
-        self.sent: list[object] = []
-        self.eof = False  # the other end closed: recv raises EOFError once the inbox is read
-        self.closed = False
-
-    def send_bytes(self, data: bytes) -> None:
-        if self.eof:
-            raise BrokenPipeError("the other end is gone")
-        self.sent.append(pickle.loads(data))
-
-    def recv(self) -> object:
-        if self.inbox:
-            return self.inbox.popleft()
-        raise EOFError
-
-    def close(self) -> None:
-        self.closed = True
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.inbox) or self.eof
-
-    def messages(self) -> list[object]:
-        """Everything received, batches unpacked, in order."""
-        return [m for sent in self.sent for m in (sent.messages if type(sent) is Batch else (sent,))]
-
-
-class WorkerConn(FakeConn):
-    """A worker's connection: what it said since the pusher last read comes as one message, as send_many sends it."""
-
-    def recv(self) -> object:
-        if len(self.inbox) > 1:
-            said = Batch(tuple(self.inbox))
-            self.inbox.clear()
-            return said
-        return super().recv()
-
-
-class FakeWorker:
-    """A worker process as the pusher sees it: a connection and a state file."""
-
-    def __init__(self, rig: Rig, pid: int, index: int) -> None:
-        self.rig, self.pid, self.index = rig, pid, index
-        self.conn = WorkerConn()
-        self.state = RunState(state_path(rig.folder, pid), writer=True)
-        self.taken = 0
-
-    def jobs(self) -> list[Job]:
-        return [m for m in self.conn.messages() if isinstance(m, Job)]
-
-    def write_state(self, running: str | None, timeout: float | None) -> None:
-        raw = running.encode() if running else b""
-        started = (self.rig.clock.now, self.rig.clock.now) if running else (0.0, 0.0)
-        STATE_LAYOUT.pack_into(self.state.map, 0, 0, self.taken, *started, timeout or 0.0, len(raw), raw)
-
-    def start(self, job: Job, timeout: float | None = None) -> None:
-        """Take `job` from the queue and run it (as written to the state file)."""
-        self.taken += 1
-        self.write_state(job.delivery_id, timeout)
-
-    def finish(self, job: Job, took: float = 0.5, success: bool = True) -> Outcome:
-        """End `job` and say so to the pusher."""
-        self.write_state(None, None)
-        now = self.rig.clock.now
-        outcome = Outcome(job.delivery_id, task_of(job), success, 3, now - took, now, job.attempts, QUEUE)
-        self.conn.inbox.append(outcome)
-        return outcome
-
-    def run(self, job: Job, took: float = 0.5) -> Outcome:
-        self.start(job)
-        return self.finish(job, took)
-
-    def die(self) -> None:
-        self.conn.eof = True
-
-
-def task_of(job: Job) -> TaskPackage:
-    from django_q.package import unpack
-
-    return unpack(job.payload, 1 << 24, verified=True)
-
-
-class Rig:
-    """A pusher that was never started, its broker, its workers, its monitor, and the signals it sent."""
-
-    def __init__(self, folder: str, **options) -> None:
-        self.folder = folder
-        self.clock = Clock()
-        self.broker = MemoryBroker(QUEUE, LEASE, clock=self.clock)
-        self.config = Config(**{"name": QUEUE, "workers": 2, "retry": LEASE, "queue_limit": 100, **options})
-        self.signals: list[tuple[int, int]] = []
-        self.pusher = Pusher(self.config, os.path.join(folder, "pusher.sock"), broker=self.broker, clock=self.clock,
-                             kill=lambda pid, signum: self.signals.append((pid, signum)))
-        self.workers: list[FakeWorker] = []
-        self.task_ids = itertools.count(1)
-        self.monitor = FakeConn()
-        self.pusher.newcomers.append((self.monitor, Hello(Role.MONITOR, 999)))
-
-    def worker(self, index: int | None = None) -> FakeWorker:
-        index = len(self.workers) if index is None else index
-        worker = FakeWorker(self, 1000 + len(self.workers), index)
-        self.workers.append(worker)
-        self.pusher.newcomers.append((worker.conn, Hello(Role.WORKER, worker.pid, index)))
-        return worker
-
-    def enqueue(self, count: int = 1, **fields) -> list[str]:
-        """Signed packages of `count` tasks, keyed by their task ids; returns the task ids."""
-        ids = [f"{next(self.task_ids):032x}" for _ in range(count)]
-        for task_id in ids:
-            task = TaskPackage(id=task_id, name=f"t{task_id[-4:]}", func="math.floor", args=(1.5,), **fields)
-            self.broker.enqueue(pack(task), key=task_id)
-        return ids
-
-    def fetch(self) -> None:
-        self.pusher.fetcher.fetch(self.broker, self.pusher.fetcher.room_left(), wait=0)
-
-    def step(self) -> None:
-        """One pass of the loop, given the connections `wait()` would return."""
-        conns = [*self.pusher.slots, *([self.pusher.monitor] if self.pusher.monitor else [])]
-        self.pusher.step([conn for conn in conns if conn.ready])
-
-    def to_monitor(self) -> list[object]:
-        """Step, and step again past the monitor's linger; what the monitor got so far."""
-        self.step()
-        self.clock.advance(MONITOR_LINGER * 2)
-        self.step()
-        return self.monitor.messages()
-
-    def leases(self, advance: float = 0.0) -> None:
-        self.clock.advance(advance)
-        self.pusher.leases.step(self.broker, self.clock.now)
-
-    def other_cluster_gets(self) -> list[str]:
-        """What a second cluster on the queue would be handed now."""
-        return [d.id for d in MemoryBroker(QUEUE, LEASE, clock=self.clock).dequeue(100, 0)]
+from .pusher_rig import LEASE, QUEUE, SHORT, FakeConn, Rig, task_of
 
 
 @pytest.fixture
@@ -250,11 +88,7 @@ class TestDispatch:
 
     def test_short_tasks_go_several_to_a_message_and_are_topped_up_at_half(self, rig):
         worker = rig.worker()
-        rig.enqueue(60)
-        rig.fetch()
-        rig.step()
-        worker.run(worker.jobs()[0], took=SHORT)  # run times known: 10 jobs a worker
-        rig.step()
+        rig.warm(worker, 60)  # run times known: 10 jobs a worker
         assert len(worker.conn.sent) == 2 and type(worker.conn.sent[1]) is Batch
         assert len(worker.conn.sent[1].messages) == 10
         assert rig.pusher.fetcher.prefetch == 2 * 10
@@ -356,11 +190,7 @@ class TestCancel:
 
     def test_a_job_waiting_in_a_worker_is_named_in_its_cancel_file(self, rig):
         worker = rig.worker()
-        rig.enqueue(30)
-        rig.fetch()
-        rig.step()
-        worker.run(worker.jobs()[0], took=SHORT)
-        rig.step()
+        rig.warm(worker)
         waiting = worker.jobs()[3]
         self.cancel_request(rig, task_of(waiting).id)
         rig.step()
@@ -517,11 +347,7 @@ class TestStopAndLoss:
 
     def test_jobs_a_dead_worker_never_took_go_to_another_worker_first(self, rig):
         first = rig.worker()
-        rig.enqueue(30)
-        rig.fetch()
-        rig.step()
-        first.run(first.jobs()[0], took=SHORT)
-        rig.step()
+        rig.warm(first)
         held = first.jobs()[1:]
         first.start(held[0])
         first.die()
