@@ -19,7 +19,6 @@ import json
 import operator
 import pickle
 import zlib
-from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -188,23 +187,6 @@ def pack_copy(
     if more:
         fields.update(more)
     return _pack_fields(fields, name, serializer, compress, limit)
-
-
-def pack_many(
-    template: TaskPackage,
-    ids: Sequence[str],
-    names: Sequence[str],
-    args: Sequence[tuple],
-    serializer: str = "pickle",
-    compress: bool = False,
-    limit: int | None = None,
-) -> list[bytes]:
-    """pack() of copies of `template` that differ only in id, name and args, without making the copies."""
-    base = copy_fields(template)
-    return [
-        pack_copy(base, task_id, name, task_args, serializer, compress, limit)
-        for task_id, name, task_args in zip(ids, names, args, strict=True)
-    ]
 
 
 def _pack_fields(fields: dict[str, Any], name: str, serializer: str, compress: bool, limit: int | None) -> bytes:

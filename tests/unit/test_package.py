@@ -16,7 +16,8 @@ from django_q.package import (
     TaskPackage,
     callable_path,
     pack,
-    pack_many,
+    copy_fields,
+    pack_copy,
     sign,
     unpack,
     verify,
@@ -88,7 +89,7 @@ class TestRoundTrip:
         assert pack(make_task()).startswith(MAGIC)
 
 
-class TestPackMany:
+class TestPackCopy:
     @pytest.mark.parametrize("compress", [False, True])
     @pytest.mark.parametrize("serializer", ["pickle", "json"])
     def test_each_package_is_the_template_with_its_own_id_name_and_args(self, serializer, compress):
@@ -96,14 +97,16 @@ class TestPackMany:
         ids = ["a" * 32, "b" * 32, "c" * 32]
         names = ["first-one", "second-one", "third-one"]
         args = [(1,), (), ("x", [2, 3])]
-        packed = pack_many(template, ids, names, args, serializer, compress)
+        base = copy_fields(template)
+        packed = [pack_copy(base, i, n, a, serializer, compress) for i, n, a in zip(ids, names, args)]
         expected = [make_task(id=i, name=n, args=a) for i, n, a in zip(ids, names, args)]
         assert [unpack(data, LIMIT) for data in packed] == expected
 
     def test_a_package_over_the_limit_is_refused_by_name(self):
         template = make_task(id="", name="")
         with pytest.raises(PackageTooLarge, match="big-one"):
-            pack_many(template, ["a" * 32, "b" * 32], ["small-one", "big-one"], [(1,), ("x" * 5000,)], limit=2000)
+            for task_id, name, task_args in (("a" * 32, "small-one", (1,)), ("b" * 32, "big-one", ("x" * 5000,))):
+                pack_copy(copy_fields(template), task_id, name, task_args, limit=2000)
 
 
 class TestSignature:
