@@ -91,7 +91,7 @@ def test_a_task_that_ignores_cancel_is_killed_after_the_grace_period(cluster):
     running = cluster(workers=1, cancel_grace=0.5)
     task_id = async_task("tests.app.tasks.stubborn", "c2", 60)
     wait_until(lambda: status(task_id) == "running")
-    pid = running.sentinel.workers[0].pid
+    pid = running.view().workers[0].pid
     assert cancel(task_id) is True
     task = fetch(task_id, wait=20_000)
     assert task.status == "cancelled"
