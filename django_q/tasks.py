@@ -134,21 +134,22 @@ def _no_task(task_id: Any) -> bool:
     return False
 
 
-def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
-    """The Task of an id or name: the stored one once it finished, waiting up to `wait` ms for that.
+def fetch(task_id: str, wait: int = 0, in_flight: bool = False, cluster: str | None = None) -> Any:
+    """The stored Task of an id or name once it finished, else None; waits up to `wait` ms (-1: forever).
 
-    Before it finished, a task still in the broker of `cluster` is returned
-    unsaved, with `status` queued or running (and `success` None); a task
-    that is nowhere gives None, as does a task_id of None.
+    As in django-q, a task that has not finished gives None. With
+    `in_flight`, a task still in the broker of `cluster` (the configured one
+    by default) is returned too: an unsaved Task with `status` queued or
+    running, `success` None and no result. A task_id of None gives None.
     """
     if _no_task(task_id):
         return None
     stored = _wait(lambda: Task.get_task(task_id), wait)
-    if stored is not None:
+    if stored is not None or not in_flight:
         return stored
-    in_flight = find(task_id, cluster)
+    pending = find(task_id, cluster)
     # It may have finished between the two reads.
-    return in_flight if in_flight is not None else Task.get_task(task_id)
+    return pending if pending is not None else Task.get_task(task_id)
 
 
 def cancel(task_id: str, cluster: str | None = None) -> bool:
