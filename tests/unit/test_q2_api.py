@@ -38,3 +38,32 @@ class TestFetch:
     def test_an_unknown_task_is_none_either_way(self, queue):
         assert fetch("0" * 32) is None and fetch("0" * 32, in_flight=True) is None
 
+
+class TestHumanhash:
+    def test_humanize_folds_the_digest_as_django_q2_does(self):
+        from django_q.humanhash import HumanHasher
+
+        hasher = HumanHasher([f"w{i}" for i in range(256)])
+        # django-q2's documented example folds these 11 bytes to 205, 128, 156, 96.
+        assert hasher.humanize("60ad8d0d871b6095808297") == "w205-w128-w156-w96"
+        assert hasher.humanize("60ad8d0d871b6095808297", words=2, separator=" ") == "w202 w123"  # 96^173^141^13^135, 27^96^149^128^130^151
+        assert HumanHasher.compress([96, 173, 141, 13, 135, 27, 96, 149, 128, 130, 151], 4) == [205, 128, 156, 96]
+
+    def test_module_functions_use_the_default_words(self):
+        from django_q import humanhash
+        from django_q.names import WORDS
+
+        assert humanhash.humanize("00ff0102") == "-".join(WORDS[b] for b in (0, 255, 1, 2))
+        words, digest = humanhash.uuid()
+        assert len(digest) == 32 and words == humanhash.humanize(digest)
+        assert len(humanhash.uuid(words=2)[0].split("-")) == 2
+
+    def test_bad_input_is_named(self):
+        from django_q.humanhash import HumanHasher, humanize
+
+        with pytest.raises(ValueError, match="exactly 256 words, got 3"):
+            HumanHasher(["a", "b", "c"])
+        with pytest.raises(ValueError, match="hex digest, got 'not hex!'"):
+            humanize("not hex!")
+        with pytest.raises(ValueError, match="at least 4 input bytes, got 2"):
+            humanize("abcd")
