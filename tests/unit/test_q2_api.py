@@ -4,8 +4,25 @@ async_task's options, cached results, humanhash and the signals' arguments."""
 import pytest
 
 from django_q.brokers import get_broker
+from django_q.exceptions import TaskTypeError
 from django_q.models import Task
-from django_q.tasks import async_task, fetch
+from django_q.names import new_id
+from django_q.tasks import (
+    async_task,
+    count_group,
+    count_group_cached,
+    delete_cached,
+    delete_group_cached,
+    fetch,
+    fetch_cached,
+    fetch_group_cached,
+    queue_size,
+    result,
+    result_cached,
+    result_group,
+    result_group_cached,
+)
+from tests.app.tasks import add, fail
 
 sync_db = pytest.mark.django_db(transaction=True)
 
@@ -67,3 +84,96 @@ class TestHumanhash:
             humanize("not hex!")
         with pytest.raises(ValueError, match="at least 4 input bytes, got 2"):
             humanize("abcd")
+
+
+@sync_db
+class TestAsyncTaskOptions:
+    def test_broker_is_reused_not_taken_for_a_task_argument(self, queue, queue_name):
+        other = get_broker(f"{queue_name}b")
+        try:
+            task_id = async_task("tests.app.tasks.add", 1, 2, broker=other)
+            assert queue_size(broker=other) == 1 and queue_size(other) == 1 and queue_size() == 0
+            assert other.lookup(task_id) is not None
+        finally:
+            other.purge()
+
+    def test_broker_that_is_no_broker_is_named(self, queue):
+        with pytest.raises(TaskTypeError, match="broker must be a broker such as get_broker\\(\\) returns, got str"):
+            async_task("tests.app.tasks.add", 1, 2, broker="redis")
+
+    def test_q_options_leave_broker_to_the_task(self, queue):
+        task_id = async_task("tests.app.tasks.echo_kwargs", broker="mine", cached=1, q_options={"sync": True})
+        assert result(task_id) == {"broker": "mine", "cached": 1}
+
+    def test_chain_option_runs_the_links_after_the_task(self, queue):
+        async_task(add, 1, 2, group="chained", chain=[(add, (3, 4)), ("tests.app.tasks.add", (5, 6))], sync=True)
+        assert result_group("chained") == [3, 7, 11]
+
+    def test_iter_count_folds_parts_into_the_group_id(self, queue):
+        group = new_id()
+        async_task(add, 1, 1, group=group, iter_count=2, sync=True)
+        assert result(group) is None  # one part of two
+        async_task(add, 2, 2, group=group, iter_count=2, sync=True)
+        assert sorted(result(group)) == [2, 4]
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"cached": -1}, "cached must be True, False or a whole number of seconds > 0, got -1"),
+            ({"iter_cached": "yes"}, "iter_cached must be True, False or a whole number of seconds > 0, got 'yes'"),
+            ({"iter_count": 2}, "iter_count needs a group"),
+            ({"iter_count": 0, "group": "g"}, "iter_count must be a whole number > 0, got 0"),
+            ({"chain": "tests.app.tasks.add"}, "chain must be a list of \\(func, args, kwargs\\), got str"),
+        ],
+    )
+    def test_bad_options_are_named(self, queue, options, message):
+        with pytest.raises(TaskTypeError, match=message):
+            async_task(add, 1, 2, **options)
+
+
+@sync_db
+class TestCached:
+    def test_a_cached_result_is_in_the_cache_not_the_database(self, queue):
+        task_id = async_task(add, 1, 2, cached=True, sync=True)
+        assert fetch(task_id) is None and result(task_id) is None  # the database has nothing
+        assert result_cached(task_id) == 3 and result(task_id, cached=True) == 3
+        task = fetch_cached(task_id)
+        assert (task.id, task.result, task.success, task.func) == (task_id, 3, True, "tests.app.tasks.add")
+        assert fetch(task_id, cached=True).result == 3
+        assert delete_cached(task_id) is True
+        assert result_cached(task_id) is None and delete_cached(task_id) is False
+
+    def test_a_failure_is_cached_too(self, queue):
+        task_id = async_task(fail, cached=60, sync=True)
+        assert fetch_cached(task_id).success is False and "boom" in result_cached(task_id)
+
+    def test_q_cluster_cached_makes_every_result_cached(self, q_cluster, queue_name):
+        q_cluster(name=queue_name, cached=True, sync=True)
+        task_id = async_task(add, 2, 3)
+        assert result(task_id) == 5 and fetch(task_id).result == 5  # read from the cache
+        assert result(task_id, cached=False) is None
+
+    def test_groups_in_the_cache(self, queue):
+        ids = [async_task(add, i, i, group="cg", cached=True, sync=True) for i in range(3)]
+        async_task(fail, group="cg", cached=True, sync=True)
+        assert result_group_cached("cg") == [0, 2, 4]
+        assert len(result_group_cached("cg", failures=True)) == 4
+        assert [t.id for t in fetch_group_cached("cg", failures=False)] == ids
+        assert count_group_cached("cg") == 3 and count_group_cached("cg", failures=True) == 1
+        assert result_group("cg", cached=True) == [0, 2, 4] and count_group("cg", cached=True) == 3
+        assert result_group_cached("cg", count=5) is None  # fewer than 5
+        delete_group_cached("cg")
+        assert result_group_cached("cg") is None and result_cached(ids[0]) is None
+
+    def test_the_cache_of_another_queue_is_read_through_its_broker(self, queue, queue_name):
+        task_id = async_task(add, 1, 1, cached=True, sync=True, cluster=f"{queue_name}x")
+        assert result_cached(task_id) is None
+        assert result_cached(task_id, broker=get_broker(f"{queue_name}x")) == 2
+
+    def test_a_cached_success_is_not_replaced_by_a_failure(self, queue):
+        from django_q.cached import store
+        from django_q.conf import get_config
+
+        task_id = async_task(add, 1, 1, cached=True, sync=True)
+        assert store(get_config(), get_config().name, {"id": task_id, "success": False, "result": "x"}, True) is False
+        assert result_cached(task_id) == 2
