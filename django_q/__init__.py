@@ -31,6 +31,10 @@ _TASK_API = frozenset(
         "fetch_group_cached",
         "count_group_cached",
         "delete_group_cached",
+        "AsyncTask",
+        "Async",
+        "Iter",
+        "Chain",
     }
 )
 

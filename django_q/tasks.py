@@ -1,7 +1,8 @@
 """The public task API: enqueue work for the cluster and read what it stored.
 
 A thin façade: every enqueue goes through `django_q.enqueue.enqueue`, every
-read through `django_q.results` (re-exported here).
+read through `django_q.results` (re-exported here). The classes `AsyncTask`
+(alias `Async`), `Iter` and `Chain` are django-q2's, on top of the same calls.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .results import (
 )
 
 __all__ = [
-    "async_chain", "async_iter", "async_many", "async_task", "cancel",
+    "Async", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_many", "async_task", "cancel",
     "count_group", "count_group_cached", "delete_cached", "delete_group", "delete_group_cached", "fetch",
     "fetch_cached", "fetch_group", "fetch_group_cached", "queue_size", "result", "result_cached", "result_group",
     "result_group_cached", "schedule",
@@ -210,3 +211,176 @@ def schedule(
     sched.save()
     return sched
 
+
+# --- django-q2's classes ---
+
+
+def _default_cached(cached: bool | int | None) -> bool | int:
+    return get_config().cached if cached is None else cached
+
+
+class AsyncTask:
+    """One task to run, built first and sent by `run()`: django-q2's class API over async_task.
+
+    The keyword arguments are those of async_task (options included, or in
+    `q_options`); `broker`, `sync`, `save`, `hook`, `group` and `cached` can
+    be read and set as attributes until it runs again.
+    """
+
+    def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
+        self.id = ""
+        self.started = False
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+
+    def _get_option(self, key: str, default: Any = None) -> Any:
+        options = self.kwargs["q_options"] if "q_options" in self.kwargs else self.kwargs
+        return options.get(key, default)
+
+    def _set_option(self, key: str, value: Any) -> None:
+        options = self.kwargs["q_options"] if "q_options" in self.kwargs else self.kwargs
+        options[key] = value
+        self.started = False
+
+    broker = property(lambda self: self._get_option("broker"), lambda self, v: self._set_option("broker", v))
+    sync = property(lambda self: self._get_option("sync"), lambda self, v: self._set_option("sync", v))
+    save = property(lambda self: self._get_option("save"), lambda self, v: self._set_option("save", v))
+    hook = property(lambda self: self._get_option("hook"), lambda self, v: self._set_option("hook", v))
+    group = property(lambda self: self._get_option("group"), lambda self, v: self._set_option("group", v))
+    cached = property(
+        lambda self: self._get_option("cached", get_config().cached), lambda self, v: self._set_option("cached", v)
+    )
+
+    def run(self) -> str:
+        """Enqueue the task; its id."""
+        self.id = async_task(self.func, *self.args, **self.kwargs)
+        self.started = True
+        return self.id
+
+    def result(self, wait: int = 0) -> Any:
+        """Its result once it ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: int = 0) -> Any:
+        """Its stored Task once it ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def result_group(self, failures: bool = False, wait: int = 0, count: int | None = None) -> list | None:
+        """The results of its group (see result_group); None without a group or before `run()`."""
+        if self.started and self.group:
+            return result_group(self.group, failures=failures, wait=wait, count=count, cached=self.cached)
+        return None
+
+    def fetch_group(self, failures: bool = True, wait: int = 0, count: int | None = None) -> list | None:
+        """The Tasks of its group (see fetch_group); None without a group or before `run()`."""
+        if self.started and self.group:
+            return fetch_group(self.group, failures=failures, wait=wait, count=count, cached=self.cached)
+        return None
+
+
+Async = AsyncTask  # django-q's name
+
+
+class Iter:
+    """One task per set of arguments, their results one list: django-q2's class API over async_iter."""
+
+    def __init__(self, func: Callable | str | None = None, args: list | None = None, kwargs: dict | None = None,
+                 cached: bool | int | None = None, sync: bool | None = None,
+                 broker: QueueBackend | None = None) -> None:
+        self.func = func
+        self.args = args or []
+        self.kwargs = kwargs or {}  # options of async_iter
+        self.id = ""
+        self.broker = broker or get_broker()
+        self.cached = _default_cached(cached)
+        self.sync = sync
+        self.started = False
+
+    def append(self, *args: Any) -> int:
+        """Add a set of arguments (one task); the number of sets."""
+        self.args.append(args)
+        self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        """Enqueue a task per set of arguments; the id the list of results is saved under."""
+        if self.func is None:
+            raise TaskTypeError("Iter.run() needs a func: Iter(func, args)")
+        options = {**self.kwargs, "cached": self.cached, "sync": self.sync, "broker": self.broker}
+        self.id = async_iter(self.func, self.args, **options)
+        self.started = True
+        return self.id
+
+    def result(self, wait: int = 0) -> list | None:
+        """The list of results once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: int = 0) -> Any:
+        """The Task holding the list of results (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def length(self) -> int:
+        """How many sets of arguments (tasks) there are."""
+        return len(self.args)
+
+
+class Chain:
+    """Tasks that run one after another in one group: django-q2's class API over async_chain."""
+
+    def __init__(self, chain: list | None = None, group: str | None = None, cached: bool | int | None = None,
+                 sync: bool | None = None, broker: QueueBackend | None = None) -> None:
+        self.chain = chain or []
+        self.group = group or ""
+        self.broker = broker or get_broker()
+        self.cached = _default_cached(cached)
+        self.sync = sync
+        self.started = False
+
+    def append(self, func: Callable | str, *args: Any, **kwargs: Any) -> int:
+        """Add a task (arguments and options as async_task's); after a run, its group's results are let go first.
+
+        Returns the length of the chain.
+        """
+        self.chain.append((func, args, kwargs))
+        if self.started:
+            delete_group(self.group, cached=self.cached)
+            self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        """Enqueue the first task (each finished one enqueues the next); the group of their results."""
+        self.group = async_chain(self.chain[:], group=self.group, cached=self.cached, sync=self.sync,
+                                 broker=self.broker)
+        self.started = True
+        return self.group
+
+    def result(self, wait: int = 0) -> list | None:
+        """The results once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result_group(self.group, wait=wait, count=self.length(), cached=self.cached)
+        return None
+
+    def fetch(self, failures: bool = True, wait: int = 0) -> list | None:
+        """The Tasks once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch_group(self.group, failures=failures, wait=wait, count=self.length(), cached=self.cached)
+        return None
+
+    def current(self) -> int | None:
+        """How many tasks of the chain succeeded so far; None before `run()`."""
+        if not self.started:
+            return None
+        return count_group(self.group, cached=self.cached)
+
+    def length(self) -> int:
+        """How many tasks the chain has."""
+        return len(self.chain)

@@ -8,6 +8,10 @@ from django_q.exceptions import TaskTypeError
 from django_q.models import Task
 from django_q.names import new_id
 from django_q.tasks import (
+    Async,
+    AsyncTask,
+    Chain,
+    Iter,
     async_task,
     count_group,
     count_group_cached,
@@ -22,6 +26,7 @@ from django_q.tasks import (
     result_group,
     result_group_cached,
 )
+from tests.app.models import Hooked
 from tests.app.tasks import add, fail
 
 sync_db = pytest.mark.django_db(transaction=True)
@@ -129,6 +134,76 @@ class TestAsyncTaskOptions:
     def test_bad_options_are_named(self, queue, options, message):
         with pytest.raises(TaskTypeError, match=message):
             async_task(add, 1, 2, **options)
+
+
+@sync_db
+class TestClassApi:
+    def test_async_task_runs_and_reads_its_result(self, queue):
+        task = AsyncTask("tests.app.tasks.add", 1, 2, sync=True)
+        assert Async is AsyncTask
+        assert (task.result(), task.fetch(), task.started) == (None, None, False)  # not run yet
+        task_id = task.run()
+        assert task.started and task.id == task_id
+        assert task.result() == 3 and task.fetch().id == task_id and task.fetch().success
+        assert task.result_group() is None  # no group
+
+    def test_async_task_options_are_attributes(self, queue):
+        task = AsyncTask(add, 2, 3, q_options={"sync": True})
+        assert (task.sync, task.group, task.hook, task.save, task.broker, task.cached) == (True, None, None, None,
+                                                                                          None, False)
+        task.group, task.hook = "pair", "tests.app.tasks.record_hook"
+        assert task.kwargs["q_options"]["group"] == "pair"
+        task.run()
+        task.run()
+        assert task.result_group() == [5, 5] and len(task.fetch_group()) == 2
+        assert Hooked.objects.filter(task_id=task.id).exists()
+        task.save = False
+        assert not task.started  # a changed option waits for the next run()
+
+    def test_async_task_with_cached(self, queue):
+        task = AsyncTask(add, 4, 4, sync=True)
+        task.cached = True
+        task.run()
+        assert task.result() == 8 and task.fetch().result == 8
+        assert not Task.objects.filter(id=task.id).exists()
+
+    def test_iter_collects_the_results(self, queue):
+        it = Iter("tests.app.tasks.add", sync=True)
+        assert it.append(1, 2) == 1 and it.append(3, 4) == 2 and it.length() == 2
+        assert it.result() is None and it.fetch() is None
+        parent = it.run()
+        assert it.started and parent == it.id
+        assert it.result() == [3, 7] and it.fetch().result == [3, 7]
+        it.append(5, 6)
+        assert not it.started
+
+    def test_iter_cached_keeps_the_list_in_the_cache(self, queue):
+        it = Iter(add, args=[(1, 1), (2, 2)], cached=True, sync=True)
+        parent = it.run()
+        assert it.result() == [2, 4] and result_cached(parent) == [2, 4]
+        assert not Task.objects.filter(id=parent).exists() and not Task.objects.filter(parent=parent).exists()
+
+    def test_chain_runs_in_order(self, queue):
+        chain = Chain(sync=True)
+        assert chain.current() is None and chain.result() is None
+        assert chain.append(add, 1, 2) == 1
+        assert chain.append("tests.app.tasks.add", 3, 4) == 2
+        group = chain.run()
+        assert chain.group == group and chain.length() == 2
+        assert chain.result() == [3, 7] and chain.current() == 2
+        assert [t.result for t in chain.fetch()] == [3, 7]
+        chain.append(add, 5, 6)  # after a run: its results are let go, the next run starts afresh
+        assert not chain.started and count_group(group) == 0
+        chain.run()
+        assert chain.result() == [3, 7, 11]
+
+    def test_chain_of_a_group_of_ones_own(self, queue):
+        chain = Chain([(add, (1, 1))], group="mine", sync=True)
+        assert chain.run() == "mine" and chain.result() == [2]
+
+    def test_iter_without_func_is_named(self, queue):
+        with pytest.raises(TaskTypeError, match="needs a func"):
+            Iter(sync=True).run()
 
 
 @sync_db
