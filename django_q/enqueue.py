@@ -111,7 +111,7 @@ def enqueue(
     def send() -> None:
         if signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
             for task in _packages(base, ids, names, args, kwargs, now):
-                signals.pre_enqueue.send(sender="django_q", task=task)
+                signals.pre_enqueue.send(sender="django_q", task=signals.package_info(task))
         to = broker or get_broker(base.get("cluster"), config)
         if count == 1:
             to.enqueue(payloads[0], base.get("priority", 0), delay, ids[0])
@@ -210,7 +210,8 @@ def run_sync(task: TaskPackage, config: Config) -> None:
 
     A retry policy runs it again at once (no delay is waited out in this process).
     """
-    signals.pre_enqueue.send(sender="django_q", task=task)
+    if signals.pre_enqueue.has_listeners("django_q"):
+        signals.pre_enqueue.send(sender="django_q", task=signals.package_info(task, sync=True))
     payload = pack_task(task, config)
     attempt = 1
     while True:

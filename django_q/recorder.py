@@ -278,7 +278,8 @@ class Recorder:
                 resolve(hook)(row)
             except Exception:
                 logger.exception("hook %s of task %s (%s) failed", hook, row.name, row.id)
-        signals.post_execute.send(sender="django_q", task=row)
+        if signals.post_execute.has_listeners("django_q"):
+            signals.post_execute.send(sender="django_q", task=signals.row_info(row))
 
     def _continue_chain(self, task: TaskPackage) -> None:
         if self.chain is None:

@@ -93,7 +93,8 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) ->
     _running = delivery_id
     try:
         func = function(task.func)
-        signals.pre_execute.send(sender="django_q", func=func, task=task)
+        if signals.pre_execute.has_listeners("django_q"):
+            signals.pre_execute.send(sender="django_q", func=func, task=signals.package_info(task))
         if task.django is not None:
             # django.tasks exists from Django 6 on only, and only its tasks carry `django`.
             from .djtasks import run_task

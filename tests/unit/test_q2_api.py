@@ -252,3 +252,55 @@ class TestCached:
         task_id = async_task(add, 1, 1, cached=True, sync=True)
         assert store(get_config(), get_config().name, {"id": task_id, "success": False, "result": "x"}, True) is False
         assert result_cached(task_id) == 2
+
+
+@sync_db
+class TestSignalsTheDjangoQ2Way:
+    """Receivers written for django-q2: `task` is a dict with its keys; ours adds the attributes."""
+
+    def test_pre_enqueue_pre_execute_post_execute(self, queue):
+        from django_q import signals
+
+        seen = []
+
+        def before(sender, task, **kwargs):
+            seen.append(("pre_enqueue", sender, task["id"], task["name"], task["func"], task["args"],
+                         task["kwargs"], task.get("group"), task.get("hook"), "started" in task))
+
+        def executing(sender, func, task, **kwargs):
+            seen.append(("pre_execute", sender, func(*task["args"], **task["kwargs"]), task["id"]))
+
+        def after(sender, task, **kwargs):
+            seen.append(("post_execute", sender, task["id"], task["result"], task["success"],
+                         task["stopped"] >= task["started"], task.get("group"), task.time_taken() >= 0))
+
+        receivers = [(signals.pre_enqueue, before), (signals.pre_execute, executing), (signals.post_execute, after)]
+        for signal, receiver in receivers:
+            signal.connect(receiver)
+        try:
+            task_id = async_task("tests.app.tasks.add", 2, 3, group="sig", sync=True)
+        finally:
+            for signal, receiver in receivers:
+                signal.disconnect(receiver)
+        name = fetch(task_id).name
+        assert seen == [
+            ("pre_enqueue", "django_q", task_id, name, "tests.app.tasks.add", (2, 3), {}, "sig", None, True),
+            ("pre_execute", "django_q", 5, task_id),
+            ("post_execute", "django_q", task_id, 5, True, True, "sig", True),
+        ]
+
+    def test_the_task_is_a_dict_with_our_attributes(self, queue):
+        from django_q import signals
+
+        from .helpers import received
+
+        with received(signals.pre_enqueue) as calls:
+            async_task(add, 1, 1, hook="tests.app.tasks.record_hook", cached=30, timeout=5,
+                       chain=[(add, (2, 2))], broker=get_broker())
+        task = calls[0]["task"]
+        assert isinstance(task, dict) and dict(task) == {
+            "id": task.id, "name": task.name, "func": "tests.app.tasks.add", "args": (1, 1), "kwargs": {},
+            "started": task["started"], "hook": "tests.app.tasks.record_hook", "timeout": 5.0, "cached": 30,
+            "chain": [["tests.app.tasks.add", (2, 2), {}]],
+        }
+        assert task.priority == 0 and task.chain == (("tests.app.tasks.add", (2, 2), {}),)
