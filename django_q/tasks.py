@@ -105,9 +105,13 @@ def async_iter(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
     items = _items(args_iter)
     if not items:
         raise TaskTypeError("async_iter needs at least one item")
-    if options.get("cached"):
-        options["iter_cached"] = options.pop("cached")
-    options.pop("cached", None)  # the parts go to the database, where they are folded into the list
+    # The parts go to the database, where they are folded into the list; `cached`
+    # (Q_CLUSTER["cached"] by default, which result() then reads) is for the list.
+    cached = options.pop("cached", None)
+    cached = get_config().cached if cached is None else cached
+    if cached:
+        options.setdefault("iter_cached", cached)
+    options["cached"] = False
     parent = new_id()
     base = options.pop("task_name", None) or humanize(parent)
     enqueue(

@@ -304,3 +304,12 @@ class TestSignalsTheDjangoQ2Way:
             "chain": [["tests.app.tasks.add", (2, 2), {}]],
         }
         assert task.priority == 0 and task.chain == (("tests.app.tasks.add", (2, 2), {}),)
+
+
+@sync_db
+def test_q_cluster_cached_keeps_an_iters_list_where_result_reads_it(q_cluster, queue_name):
+    from django_q.tasks import async_iter
+
+    q_cluster(name=queue_name, cached=True, sync=True)
+    parent = async_iter(add, [(1, 1), (2, 2)])
+    assert result(parent) == [2, 4] and not Task.objects.filter(id=parent).exists()
