@@ -24,6 +24,9 @@ pre_enqueue = Signal()
 pre_execute = Signal()
 #: in the monitor, after the result is saved (or cached): task (a TaskInfo of the Task)
 post_execute = Signal()
+#: in the worker, after the function returned or raised: func, task (a TaskInfo of the TaskPackage, with
+#: result, success and stopped); django-q2's
+post_execute_in_worker = Signal()
 #: in a cluster process once it started: proc_name (str)
 post_spawn = Signal()
 

@@ -313,3 +313,18 @@ def test_q_cluster_cached_keeps_an_iters_list_where_result_reads_it(q_cluster, q
     q_cluster(name=queue_name, cached=True, sync=True)
     parent = async_iter(add, [(1, 1), (2, 2)])
     assert result(parent) == [2, 4] and not Task.objects.filter(id=parent).exists()
+
+
+@sync_db
+def test_post_execute_in_worker_gets_the_result_with_the_function(queue):
+    from django_q import signals
+
+    from .helpers import received
+
+    with received(signals.post_execute_in_worker) as calls:
+        task_id = async_task(add, 2, 2, sync=True)
+        async_task(fail, sync=True)
+    ok, failed = (call["task"] for call in calls)
+    assert calls[0]["func"] is add and calls[0]["sender"] == "django_q"
+    assert (ok["id"], ok["result"], ok["success"], ok["stopped"] is not None) == (task_id, 4, True, True)
+    assert failed["success"] is False and "boom" in failed["result"]
