@@ -239,12 +239,10 @@ class AsyncTask:
         self.kwargs = kwargs
 
     def _get_option(self, key: str, default: Any = None) -> Any:
-        options = self.kwargs["q_options"] if "q_options" in self.kwargs else self.kwargs
-        return options.get(key, default)
+        return self.kwargs.get("q_options", self.kwargs).get(key, default)
 
     def _set_option(self, key: str, value: Any) -> None:
-        options = self.kwargs["q_options"] if "q_options" in self.kwargs else self.kwargs
-        options[key] = value
+        self.kwargs.get("q_options", self.kwargs)[key] = value
         self.started = False
 
     broker = property(lambda self: self._get_option("broker"), lambda self, v: self._set_option("broker", v))
