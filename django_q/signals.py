@@ -44,6 +44,8 @@ class TaskInfo(dict):
 
     def __getattr__(self, name: str) -> Any:
         # Called only for names a dict does not have: a field of the package or the row.
+        if name == "source":  # not set yet (a copy under construction): no endless lookup
+            raise AttributeError(name)
         return getattr(self.source, name)
 
     def __reduce__(self) -> tuple:

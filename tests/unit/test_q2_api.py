@@ -328,3 +328,17 @@ def test_post_execute_in_worker_gets_the_result_with_the_function(queue):
     assert calls[0]["func"] is add and calls[0]["sender"] == "django_q"
     assert (ok["id"], ok["result"], ok["success"], ok["stopped"] is not None) == (task_id, 4, True, True)
     assert failed["success"] is False and "boom" in failed["result"]
+
+
+def test_a_task_info_copies_and_pickles_with_its_source():
+    import copy
+    import pickle
+
+    from django_q.package import TaskPackage
+    from django_q.signals import TaskInfo, package_info
+
+    info = package_info(TaskPackage(id="a" * 32, name="n", func="math.floor", args=(1.5,), group="g"))
+    for twin in (copy.copy(info), copy.deepcopy(info), pickle.loads(pickle.dumps(info))):
+        assert isinstance(twin, TaskInfo) and twin == info and twin.group == "g" and twin.source == info.source
+    with pytest.raises(AttributeError):
+        TaskInfo.__new__(TaskInfo).func
