@@ -342,3 +342,16 @@ def test_a_task_info_copies_and_pickles_with_its_source():
         assert isinstance(twin, TaskInfo) and twin == info and twin.group == "g" and twin.source == info.source
     with pytest.raises(AttributeError):
         TaskInfo.__new__(TaskInfo).func
+
+
+@sync_db
+def test_a_cached_tasks_hook_and_post_execute_run(queue):
+    from django_q import signals
+
+    from .helpers import received
+
+    with received(signals.post_execute) as calls:
+        task_id = async_task(add, 3, 3, cached=True, hook="tests.app.tasks.record_hook", sync=True)
+    assert Hooked.objects.get(task_id=task_id).success is True
+    assert [(c["task"]["id"], c["task"]["result"]) for c in calls] == [(task_id, 6)]
+    assert not Task.objects.filter(id=task_id).exists()
