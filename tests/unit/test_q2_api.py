@@ -120,6 +120,7 @@ class TestAsyncTaskOptions:
         assert result(group) is None  # one part of two
         async_task(add, 2, 2, group=group, iter_count=2, sync=True)
         assert sorted(result(group)) == [2, 4]
+        assert result_group(group) is None  # the list is the group's result, not a member of it
 
     @pytest.mark.parametrize(
         ("options", "message"),
