@@ -304,7 +304,7 @@ class Recorder:
             args=[p.args for p in parts],
             kwargs=task.kwargs,
             result=[p.result for p in parts],
-            group=task.group if task.group != task.parent else None,  # a hand-made iter (iter_count) names itself by its group
+            group=task.group if task.group != task.parent else None,  # iter_count: the group is its id
             cluster=parts[-1].cluster,
             started=min(p.started for p in parts),
             stopped=max(p.stopped for p in parts),
