@@ -31,7 +31,7 @@ class HumanHasher:
         self.wordlist = wordlist
 
     def humanize(self, hexdigest: str, words: int = 4, separator: str = "-") -> str:
-        """`words` words of the list for `hexdigest` (a str of hex digits, at least 2 per word), joined by `separator`."""
+        """`words` words of the list for `hexdigest` (hex digits, at least 2 per word), joined by `separator`."""
         if not isinstance(hexdigest, str):
             raise TypeError(f"humanize takes a hex digest as a str, got {type(hexdigest).__name__}")
         try:
