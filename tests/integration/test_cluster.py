@@ -201,7 +201,8 @@ def test_graceful_stop_hands_back_unstarted_tasks(cluster):
     assert done.stopped.timestamp() > asked  # the stop came while the first task ran
     assert [result(w) for w in waiting] == [None] * 5
     assert queue_size() == 5
-    assert [fetch(w).status for w in waiting] == ["queued"] * 5
+    assert [fetch(w) for w in waiting] == [None] * 5
+    assert [fetch(w, in_flight=True).status for w in waiting] == ["queued"] * 5
 
 
 def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
