@@ -27,8 +27,9 @@ from . import signals
 from .brokers import get_broker
 from .brokers.base import check_priority
 from .conf import Config, get_config
-from .exceptions import PackageTooLarge, TaskTypeError
+from .exceptions import PackageTooLarge, ScheduleError, TaskTypeError
 from .funcs import callable_path, path_of, resolve
+from .guard import denied
 from .models import Schedule
 from .names import humanize, new_id, new_ids
 from .package import TaskPackage, copy_fields, pack, pack_copy
@@ -334,7 +335,15 @@ def group_of(row: Schedule) -> str:
 
 
 def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
-    """The arguments, keyword arguments and options of a run of `row`; ScheduleError if its text is bad."""
+    """The arguments, keyword arguments and options of a run of `row`.
+
+    ScheduleError if its text is bad, or if it names a function nobody may
+    schedule: a row written around full_clean() (with SQL, say) runs nothing
+    of the deny list either.
+    """
+    for path in (row.func, row.hook):
+        if path and (why := denied(path)):
+            raise ScheduleError(why)
     options = {"hook": row.hook or None, "group": group_of(row), "on_commit": False}
     return parse_args(row.args), parse_kwargs(row.kwargs), options
 
