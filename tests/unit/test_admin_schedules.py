@@ -221,3 +221,18 @@ def test_denied_lets_other_functions_through(path):
 def test_listed_takes_paths_and_prefixes():
     assert listed("a.b.c", ["a.b.c"]) and listed("a.b.c", ["a.b."]) and listed("a.b.c", ["a."])
     assert not listed("a.b.cd", ["a.b.c"]) and not listed("a.bc.d", ["a.b."])
+
+
+def test_resubmit_refuses_a_failed_task_of_the_deny_list(superuser):
+    from django.utils import timezone
+
+    from django_q.models import Failure
+    from django_q.names import new_id
+
+    now = timezone.now()
+    task = Failure.objects.create(id=new_id(), name="planted", func="os.system", args=("touch /tmp/owned",),
+                                  kwargs={}, result="x", started=now, stopped=now, success=False)
+    response = superuser.post("/admin/django_q/failure/", {"action": "resubmit", "_selected_action": [task.pk]},
+                              follow=True)
+    assert "cannot be resubmitted" in response.content.decode()
+    assert get_broker().size() == 0 and Failure.objects.filter(pk=task.pk).exists()
