@@ -306,6 +306,9 @@ class PackageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("size"))
     def size(self, obj: Any) -> str:
+        size = getattr(obj, "size", None)  # a dead letter over package_limit keeps only its header
+        if size is not None and size != len(obj.payload):
+            return f"{size} B ({len(obj.payload)} B kept)"
         return f"{len(obj.payload)} B"
 
 

@@ -338,12 +338,17 @@ class OrmQ(models.Model):
 
 
 class DeadLetter(models.Model):
-    """A package the cluster refused to run (bad signature, corrupt, too large), kept aside."""
+    """A package the cluster refused to run (bad signature, corrupt, too large), kept aside.
+
+    A package over package_limit keeps only its header (django_q.deadletters.store): `size` says how big it was.
+    """
 
     broker_id = models.CharField(max_length=100)
     queue = models.CharField(max_length=100)
     payload = models.BinaryField()
     reason = models.TextField()
+    # Bytes of the package as the broker delivered it; `payload` may hold only its header.
+    size = models.BigIntegerField(null=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
