@@ -17,9 +17,10 @@ import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
@@ -245,8 +246,13 @@ def delay_of(options: Mapping[str, Any]) -> float:
     if not isinstance(run_after, datetime):
         raise TaskTypeError(f"run_after must be a datetime or a timedelta, got {type(run_after).__name__}")
     if timezone.is_naive(run_after):
-        run_after = timezone.make_aware(run_after)
-    return max(0.0, (run_after - timezone.now()).total_seconds())
+        if settings.USE_TZ:  # a naive time could be meant in any zone: guessing UTC runs it hours early or late
+            raise TaskTypeError(
+                f"run_after {run_after.isoformat()} is naive but USE_TZ is on: pass an aware datetime "
+                "(timezone.now() + ...) or a timedelta"
+            )
+        run_after = timezone.make_aware(run_after)  # without USE_TZ, Django's times are local (TIME_ZONE)
+    return max(0.0, (run_after - datetime.now(UTC)).total_seconds())
 
 
 def package_fields(func: Callable | str, options: Mapping[str, Any], config: Config) -> dict[str, Any]:

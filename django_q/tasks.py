@@ -115,6 +115,9 @@ def normalize_link(link: Any) -> tuple[Any, tuple, dict]:
 
 def _wait(get: Callable[[], Any], wait: int) -> Any:
     """Call `get` until it returns something, for up to `wait` ms (-1: forever)."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+        raise TaskTypeError(f"wait must be a number of milliseconds (-1: forever), got {type(wait).__name__}: "
+                            f"{wait!r}")
     value = get()
     deadline = None if wait < 0 else time.monotonic() + wait / 1000
     pause = 0.01
@@ -125,13 +128,21 @@ def _wait(get: Callable[[], Any], wait: int) -> Any:
     return value
 
 
-def _no_task(task_id: Any) -> bool:
-    """Whether `task_id` names no task (None); a TaskTypeError if it is not a task id or name at all."""
+def _no_task(task_id: Any, cluster: Any = None) -> bool:
+    """Whether `task_id` names no task (None); a TaskTypeError if it, or `cluster`, is not a str at all."""
+    if cluster is not None and not isinstance(cluster, str):
+        raise TaskTypeError(f"cluster must be a cluster name (a str) or None, got {type(cluster).__name__}: "
+                            f"{cluster!r}")
     if task_id is None:
         return True
     if not isinstance(task_id, str):
         raise TaskTypeError(f"task_id must be a task id or name (a str), got {type(task_id).__name__}: {task_id!r}")
     return False
+
+
+def _check_group(group: Any) -> None:
+    if not isinstance(group, str):
+        raise TaskTypeError(f"group must be a group name (a str), got {type(group).__name__}: {group!r}")
 
 
 def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
@@ -141,7 +152,7 @@ def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
     unsaved, with `status` queued or running (and `success` None); a task
     that is nowhere gives None, as does a task_id of None.
     """
-    if _no_task(task_id):
+    if _no_task(task_id, cluster):
         return None
     stored = _wait(lambda: Task.get_task(task_id), wait)
     if stored is not None:
@@ -159,7 +170,7 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
     and is killed after Q_CLUSTER['cancel_grace'] seconds if it does not stop;
     the cluster then records it as cancelled. A cancelled task's hook is called.
     """
-    if _no_task(task_id):
+    if _no_task(task_id, cluster):
         return False
     config = get_config()
     done = get_broker(cluster, config).cancel(task_id)
@@ -184,6 +195,7 @@ def result(task_id: str, wait: int = 0) -> Any:
 
 
 def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> list | None:
+    _check_group(group)
     def get() -> list | None:
         tasks = Task.objects.filter(group=group)
         if not failures:
@@ -209,11 +221,13 @@ def result_group(group: str, failures: bool = False, wait: int = 0, count: int |
 
 def count_group(group: str, failures: bool = False) -> int:
     """How many tasks of a group succeeded (or failed, with `failures`)."""
+    _check_group(group)
     return Task.objects.filter(group=group, success=not failures).count()
 
 
 def delete_group(group: str, tasks: bool = False) -> int:
     """Remove the group label from its tasks, or delete the tasks with `tasks=True`."""
+    _check_group(group)
     rows = Task.objects.filter(group=group)
     return rows.delete()[0] if tasks else rows.update(group=None)
 
