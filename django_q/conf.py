@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import package
+from . import guard, package
 from .exceptions import ConfigurationError
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -192,6 +192,10 @@ def _checked(key: str, value: Any, label: str) -> Any:
     if key in ("timeout", "retry", "poll", "cancel_grace", "enqueue_timeout") and value is not None:
         return float(value)
     if key == "admin_funcs":
+        refused = [entry for entry in value if guard.names_denied_module(entry)]
+        if refused:
+            raise ConfigurationError(f"{label} names what nobody may schedule ({', '.join(map(repr, refused))}: "
+                                     f"{', '.join(sorted(guard.DENIED_MODULES))}), got {value!r}")
         return tuple(value)
     return value
 

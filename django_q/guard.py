@@ -35,10 +35,15 @@ def _top(module_name: str | None) -> str:
     return (module_name or "").split(".")[0]
 
 
+def names_denied_module(path: str) -> bool:
+    """Whether `path` (a dotted path or a prefix) starts with a denied module's name; nothing is imported."""
+    return _top(path) in _DENIED
+
+
 def denied(path: str) -> str | None:
     """Why nobody may schedule `path` (a function of a denied module), or None."""
     why = f"{path!r} is a function of a module nobody may schedule ({', '.join(sorted(DENIED_MODULES))})"
-    if _top(path) in _DENIED:
+    if names_denied_module(path):
         return why
     for obj in _walk(path):
         if inspect.ismodule(obj) and _top(obj.__name__) in _DENIED:
@@ -81,7 +86,7 @@ def refusal(path: str, superuser: bool, entries: Iterable[str], named: Callable[
     module's import runs its code.
     """
     if not superuser and not (listed(path, entries) or named(path)):
-        if _top(path) in _DENIED:
+        if names_denied_module(path):
             return denied(path)
         return (f"{path!r} is not a function staff may schedule: add it to Q_CLUSTER['admin_funcs'], "
                 "or ask a superuser")

@@ -156,6 +156,8 @@ BAD_VALUES = [
     ("admin_funcs", ["add"]),
     ("admin_funcs", ["tests.app tasks"]),
     ("admin_funcs", [None]),
+    ("admin_funcs", ["os.system"]),
+    ("admin_funcs", ["tests.app.tasks.add", "builtins."]),
     ("metrics_token", "short"),
     ("metrics_token", 12345678901234567),
     ("dead_letter_limit", 0),
