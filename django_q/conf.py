@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import package
+from . import guard, package
 from .exceptions import ConfigurationError
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -73,6 +73,13 @@ class Config:
     preload_tasks: bool = True  # the sentinel imports the modules of tasks run so far before it forks a worker
     cached: bool | int = False  # django-q2's: results in Django's cache (True, or seconds) instead of the database
     cache: str = "default"  # the alias of CACHES that cached results go to
+    # Who may run what (issue 17): functions staff may schedule in the admin
+    # (dotted paths, or module prefixes ending in "."), the metrics view's
+    # bearer token, dead letters kept, and seconds async_task waits on a broker.
+    admin_funcs: tuple[str, ...] = ()
+    metrics_token: str | None = None
+    dead_letter_limit: int = 10_000
+    enqueue_timeout: float = 5.0
 
     @property
     def broker_kind(self) -> str:
@@ -85,9 +92,10 @@ class Config:
         return self.orm or "default"
 
     def masked(self) -> dict[str, Any]:
-        """The settings as a dict with passwords in redis URLs or dicts replaced by '***'."""
+        """The settings as a dict with passwords in redis URLs or dicts, and the metrics token, replaced by '***'."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["redis"] = _mask_redis(self.redis)
+        out["metrics_token"] = None if self.metrics_token is None else "***"
         return out
 
 
@@ -111,6 +119,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_func_entry(value: Any) -> bool:
+    """A dotted path or a module prefix ending in '.': identifiers joined by dots."""
+    if not isinstance(value, str):
+        return False
+    parts = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    return all(part.isidentifier() for part in parts) and (value.endswith(".") or len(parts) > 1)
 
 
 # key -> (check, what the value must be)
@@ -139,6 +155,12 @@ _RULES: dict[str, tuple[Any, str]] = {
     "preload_tasks": (lambda v: isinstance(v, bool), "True or False"),
     "cached": (lambda v: isinstance(v, bool) or (_is_int(v) and v > 0), "True, False or a whole number of seconds > 0"),
     "cache": (lambda v: isinstance(v, str) and v in settings.CACHES, "an alias of CACHES"),
+    "admin_funcs": (lambda v: isinstance(v, (list, tuple)) and all(_is_func_entry(e) for e in v),
+                    "a list of dotted paths ('app.tasks.report') or module prefixes ending in '.' ('app.tasks.')"),
+    "metrics_token": (lambda v: v is None or (isinstance(v, str) and len(v) >= 16),
+                      "None or a string of at least 16 characters"),
+    "dead_letter_limit": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "enqueue_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
 }
 
 
@@ -170,8 +192,14 @@ def _checked(key: str, value: Any, label: str) -> Any:
     check, must = _RULES[key]
     if not check(value):
         raise ConfigurationError(f"{label} must be {must}, got {value!r}")
-    if key in ("timeout", "retry", "poll", "cancel_grace") and value is not None:
+    if key in ("timeout", "retry", "poll", "cancel_grace", "enqueue_timeout") and value is not None:
         return float(value)
+    if key == "admin_funcs":
+        refused = [entry for entry in value if guard.names_denied_module(entry)]
+        if refused:
+            raise ConfigurationError(f"{label} names what nobody may schedule ({', '.join(map(repr, refused))}: "
+                                     f"{', '.join(sorted(guard.DENIED_MODULES))}), got {value!r}")
+        return tuple(value)
     return value
 
 

@@ -16,10 +16,10 @@ from typing import Any
 from django import db
 from django.db import DatabaseError, IntegrityError, models, router, transaction
 
-from . import cached, signals
+from . import cached, deadletters, signals
 from .conf import Config
 from .funcs import resolve
-from .models import DeadLetter, Success, Task
+from .models import Success, Task
 from .outcomes import DeadLetterNote, Outcome, Saved
 from .package import TaskPackage
 from .rows import epoch_datetime, row_fields
@@ -91,9 +91,7 @@ class Recorder:
         existing = self._existing(list(latest))
         with transaction.atomic(using=self.alias):
             if dead:
-                DeadLetter.objects.using(self.alias).bulk_create(
-                    [DeadLetter(broker_id=d.delivery_id, queue=d.queue, payload=d.payload, reason=d.reason) for d in dead]
-                )
+                deadletters.store(dead, self.config, self.alias)
             fresh = self._store(latest, existing)
         if self.config.save_limit > 0 and any(o.success for o in stored):
             self.prune_pending = True

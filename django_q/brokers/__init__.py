@@ -35,7 +35,7 @@ def _create(name: str, config: Config) -> QueueBackend:
     if config.broker_kind == "redis":
         from .redis import RedisBroker
 
-        return RedisBroker(name, config.retry, config.redis)
+        return RedisBroker(name, config.retry, config.redis, config.enqueue_timeout)
     from .orm import OrmBroker
 
     return OrmBroker(name, config.retry, alias=config.orm_alias, poll=config.poll)

@@ -45,6 +45,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError
@@ -78,7 +80,9 @@ class RedisBroker(QueueBackend):
 
     blocking = True
 
-    def __init__(self, name: str, lease: float, redis_setting: str | dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, lease: float, redis_setting: str | dict[str, Any], enqueue_timeout: float | None = None
+    ) -> None:
         super().__init__(name, lease)
         self._client = _make_client(redis_setting)
         self._keys = [f"django_q:{{{name}}}:{key}" for key in KEY_NAMES]
@@ -88,7 +92,13 @@ class RedisBroker(QueueBackend):
 
         self._lua = Lua(self._client)
         register = self._lua.script
-        self._enqueue = register(COMMON + ENQUEUE)
+        # Enqueues go through a connection of their own, whose every connect and
+        # read is bounded by enqueue_timeout and never retried: a caller of
+        # async_task (a web request) gets BrokerConnectionError from a server
+        # that does not answer, instead of waiting out the retries and long
+        # reads that keep a cluster's own calls going through a short stall.
+        self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
+        self._enqueue = self._sender.script(COMMON + ENQUEUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -260,17 +270,20 @@ class RedisBroker(QueueBackend):
             return [data for data in self._statuses(keys=self._status_keys) if data is not None]
 
     def close(self) -> None:
-        """Close the client and its connection pool."""
-        self._lua.close()
-        self._client.close()
+        """Close the clients and their connection pools."""
+        for lua in {self._sender, self._lua}:
+            lua.close()
+            lua.client.close()
 
 
-def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
+def _make_client(setting: str | dict[str, Any], bound: float | None = None) -> redis.Redis:
     """A client of its own with bounded connect and read times, returning bytes.
 
     A dict with `sentinels` ([(host, port), ...]) and `service_name` connects
     through Redis Sentinel: the client asks the sentinels for the primary and
-    asks again after a connection fails, so a failover is followed.
+    asks again after a connection fails, so a failover is followed. With
+    `bound` (seconds), no connect or read waits longer, whatever the setting
+    says, and nothing is retried.
     """
     # Without a socket timeout a vanished server (not a refused connection)
     # would hang a consumer forever; the user's values win.
@@ -289,7 +302,17 @@ def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
     else:
         client = redis.Redis(**{**defaults, **setting})
     # Payloads are bytes: a client that decodes replies would corrupt them.
-    client.connection_pool.connection_kwargs["decode_responses"] = False
+    kwargs = client.connection_pool.connection_kwargs
+    kwargs["decode_responses"] = False
+    if bound is not None:
+        connect = min(kwargs.get("socket_connect_timeout") or bound, bound)
+        # orig_*: what redis-py puts back after its maintenance notices relaxed a timeout.
+        for key, value in (("socket_timeout", bound), ("socket_connect_timeout", connect)):
+            kwargs[key] = value
+            if f"orig_{key}" in kwargs:
+                kwargs[f"orig_{key}"] = value
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        client.set_retry(Retry(NoBackoff(), 0))
     return client
 
 

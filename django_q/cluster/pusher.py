@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe, wait
 
+from .. import deadletters
 from ..backoff import Outage
 from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
@@ -340,7 +341,8 @@ class Pusher:
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
-        self._pend(DeadLetterNote(delivery.id, self.config.name, delivery.payload, reason))
+        # A package over package_limit crosses to the monitor as its header only.
+        self._pend(deadletters.note(delivery.id, self.config.name, delivery.payload, reason, self.config.package_limit))
 
     # --- the monitor: save, then ack ---
 

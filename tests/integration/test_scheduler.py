@@ -276,6 +276,29 @@ def test_bad_rows_are_stopped_with_a_failure_and_never_crash_the_pass(env, caplo
     assert len(scheduler.loop(BASE)) == 1
 
 
+@stepped(*ATOMIC, *SPLIT)
+def test_a_row_written_by_sql_with_os_system_never_runs_and_is_logged(env, caplog):
+    planted = {
+        "func": env.add(name="planted", args="1, 2"),
+        "hook": env.add(name="planted-hook", args="1, 2"),
+        "re-export": env.add(name="planted-logging", args="1, 2"),
+    }
+    table = connections[env.alias].ops.quote_name(Schedule._meta.db_table)
+    with connections[env.alias].cursor() as cursor:  # around full_clean(), as an attacker with SQL would
+        for row, (func, hook) in zip(planted.values(), [("os.system", None),
+                                                        ("tests.app.tasks.add", "builtins.exec"),
+                                                        ("logging.os.system", None)]):
+            cursor.execute(f"UPDATE {table} SET func = %s, hook = %s, args = %s WHERE id = %s",
+                           [func, hook, "'touch /tmp/owned'", row.pk])
+    assert env.scheduler().loop(BASE) == []
+    assert env.drain() == []
+    for row in planted.values():
+        row.refresh_from_db()
+        assert row.next_run is None and row.success() is False
+        assert "nobody may schedule" in row.result()
+    assert caplog.text.count("nobody may schedule") == 3
+
+
 @stepped(*ATOMIC)
 def test_an_unexpected_error_leaves_the_row_alone_for_a_while(env, monkeypatch, caplog):
     flaky = env.add(name="flaky", schedule_type="D")
