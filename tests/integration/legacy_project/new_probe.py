@@ -1,0 +1,37 @@
+"""What the moved project's database holds, as JSON: `rows` (tasks, schedules, dead letters) or `schema`."""
+
+import json
+import sys
+
+import django
+
+django.setup()
+
+import dump  # noqa: E402
+from django.db import connection  # noqa: E402
+from django_q.models import DeadLetter, OrmQ  # noqa: E402
+
+
+def schema():
+    """Every django_q table's columns and constraints, as introspection reports them."""
+    out = {}
+    with connection.cursor() as cursor:
+        for table in sorted(t for t in connection.introspection.table_names(cursor) if t.startswith("django_q_")):
+            columns = [(c.name, c.type_code if isinstance(c.type_code, (str, int)) else repr(c.type_code),
+                        c.internal_size, c.null_ok) for c in connection.introspection.get_table_description(cursor,
+                                                                                                           table)]
+            constraints = {
+                name: {k: v for k, v in sorted(c.items()) if k != "definition"}
+                for name, c in connection.introspection.get_constraints(cursor, table).items()
+            }
+            out[table] = {"columns": sorted(columns), "constraints": constraints}
+    return out
+
+
+if sys.argv[1] == "schema":
+    result = schema()
+else:
+    result = dump.rows()
+    result["dead_letters"] = sorted(d.reason for d in DeadLetter.objects.all())
+    result["queued"] = OrmQ.objects.count()
+print(json.dumps(result, default=str))
