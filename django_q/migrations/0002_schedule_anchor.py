@@ -15,7 +15,8 @@ class Migration(migrations.Migration):
     operations = [
         # On a database django-q or django-q2 made, their tables become what our 0001 makes
         # (see _adopt.py); on ours this does nothing.
-        migrations.RunPython(adopt_tables, migrations.RunPython.noop),
+        # atomic=False: on MariaDB, which cannot roll DDL back, Django refuses DDL inside a transaction.
+        migrations.RunPython(adopt_tables, migrations.RunPython.noop, atomic=False),
         migrations.AddField(
             model_name='schedule',
             name='anchor',

@@ -11,5 +11,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(requeue_legacy, migrations.RunPython.noop),
+        migrations.RunPython(requeue_legacy, migrations.RunPython.noop, atomic=False),  # DDL: see 0002
     ]

@@ -83,7 +83,9 @@ def _rebuild(schema_editor: Any, model: type[models.Model], convert: Any) -> Non
         f"VALUES ({', '.join(['%s'] * len(columns))})"
     )
     with conn.cursor() as src, conn.cursor() as dst:
-        src.execute(f"SELECT {', '.join(_q(conn, c) for c in read)} FROM {_q(conn, hold)}")
+        # Oldest first: of tasks with one name, the first to finish keeps it (as in the recorder).
+        order = ", ".join(_q(conn, c) for c in ("stopped", "id") if c in have)
+        src.execute(f"SELECT {', '.join(_q(conn, c) for c in read)} FROM {_q(conn, hold)} ORDER BY {order}")
         while rows := src.fetchmany(BATCH):
             found = [dict(zip(read, row)) for row in rows]
             dst.executemany(insert, [[row.get(c, FALLBACK.get(c)) for c in columns] for row in convert(found)])
@@ -194,11 +196,13 @@ def requeue_legacy(apps: Any, schema_editor: Any) -> None:
                 broker_id=f"django-q {row_id}", queue=key, payload=str(payload).encode(), reason=str(exc)
             )
             dead += 1
-            continue
-        OrmQ.objects.using(conn.alias).create(
-            queue=key, payload=data, visible=time.time(), key=package.id, created=timezone.now()
-        )
-        taken += 1
+        else:
+            OrmQ.objects.using(conn.alias).create(
+                queue=key, payload=data, visible=time.time(), key=package.id, created=timezone.now()
+            )
+            taken += 1
+        # One at a time, so that a run that stopped part-way (MariaDB) goes on where it was.
+        _execute(conn, f"DELETE FROM {_q(conn, LEGACY_QUEUE)} WHERE {_q(conn, 'id')} = {int(row_id)}")
     _execute(conn, f"DROP TABLE {_q(conn, LEGACY_QUEUE)}")
     if rows:
         logger.warning("django_q: %d queued django-q task(s) requeued, %d dead-lettered (see their reasons)", taken, dead)
