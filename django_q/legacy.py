@@ -20,7 +20,7 @@ import logging
 import pickle
 import zlib
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -47,7 +47,7 @@ class _Unpickler(pickle.Unpickler):
             try:
                 return super().find_class(module, name)
             except ImportError:
-                return lambda: timezone.utc
+                return lambda: UTC
         return super().find_class(module, name)
 
 

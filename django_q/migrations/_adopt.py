@@ -205,7 +205,9 @@ def requeue_legacy(apps: Any, schema_editor: Any) -> None:
         _execute(conn, f"DELETE FROM {_q(conn, LEGACY_QUEUE)} WHERE {_q(conn, 'id')} = {int(row_id)}")
     _execute(conn, f"DROP TABLE {_q(conn, LEGACY_QUEUE)}")
     if rows:
-        logger.warning("django_q: %d queued django-q task(s) requeued, %d dead-lettered (see their reasons)", taken, dead)
+        logger.warning(
+            "django_q: %d queued django-q task(s) requeued, %d dead-lettered (see their reasons)", taken, dead
+        )
 
 
 def _tables(conn: Any) -> set[str]:

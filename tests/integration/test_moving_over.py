@@ -119,7 +119,7 @@ class Project:
         }
 
     def run(self, python: Path | str, *args: str, settings_module: str = "new_settings", **env: str) -> str:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: PLW1510 -- the exit status is asserted below, with the output
             [str(python), *args], cwd=self.dir, capture_output=True, text=True, timeout=180,
             env={**self.env, "DJANGO_SETTINGS_MODULE": settings_module, **env},
         )

@@ -7,9 +7,10 @@ import django
 
 django.setup()
 
-import dump  # noqa: E402
-from django.db import connection  # noqa: E402
-from django_q.models import DeadLetter, OrmQ  # noqa: E402
+import dump
+from django.db import connection
+
+from django_q.models import DeadLetter, OrmQ
 
 
 def schema():
