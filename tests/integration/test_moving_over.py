@@ -219,8 +219,12 @@ def test_migrate_keeps_every_row_and_runs_what_was_queued(moved, tmp_path):
     # The schema is exactly what our migrations make on a new database.
     fresh = Database(tmp_path, "fresh")
     try:
+        # A database of ours from before 0005 goes on too, its rows untouched.
         new_project = Project(tmp_path / "fresh", fresh, "fresh")
+        new_project.ours("migrate", "django_q", "0004", "-v", "0")
+        new_project.ours("shell", "-c", "from django_q.tasks import schedule; schedule('math.floor', 1.5)")
         new_project.ours("migrate", "-v", "0")
+        assert [s["args"] for s in new_project.probe()["schedules"].values()] == ["1.5"]
         assert project.probe("schema") == new_project.probe("schema")
     finally:
         fresh.drop()
@@ -250,3 +254,22 @@ def test_migrate_keeps_every_row_and_runs_what_was_queued(moved, tmp_path):
     assert schedules[str(made["schedules"]["cron"])]["next_run"] > old_rows["schedules"][
         str(made["schedules"]["cron"])]["next_run"]
     assert len(ran["dead_letters"]) == 2
+
+
+@pytest.mark.parametrize("old", ["django-q2==1.11.1"], indirect=True)
+def test_a_migrate_that_stopped_part_way_goes_on(moved):
+    """MariaDB commits each DDL statement: a migrate stopped after a table's rows were copied aside keeps them."""
+    project, made = moved
+    q = '"' if "mysql" not in json.loads(project.env["DQ_LEGACY_DB"])["ENGINE"] else "`"
+    project.run(
+        sys.executable, "new_probe.py", "sql",
+        f"CREATE TABLE {q}django_q_task_djq_legacy{q} AS SELECT * FROM {q}django_q_task{q}",
+        f"DELETE FROM {q}django_q_task{q}",
+        f"CREATE TABLE {q}django_q_ormq_djq_legacy{q} AS SELECT * FROM {q}django_q_ormq{q}",
+        f"DROP TABLE {q}django_q_ormq{q}",
+    )
+    project.ours("migrate", "-v", "0")
+    after = project.probe()
+    assert after["tasks"].keys() == made["rows"]["tasks"].keys()
+    assert after["schedules"].keys() == made["rows"]["schedules"].keys()
+    assert after["queued"] == 2 and len(after["dead_letters"]) == 1

@@ -1,4 +1,4 @@
-"""What the moved project's database holds, as JSON: `rows` (tasks, schedules, dead letters) or `schema`."""
+"""What the moved project's database holds, as JSON: `rows` (tasks, schedules, dead letters) or `schema`; or `sql`."""
 
 import json
 import sys
@@ -31,6 +31,11 @@ def schema():
 
 if sys.argv[1] == "schema":
     result = schema()
+elif sys.argv[1] == "sql":  # statements to run, one an argument
+    with connection.cursor() as cursor:
+        for statement in sys.argv[2:]:
+            cursor.execute(statement)
+    result = "ok"
 else:
     result = dump.rows()
     result["dead_letters"] = sorted(d.reason for d in DeadLetter.objects.all())
