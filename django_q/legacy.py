@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 
-from .exceptions import BadSignature, CorruptPackage
+from .exceptions import BadSignature, CorruptPackage, PackageError, TaskTypeError
 from .package import TaskPackage
 
 logger = logging.getLogger("django_q")
@@ -90,18 +90,21 @@ def package_of(task: dict[str, Any]) -> TaskPackage:
     `cached`, `sync`, `iter_count` and `iter_cached` are not carried: the
     parts of their async_iter run and are saved as tasks of the iter's group.
     """
-    started = task.get("started")
-    fields = {key: task[key] for key in _SAME if task.get(key) is not None}
-    return TaskPackage(
-        id=str(task["id"]),
-        name=str(task.get("name") or task["id"])[:100],
-        func=task["func"],
-        args=tuple(task.get("args") or ()),
-        kwargs=dict(task.get("kwargs") or {}),
-        enqueued=started.timestamp() if isinstance(started, datetime) else 0.0,
-        chain=tuple(_link(link) for link in task.get("chain") or ()),
-        **fields,
-    )
+    try:
+        started = task.get("started")
+        fields = {key: task[key] for key in _SAME if task.get(key) is not None}
+        return TaskPackage(
+            id=str(task["id"]),
+            name=str(task.get("name") or task["id"])[:100],
+            func=task["func"],
+            args=tuple(task.get("args") or ()),
+            kwargs=dict(task.get("kwargs") or {}),
+            enqueued=started.timestamp() if isinstance(started, datetime) else 0.0,
+            chain=tuple(_link(link) for link in task.get("chain") or ()),
+            **fields,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptPackage(f"django-q task {task.get('id')!r} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 def _link(link: Any) -> tuple:
@@ -135,13 +138,12 @@ def take_redis_list(client: Any, queue: str) -> tuple[int, int]:
             pass
         while (raw := client.lmove(key, taking, "LEFT", "RIGHT")) is not None:
             try:
-                package = package_of(loads(raw, salts))
-            except (BadSignature, CorruptPackage) as exc:
+                _enqueue(enqueue, package_of(loads(raw, salts)), queue)
+            except (PackageError, TaskTypeError) as exc:  # a BrokerError stops qcluster: the package stays in :taking
                 DeadLetter.objects.create(broker_id=key, queue=queue, payload=bytes(raw), reason=str(exc))
                 logger.error("django-q package in Redis list %s dead-lettered: %s", key, exc)
                 dead += 1
             else:
-                _enqueue(enqueue, package, queue)
                 taken += 1
             client.lrem(taking, 1, raw)
     if taken or dead:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import base64
 import logging
+import pickle
 import time
 import zlib
 from typing import Any
@@ -191,7 +192,7 @@ def requeue_legacy(apps: Any, schema_editor: Any) -> None:
         try:
             package = package_of(loads(payload, (*names, key)))
             data = pack(package)
-        except PackageError as exc:
+        except (PackageError, pickle.PicklingError, TypeError, AttributeError) as exc:  # pickle's errors: by pack()
             DeadLetter.objects.using(conn.alias).create(
                 broker_id=f"django-q {row_id}", queue=key, payload=str(payload).encode(), reason=str(exc)
             )

@@ -17,9 +17,9 @@ class PickleSerializer:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def signed(task_id: str, salt: str, key: str | None = None) -> str:
+def signed(task_id: str, salt: str, key: str | None = None, **fields) -> str:
     task = {"id": task_id, "name": f"legacy-{task_id[:4]}", "func": "math.floor", "args": (1.5,), "kwargs": {},
-            "group": "legacy"}
+            "group": "legacy", **fields}
     return signing.dumps(task, key=key, salt=salt, serializer=PickleSerializer)
 
 
@@ -41,7 +41,13 @@ def redis_queue(queue_name, redis_url, redis_client, db):
 def test_the_list_and_what_a_dead_cluster_was_taking_go_to_our_queue_and_a_forged_one_to_the_dead_letters(
     redis_queue, redis_client, queue_name, monkeypatch
 ):
-    redis_client.rpush(redis_queue, signed("a" * 32, queue_name), signed("f" * 32, queue_name, key="another-key"))
+    redis_client.rpush(
+        redis_queue,
+        signed("a" * 32, queue_name),
+        signed("f" * 32, queue_name, key="another-key"),
+        signed("c" * 32, queue_name, args=5),  # signed, but no call can be made of it
+        signed("d" * 32, queue_name, priority=500, timeout="soon"),  # an option our enqueue refuses
+    )
     redis_client.rpush(f"{redis_queue}:taking", signed("b" * 32, queue_name))
     until_the_cluster_starts(monkeypatch)
 
@@ -56,8 +62,10 @@ def test_the_list_and_what_a_dead_cluster_was_taking_go_to_our_queue_and_a_forge
     assert sorted(packages) == ["a" * 32, "b" * 32]
     assert packages["a" * 32].name == "legacy-aaaa" and packages["a" * 32].args == (1.5,)
     assert packages["a" * 32].group == "legacy"
-    (letter,) = DeadLetter.objects.all()
-    assert "signature does not match" in letter.reason and letter.queue == queue_name
+    reasons = sorted(letter.reason for letter in DeadLetter.objects.filter(queue=queue_name))
+    assert len(reasons) == 3, reasons
+    for why in ("signature does not match", "'int' object is not iterable", "timeout must be"):
+        assert sum(why in reason for reason in reasons) == 1, (why, reasons)
 
 
 def test_nothing_to_take_costs_nothing(redis_queue, redis_client, monkeypatch):

@@ -92,6 +92,12 @@ def test_their_task_becomes_our_package_with_the_same_id_and_name():
     assert package.chain == (("math.floor", (1.5,), {}), ("math.ceil", (), {}))
 
 
+def test_a_task_dict_we_cannot_read_is_corrupt_not_a_crash():
+    for task in ({"func": "f"}, {"id": "x", "func": "f", "args": 5}, {"id": "x", "func": "f", "kwargs": [1]}):
+        with pytest.raises(CorruptPackage, match="cannot be read"):
+            package_of(task)
+
+
 def test_their_schedule_args_become_our_notation():
     assert _args_text("('minutes',)") == "'minutes'"
     assert _args_text("(1, 'a', [2])") == "1, 'a', [2]"
