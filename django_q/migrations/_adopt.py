@@ -9,7 +9,8 @@ text, ours are bytes; a repeated name gets the id's end, as the recorder
 does), schedules (same ids; args in our
 notation). Their queued rows wait in LEGACY_QUEUE, a table
 of their own, until 0005 re-signs each in our package format (it needs our
-OrmQ as 0004 leaves it) and drops it. 0002-0004 then run as on any database
+OrmQ as 0004 leaves it) and drops it. Their migrations' records go,
+so that none can stand for a later migration of ours. 0002-0004 then run as on any database
 of ours, so the schema ends exactly as ours. On a database of ours both steps
 find nothing to do.
 
@@ -32,11 +33,21 @@ from typing import Any
 
 from django.core.management.color import no_style
 from django.db import models
+from django.db.migrations.recorder import MigrationRecorder
 
 logger = logging.getLogger("django_q")
 
 LEGACY_QUEUE = "django_q_ormq_djq_legacy"
 BATCH = 500
+# django-q's and django-q2's migrations after their 0001_initial (django-q2 1.11 has them all; django-q 1.3 up to 0014).
+THEIR_MIGRATIONS = (
+    "0002_auto_20150630_1624", "0003_auto_20150708_1326", "0004_auto_20150710_1043", "0005_auto_20150718_1506",
+    "0006_auto_20150805_1817", "0007_ormq", "0008_auto_20160224_1026", "0009_auto_20171009_0915",
+    "0010_auto_20200610_0856", "0011_auto_20200628_1055", "0012_auto_20200702_1608", "0013_task_attempt_count",
+    "0014_schedule_cluster", "0015_alter_schedule_schedule_type", "0016_schedule_intended_date_kwarg",
+    "0017_task_cluster_alter", "0018_task_success_index",
+    "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more",
+)
 PICKLES = ("args", "kwargs", "result")
 
 
@@ -60,6 +71,8 @@ def adopt_tables(apps: Any, schema_editor: Any) -> None:
         schema_editor.create_model(apps.get_model("django_q", "OrmQ"))
     if "django_q_deadletter" not in _tables(conn):
         schema_editor.create_model(apps.get_model("django_q", "DeadLetter"))
+    # Their migrations' records would mark as applied any later migration of ours that took one of their names.
+    MigrationRecorder(conn).migration_qs.filter(app="django_q", name__in=THEIR_MIGRATIONS).delete()
 
 
 def _rebuild(schema_editor: Any, model: type[models.Model], convert: Any) -> None:

@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings
 
+import django_q
+
 PROJECT = Path(__file__).with_name("legacy_project")
 VENVS = Path("/tmp/django_q_legacy_venvs")
 SECRET = "the-secret-key-both-sides-share"
@@ -215,6 +217,8 @@ def test_migrate_keeps_every_row_and_runs_what_was_queued(moved, tmp_path):
     # The queued database rows are ours now; the forged one is a dead letter.
     assert after["queued"] == 2
     assert len(after["dead_letters"]) == 1 and "signature" in after["dead_letters"][0]
+    # Only our migrations are recorded: none of theirs can stand for a later one of ours.
+    assert after["migrations"] == sorted(p.stem for p in (Path(django_q.__file__).parent / "migrations").glob("0*.py"))
 
     # The schema is exactly what our migrations make on a new database.
     fresh = Database(tmp_path, "fresh")

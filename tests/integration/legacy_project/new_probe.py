@@ -7,10 +7,11 @@ import django
 
 django.setup()
 
-import dump
-from django.db import connection
+import dump  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.db.migrations.recorder import MigrationRecorder  # noqa: E402
 
-from django_q.models import DeadLetter, OrmQ
+from django_q.models import DeadLetter, OrmQ  # noqa: E402
 
 
 def schema():
@@ -40,4 +41,6 @@ else:
     result = dump.rows()
     result["dead_letters"] = sorted(d.reason for d in DeadLetter.objects.all())
     result["queued"] = OrmQ.objects.count()
+    result["migrations"] = sorted(name for app, name in MigrationRecorder(connection).applied_migrations()
+                                  if app == "django_q")
 print(json.dumps(result, default=str))

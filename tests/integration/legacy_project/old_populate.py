@@ -10,16 +10,16 @@ import django
 
 django.setup()
 
-import dump
-from django.core import signing
-from django.core.management import call_command
-from django.utils import timezone
-from django_q.brokers.redis_broker import Redis
-from django_q.signing import PickleSerializer
+import dump  # noqa: E402
+from django.core import signing  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from django_q.brokers.redis_broker import Redis  # noqa: E402
+from django_q.signing import PickleSerializer  # noqa: E402
 
-from django_q.brokers import get_broker
-from django_q.models import Schedule, Task
-from django_q.tasks import async_task, schedule
+from django_q.brokers import get_broker  # noqa: E402
+from django_q.models import Schedule, Task  # noqa: E402
+from django_q.tasks import async_task, schedule  # noqa: E402
 
 
 def failed_task() -> str:
