@@ -26,7 +26,9 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 
+from .enqueue import enqueue
 from .exceptions import BadSignature, CorruptPackage, PackageError, TaskTypeError
+from .models import DeadLetter
 from .package import TaskPackage
 
 logger = logging.getLogger("django_q")
@@ -43,7 +45,7 @@ class _Unpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "pytz" and name in ("_UTC", "utc"):
+        if module == "pytz" and name == "_UTC":  # pytz.utc pickles as a call of pytz._UTC()
             try:
                 return super().find_class(module, name)
             except ImportError:
@@ -65,7 +67,10 @@ def loads(payload: str | bytes, salts: Iterable[str]) -> dict[str, Any]:
     anything is unpickled. A body that does not unpickle to a task dict raises
     CorruptPackage.
     """
-    text = bytes(payload).decode() if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    try:
+        text = bytes(payload).decode() if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    except UnicodeDecodeError:
+        raise BadSignature("not a django-q package (not text)") from None
     for salt in salts:
         try:
             value = signing.TimestampSigner(salt=salt).unsign(text)
@@ -127,9 +132,6 @@ def take_redis_list(client: Any, queue: str) -> tuple[int, int]:
     then dropped from there: a cluster that dies in between leaves it in
     `:taking`, and the next start takes it (it may then run twice, never not at all).
     """
-    from .enqueue import enqueue  # enqueue imports the models: only once the app registry is ready
-    from .models import DeadLetter
-
     taken = dead = 0
     salts = legacy_names()
     for key in redis_list_keys():
@@ -138,7 +140,7 @@ def take_redis_list(client: Any, queue: str) -> tuple[int, int]:
             pass
         while (raw := client.lmove(key, taking, "LEFT", "RIGHT")) is not None:
             try:
-                _enqueue(enqueue, package_of(loads(raw, salts)), queue)
+                _enqueue(package_of(loads(raw, salts)), queue)
             except (PackageError, TaskTypeError) as exc:  # a BrokerError stops qcluster: the package stays in :taking
                 DeadLetter.objects.create(broker_id=key, queue=queue, payload=bytes(raw), reason=str(exc))
                 logger.error("django-q package in Redis list %s dead-lettered: %s", key, exc)
@@ -151,7 +153,7 @@ def take_redis_list(client: Any, queue: str) -> tuple[int, int]:
     return taken, dead
 
 
-def _enqueue(enqueue: Any, package: TaskPackage, queue: str) -> None:
+def _enqueue(package: TaskPackage, queue: str) -> None:
     options = {key: getattr(package, key) for key in _SAME if getattr(package, key) is not None}
     options["cluster"] = options.get("cluster") or queue
     enqueue(

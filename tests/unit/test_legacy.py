@@ -47,8 +47,9 @@ def test_a_package_signed_with_another_key_or_name_is_never_unpickled(monkeypatc
     for payload, salts in ((signed(TASK, key="another-key"), ["default"]), (signed(TASK, salt="a"), ["b"])):
         with pytest.raises(BadSignature, match="signature does not match SECRET_KEY"):
             loads(payload, salts)
-    with pytest.raises(BadSignature):
-        loads("not a package at all", ["default"])
+    for junk in ("not a package at all", b"\xff\xfe binary"):
+        with pytest.raises(BadSignature):
+            loads(junk, ["default"])
     assert unpickled == []
 
 
