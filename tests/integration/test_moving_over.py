@@ -253,6 +253,7 @@ def test_migrate_keeps_every_row_and_runs_what_was_queued(moved, tmp_path):
     for key, label in (("minutes", "minutes"), ("cron", "cron"), ("once", "once")):
         row = schedules[str(made["schedules"][key])]
         assert ran["tasks"][row["task"]]["result"] == label and ran["tasks"][row["task"]]["success"] is True
+    assert ran["tasks"][schedules[str(made["schedules"]["once"])]["task"]]["group"] == "once-group"
     assert schedules[str(made["schedules"]["minutes"])]["repeats"] == 2
     assert schedules[str(made["schedules"]["once"])]["next_run"] is None
     assert schedules[str(made["schedules"]["cron"])]["next_run"] > old_rows["schedules"][

@@ -49,7 +49,9 @@ schedules = {
                      repeats=-1, next_run=past, cluster=os.environ["DQ_LEGACY_NAME"]).id,
     "daily_hook": schedule("legacy_tasks.add", 20, b=22, name="daily", hook="legacy_tasks.mark",
                            schedule_type=Schedule.DAILY, repeats=-1, next_run=later).id,
+    # Options of the task in q_options, among the kwargs (cached: a django-q option we do not have).
     "once": schedule("legacy_tasks.mark", "once", name="once", schedule_type=Schedule.ONCE, repeats=1,
+                     q_options={"group": "once-group", "timeout": 60, "cached": False},
                      next_run=past).id,
 }
 # As if their cluster was down when the cron schedule came due: it runs on ours.
