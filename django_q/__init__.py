@@ -24,6 +24,17 @@ _TASK_API = frozenset(
         "delete_group",
         "queue_size",
         "schedule",
+        "result_cached",
+        "fetch_cached",
+        "delete_cached",
+        "result_group_cached",
+        "fetch_group_cached",
+        "count_group_cached",
+        "delete_group_cached",
+        "AsyncTask",
+        "Async",
+        "Iter",
+        "Chain",
     }
 )
 

@@ -25,7 +25,6 @@ from .exceptions import ConfigurationError
 IGNORED_KEYS = frozenset(
     {
         "bulk",
-        "cached",
         "cpu_affinity",
         "daemonize_workers",
         "guard_cycle",
@@ -43,7 +42,7 @@ IGNORED_KEYS = frozenset(
 # Flat settings of the seed, honoured when Q_CLUSTER does not set the key.
 FLAT_SETTINGS = {"workers": "Q_WORKERS", "compress": "Q_COMPRESSED", "save_limit": "Q_SAVE_LIMIT"}
 
-SETTING_NAMES = frozenset({"Q_CLUSTER", "SECRET_KEY", "SECRET_KEY_FALLBACKS", *FLAT_SETTINGS.values()})
+SETTING_NAMES = frozenset({"Q_CLUSTER", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES", *FLAT_SETTINGS.values()})
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,8 @@ class Config:
     cancel_grace: float = 5.0  # seconds a cancelled running task has to stop before its worker is killed
     on_commit: bool = False  # enqueue only when the surrounding transaction commits
     preload_tasks: bool = True  # the sentinel imports the modules of tasks run so far before it forks a worker
+    cached: bool | int = False  # django-q2's: results in Django's cache (True, or seconds) instead of the database
+    cache: str = "default"  # the alias of CACHES that cached results go to
 
     @property
     def broker_kind(self) -> str:
@@ -136,6 +137,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "cancel_grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
     "on_commit": (lambda v: isinstance(v, bool), "True or False"),
     "preload_tasks": (lambda v: isinstance(v, bool), "True or False"),
+    "cached": (lambda v: isinstance(v, bool) or (_is_int(v) and v > 0), "True, False or a whole number of seconds > 0"),
+    "cache": (lambda v: isinstance(v, str) and v in settings.CACHES, "an alias of CACHES"),
 }
 
 

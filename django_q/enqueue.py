@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from . import signals
 from .brokers import get_broker
-from .brokers.base import check_priority
+from .brokers.base import QueueBackend, check_priority
 from .conf import Config, get_config
 from .exceptions import PackageTooLarge, TaskTypeError
 from .funcs import callable_path, path_of, resolve
@@ -41,6 +41,8 @@ OPTION_NAMES = frozenset(
         "hook", "group", "timeout", "task_name", "save", "sync", "ack_failure", "cluster",
         # the task lifecycle: rank, defer, retry, and wait for the transaction
         "priority", "run_after", "countdown", "retries", "retry_delay", "retry_backoff", "retry_on", "on_commit",
+        # django-q2's: a broker to send through, results in Django's cache, a hand-made iter, a chain to follow
+        "broker", "cached", "iter_count", "iter_cached", "chain",
     }
 )
 
@@ -85,8 +87,9 @@ def enqueue(
             )
         delay = delay_of(options)
         sync, on_commit = options.get("sync"), options.get("on_commit")
+        broker = _broker_option(options.get("broker"))
     else:
-        options, delay, sync, on_commit = {}, 0.0, None, None
+        options, delay, sync, on_commit, broker = {}, 0.0, None, None, None
     count = len(args)
     ids = new_ids(count) if ids is None else list(ids)
     names = _names(ids, options.get("task_name")) if names is None else list(names)
@@ -108,12 +111,12 @@ def enqueue(
     def send() -> None:
         if signals.pre_enqueue.has_listeners("django_q"):  # receivers of every sender, or of ours
             for task in _packages(base, ids, names, args, kwargs, now):
-                signals.pre_enqueue.send(sender="django_q", task=task)
-        broker = get_broker(base.get("cluster"), config)
+                signals.pre_enqueue.send(sender="django_q", task=signals.package_info(task))
+        to = broker or get_broker(base.get("cluster"), config)
         if count == 1:
-            broker.enqueue(payloads[0], base.get("priority", 0), delay, ids[0])
+            to.enqueue(payloads[0], base.get("priority", 0), delay, ids[0])
         elif count:
-            broker.enqueue_many(payloads, base.get("priority", 0), delay, ids)
+            to.enqueue_many(payloads, base.get("priority", 0), delay, ids)
         if after is not None:
             after()
 
@@ -122,6 +125,13 @@ def enqueue(
     else:
         send()
     return ids
+
+
+def _broker_option(broker: Any) -> QueueBackend | None:
+    """The broker an enqueue reuses (django-q2's `broker=`), checked: one get_broker() returned."""
+    if broker is not None and not isinstance(broker, QueueBackend):
+        raise TaskTypeError(f"broker must be a broker such as get_broker() returns, got {type(broker).__name__}")
+    return broker
 
 
 def _names(ids: list[str], task_name: str | None) -> list[str]:
@@ -145,7 +155,7 @@ def _shared_fields(
         base = _plain.get(func)
         if base is not None:
             return base
-    base = copy_fields(TaskPackage(id="", name="", **package_fields(func, options, config), **(fields or {})))
+    base = copy_fields(TaskPackage(id="", name="", **{**package_fields(func, options, config), **(fields or {})}))
     if plain:
         _plain[func] = base
     return base
@@ -200,7 +210,8 @@ def run_sync(task: TaskPackage, config: Config) -> None:
 
     A retry policy runs it again at once (no delay is waited out in this process).
     """
-    signals.pre_enqueue.send(sender="django_q", task=task)
+    if signals.pre_enqueue.has_listeners("django_q"):
+        signals.pre_enqueue.send(sender="django_q", task=signals.package_info(task, sync=True))
     payload = pack_task(task, config)
     attempt = 1
     while True:
@@ -213,7 +224,7 @@ def run_sync(task: TaskPackage, config: Config) -> None:
 
 def continue_chain(task: TaskPackage, config: Config, sync: bool = False) -> str:
     """Enqueue the next link of the chain `task` ran (in this process with `sync`); its task id."""
-    options = {"group": task.group, "cluster": task.cluster, "sync": sync, "on_commit": False}
+    options = {"group": task.group, "cluster": task.cluster, "sync": sync, "on_commit": False, "cached": task.cached}
     return enqueue_link(task.chain[0], task.chain[1:], options, config)
 
 
@@ -263,8 +274,54 @@ def package_fields(func: Callable | str, options: Mapping[str, Any], config: Con
         "ack_failure": options.get("ack_failure"),
         "cluster": options.get("cluster"),
         "priority": check_priority(options.get("priority", 0)),
+        "cached": _cached_option("cached", options.get("cached", config.cached)),
+        "iter_cached": _cached_option("iter_cached", options.get("iter_cached", False)),
         **_retry_policy(options),
+        **_q2_structure(options),
     }
+
+
+def _cached_option(name: str, value: Any) -> bool | int:
+    """`cached` or `iter_cached`: False, True (kept until evicted) or whole seconds to keep the result."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, int) and value > 0:
+        return value
+    raise TaskTypeError(f"{name} must be True, False or a whole number of seconds > 0, got {value!r}")
+
+
+def _q2_structure(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Package fields of django-q2's `chain` (links to run after this task) and `iter_count` (a hand-made iter).
+
+    With iter_count, the task is one of that many parts whose results are
+    saved as one list under the id `group` (what async_iter does itself).
+    """
+    out: dict[str, Any] = {}
+    chain = options.get("chain")
+    if chain:
+        if not isinstance(chain, (list, tuple)):
+            raise TaskTypeError(f"chain must be a list of (func, args, kwargs), got {type(chain).__name__}")
+        out["chain"] = tuple(normalize_link(link) for link in chain)
+    iter_count = options.get("iter_count")
+    if iter_count is not None:
+        if isinstance(iter_count, bool) or not isinstance(iter_count, int) or iter_count < 1:
+            raise TaskTypeError(f"iter_count must be a whole number > 0, got {iter_count!r}")
+        if not options.get("group"):
+            raise TaskTypeError("iter_count needs a group: the id the list of results is saved under")
+        out["parent"], out["iter_count"] = options["group"], iter_count
+    return out
+
+
+def normalize_link(link: Any) -> tuple[Any, tuple, dict]:
+    """A chain link as (func, args, kwargs) from a func, (func,), (func, args) or (func, args, kwargs)."""
+    if not isinstance(link, (tuple, list)):
+        link = (link,)
+    if not link:
+        raise TaskTypeError("a chain link must name a function, got an empty one")
+    func = link[0]
+    args = tuple(link[1]) if len(link) > 1 and link[1] is not None else ()
+    kwargs = dict(link[2]) if len(link) > 2 and link[2] is not None else {}
+    return (func if isinstance(func, str) else path_of(func, "func"), args, kwargs)
 
 
 def _number(value: Any, above: float | None = None, least: float | None = None) -> bool:
@@ -338,7 +395,7 @@ def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]
     kwargs = parse_kwargs(row.kwargs)
     options = {"hook": row.hook or None, "group": group_of(row), "on_commit": False}
     # django-q's schedule(..., q_options={...}) kept the task's options among the kwargs, and its
-    # scheduler took them out; options we do not have (cached, broker_name) are left out.
+    # scheduler took them out; options we do not have (broker_name) are left out.
     own = kwargs.pop("q_options") if isinstance(kwargs.get("q_options"), dict) else {}
     for key in OPTION_NAMES & own.keys() - {"on_commit"}:
         if key != "hook" or not row.hook:

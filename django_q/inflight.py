@@ -4,7 +4,8 @@ A stored `Task` row exists only once a task finished. Before that the broker
 is the one place that knows the task: queued (or due later), or leased by a
 cluster whose pusher recorded, when a worker started it, a `RunningInfo`
 (`Broker.mark_running`). `find` and `pending_tasks` turn those into `Task`
-instances with status queued or running, which `fetch()` and the admin show.
+instances with status queued or running, which `fetch(id, in_flight=True)`
+and the admin show.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from .package import TaskPackage
 
 logger = logging.getLogger("django_q")
 
-# Keys of their task dict that become our package's fields of the same name.
-_SAME = ("hook", "group", "timeout", "save", "ack_failure", "cluster")
+# Keys of their task dict that become our package's fields (and enqueue's options) of the same name.
+_SAME = ("hook", "group", "timeout", "save", "ack_failure", "cluster", "cached", "iter_cached")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -90,14 +90,16 @@ def loads(payload: str | bytes, salts: Iterable[str]) -> dict[str, Any]:
 
 
 def package_of(task: dict[str, Any]) -> TaskPackage:
-    """Our package for their task dict: same id, name, call, hook, group, timeout, save, cluster, chain.
+    """Our package for their task dict: same id, name, call, options (but `sync`) and chain.
 
-    `cached`, `sync`, `iter_count` and `iter_cached` are not carried: the
-    parts of their async_iter run and are saved as tasks of the iter's group.
+    A part of their async_iter (iter_count, with the iter's id as its group)
+    is one of ours: its result goes into the list saved under that id.
     """
     try:
         started = task.get("started")
         fields = {key: task[key] for key in _SAME if task.get(key) is not None}
+        if task.get("iter_count"):
+            fields["iter_count"], fields["parent"] = int(task["iter_count"]), str(task["group"])
         return TaskPackage(
             id=str(task["id"]),
             name=str(task.get("name") or task["id"])[:100],
@@ -156,6 +158,8 @@ def take_redis_list(client: Any, queue: str) -> tuple[int, int]:
 def _enqueue(package: TaskPackage, queue: str) -> None:
     options = {key: getattr(package, key) for key in _SAME if getattr(package, key) is not None}
     options["cluster"] = options.get("cluster") or queue
+    if package.iter_count:
+        options["iter_count"] = package.iter_count
     enqueue(
         package.func, [package.args], package.kwargs, options,
         ids=[package.id], names=[package.name], fields={"chain": package.chain} if package.chain else None,

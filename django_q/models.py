@@ -43,9 +43,10 @@ class PickledObjectField(models.BinaryField):
 class Task(models.Model):
     """A task that ran: its call, its result (or traceback) and its timing.
 
-    Stored rows are finished: succeeded, failed or cancelled. `fetch()` also
-    returns unsaved instances for tasks still in the broker, with `status`
-    queued or running and `success` None (see `django_q.inflight`).
+    Stored rows are finished: succeeded, failed or cancelled. `fetch(id,
+    in_flight=True)` also returns unsaved instances for tasks still in the
+    broker, with `status` queued or running and `success` None (see
+    `django_q.inflight`).
     """
 
     QUEUED = "queued"

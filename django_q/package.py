@@ -65,6 +65,10 @@ class TaskPackage:
     retry_on: tuple = ()
     history: tuple = ()  # earlier failed attempts: dicts of worker, exception, traceback, stopped
     django: dict | None = None  # a django.tasks task: backend alias, queue name, takes_context
+    # django-q2's `cached`: the result goes to Django's cache (True: until evicted;
+    # seconds) instead of the database; `iter_cached` does that for an iter's list.
+    cached: bool | int = False
+    iter_cached: bool | int = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that differ from their defaults (from_dict fills in the rest): smaller packages."""

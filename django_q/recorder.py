@@ -16,7 +16,7 @@ from typing import Any
 from django import db
 from django.db import DatabaseError, IntegrityError, models, router, transaction
 
-from . import signals
+from . import cached, signals
 from .conf import Config
 from .funcs import resolve
 from .models import DeadLetter, Success, Task
@@ -81,7 +81,10 @@ class Recorder:
         """Save a batch in one transaction, then run hooks, chains and iter folding for new results."""
         repeats = self._folded_parts(outcomes)
         live = [o for o in outcomes if o not in repeats] if repeats else outcomes
-        stored = self._unpruned([o for o in live if self._keeps(o)])
+        to_cache = [o for o in live if o.task.cached and not o.task.parent]
+        if to_cache:
+            live = [o for o in live if o not in to_cache] + self._cache(to_cache)
+        stored = self._unpruned([o for o in live if self._keeps(o) and not (o.task.cached and not o.task.parent)])
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
         # waits for the lock instead of failing to upgrade a read lock.
@@ -114,6 +117,18 @@ class Recorder:
             ack_ids=tuple(o.delivery_id for o in outcomes if o.ack) + tuple(d.delivery_id for d in dead),
             release_ids=tuple(o.delivery_id for o in outcomes if not o.ack),
         )
+
+    def _cache(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Keep outcomes of `cached` tasks in Django's cache, not the database; those stored now, for their hooks."""
+        kept = []
+        for outcome in outcomes:
+            try:
+                if cached.store(self.config, outcome.cluster, self._fields(outcome), outcome.task.cached):
+                    kept.append(outcome)
+            except Exception:  # the cache is down or refuses the value: say so, as a result that cannot be saved
+                logger.exception("result of task %s (%s) could not be kept in the cache %r",
+                                 outcome.task.name, outcome.task.id, self.config.cache)
+        return kept
 
     def _folded_parts(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """async_iter parts delivered again after their parent was folded: acked, not stored."""
@@ -263,7 +278,8 @@ class Recorder:
                 resolve(hook)(row)
             except Exception:
                 logger.exception("hook %s of task %s (%s) failed", hook, row.name, row.id)
-        signals.post_execute.send(sender="django_q", task=row)
+        if signals.post_execute.has_listeners("django_q"):
+            signals.post_execute.send(sender="django_q", task=signals.row_info(row))
 
     def _continue_chain(self, task: TaskPackage) -> None:
         if self.chain is None:
@@ -288,7 +304,7 @@ class Recorder:
             args=[p.args for p in parts],
             kwargs=task.kwargs,
             result=[p.result for p in parts],
-            group=task.group,
+            group=task.group if task.group != task.parent else None,  # iter_count: the group is its id
             cluster=parts[-1].cluster,
             started=min(p.started for p in parts),
             stopped=max(p.stopped for p in parts),
@@ -296,6 +312,12 @@ class Recorder:
             status=Task.SUCCESS if all(p.success for p in parts) else Task.FAILURE,
             attempt_count=max(p.attempt_count for p in parts),
         )
+        if task.iter_cached:
+            fields = {f.attname: getattr(row, f.attname) for f in _concrete_fields()}
+            cached.store(self.config, row.cluster, fields, task.iter_cached)
+            tasks.filter(parent=task.parent).delete()
+            self._finish(task.hook, row)
+            return
         try:
             with transaction.atomic(using=self.alias):
                 row.save(using=self.alias, force_insert=True)

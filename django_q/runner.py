@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import pickle
 import time
 import traceback
@@ -27,6 +28,9 @@ from .models import Task
 from .names import worker_id
 from .outcomes import Outcome
 from .package import TaskPackage, pack, unpack
+from .rows import epoch_datetime
+
+logger = logging.getLogger("django_q")
 
 # Task functions by dotted path, in a worker process only (`remember_functions`):
 # a path is imported and looked up once per worker. A task run in the caller's
@@ -93,7 +97,8 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) ->
     _running = delivery_id
     try:
         func = function(task.func)
-        signals.pre_execute.send(sender="django_q", func=func, task=task)
+        if signals.pre_execute.has_listeners("django_q"):
+            signals.pre_execute.send(sender="django_q", func=func, task=signals.package_info(task))
         if task.django is not None:
             # django.tasks exists from Django 6 on only, and only its tasks carry `django`.
             from .djtasks import run_task
@@ -139,11 +144,27 @@ def execute(
         exception=None if ran.error is None else class_path(type(ran.error)),
         worker=worker_id(),
     )
+    if signals.post_execute_in_worker.has_listeners("django_q"):
+        _ran_in_worker(task, outcome)
     if ran.error is not None and _retries(task, ran.error, attempts, config):
         delay = task.retry_delay * task.retry_backoff ** (attempts - 1)
         again = replace(task, history=(*task.history, _attempt(outcome)))
         outcome = outcome._replace(retry_payload=pack(again, config.serializer, config.compress), retry_in=delay)
     return outcome
+
+
+def _ran_in_worker(task: TaskPackage, outcome: Outcome) -> None:
+    """Send django-q2's post_execute_in_worker; a receiver that raises is logged, the outcome stands."""
+    info = signals.package_info(task)
+    info.update(result=outcome.result, success=outcome.success, stopped=epoch_datetime(outcome.stopped))
+    try:
+        func = function(task.func)
+    except Exception:  # it could not be imported: the outcome says so already
+        func = None
+    try:
+        signals.post_execute_in_worker.send(sender="django_q", func=func, task=info)
+    except Exception:
+        logger.exception("a post_execute_in_worker receiver failed on task %s (%s)", task.name, task.id)
 
 
 def _retries(task: TaskPackage, error: BaseException, attempts: int, config: Config) -> bool:

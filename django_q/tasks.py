@@ -1,7 +1,8 @@
 """The public task API: enqueue work for the cluster and read what it stored.
 
 A thin façade: every enqueue goes through `django_q.enqueue.enqueue`, every
-read through the models and, for tasks still in the broker, `django_q.inflight`.
+read through `django_q.results` (re-exported here). The classes `AsyncTask`
+(alias `Async`), `Iter` and `Chain` are django-q2's, on top of the same calls.
 """
 
 from __future__ import annotations
@@ -13,21 +14,38 @@ from typing import Any
 from django.utils import timezone
 
 from .brokers import get_broker
-from .brokers.base import REMOVED
+from .brokers.base import REMOVED, QueueBackend
 from .conf import get_config
-from .enqueue import OPTION_NAMES, enqueue, enqueue_link
+from .enqueue import OPTION_NAMES, enqueue, enqueue_link, normalize_link
 from .exceptions import TaskTypeError
 from .funcs import path_of
-from .inflight import find
-from .models import Schedule, Task
+from .models import Schedule
 from .names import humanize, new_id
 from .outcomes import Outcome
 from .package import unpack
 from .recorder import Recorder
+from .results import (
+    count_group,
+    count_group_cached,
+    delete_cached,
+    delete_group,
+    delete_group_cached,
+    fetch,
+    fetch_cached,
+    fetch_group,
+    fetch_group_cached,
+    no_task,
+    result,
+    result_cached,
+    result_group,
+    result_group_cached,
+)
 
 __all__ = [
-    "async_task", "async_many", "async_iter", "async_chain", "result", "fetch", "result_group", "fetch_group",
-    "count_group", "delete_group", "queue_size", "cancel", "schedule",
+    "Async", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_many", "async_task", "cancel",
+    "count_group", "count_group_cached", "delete_cached", "delete_group", "delete_group_cached", "fetch",
+    "fetch_cached", "fetch_group", "fetch_group_cached", "queue_size", "result", "result_cached", "result_group",
+    "result_group_cached", "schedule",
 ]
 
 
@@ -38,6 +56,14 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     when the task's own keyword arguments use those names:
 
     - hook, group, timeout, task_name, save, sync, ack_failure, cluster: as in django-q;
+    - broker: a broker (what get_broker() returns) to send through instead of the cluster's own;
+    - cached: keep the result in Django's cache instead of the database (True:
+      until evicted, or seconds; Q_CLUSTER['cached'] by default); read it with
+      result_cached / fetch_cached, or result / fetch with cached=True;
+    - chain: [(func, args, kwargs), ...] to run one after another once this task finished;
+    - iter_count (with group) and iter_cached: this task is one of iter_count
+      parts whose results are saved as one list under the id `group`, in the
+      cache with iter_cached (what async_iter does);
     - priority: -100 to 100, higher runs first (default 0);
     - run_after (an aware datetime, or a timedelta from now) or countdown
       (seconds): the broker holds the task back until then;
@@ -69,10 +95,23 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
 
 
 def async_iter(func: Callable | str, args_iter: Iterable[Any], **options: Any) -> str:
-    """Enqueue one task per item of `args_iter`; the parent id's result is the list of results."""
+    """Enqueue one task per item of `args_iter`; the parent id's result is the list of results.
+
+    Options are those of async_task (or `q_options={...}`); with `cached`, the
+    list is kept in the cache instead of the database.
+    """
+    if "q_options" in options:
+        options = dict(options["q_options"] or {})
     items = _items(args_iter)
     if not items:
         raise TaskTypeError("async_iter needs at least one item")
+    # The parts go to the database, where they are folded into the list; `cached`
+    # (Q_CLUSTER["cached"] by default, which result() then reads) is for the list.
+    cached = options.pop("cached", None)
+    cached = get_config().cached if cached is None else cached
+    if cached:
+        options.setdefault("iter_cached", cached)
+    options["cached"] = False
     parent = new_id()
     base = options.pop("task_name", None) or humanize(parent)
     enqueue(
@@ -84,71 +123,27 @@ def async_iter(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
     return parent
 
 
-def async_chain(chain: list, group: str | None = None, cluster: str | None = None, sync: bool | None = None) -> str:
+def async_chain(chain: list, group: str | None = None, cached: bool | int | None = None, sync: bool | None = None,
+                broker: QueueBackend | None = None, cluster: str | None = None) -> str:
     """Run `[(func, args, kwargs), ...]` one after another; returns the group the results are in.
 
     A link's keyword arguments may carry options of async_task (countdown,
-    priority, hook, ...) for that link.
+    priority, hook, ...) for that link. `cached`, `sync`, `broker` and
+    `cluster` apply to every link (`broker` to the first: the cluster
+    enqueues the others).
     """
     if not chain:
         raise TaskTypeError("async_chain needs at least one task")
     links = [normalize_link(link) for link in chain]
     group = group or new_id()
-    options = {"group": group, "cluster": cluster, **({"sync": sync} if sync is not None else {})}
+    given = {"cached": cached, "sync": sync, "broker": broker}
+    options = {"group": group, "cluster": cluster, **{k: v for k, v in given.items() if v is not None}}
     enqueue_link(links[0], links[1:], options)
     return group
 
 
 def _items(args_iter: Iterable[Any]) -> list[tuple]:
     return [item if isinstance(item, tuple) else (item,) for item in args_iter]
-
-
-def normalize_link(link: Any) -> tuple[Any, tuple, dict]:
-    """A chain link as (func, args, kwargs) from a func, (func,), (func, args) or (func, args, kwargs)."""
-    if not isinstance(link, (tuple, list)):
-        link = (link,)
-    func = link[0]
-    args = tuple(link[1]) if len(link) > 1 and link[1] is not None else ()
-    kwargs = dict(link[2]) if len(link) > 2 and link[2] is not None else {}
-    return (func if isinstance(func, str) else path_of(func, "func"), args, kwargs)
-
-
-def _wait(get: Callable[[], Any], wait: int) -> Any:
-    """Call `get` until it returns something, for up to `wait` ms (-1: forever)."""
-    value = get()
-    deadline = None if wait < 0 else time.monotonic() + wait / 1000
-    pause = 0.01
-    while value is None and (deadline is None or time.monotonic() < deadline):
-        time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, 0.2)
-        value = get()
-    return value
-
-
-def _no_task(task_id: Any) -> bool:
-    """Whether `task_id` names no task (None); a TaskTypeError if it is not a task id or name at all."""
-    if task_id is None:
-        return True
-    if not isinstance(task_id, str):
-        raise TaskTypeError(f"task_id must be a task id or name (a str), got {type(task_id).__name__}: {task_id!r}")
-    return False
-
-
-def fetch(task_id: str, wait: int = 0, cluster: str | None = None) -> Any:
-    """The Task of an id or name: the stored one once it finished, waiting up to `wait` ms for that.
-
-    Before it finished, a task still in the broker of `cluster` is returned
-    unsaved, with `status` queued or running (and `success` None); a task
-    that is nowhere gives None, as does a task_id of None.
-    """
-    if _no_task(task_id):
-        return None
-    stored = _wait(lambda: Task.get_task(task_id), wait)
-    if stored is not None:
-        return stored
-    in_flight = find(task_id, cluster)
-    # It may have finished between the two reads.
-    return in_flight if in_flight is not None else Task.get_task(task_id)
 
 
 def cancel(task_id: str, cluster: str | None = None) -> bool:
@@ -159,7 +154,7 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
     and is killed after Q_CLUSTER['cancel_grace'] seconds if it does not stop;
     the cluster then records it as cancelled. A cancelled task's hook is called.
     """
-    if _no_task(task_id):
+    if no_task(task_id):
         return False
     config = get_config()
     done = get_broker(cluster, config).cancel(task_id)
@@ -175,51 +170,17 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
     return True
 
 
-def result(task_id: str, wait: int = 0) -> Any:
-    """The result of a task, or None until it ran; waits up to `wait` ms (-1: forever)."""
-    if _no_task(task_id):
-        return None
-    task = _wait(lambda: Task.get_task(task_id), wait)
-    return task.result if task is not None else None
+def queue_size(cluster: str | QueueBackend | None = None, broker: QueueBackend | None = None) -> int:
+    """Tasks waiting in the broker of `cluster` (the configured cluster by default), or in `broker`.
 
-
-def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> list | None:
-    def get() -> list | None:
-        tasks = Task.objects.filter(group=group)
-        if not failures:
-            tasks = tasks.filter(success=True)
-        found = list(tasks.order_by("started"))
-        if count is not None:
-            return found if len(found) >= count else None
-        return found or None
-
-    return _wait(get, wait)
-
-
-def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | None = None) -> list | None:
-    """The stored Tasks of a group (successes only unless `failures`), or None."""
-    return _group_tasks(group, failures, wait, count)
-
-
-def result_group(group: str, failures: bool = False, wait: int = 0, count: int | None = None) -> list | None:
-    """The results of a group's tasks in start order, or None; `count` waits for that many."""
-    tasks = _group_tasks(group, failures, wait, count)
-    return None if tasks is None else [t.result for t in tasks]
-
-
-def count_group(group: str, failures: bool = False) -> int:
-    """How many tasks of a group succeeded (or failed, with `failures`)."""
-    return Task.objects.filter(group=group, success=not failures).count()
-
-
-def delete_group(group: str, tasks: bool = False) -> int:
-    """Remove the group label from its tasks, or delete the tasks with `tasks=True`."""
-    rows = Task.objects.filter(group=group)
-    return rows.delete()[0] if tasks else rows.update(group=None)
-
-
-def queue_size(cluster: str | None = None) -> int:
-    """Tasks waiting in the broker of `cluster` (the configured cluster by default)."""
+    django-q2 takes the broker as the first argument: a broker given there counts too.
+    """
+    if isinstance(cluster, QueueBackend):
+        cluster, broker = None, cluster
+    if broker is not None:
+        if not isinstance(broker, QueueBackend):
+            raise TaskTypeError(f"broker must be a broker such as get_broker() returns, got {type(broker).__name__}")
+        return broker.size()
     return get_broker(cluster).size()
 
 
@@ -253,3 +214,175 @@ def schedule(
     sched.full_clean()
     sched.save()
     return sched
+
+
+# --- django-q2's classes ---
+
+
+def _default_cached(cached: bool | int | None) -> bool | int:
+    return get_config().cached if cached is None else cached
+
+
+class AsyncTask:
+    """One task to run, built first and sent by `run()`: django-q2's class API over async_task.
+
+    The keyword arguments are those of async_task (options included, or in
+    `q_options`); `broker`, `sync`, `save`, `hook`, `group` and `cached` can
+    be read and set as attributes until it runs again.
+    """
+
+    def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
+        self.id = ""
+        self.started = False
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+
+    def _get_option(self, key: str, default: Any = None) -> Any:
+        return self.kwargs.get("q_options", self.kwargs).get(key, default)
+
+    def _set_option(self, key: str, value: Any) -> None:
+        self.kwargs.get("q_options", self.kwargs)[key] = value
+        self.started = False
+
+    broker = property(lambda self: self._get_option("broker"), lambda self, v: self._set_option("broker", v))
+    sync = property(lambda self: self._get_option("sync"), lambda self, v: self._set_option("sync", v))
+    save = property(lambda self: self._get_option("save"), lambda self, v: self._set_option("save", v))
+    hook = property(lambda self: self._get_option("hook"), lambda self, v: self._set_option("hook", v))
+    group = property(lambda self: self._get_option("group"), lambda self, v: self._set_option("group", v))
+    cached = property(
+        lambda self: self._get_option("cached", get_config().cached), lambda self, v: self._set_option("cached", v)
+    )
+
+    def run(self) -> str:
+        """Enqueue the task; its id."""
+        self.id = async_task(self.func, *self.args, **self.kwargs)
+        self.started = True
+        return self.id
+
+    def result(self, wait: int = 0) -> Any:
+        """Its result once it ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: int = 0) -> Any:
+        """Its stored Task once it ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def result_group(self, failures: bool = False, wait: int = 0, count: int | None = None) -> list | None:
+        """The results of its group (see result_group); None without a group or before `run()`."""
+        if self.started and self.group:
+            return result_group(self.group, failures=failures, wait=wait, count=count, cached=self.cached)
+        return None
+
+    def fetch_group(self, failures: bool = True, wait: int = 0, count: int | None = None) -> list | None:
+        """The Tasks of its group (see fetch_group); None without a group or before `run()`."""
+        if self.started and self.group:
+            return fetch_group(self.group, failures=failures, wait=wait, count=count, cached=self.cached)
+        return None
+
+
+Async = AsyncTask  # django-q's name
+
+
+class Iter:
+    """One task per set of arguments, their results one list: django-q2's class API over async_iter."""
+
+    def __init__(self, func: Callable | str | None = None, args: list | None = None, kwargs: dict | None = None,
+                 cached: bool | int | None = None, sync: bool | None = None,
+                 broker: QueueBackend | None = None) -> None:
+        self.func = func
+        self.args = args or []
+        self.kwargs = kwargs or {}  # options of async_iter
+        self.id = ""
+        self.broker = broker or get_broker()
+        self.cached = _default_cached(cached)
+        self.sync = sync
+        self.started = False
+
+    def append(self, *args: Any) -> int:
+        """Add a set of arguments (one task); the number of sets."""
+        self.args.append(args)
+        self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        """Enqueue a task per set of arguments; the id the list of results is saved under."""
+        if self.func is None:
+            raise TaskTypeError("Iter.run() needs a func: Iter(func, args)")
+        options = {**self.kwargs, "cached": self.cached, "sync": self.sync, "broker": self.broker}
+        self.id = async_iter(self.func, self.args, **options)
+        self.started = True
+        return self.id
+
+    def result(self, wait: int = 0) -> list | None:
+        """The list of results once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: int = 0) -> Any:
+        """The Task holding the list of results (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def length(self) -> int:
+        """How many sets of arguments (tasks) there are."""
+        return len(self.args)
+
+
+class Chain:
+    """Tasks that run one after another in one group: django-q2's class API over async_chain."""
+
+    def __init__(self, chain: list | None = None, group: str | None = None, cached: bool | int | None = None,
+                 sync: bool | None = None, broker: QueueBackend | None = None) -> None:
+        self.chain = chain or []
+        self.group = group or ""
+        self.broker = broker or get_broker()
+        self.cached = _default_cached(cached)
+        self.sync = sync
+        self.started = False
+
+    def append(self, func: Callable | str, *args: Any, **kwargs: Any) -> int:
+        """Add a task (arguments and options as async_task's); after a run, its group's results are let go first.
+
+        Returns the length of the chain.
+        """
+        self.chain.append((func, args, kwargs))
+        if self.started:
+            delete_group(self.group, cached=self.cached)
+            self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        """Enqueue the first task (each finished one enqueues the next); the group of their results."""
+        self.group = async_chain(self.chain[:], group=self.group, cached=self.cached, sync=self.sync,
+                                 broker=self.broker)
+        self.started = True
+        return self.group
+
+    def result(self, wait: int = 0) -> list | None:
+        """The results once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return result_group(self.group, wait=wait, count=self.length(), cached=self.cached)
+        return None
+
+    def fetch(self, failures: bool = True, wait: int = 0) -> list | None:
+        """The Tasks once every task ran (None before, or before `run()`); waits up to `wait` ms."""
+        if self.started:
+            return fetch_group(self.group, failures=failures, wait=wait, count=self.length(), cached=self.cached)
+        return None
+
+    def current(self) -> int | None:
+        """How many tasks of the chain succeeded so far; None before `run()`."""
+        if not self.started:
+            return None
+        return count_group(self.group, cached=self.cached)
+
+    def length(self) -> int:
+        """How many tasks the chain has."""
+        return len(self.chain)

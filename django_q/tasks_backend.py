@@ -51,9 +51,9 @@ from .djtasks import LOST, earlier_attempts
 from .enqueue import enqueue
 from .exceptions import ConfigurationError
 from .funcs import resolve
-from .inflight import find
 from .models import Task
 from .names import new_id
+from .results import fetch
 from .rows import epoch_datetime
 
 RETRY_ATTRIBUTE = "django_q_retry_policy"
@@ -143,12 +143,11 @@ class DjangoQBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         """The result of a task: from its stored row once it finished, else from the broker."""
-        row = Task.objects.filter(id=result_id).first() if _is_id(result_id) else None
-        if row is None and _is_id(result_id):
-            clusters = {self.cluster_of(q) for q in self.queues} or {get_config().name}
-            row = next((found for c in sorted(clusters) if (found := find(result_id, c)) is not None), None)
-            if row is None:  # finished while we looked
-                row = Task.objects.filter(id=result_id).first()
+        row = None
+        if _is_id(result_id):
+            clusters = sorted({self.cluster_of(q) for q in self.queues} or {get_config().name})
+            # The stored row once it finished, else the task in the broker of its queue's cluster.
+            row = next((found for c in clusters if (found := fetch(result_id, in_flight=True, cluster=c))), None)
         if row is None:
             raise TaskResultDoesNotExist(result_id)
         return self._result_of(row)

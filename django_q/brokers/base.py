@@ -20,7 +20,7 @@ and hands them out under a lease:
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
-That is all `Broker` asks. What the cluster and `fetch()` need besides, to see
+That is all `Broker` asks. What the cluster and `fetch(in_flight=True)` need besides, to see
 and steer tasks and clusters, is the `Tracking` contract; every broker
 `get_broker()` returns does both (`QueueBackend`).
 """

@@ -129,12 +129,19 @@ def test_qmonitor_on_a_terminal_refreshes_and_quits_on_q(project):
 
 
 def test_qmonitor_without_a_terminal_runs_until_ctrl_c(project):
+    # A test run started in the background (`make test &`) ignores SIGINT, and
+    # so would the child, which then never sees the Ctrl-C this test sends.
     proc = subprocess.Popen([sys.executable, "-m", "django", "qmonitor"], env=project.env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(3)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait(5)
     assert proc.returncode == 0, err
     assert "No cluster" in out and "Traceback" not in err
 

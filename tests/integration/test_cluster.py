@@ -114,54 +114,54 @@ def test_recycle_replaces_workers(cluster):
 def test_a_worker_about_to_be_recycled_is_replaced_before_it_goes_and_never_alongside(cluster):
     """The replacement starts while the worker runs its last task, and gets no job until that worker left."""
     running = cluster(recycle=3, workers=1)
-    sentinel = running.sentinel
     first = result(async_task("tests.app.tasks.pid"), wait=30_000)
     assert result(async_task("tests.app.tasks.pid"), wait=30_000) == first
-    assert sentinel.spares == [None]  # one task left, but none in hand: an idle cluster keeps no replacement
+    assert running.view().spares == [None]  # one task left, but none in hand: an idle cluster keeps no replacement
     ids = async_many("tests.app.tasks.span", [0.5] * 3)
-    wait_until(lambda: sentinel.spares[0] is not None)  # asked as its last task started
-    spare = sentinel.spares[0].pid
-    assert sentinel.workers[0].pid == first and spare != first
+    wait_until(lambda: running.view().spares[0] is not None)  # asked as its last task started
+    spare = running.view().spares[0].pid
+    assert running.view().workers[0].pid == first and spare != first
     spans = sorted((result(task_id, wait=30_000) for task_id in ids), key=lambda span: span[1])
     assert [pid for pid, _, _ in spans] == [first, spare, spare]
     # One worker: no task started before the one before it ended, the old worker's last one included.
     assert all(later[1] >= earlier[2] for earlier, later in zip(spans, spans[1:]))
-    wait_until(lambda: sentinel.workers[0].pid == spare)
+    wait_until(lambda: running.view().workers[0].pid == spare)
 
 
 def test_the_sentinel_starts_a_replacement_only_for_the_worker_that_asked(cluster):
     running = cluster(workers=1)
-    sentinel = running.sentinel
-    worker = sentinel.workers[0]
+    notices = running.sentinel.notice_w  # this process's end of the sentinel's notice pipe
+    worker = running.view().workers[0]
     # Connected first, as a worker that asks for its replacement is: a replacement that reached
     # the pusher before the worker it replaces would be taken for the worker.
     assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid
     # A worker that already went (its pid is not the running one's), an index out of range, noise.
-    os.write(sentinel.notice_w, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
+    os.write(notices, f"0 {worker.pid + 1}\n7 {worker.pid}\nnonsense\n".encode())
     time.sleep(0.5)  # the sentinel reads the pipe as soon as it is written
-    assert sentinel.spares == [None]
-    before = {child.pid for child in psutil.Process().children()}
-    os.write(sentinel.notice_w, f"0 {worker.pid}\n0 {worker.pid}\n".encode())  # asked twice, in one read
-    wait_until(lambda: sentinel.spares[0] is not None)
-    spare = sentinel.spares[0]
+    assert running.view().spares == [None]
+    before = {child.pid for child in psutil.Process(running.pid).children()}
+    os.write(notices, f"0 {worker.pid}\n0 {worker.pid}\n".encode())  # asked twice, in one read
+    wait_until(lambda: running.view().spares[0] is not None)
+    spare = running.view().spares[0]
     time.sleep(0.5)
-    assert sentinel.spares[0] is spare and sentinel.workers[0] is worker
-    assert [c.pid for c in psutil.Process().children() if c.pid not in before] == [spare.pid]  # started once
+    assert running.view().spares[0].pid == spare.pid and running.view().workers[0].pid == worker.pid
+    assert [c.pid for c in psutil.Process(running.pid).children() if c.pid not in before] == [spare.pid]  # once
     assert result(async_task("tests.app.tasks.pid"), wait=30_000) == worker.pid  # the spare stands by
     running.stop()  # with a spare standing by
-    assert not spare.is_alive() and spare.exitcode == 0
+    last = running.view().known[spare.pid]  # as the sentinel saw it last, having waited for it
+    assert not last.alive and last.exitcode == 0
 
 
 @pytest.mark.parametrize("preload", [True, False])
 def test_a_recycled_worker_starts_with_the_task_modules_run_so_far(cluster, preload):
-    """The sentinel (this test process) imports a task's module once a worker ran it; later workers fork with it."""
-    sys.modules.pop("tests.app.preloaded", None)
-    cluster(recycle=1, workers=1, preload_tasks=preload)
+    """The sentinel imports a task's module once a worker ran it; later workers fork with it."""
+    sys.modules.pop("tests.app.preloaded", None)  # the sentinel process forks from this one
+    running = cluster(recycle=1, workers=1, preload_tasks=preload)
     first_importer, first_worker = result(async_task("tests.app.preloaded.importer"), wait=30_000)
     assert first_importer == first_worker  # nobody had imported it before the first worker
     later_importer, later_worker = result(async_task("tests.app.preloaded.importer"), wait=30_000)
     assert later_worker != first_worker  # recycled after one task
-    assert later_importer == (os.getpid() if preload else later_worker)
+    assert later_importer == (running.pid if preload else later_worker)
     sys.modules.pop("tests.app.preloaded", None)
 
 
@@ -201,13 +201,14 @@ def test_graceful_stop_hands_back_unstarted_tasks(cluster):
     assert done.stopped.timestamp() > asked  # the stop came while the first task ran
     assert [result(w) for w in waiting] == [None] * 5
     assert queue_size() == 5
-    assert [fetch(w).status for w in waiting] == ["queued"] * 5
+    assert [fetch(w) for w in waiting] == [None] * 5
+    assert [fetch(w, in_flight=True).status for w in waiting] == ["queued"] * 5
 
 
 def test_killed_worker_task_runs_again(cluster, q_cluster, broker_kind):
     running = cluster(workers=1, retry=2)
     task_id = async_task("tests.app.tasks.mark_then_sleep", "k", 2.0, "done")
-    worker = running.sentinel.workers[0]
+    worker = running.view().workers[0]
     wait_until(lambda: queue_size() == 0)
     wait_until(lambda: Hooked.objects.filter(task_id="k").exists())
     os.kill(worker.pid, signal.SIGKILL)
@@ -277,7 +278,7 @@ def test_clients_that_stall_or_die_mid_handshake_do_not_block_new_workers(cluste
     dropped.connect(running.sentinel.address)
     dropped.close()  # gone before the handshake
     try:
-        first = running.sentinel.workers[0].pid
+        first = running.view().workers[0].pid
         os.kill(first, signal.SIGKILL)
         # the replacement connects past both and serves
         replacement = result(async_task("tests.app.tasks.pid"), wait=30_000)

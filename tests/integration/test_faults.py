@@ -61,7 +61,7 @@ def test_client_dying_in_handshake_does_not_stop_new_workers_joining(cluster):
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(running.sentinel.address)
         sock.close()
-    os.kill(running.sentinel.workers[0].pid, signal.SIGKILL)
+    os.kill(running.view().workers[0].pid, signal.SIGKILL)
     assert result(async_task("tests.app.tasks.add", 2, 2), wait=30_000) == 4
 
 

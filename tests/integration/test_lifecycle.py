@@ -25,20 +25,22 @@ def key(queue_name, redis_client):
 
 
 def status(task_id: str) -> str | None:
-    task = fetch(task_id)
+    task = fetch(task_id, in_flight=True)
     return None if task is None else task.status
 
 
 def test_status_goes_queued_running_succeeded(cluster, q_cluster):
     task_id = async_task("tests.app.tasks.mark_then_sleep", "s1", 1.0, "slept")
-    queued = fetch(task_id)
+    assert fetch(task_id) is None  # as in django-q: nothing until it finished
+    queued = fetch(task_id, in_flight=True)
     assert (queued.status, queued.success, queued.started, queued.worker) == ("queued", None, None, None)
     assert queued.func == "tests.app.tasks.mark_then_sleep" and queued.args == ("s1", 1.0, "slept")
     assert not Task.objects.filter(id=task_id).exists()  # nothing stored before it finished
 
     cluster(workers=1)
     wait_until(lambda: status(task_id) == "running")
-    running = fetch(task_id)
+    assert fetch(task_id) is None
+    running = fetch(task_id, in_flight=True)
     assert running.cluster == q_cluster["name"] and running.worker and running.started is not None
     assert running.attempt_count == 1
 
@@ -49,10 +51,10 @@ def test_status_goes_queued_running_succeeded(cluster, q_cluster):
 
 
 def test_without_use_tz_a_queued_task_has_naive_times_as_its_stored_row_will(q_cluster):
-    """USE_TZ off: Django keeps naive TIME_ZONE times; fetch() of a task still in the broker gives them too."""
+    """USE_TZ off: Django keeps naive TIME_ZONE times; fetch(in_flight=True) of a task still in the broker gives them too."""
     with override_settings(USE_TZ=False, TIME_ZONE="Europe/Berlin"):
         now = timezone.now()  # naive, in TIME_ZONE
-        queued = fetch(async_task("tests.app.tasks.add", 1, 2, countdown=60))
+        queued = fetch(async_task("tests.app.tasks.add", 1, 2, countdown=60), in_flight=True)
         assert queued.status == "queued" and queued.enqueued.tzinfo is None and queued.due.tzinfo is None
         assert abs((queued.enqueued - now).total_seconds()) < 30
         assert 30 < (queued.due - now).total_seconds() < 90
@@ -91,7 +93,7 @@ def test_a_task_that_ignores_cancel_is_killed_after_the_grace_period(cluster):
     running = cluster(workers=1, cancel_grace=0.5)
     task_id = async_task("tests.app.tasks.stubborn", "c2", 60)
     wait_until(lambda: status(task_id) == "running")
-    pid = running.sentinel.workers[0].pid
+    pid = running.view().workers[0].pid
     assert cancel(task_id) is True
     task = fetch(task_id, wait=20_000)
     assert task.status == "cancelled"
@@ -159,7 +161,7 @@ def test_retry_on_matches_subclasses(cluster, key):
 def test_a_deferred_task_waits_in_the_broker_until_due(cluster):
     cluster(workers=1)
     task_id = async_task("tests.app.tasks.add", 1, 2, countdown=1.5)
-    queued = fetch(task_id)
+    queued = fetch(task_id, in_flight=True)
     assert queued.status == "queued" and queued.due is not None
     task = fetch(task_id, wait=20_000)
     assert task.result == 3
@@ -181,7 +183,7 @@ def test_on_commit_enqueues_only_when_the_transaction_commits(cluster):
     cluster(workers=1)
     with transaction.atomic():
         task_id = async_task("tests.app.tasks.add", 3, 4, on_commit=True)
-        assert fetch(task_id) is None and queue_size() == 0
+        assert fetch(task_id, in_flight=True) is None and queue_size() == 0
     assert result(task_id, wait=20_000) == 7
 
 
@@ -192,7 +194,7 @@ def test_on_commit_never_enqueues_after_a_rollback(cluster):
         raise RuntimeError("rolled back")
     marker = async_task("tests.app.tasks.add", 1, 1)
     assert result(marker, wait=20_000) == 2
-    assert fetch(task_id) is None
+    assert fetch(task_id, in_flight=True) is None
 
 
 def test_async_many_enqueues_every_task_in_one_call(cluster):

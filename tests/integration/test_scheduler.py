@@ -376,7 +376,7 @@ def test_a_scheduler_killed_after_the_enqueue_repeats_only_the_same_id(env, monk
 
 def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
     clusters = [cluster(workers=1) for _ in range(4)]
-    wait_until(lambda: all(c.sentinel.monitor.is_alive() for c in clusters))
+    wait_until(lambda: all(c.view().monitor.alive for c in clusters))
     time.sleep(1.0)  # every scheduler is past its start and polling
     now = timezone.now()
     rows = Schedule.objects.bulk_create(
@@ -411,16 +411,16 @@ def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
 
 def test_a_replaced_monitor_brings_a_new_scheduler(cluster):
     running = cluster()
-    first = running.sentinel.monitor
-    wait_until(first.is_alive)
-    os.kill(first.pid, signal.SIGKILL)
-    wait_until(lambda: running.sentinel.monitor is not first and running.sentinel.monitor.is_alive())
+    first = wait_until(lambda: running.view().monitor.alive and running.view().monitor.pid)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: running.view().monitor.pid != first and running.view().monitor.alive)
     row = Schedule.objects.create(func="tests.app.tasks.add", args="2, 3", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=row.pk).result() == 5)
-    replacement = running.sentinel.monitor
+    replacement = running.view().monitor.pid
     started = time.monotonic()
     running.stop()
-    assert replacement.exitcode == 0  # told to stop by the pusher, its scheduler's pass finished
+    last = running.view().known[replacement]  # as the sentinel saw it last, having waited for it
+    assert last.exitcode == 0  # told to stop by the pusher, its scheduler's pass ended
     assert time.monotonic() - started < 10
 
 
@@ -429,11 +429,11 @@ def test_sigterm_ends_the_scheduler_while_the_monitor_goes_on_saving(cluster):
     running = cluster()
     first = Schedule.objects.create(func="tests.app.tasks.add", args="1, 1", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=first.pk).result() == 2)  # the scheduler thread is up
-    os.kill(running.sentinel.monitor.pid, signal.SIGTERM)
+    os.kill(running.view().monitor.pid, signal.SIGTERM)
     time.sleep(1.5)  # past the scheduler's pass under way (INTERVAL is 1 s)
     later = Schedule.objects.create(func="tests.app.tasks.add", args="3, 3", repeats=1)
     task_id = async_task("tests.app.tasks.add", 4, 4)
     wait_until(lambda: result(task_id) == 8)
     time.sleep(2.5)  # two more passes of a scheduler that had not stopped
     assert Schedule.objects.get(pk=later.pk).last_run() is None
-    assert running.sentinel.monitor.is_alive()
+    assert running.view().monitor.alive

@@ -26,10 +26,10 @@ def test_running_cluster_publishes_its_status(cluster):
     status = wait_until(lambda: one_status(RUNNING), timeout=30)
     sentinel = running.sentinel
     assert status.id == sentinel.identity.id and len(status.id) == 32
-    assert status.pid == os.getpid()  # the sentinel runs in the test process
+    assert status.pid == running.pid  # the sentinel's process
     assert status.host == socket.gethostname()
     assert status.name == sentinel.config.name
-    workers = {p.pid for p in sentinel.workers}
+    workers = {p.pid for p in running.view().workers}
     assert {w.pid for w in status.workers} == workers
     assert sorted(w.index for w in status.workers) == [0, 1]
     assert all(w.task_id is None for w in status.workers)

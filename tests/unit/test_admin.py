@@ -246,7 +246,7 @@ def test_every_page_loads(admin_client):
 
 @pytest.mark.django_db(transaction=True)
 class TestQueuedAndRunning:
-    """The page of tasks still in the broker: what fetch() sees before a result exists, and cancel."""
+    """The page of tasks still in the broker: what fetch(in_flight=True) sees before a result exists, and cancel."""
 
     def running_task(self) -> str:
         from django_q.inflight import RunningInfo

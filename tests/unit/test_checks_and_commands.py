@@ -54,10 +54,10 @@ class TestSystemChecks:
         assert "Q_CLUSTER['wrokers']" in message.msg
 
     def test_an_ignored_django_q2_key_is_warning_w001(self, q_cluster):
-        q_cluster(workers=2, cached=60)
+        q_cluster(workers=2, guard_cycle=1)
         err = StringIO()
         check(stdout=StringIO(), stderr=err)  # a warning does not fail the check
-        assert "(django_q.W001) Q_CLUSTER['cached'] is a django-q2 setting that Django Q ignores" in err.getvalue()
+        assert "(django_q.W001) Q_CLUSTER['guard_cycle'] is a django-q2 setting that Django Q ignores" in err.getvalue()
 
     def test_each_ignored_key_gets_its_own_warning(self, q_cluster):
         q_cluster(bulk=10, orm_poll=1)

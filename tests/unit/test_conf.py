@@ -70,6 +70,8 @@ GOOD_VALUES = [
     ("cancel_grace", 2, 2.0),
     ("on_commit", True, True),
     ("preload_tasks", False, False),
+    ("cached", 300, 300),
+    ("cache", "default", "default"),
 ]
 
 
@@ -144,6 +146,11 @@ BAD_VALUES = [
     ("on_commit", "yes"),
     ("preload_tasks", 0),
     ("preload_tasks", "no"),
+    ("cached", 0),
+    ("cached", -5),
+    ("cached", "yes"),
+    ("cache", "nosuchcache"),
+    ("cache", None),
 ]
 
 

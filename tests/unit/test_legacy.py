@@ -91,6 +91,12 @@ def test_their_task_becomes_our_package_with_the_same_id_and_name():
         "a" * 32, "one-two", "math.copysign", (2, -2), "g")
     assert (package.save, package.timeout, package.enqueued) == (False, 30, TASK["started"].timestamp())
     assert package.chain == (("math.floor", (1.5,), {}), ("math.ceil", (), {}))
+    assert package.cached is True and package.iter_count == 0 and package.parent is None
+
+
+def test_a_part_of_their_async_iter_is_a_part_of_ours():
+    package = package_of({**TASK, "iter_count": 3, "iter_cached": 60})
+    assert (package.parent, package.iter_count, package.iter_cached) == ("g", 3, 60)
 
 
 def test_a_task_dict_we_cannot_read_is_corrupt_not_a_crash():

@@ -145,7 +145,7 @@ class TestSignals:
             task_id = async_task("math.copysign", 2, -2, sync=True)
         [call] = calls
         assert call["sender"] == "django_q"
-        assert isinstance(call["task"], TaskPackage) and call["task"].id == task_id
+        assert isinstance(call["task"].source, TaskPackage) and call["task"].id == task_id
         import math
 
         assert call["func"] is math.copysign
@@ -154,7 +154,7 @@ class TestSignals:
         with received(signals.post_execute) as calls:
             task_id = async_task(fail, sync=True)
         [call] = calls
-        assert isinstance(call["task"], Task)
+        assert isinstance(call["task"].source, Task)
         assert (call["task"].id, call["task"].success) == (task_id, False)
 
     def test_post_execute_reaches_a_receiver_of_django_q_alone(self):
