@@ -407,8 +407,18 @@ def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]
     for path in (row.func, row.hook):
         if path and (why := denied(path)):
             raise ScheduleError(why)
+    kwargs = parse_kwargs(row.kwargs)
     options = {"hook": row.hook or None, "group": group_of(row), "on_commit": False}
-    return parse_args(row.args), parse_kwargs(row.kwargs), options
+    # django-q's schedule(..., q_options={...}) kept the task's options among the kwargs, and its
+    # scheduler took them out; options we do not have (broker_name) are left out.
+    own = kwargs.pop("q_options") if isinstance(kwargs.get("q_options"), dict) else {}
+    for key in OPTION_NAMES & own.keys() - {"on_commit"}:
+        if key != "hook" or not row.hook:
+            options[key] = own[key]
+    hook = options["hook"]
+    if isinstance(hook, str) and (why := denied(hook)):  # a hook among the kwargs is held to the same rule
+        raise ScheduleError(why)
+    return parse_args(row.args), kwargs, options
 
 
 def run_now(row: Schedule) -> str:

@@ -113,6 +113,11 @@ class RedisBroker(QueueBackend):
         self._publish_status = register(PUBLISH_STATUS)
         self._statuses = register(STATUSES)
 
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client, for what reads other keys of the same server (django_q.legacy)."""
+        return self._client
+
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key or ""]

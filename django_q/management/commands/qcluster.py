@@ -41,6 +41,11 @@ class Command(BaseCommand):
         _log_to_stderr()
         for warning in broker.setup_warnings():
             logging.getLogger("django_q").warning(warning)
+        if config.broker_kind == "redis":
+            # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
+            from django_q.legacy import take_redis_list
+
+            take_redis_list(broker.client, config.name)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 
 
