@@ -7,8 +7,10 @@ signal says a setting it depends on changed (so `override_settings` works).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
+from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -16,29 +18,14 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import package
-from .exceptions import ConfigurationError
+from . import legacy, package
+from .exceptions import ConfigurationError, UnsupportedBroker
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
 # that a project moves over without editing its settings. They produce a
-# warning from `manage.py check`, not an error.
-IGNORED_KEYS = frozenset(
-    {
-        "bulk",
-        "cached",
-        "cpu_affinity",
-        "daemonize_workers",
-        "guard_cycle",
-        "has_replica",
-        "scheduler",
-        "error_reporter",
-        "broker_class",
-        "orm_poll",
-        "save_limit_per",
-        "attempt_count",
-        "ALT_CLUSTERS",
-    }
-)
+# warning from `manage.py check` (legacy.UNNEEDED says why each is not needed),
+# not an error.
+IGNORED_KEYS = frozenset(legacy.UNNEEDED)
 
 # Flat settings of the seed, honoured when Q_CLUSTER does not set the key.
 FLAT_SETTINGS = {"workers": "Q_WORKERS", "compress": "Q_COMPRESSED", "save_limit": "Q_SAVE_LIMIT"}
@@ -72,11 +59,14 @@ class Config:
     cancel_grace: float = 5.0  # seconds a cancelled running task has to stop before its worker is killed
     on_commit: bool = False  # enqueue only when the surrounding transaction commits
     preload_tasks: bool = True  # the sentinel imports the modules of tasks run so far before it forks a worker
+    log_level: str | int | None = None  # the django_q logger's level in every cluster process
+    error_reporter: dict | None = None  # {entry point name in djangoq.errorreporters: kwargs of its class}
+    django_redis: str | None = None  # a CACHES alias: the Redis broker uses django-redis's connection of it
 
     @property
     def broker_kind(self) -> str:
         """'redis' or 'orm': which broker the cluster uses."""
-        return "redis" if self.redis is not None else "orm"
+        return "redis" if self.redis is not None or self.django_redis is not None else "orm"
 
     @property
     def orm_alias(self) -> str:
@@ -87,6 +77,8 @@ class Config:
         """The settings as a dict with passwords in redis URLs or dicts replaced by '***'."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["redis"] = _mask_redis(self.redis)
+        if self.error_reporter:  # a Sentry DSN or a Rollbar token is a secret too
+            out["error_reporter"] = {name: {k: "***" for k in opts} for name, opts in self.error_reporter.items()}
         return out
 
 
@@ -136,6 +128,14 @@ _RULES: dict[str, tuple[Any, str]] = {
     "cancel_grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
     "on_commit": (lambda v: isinstance(v, bool), "True or False"),
     "preload_tasks": (lambda v: isinstance(v, bool), "True or False"),
+    "log_level": (lambda v: _is_int(v) or (isinstance(v, str) and v.upper() in logging.getLevelNamesMapping()),
+                  "a logging level name such as 'INFO' or 'DEBUG', or a level number"),
+    "error_reporter": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(o, dict)
+                                                             for k, o in v.items()),
+                       "a dict of {reporter name: dict of its options}"),
+    "django_redis": (lambda v: isinstance(v, str) and v in settings.CACHES and find_spec("django_redis") is not None,
+                     "a cache alias of CACHES, with django-redis installed"),
+    "cluster_name": (lambda v: isinstance(v, str) and v != "" and ":" not in v, "a non-empty string without ':'"),
 }
 
 
@@ -149,6 +149,9 @@ def build_config() -> Config:
     for key, flat in FLAT_SETTINGS.items():
         if key not in raw and hasattr(settings, flat):
             values[key] = _checked(key, getattr(settings, flat), flat)
+    for key in legacy.DROPPED_BROKERS:
+        if key in raw:
+            raise UnsupportedBroker(f"Q_CLUSTER['{key}']: {legacy.DROPPED_BROKERS[key]}")
     for key, value in raw.items():
         if key in IGNORED_KEYS:
             continue
@@ -157,6 +160,12 @@ def build_config() -> Config:
         values[key] = _checked(key, value, f"Q_CLUSTER['{key}']")
     if "redis" in values and "orm" in values:
         raise ConfigurationError("Q_CLUSTER: set either 'redis' or 'orm', not both")
+    if "django_redis" in values and ("redis" in values or "orm" in values):
+        raise ConfigurationError("Q_CLUSTER: set one of 'django_redis', 'redis' and 'orm', not two")
+    # django-q2's queue name, kept apart from `name` there because `name` salted the
+    # signature; here the signature does not depend on it, so it simply is the name.
+    if "cluster_name" in values:
+        values["name"] = values.pop("cluster_name")
     if not values.get("workers"):
         values["workers"] = os.cpu_count() or 1
     values.setdefault("queue_limit", values["workers"] ** 2)
@@ -169,6 +178,8 @@ def _checked(key: str, value: Any, label: str) -> Any:
         raise ConfigurationError(f"{label} must be {must}, got {value!r}")
     if key in ("timeout", "retry", "poll", "cancel_grace") and value is not None:
         return float(value)
+    if key == "log_level" and isinstance(value, str):
+        return value.upper()
     return value
 
 
@@ -181,6 +192,12 @@ def ignored_keys() -> list[str]:
     """Keys of Q_CLUSTER that are accepted for compatibility but have no effect."""
     raw = getattr(settings, "Q_CLUSTER", None)
     return sorted(k for k in raw if k in IGNORED_KEYS) if isinstance(raw, dict) else []
+
+
+def why_ignored(key: str) -> str:
+    """The check warning of an ignored key: what django-q / django-q2 did with it, and why it is not needed."""
+    return f"Q_CLUSTER['{key}'] is ignored: {legacy.UNNEEDED[key]}"
+
 
 
 _config: Config | None = None

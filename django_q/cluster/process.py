@@ -42,12 +42,15 @@ def start(module: str, function: str, *args: Any) -> None:
 _parent_pid = os.getppid()
 
 
-def setup(name: str, cluster: str = "") -> None:
-    """Make a child process ready: Django loaded (spawn, forkserver), stop signals left to the sentinel."""
+def setup(name: str, cluster: str = "", log_level: str | int | None = None) -> None:
+    """Make a child process ready: Django loaded (spawn, forkserver), Q_CLUSTER['log_level'] applied,
+    stop signals left to the sentinel."""
     global _parent_pid
     _parent_pid = os.getppid()  # the sentinel, or the forkserver it owns
     if not apps.ready:
-        django.setup()
+        django.setup()  # under spawn and forkserver this configures logging anew
+    if log_level is not None:
+        logging.getLogger("django_q").setLevel(log_level)
     set_title(name, cluster)
     # Ctrl-C reaches the whole process group; only the sentinel decides how the
     # cluster stops, so children ignore SIGINT and SIGTERM.

@@ -57,7 +57,7 @@ class TestSystemChecks:
         q_cluster(workers=2, cached=60)
         err = StringIO()
         check(stdout=StringIO(), stderr=err)  # a warning does not fail the check
-        assert "(django_q.W001) Q_CLUSTER['cached'] is a django-q2 setting that Django Q ignores" in err.getvalue()
+        assert "(django_q.W001) Q_CLUSTER['cached'] is ignored: django-q2 used it" in err.getvalue()
 
     def test_each_ignored_key_gets_its_own_warning(self, q_cluster):
         q_cluster(bulk=10, orm_poll=1)

@@ -144,6 +144,13 @@ BAD_VALUES = [
     ("on_commit", "yes"),
     ("preload_tasks", 0),
     ("preload_tasks", "no"),
+    ("log_level", "LOUD"),
+    ("log_level", 1.5),
+    ("log_level", None),
+    ("error_reporter", ["sentry"]),
+    ("error_reporter", {"sentry": "https://key@sentry.example/1"}),
+    ("django_redis", "no-such-cache"),
+    ("django_redis", 1),
 ]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_q import reporters
 from django_q.brokers import get_broker
 from django_q.cluster.sentinel import run
 from django_q.conf import build_config, check_name
@@ -31,6 +32,7 @@ class Command(BaseCommand):
             config = build_config()
             if options["name"]:
                 config = replace(config, name=check_name(options["name"]))
+            reporters.load(config)  # made here, so that forked workers inherit them
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
         broker = get_broker(config.name, config)
@@ -39,8 +41,11 @@ class Command(BaseCommand):
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
         _log_to_stderr()
-        for warning in broker.setup_warnings():
-            logging.getLogger("django_q").warning(warning)
+        logger = logging.getLogger("django_q")
+        if config.log_level is not None:
+            logger.setLevel(config.log_level)
+        for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
+            logger.warning(warning)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 
 
