@@ -17,7 +17,7 @@ from django_q.exceptions import ConfigurationError, UnsupportedBroker
 # Every key the Conf class of django-q 1.3.9 (django_q/conf.py) reads, with a value as a project sets it.
 DJANGO_Q_13 = {
     "redis": {"host": "127.0.0.1", "port": 6379, "db": 0},
-    "django_redis": "default",
+    "django_redis": "djredis",  # a django-redis cache of the test settings
     "disque_nodes": ["127.0.0.1:7711"],
     "disque_auth": "secret",
     "disque_fastack": True,
@@ -73,8 +73,7 @@ def test_every_key_of_both_is_honoured_ignored_or_a_dropped_broker():
 
 
 @pytest.mark.parametrize("key", sorted(set(DJANGO_Q_13) | set(DJANGO_Q2_111)))
-def test_each_key_alone_is_not_an_unknown_key(q_cluster, settings, key):
-    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1/14"}}
+def test_each_key_alone_is_not_an_unknown_key(q_cluster, key):
     q_cluster(**{key: {**DJANGO_Q_13, **DJANGO_Q2_111}[key]})
     if key in legacy.DROPPED_BROKERS:
         with pytest.raises(UnsupportedBroker):
@@ -152,12 +151,11 @@ def test_error_reporter_options_are_masked_in_qinfo(q_cluster):
 @pytest.mark.parametrize(
     ("conf", "named"),
     [
-        ({"django_redis": "default", "redis": "redis://127.0.0.1"}, "'django_redis'"),
-        ({"django_redis": "default", "orm": "default"}, "'django_redis'"),
+        ({"django_redis": "djredis", "redis": "redis://127.0.0.1"}, "'django_redis'"),
+        ({"django_redis": "djredis", "orm": "default"}, "'django_redis'"),
     ],
 )
-def test_django_redis_with_another_broker_is_refused(q_cluster, settings, conf, named):
-    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1/14"}}
+def test_django_redis_with_another_broker_is_refused(q_cluster, conf, named):
     q_cluster(**conf)
     with pytest.raises(ConfigurationError, match=named):
         get_config()
