@@ -1,10 +1,8 @@
-"""Error reporters: real plugins of the `djangoq.errorreporters` entry-point group (tests/reporter_dist)."""
+"""Error reporters: real plugins of the `djangoq.errorreporters` entry-point group (tests/reporter_dist,
+installed by the `plugin_installed` fixture)."""
 
-import json
 import logging
-import sys
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -16,20 +14,7 @@ from django_q.conf import get_config
 from django_q.models import Task
 from django_q.tasks import async_task
 
-DIST = str(Path(__file__).resolve().parents[1] / "reporter_dist")
-
-
-@pytest.fixture
-def plugin_installed(monkeypatch):
-    """The test plugin's distribution on sys.path, as `pip install` would put it in site-packages."""
-    monkeypatch.syspath_prepend(DIST)
-    monkeypatch.setattr(reporters, "_made", None)
-    yield
-    monkeypatch.delitem(sys.modules, "dq_test_reporter", raising=False)
-
-
-def reports(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from .helpers import reports
 
 
 def test_a_configured_reporter_is_made_with_its_options_and_gets_the_failure(q_cluster, plugin_installed, tmp_path):
