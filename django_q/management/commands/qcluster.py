@@ -1,7 +1,6 @@
 """manage.py qcluster: run a cluster until SIGTERM or SIGINT."""
 
 import logging
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -9,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_q import reporters
 from django_q.brokers import get_broker
+from django_q.cluster.process import log_to_stderr
 from django_q.cluster.sentinel import run
 from django_q.conf import build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
@@ -40,20 +40,9 @@ class Command(BaseCommand):
             broker.ping()
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
-        _log_to_stderr()
+        log_to_stderr(config.log_level)
         logger = logging.getLogger("django_q")
-        if config.log_level is not None:
-            logger.setLevel(config.log_level)
         for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
             logger.warning(warning)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 
-
-def _log_to_stderr() -> None:
-    """Show the cluster's log when the project has not configured logging for it."""
-    logger = logging.getLogger("django_q")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [django_q] %(levelname)s %(processName)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
