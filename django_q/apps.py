@@ -34,7 +34,8 @@ def _label() -> str:
 
 def check_settings(**_: Any) -> list[checks.CheckMessage]:
     """Report a bad Q_CLUSTER as an error (E001; E002 for a broker Django Q does not have), ignored
-    django-q2 keys (W001) and error reporters no installed package provides (W002) as warnings."""
+    django-q2 keys (W001), error reporters no installed package provides (W002) and a LOGGING entry for
+    django-q2's logger name (W003) as warnings."""
     messages: list[checks.CheckMessage] = []
     config = None
     try:
@@ -48,4 +49,10 @@ def check_settings(**_: Any) -> list[checks.CheckMessage]:
     if config is not None:
         for problem in missing_reporters(config):
             messages.append(checks.Warning(problem, id="django_q.W002"))
+    loggers = (getattr(settings, "LOGGING", None) or {}).get("loggers") or {}
+    if "django-q" in loggers and "django_q" not in loggers:
+        messages.append(checks.Warning(
+            "LOGGING configures the logger 'django-q', django-q2's name; Django Q logs to 'django_q', "
+            "so rename that logger to keep its handlers and level", id="django_q.W003",
+        ))
     return messages

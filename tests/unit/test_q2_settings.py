@@ -172,3 +172,12 @@ def test_label_is_the_admin_section_title(admin_client):
     finally:
         app.verbose_name = before
     assert "Background jobs" in page
+
+
+def test_logging_of_django_q2s_logger_name_is_warning_w003(q_cluster, settings):
+    q_cluster()
+    settings.LOGGING = {"version": 1, "loggers": {"django-q": {"level": "DEBUG"}}}
+    [message] = check_settings()
+    assert message.id == "django_q.W003" and "'django-q'" in message.msg and "'django_q'" in message.msg
+    settings.LOGGING = {"version": 1, "loggers": {"django-q": {"level": "DEBUG"}, "django_q": {"level": "DEBUG"}}}
+    assert check_settings() == []
