@@ -139,12 +139,17 @@ _RULES: dict[str, tuple[Any, str]] = {
 }
 
 
-def build_config() -> Config:
-    """Read and validate the settings now; raise ConfigurationError naming the bad key."""
+def build_config(cluster: str | None = None) -> Config:
+    """Read and validate the settings now; raise ConfigurationError naming the bad key.
+
+    `cluster` (qcluster -n; else the Q_CLUSTER_NAME environment variable, as in
+    django-q2) names the queue, with its ALT_CLUSTERS overrides.
+    """
     raw = getattr(settings, "Q_CLUSTER", None)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigurationError(f"Q_CLUSTER must be a dict, got {type(raw).__name__}")
+    raw = _for_cluster(raw, cluster or os.environ.get("Q_CLUSTER_NAME"))
     values: dict[str, Any] = {}
     for key, flat in FLAT_SETTINGS.items():
         if key not in raw and hasattr(settings, flat):
@@ -170,6 +175,20 @@ def build_config() -> Config:
         values["workers"] = os.cpu_count() or 1
     values.setdefault("queue_limit", values["workers"] ** 2)
     return Config(**values)
+
+
+def _for_cluster(raw: dict[str, Any], cluster: str | None) -> dict[str, Any]:
+    """Q_CLUSTER as cluster `cluster` reads it: its ALT_CLUSTERS entry over the rest, as django-q2 did."""
+    alt = raw.get("ALT_CLUSTERS")
+    if alt is not None and not (isinstance(alt, dict) and all(isinstance(v, dict) for v in alt.values())):
+        raise ConfigurationError(
+            f"Q_CLUSTER['ALT_CLUSTERS'] must be a dict of {{cluster name: dict of Q_CLUSTER keys}}, got {alt!r}"
+        )
+    raw = {k: v for k, v in raw.items() if k != "ALT_CLUSTERS"}
+    if not cluster or cluster in (raw.get("name"), raw.get("cluster_name")):
+        return raw
+    overrides = (alt or {}).get(cluster, {})
+    return {**raw, **{k: v for k, v in overrides.items() if k not in ("name", "cluster_name")}, "cluster_name": cluster}
 
 
 def _checked(key: str, value: Any, label: str) -> Any:

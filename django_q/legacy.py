@@ -32,8 +32,6 @@ UNNEEDED: dict[str, str] = {
     "testing": "django-q2 used it for workarounds in its own test suite; Django Q needs none.",
     "time_zone": "django-q2 used it to read schedules in a time zone other than TIME_ZONE; "
     "Django Q reads schedules and cron expressions in TIME_ZONE.",
-    "ALT_CLUSTERS": "django-q2 used it for per-queue overrides picked by the Q_CLUSTER_NAME environment variable; "
-    "Django Q does not read them: start each queue's cluster with `qcluster -n NAME`.",
     "mongo_db": "django-q2 used it to name the database of its MongoDB broker, which Django Q does not have; "
     "without 'mongo' it did nothing.",
     "disque_auth": "django-q 1.3 used it as the password of its Disque broker, which Django Q does not have; "

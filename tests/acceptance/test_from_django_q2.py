@@ -52,11 +52,12 @@ def test_check_warns_about_each_unneeded_key_and_the_missing_plugin(project, tmp
     done = project.run("-m", "django", "check")
     assert done.returncode == 0, done.stderr
     for key in ("bulk", "cache", "cached", "cpu_affinity", "daemonize_workers", "guard_cycle", "save_limit_per",
-                "scheduler", "testing", "time_zone", "ALT_CLUSTERS", "mongo_db"):
+                "scheduler", "testing", "time_zone", "mongo_db"):
         assert f"(django_q.W001) Q_CLUSTER['{key}'] is ignored: " in done.stderr, key
     assert "(django_q.W002) Q_CLUSTER['error_reporter']['sentry']" in done.stderr
     assert "E00" not in done.stderr
-    assert "log_level" not in done.stderr and "label" not in done.stderr
+    for key in ("log_level", "label", "cluster_name", "ALT_CLUSTERS", "error_reporter']['filelog"):
+        assert key not in done.stderr, key
 
 
 def test_a_dropped_broker_stops_check_and_qcluster(project, tmp_path):
@@ -119,3 +120,18 @@ def test_every_failure_is_logged_reported_and_signalled(project, tmp_path, metho
     # log_level WARNING holds in every process: no INFO line from any of them, the warnings still come
     assert " INFO " not in out, out
     assert "W002" not in out and "Q_CLUSTER['error_reporter']['sentry']: no installed package" in out
+
+
+def test_q_cluster_name_and_qcluster_n_pick_the_alt_clusters_entry(project, tmp_path):
+    django_q2_project(project, tmp_path)  # ALT_CLUSTERS = {"long": {"timeout": 3600, "retry": 4000}}
+    done = project.run("-m", "django", "qinfo", "--config")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["timeout"] == 60.0
+    project.env["Q_CLUSTER_NAME"] = "long"
+    done = project.run("-m", "django", "qinfo", "--config")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert (config["name"], config["timeout"], config["retry"]) == ("long", 3600.0, 4000.0)
+    del project.env["Q_CLUSTER_NAME"]
+    done = project.run("-m", "django", "qinfo", "--config", "-n", "long")
+    assert (json.loads(done.stdout)["name"], json.loads(done.stdout)["timeout"]) == ("long", 3600.0)

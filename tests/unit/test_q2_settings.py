@@ -62,7 +62,7 @@ DJANGO_Q2_111 = {
     "time_zone": "Europe/Amsterdam",
     "ALT_CLUSTERS": {"long": {"timeout": 3600, "retry": 4000}},
 }
-HONOURED = {field for field in Config.__dataclass_fields__} | {"cluster_name"}
+HONOURED = {field for field in Config.__dataclass_fields__} | {"cluster_name", "ALT_CLUSTERS"}
 BROKER_KEYS = {"redis", "django_redis", "orm", *legacy.DROPPED_BROKERS}
 
 
@@ -181,3 +181,35 @@ def test_logging_of_django_q2s_logger_name_is_warning_w003(q_cluster, settings):
     assert message.id == "django_q.W003" and "'django-q'" in message.msg and "'django_q'" in message.msg
     settings.LOGGING = {"version": 1, "loggers": {"django-q": {"level": "DEBUG"}, "django_q": {"level": "DEBUG"}}}
     assert check_settings() == []
+
+
+ALT = {"name": "site", "timeout": 60, "retry": 90, "ALT_CLUSTERS": {"long": {"timeout": 3600, "retry": 4000, "name": "x"}}}
+
+
+def test_q_cluster_name_picks_the_queue_and_its_alt_clusters_entry(q_cluster, monkeypatch):
+    q_cluster(**ALT)
+    assert (get_config().name, get_config().timeout) == ("site", 60.0)
+    monkeypatch.setenv("Q_CLUSTER_NAME", "long")
+    config = build_config()
+    assert (config.name, config.timeout, config.retry) == ("long", 3600.0, 4000.0)
+    monkeypatch.setenv("Q_CLUSTER_NAME", "other")  # a queue without overrides
+    assert (build_config().name, build_config().timeout) == ("other", 60.0)
+
+
+def test_qcluster_n_picks_the_alt_clusters_entry_too(q_cluster):
+    q_cluster(**ALT)
+    config = build_config("long")
+    assert (config.name, config.timeout) == ("long", 3600.0)
+
+
+def test_alt_clusters_must_be_a_dict_of_dicts(q_cluster):
+    q_cluster(ALT_CLUSTERS={"long": 5})
+    with pytest.raises(ConfigurationError, match=r"Q_CLUSTER\['ALT_CLUSTERS'\] must be a dict"):
+        build_config()
+
+
+def test_a_bad_alt_clusters_value_is_named_as_its_key(q_cluster, monkeypatch):
+    q_cluster(ALT_CLUSTERS={"long": {"timeout": -1}})
+    monkeypatch.setenv("Q_CLUSTER_NAME", "long")
+    with pytest.raises(ConfigurationError, match=r"Q_CLUSTER\['timeout'\]"):
+        build_config()

@@ -1,7 +1,6 @@
 """manage.py qcluster: run a cluster until SIGTERM or SIGINT."""
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -22,16 +21,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run-once", action="store_true", help="stop once the queue is empty")
-        parser.add_argument("-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name']")
+        parser.add_argument(
+            "-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name'], with its ALT_CLUSTERS entry"
+        )
         parser.add_argument(
             "--start-method", choices=["fork", "spawn", "forkserver"], help="multiprocessing start method"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            config = build_config()
-            if options["name"]:
-                config = replace(config, name=check_name(options["name"]))
+            config = build_config(check_name(options["name"]) if options["name"] else None)
             reporters.load(config)  # made here, so that forked workers inherit them
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
