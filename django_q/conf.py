@@ -163,10 +163,8 @@ def build_config(cluster: str | None = None) -> Config:
         if key not in _RULES:
             raise ConfigurationError(f"Q_CLUSTER['{key}']: unknown key (known keys: {', '.join(sorted(_RULES))})")
         values[key] = _checked(key, value, f"Q_CLUSTER['{key}']")
-    if "redis" in values and "orm" in values:
-        raise ConfigurationError("Q_CLUSTER: set either 'redis' or 'orm', not both")
-    if "django_redis" in values and ("redis" in values or "orm" in values):
-        raise ConfigurationError("Q_CLUSTER: set one of 'django_redis', 'redis' and 'orm', not two")
+    for key in unused_broker_keys(values):
+        del values[key]
     # django-q2's queue name, kept apart from `name` there because `name` salted the
     # signature; here the signature does not depend on it, so it simply is the name.
     if "cluster_name" in values:
@@ -175,6 +173,17 @@ def build_config(cluster: str | None = None) -> Config:
         values["workers"] = os.cpu_count() or 1
     values.setdefault("queue_limit", values["workers"] ** 2)
     return Config(**values)
+
+
+# With several broker keys, django-q2 used the first of these; so does Django Q
+# (manage.py check warns about the others, see unused_broker_keys).
+BROKER_PRECEDENCE = ("orm", "django_redis", "redis")
+
+
+def unused_broker_keys(q_cluster: dict[str, Any]) -> list[str]:
+    """The broker keys of Q_CLUSTER that another one overrides (BROKER_PRECEDENCE)."""
+    present = [key for key in BROKER_PRECEDENCE if key in q_cluster]
+    return present[1:]
 
 
 def _for_cluster(raw: dict[str, Any], cluster: str | None) -> dict[str, Any]:

@@ -72,7 +72,6 @@ BAD_CONFIGS = [
     ({"workers": "four"}, "Q_CLUSTER['workers']"),
     ({"wrokers": 4}, "Q_CLUSTER['wrokers']"),
     ({"serializer": "yaml"}, "Q_CLUSTER['serializer']"),
-    ({"redis": "redis://localhost", "orm": "default"}, "'redis' or 'orm'"),
 ]
 
 

@@ -149,16 +149,23 @@ def test_error_reporter_options_are_masked_in_qinfo(q_cluster):
 
 
 @pytest.mark.parametrize(
-    ("conf", "named"),
+    ("conf", "kind", "ignored"),
     [
-        ({"django_redis": "djredis", "redis": "redis://127.0.0.1"}, "'django_redis'"),
-        ({"django_redis": "djredis", "orm": "default"}, "'django_redis'"),
+        ({"django_redis": "djredis", "redis": "redis://127.0.0.1"}, "redis", ["redis"]),
+        ({"django_redis": "djredis", "orm": "default"}, "orm", ["django_redis"]),
+        ({"redis": "redis://127.0.0.1", "orm": "default"}, "orm", ["redis"]),
+        ({"redis": "redis://127.0.0.1", "orm": "default", "django_redis": "djredis"}, "orm", ["django_redis", "redis"]),
     ],
 )
-def test_django_redis_with_another_broker_is_refused(q_cluster, conf, named):
+def test_with_several_broker_keys_the_first_django_q2_used_wins_and_the_others_are_w004(q_cluster, conf, kind,
+                                                                                          ignored):
     q_cluster(**conf)
-    with pytest.raises(ConfigurationError, match=named):
-        get_config()
+    config = get_config()
+    assert config.broker_kind == kind
+    assert (config.django_redis is not None) == (kind == "redis" and "django_redis" in conf)
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_q.W004"] * len(ignored)
+    assert [m.msg.split("]")[0] for m in messages] == [f"Q_CLUSTER['{key}'" for key in ignored]
 
 
 @pytest.mark.django_db
