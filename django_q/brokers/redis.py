@@ -49,7 +49,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..exceptions import BrokerConnectionError, BrokerError
+from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
 from .base import PRIORITY_MAX, Cancelled, Delivery, Pending, QueueBackend, batch_keys, check_priority
 from .redis_lua import (
     ACK,
@@ -81,7 +81,8 @@ class RedisBroker(QueueBackend):
     blocking = True
 
     def __init__(
-        self, name: str, lease: float, redis_setting: str | dict[str, Any], enqueue_timeout: float | None = None
+        self, name: str, lease: float, redis_setting: str | dict[str, Any] | redis.Redis,
+        enqueue_timeout: float | None = None,
     ) -> None:
         super().__init__(name, lease)
         self._client = _make_client(redis_setting)
@@ -281,8 +282,28 @@ class RedisBroker(QueueBackend):
             lua.client.close()
 
 
-def _make_client(setting: str | dict[str, Any], bound: float | None = None) -> redis.Redis:
-    """A client of its own with bounded connect and read times, returning bytes.
+def django_redis_client(alias: str) -> redis.Redis:
+    """The client django-redis keeps for cache `alias` (Q_CLUSTER['django_redis']), shared with the cache."""
+    try:
+        from django_redis import get_redis_connection
+    except ImportError:
+        raise ConfigurationError(f"Q_CLUSTER['django_redis'] = {alias!r} needs the django-redis package") from None
+    try:
+        client = get_redis_connection(alias)
+    except NotImplementedError:
+        raise ConfigurationError(
+            f"Q_CLUSTER['django_redis']: the cache {alias!r} is not a django-redis cache"
+        ) from None
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"Q_CLUSTER['django_redis']: the cache {alias!r} decodes responses; the broker needs bytes"
+        )
+    return client
+
+
+def _make_client(setting: str | dict[str, Any] | redis.Redis, bound: float | None = None) -> redis.Redis:
+    """A client of its own with bounded connect and read times, returning bytes (a given client as it is,
+    unless `bound`: then one of its own to the same server).
 
     A dict with `sentinels` ([(host, port), ...]) and `service_name` connects
     through Redis Sentinel: the client asks the sentinels for the primary and
@@ -293,7 +314,15 @@ def _make_client(setting: str | dict[str, Any], bound: float | None = None) -> r
     # Without a socket timeout a vanished server (not a refused connection)
     # would hang a consumer forever; the user's values win.
     defaults: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
-    if isinstance(setting, str):
+    if isinstance(setting, redis.Redis):  # django-redis's, shared with the cache: left as it is
+        if bound is None:
+            return setting
+        pool = setting.connection_pool
+        client = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **pool.connection_kwargs)
+        )
+        client.auto_close_connection_pool = True  # this pool is ours: close() ends it
+    elif isinstance(setting, str):
         client = redis.Redis.from_url(setting, **defaults)
     elif "sentinels" in setting:
         options = {**defaults, **setting}

@@ -24,6 +24,8 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
+from django_q import reporters
+from django_q import signals as q_signals
 from django_q.brokers import close_brokers, get_broker
 from django_q.cluster import scheduler as scheduler_module
 from django_q.cluster.scheduler import CLAIM_HOLD, Scheduler
@@ -32,6 +34,7 @@ from django_q.exceptions import BrokerConnectionError
 from django_q.models import Failure, Schedule, Task
 from django_q.package import TaskPackage, unpack
 from django_q.tasks import async_task, result
+from tests.unit.helpers import REPORTER_DIST, received, reports
 
 from .conftest import wait_until
 
@@ -297,6 +300,21 @@ def test_a_row_written_by_sql_with_os_system_never_runs_and_is_logged(env, caplo
         assert row.next_run is None and row.success() is False
         assert "nobody may schedule" in row.result()
     assert caplog.text.count("nobody may schedule") == 3
+
+
+@stepped(*ATOMIC)
+def test_a_stopped_row_is_reported_and_signalled_as_a_failure(env, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(REPORTER_DIST)  # the test error reporter plugin, installed
+    monkeypatch.setattr(reporters, "_made", None)
+    bad = env.add(name="bad-cron", schedule_type="C", cron="every tuesday")
+    scheduler = env.scheduler(error_reporter={"filelog": {"path": str(tmp_path / "reports")}})
+    with received(q_signals.task_failed) as calls:
+        assert scheduler.loop(BASE) == []
+    bad.refresh_from_db()
+    [call] = calls
+    assert (call["task"].id, call["task"].success) == (bad.task, False)
+    [report] = reports(tmp_path / "reports")
+    assert report["type"] == "ScheduleError" and "schedule bad-cron" in report["message"]
 
 
 @stepped(*ATOMIC)

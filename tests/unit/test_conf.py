@@ -171,6 +171,13 @@ BAD_VALUES = [
     ("dead_letter_limit", 1.5),
     ("enqueue_timeout", 0),
     ("enqueue_timeout", "5"),
+    ("log_level", "LOUD"),
+    ("log_level", 1.5),
+    ("log_level", None),
+    ("error_reporter", ["sentry"]),
+    ("error_reporter", {"sentry": "https://key@sentry.example/1"}),
+    ("django_redis", "no-such-cache"),
+    ("django_redis", 1),
 ]
 
 
@@ -221,10 +228,10 @@ def test_django_q2_keys_are_accepted_and_ignored(q_cluster, key):
     assert not hasattr(config, key)
 
 
-def test_redis_and_orm_together_are_refused(q_cluster):
+def test_with_redis_and_orm_the_database_broker_is_used_as_in_django_q2(q_cluster):
     q_cluster(redis="redis://localhost", orm="default")
-    with pytest.raises(ConfigurationError, match="either 'redis' or 'orm'"):
-        get_config()
+    config = get_config()
+    assert (config.broker_kind, config.orm_alias, config.redis) == ("orm", "default", None)
 
 
 def test_broker_kind_follows_the_configuration(q_cluster):
