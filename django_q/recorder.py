@@ -92,8 +92,9 @@ class Recorder:
         repeats = self._folded_parts(outcomes)
         live = [o for o in outcomes if o not in repeats] if repeats else outcomes
         to_cache = [o for o in live if o.task.cached and not o.task.parent]
+        kept = self._cache(to_cache) if to_cache else []
         if to_cache:
-            live = [o for o in live if o not in to_cache] + self._cache(to_cache)
+            live = [o for o in live if o not in to_cache] + kept
         stored = self._unpruned([o for o in live if self._keeps(o) and not (o.task.cached and not o.task.parent)])
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
@@ -109,7 +110,7 @@ class Recorder:
             self.prune_if_due()
         except DatabaseError as exc:  # the batch is saved; its hooks must still run
             logger.warning("pruning results failed, will retry: %s", exc)
-        self._failures(live, latest)
+        self._failures(live, latest, {o.task.id for o in kept})
         # A Task instance is built only for a hook or a post_execute receiver to
         # see: the no-hook, no-chain case costs nothing past the INSERT.
         listening = signals.post_execute.has_listeners("django_q")  # receivers of every sender, or of ours
@@ -139,9 +140,10 @@ class Recorder:
                                  outcome.task.name, outcome.task.id, self.config.cache)
         return kept
 
-    def _failures(self, live: Sequence[Outcome], latest: dict[str, Outcome]) -> None:
-        """Log each failure just saved at ERROR, and send task_failed with its row."""
-        failed = [o for o in live if not o.success and not o.cancelled and o.task.id in latest]
+    def _failures(self, live: Sequence[Outcome], latest: dict[str, Outcome], cached_ids: set[str]) -> None:
+        """Log each failure just saved (to the database or the cache) at ERROR, and send task_failed with its row."""
+        recorded = latest.keys() | cached_ids
+        failed = [o for o in live if not o.success and not o.cancelled and o.task.id in recorded]
         if not failed:
             return
         listening = signals.task_failed.has_listeners("django_q")
@@ -153,7 +155,8 @@ class Recorder:
             )
             if listening:
                 row = self._row(outcome)
-                row._state.adding, row._state.db = False, self.alias
+                if task.id in latest:  # as if loaded from the database; a cached one is not there
+                    row._state.adding, row._state.db = False, self.alias
                 try:
                     signals.task_failed.send(sender="django_q", task=row)
                 except Exception:

@@ -126,6 +126,17 @@ class TestRecorded:
         assert (task.id, task.success, task._state.adding) == (failed.task.id, False, False)
         assert Task.objects.get(id=task.id).result == failed.result
 
+    def test_a_cached_task_that_failed_is_logged_and_signalled_too(self, caplog):
+        failed = failure(cached=True)  # its result goes to Django's cache, not to the database
+        with caplog.at_level(logging.ERROR, logger="django_q"), received(signals.task_failed) as calls:
+            recorder().record([failed])
+        assert not Task.objects.filter(id=failed.task.id).exists()
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+            f"task {failed.task.name} ({failed.task.id}) tests.app.tasks.add failed on attempt 1: ValueError: boom"
+        ]
+        [call] = calls
+        assert (call["task"].id, call["task"].success, call["task"]._state.adding) == (failed.task.id, False, True)
+
     def test_a_failing_task_failed_receiver_is_logged_and_the_batch_still_saved(self, caplog):
         def bad_receiver(sender, **kwargs):
             raise RuntimeError("receiver down")
