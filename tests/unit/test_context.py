@@ -1,0 +1,95 @@
+"""current_task() and progress() without a cluster: sync mode, and the checks on progress."""
+
+import asyncio
+
+import pytest
+
+from django_q.context import NOTE_MAX, Progress, TaskContext, describe, report_progress_to, running
+from django_q.tasks import async_task, current_task, result
+from tests.app import context_tasks
+
+from .helpers import UNREACHABLE_REDIS
+
+sync_db = pytest.mark.django_db(transaction=True)
+
+
+def test_outside_a_task_there_is_no_current_task():
+    assert current_task() is None
+    assert context_tasks.context_now() is None
+
+
+@sync_db
+def test_sync_mode_gives_the_task_its_context(q_cluster, tmp_path):
+    q_cluster(name="ctxsync", sync=True, redis=UNREACHABLE_REDIS)  # a broker would refuse the task
+    go = tmp_path / "go"
+    go.touch()
+    task_id = async_task(context_tasks.report_then_wait, str(go), 3, 10, "copying", task_name="ctx-one",
+                         group="ctx-group")
+    seen = result(task_id)
+    assert seen == {
+        "id": task_id, "name": "ctx-one", "func": "tests.app.context_tasks.report_then_wait", "group": "ctx-group",
+        "attempt": 1, "cluster": "ctxsync", "progress": {"done": 3, "total": 10, "note": "copying"},
+    }
+    assert current_task() is None  # and none once it returned
+
+
+@sync_db
+def test_sync_mode_coroutine_task_and_what_it_awaits_see_the_context(q_cluster, tmp_path):
+    q_cluster(sync=True, redis=UNREACHABLE_REDIS)
+    go = tmp_path / "go"
+    go.touch()
+    task_id = async_task(context_tasks.async_report_then_wait, str(go), 2, note="half")
+    seen = result(task_id)
+    assert seen["id"] == seen["nested"] == seen["spawned"] == task_id
+    assert seen["progress"] == {"done": 2, "total": None, "note": "half"}
+
+
+@sync_db
+def test_bad_progress_arguments_raise_errors_naming_the_argument(q_cluster):
+    q_cluster(sync=True, redis=UNREACHABLE_REDIS)
+    seen = result(async_task(context_tasks.bad_progress))
+    kinds = [(kind, message.split(" must ")[0]) for kind, message in seen["errors"]]
+    assert kinds == [
+        ("TypeError", "progress() done"), ("TypeError", "progress() done"), ("TypeError", "progress() done"),
+        ("ValueError", "progress() done"), ("ValueError", "progress() done"), ("TypeError", "progress() total"),
+        ("ValueError", "progress() total"), ("TypeError", "progress() note"),
+    ]
+    assert "not str" in seen["errors"][0][1] and "not -1" in seen["errors"][3][1]
+    assert seen["note_length"] == NOTE_MAX
+
+
+def test_a_context_reports_nothing_once_its_task_returned():
+    context = TaskContext("a" * 32, "n", "f", None, 1, "q")
+    with running(context):
+        assert current_task() is context
+        context.progress(1)
+    assert current_task() is None
+    with pytest.raises(RuntimeError, match="has finished"):
+        context.progress(2)
+    assert context.last_progress == Progress(1)
+
+
+def test_each_report_goes_to_the_sink_a_worker_sets():
+    reports = []
+    report_progress_to(reports.append)
+    try:
+        with running(TaskContext("b" * 32, "n", "f", None, 1, "q")) as context:
+            context.progress(1, 4)
+            context.progress(2.5, 4, "more")
+    finally:
+        report_progress_to(None)
+    assert reports == [Progress(1, 4), Progress(2.5, 4, "more")]
+
+
+def test_describe_a_report():
+    assert describe(None) == ""
+    assert describe({"done": 3, "total": 10, "note": "copying"}) == "3/10 (30%) copying"
+    assert describe({"done": 2.5, "total": None, "note": ""}) == "2.5"
+
+
+def test_a_coroutine_sees_the_context_it_was_started_in():
+    async def inner():
+        return current_task().id
+
+    with running(TaskContext("d" * 32, "n", "f", None, 1, "q")):
+        assert asyncio.run(inner()) == "d" * 32
