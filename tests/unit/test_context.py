@@ -1,10 +1,14 @@
-"""current_task() and progress() without a cluster: sync mode, and the checks on progress."""
+"""current_task() and progress() without a cluster: sync mode, the checks on progress, and how a report
+travels (the worker's state file, the published status)."""
 
 import asyncio
+import os
 
 import pytest
 
+from django_q.cluster.runstate import RunState
 from django_q.context import NOTE_MAX, Progress, TaskContext, describe, report_progress_to, running
+from django_q.status import ClusterStatus, WorkerStatus
 from django_q.tasks import async_task, current_task, result
 from tests.app import context_tasks
 
@@ -79,6 +83,41 @@ def test_each_report_goes_to_the_sink_a_worker_sets():
     finally:
         report_progress_to(None)
     assert reports == [Progress(1, 4), Progress(2.5, 4, "more")]
+
+
+def test_the_state_file_carries_the_running_jobs_last_report(tmp_path):
+    path = str(tmp_path / "state-1")
+    writer, reader = RunState(path, writer=True), None
+    try:
+        reader = RunState(path, writer=False)
+        writer.write(1, "delivery-1", 30.0)
+        assert reader.read().progress is None  # nothing reported yet
+        writer.write_progress(Progress(3, 10, "copying ✓"))
+        seen = reader.read()
+        assert seen.running == "delivery-1" and seen.progress == Progress(3, 10, "copying ✓")
+        writer.write_progress(Progress(7.5, None, "é" * NOTE_MAX))
+        assert reader.read().progress == Progress(7.5, None, "é" * NOTE_MAX)
+        writer.write(2, "delivery-2", None)
+        assert reader.read().progress is None  # the next job starts with no report
+        writer.write_progress(Progress(1))
+        writer.write(2)
+        assert reader.read().progress is None  # between jobs
+    finally:
+        if reader is not None:
+            reader.close()
+        writer.remove()
+    assert not os.path.exists(path)
+
+
+def test_the_published_status_carries_each_workers_report():
+    report = Progress(3, 10, "copying").as_dict()
+    status = ClusterStatus(
+        id="c" * 32, host="h", pid=1, name="q", state="running",
+        workers=(WorkerStatus(0, 100, "t" * 32, "four", 1.5, report), WorkerStatus(1, 101)),
+        queued=0, done=0, failed=0, started=1.0, updated=2.0,
+    )
+    back = ClusterStatus.from_json(status.to_json())
+    assert back.workers[0].progress == report and back.workers[1].progress is None
 
 
 def test_describe_a_report():
