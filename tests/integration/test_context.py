@@ -1,7 +1,12 @@
 """current_task() and progress() in a real cluster, on both brokers: what a running task knows of itself,
-and its progress seen by fetch(id, in_flight=True)."""
+and its progress seen by fetch(id, in_flight=True), the admin's in-flight page and qmonitor."""
 
 from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
 
 from django_q.conf import get_config
 from django_q.tasks import async_task, current_task, fetch, result
@@ -66,3 +71,31 @@ def test_a_coroutine_task_reports_progress(cluster, tmp_path):
     seen = result(task_id, wait=30_000)
     assert seen["id"] == seen["nested"] == seen["spawned"] == task_id
     assert seen["attempt"] == 1
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_superuser("ctx-admin", "ctx@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_admin_in_flight_page_and_qmonitor_show_progress(cluster, tmp_path, staff_client):
+    cluster()
+    go = tmp_path / "go"
+    task_id = async_task(context_tasks.report_then_wait, str(go), 3, 10, "copying")
+    try:
+        wait_until(lambda: progress_of(task_id))
+        page = staff_client.get("/admin/django_q/inflight/").content.decode()
+        row = next(line.split("</tr>")[0] for line in page.split("<tr") if task_id in line)
+        assert '<td class="progress">3/10 (30%) copying</td>' in row
+        out = io.StringIO()
+        call_command("qmonitor", "--run-once", stdout=out)
+        lines = out.getvalue().splitlines()
+        header = next(line for line in lines if "Running for" in line)
+        assert "Progress" in header
+        worker_row = next(line for line in lines if task_id in line)
+        assert "3/10 (30%) copying" in worker_row
+    finally:
+        go.touch()
+    assert result(task_id, wait=30_000)["progress"] == COPYING
