@@ -6,13 +6,15 @@ import os
 
 import pytest
 
+from django_q.brokers.memory import reset
 from django_q.cluster.runstate import RunState
 from django_q.context import NOTE_MAX, Progress, TaskContext, describe, report_progress_to, running
-from django_q.status import ClusterStatus, WorkerStatus
+from django_q.status import ClusterStatus, Publisher, WorkerStatus
 from django_q.tasks import async_task, current_task, result
 from tests.app import context_tasks
 
 from .helpers import UNREACHABLE_REDIS
+from .pusher_rig import Rig
 
 sync_db = pytest.mark.django_db(transaction=True)
 
@@ -118,6 +120,29 @@ def test_the_published_status_carries_each_workers_report():
     )
     back = ClusterStatus.from_json(status.to_json())
     assert back.workers[0].progress == report and back.workers[1].progress is None
+
+
+def test_the_pusher_publishes_the_report_of_the_job_a_worker_runs(tmp_path):
+    reset()
+    try:
+        rig = Rig(str(tmp_path))
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        (job,) = worker.jobs()
+        worker.start(job)
+        worker.state.write_progress(Progress(3, 10, "copying"))
+        rig.step()
+        publisher = Publisher(rig.config, rig.pusher.identity, rig.pusher._status_snapshot, rig.pusher.tally)
+        (status,) = publisher.build(rig.broker).workers
+        assert (status.task_id, status.progress) == (task_id, {"done": 3, "total": 10, "note": "copying"})
+        worker.finish(job)
+        rig.step()
+        (status,) = publisher.build(rig.broker).workers
+        assert status.task_id is None and status.progress is None
+    finally:
+        reset()
 
 
 def test_describe_a_report():
