@@ -47,11 +47,15 @@ def describe(progress: dict | None) -> str:
     if not progress:
         return ""
     done, total = progress.get("done"), progress.get("total")
-    text = f"{done:g}" if total is None else f"{done:g}/{total:g}"
+    text = _shown(done) if total is None else f"{_shown(done)}/{_shown(total)}"
     if total:
         text += f" ({100 * done / total:.0f}%)"
     note = progress.get("note") or ""
     return f"{text} {note}" if note else text
+
+
+def _shown(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def report_progress_to(sink: ProgressSink | None) -> None:
@@ -98,7 +102,10 @@ class TaskContext:
 def _amount(argument: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"progress() {argument} must be a number, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"progress() {argument} must be a finite number of 0 or more, not {value!r}")
     return value if isinstance(value, int) else number

@@ -72,7 +72,7 @@ def bad_progress():
     """Each bad call to progress() and the error it raised, as (type name, message)."""
     context = current_task()
     errors = []
-    for args in (("3",), (None,), (True,), (-1,), (float("nan"),), (1, "10"), (1, -5), (1, None, 7)):
+    for args in (("3",), (None,), (True,), (-1,), (float("nan"),), (10**400,), (1, "10"), (1, -5), (1, None, 7)):
         try:
             context.progress(*args)
         except (TypeError, ValueError) as exc:

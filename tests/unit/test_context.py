@@ -57,7 +57,8 @@ def test_bad_progress_arguments_raise_errors_naming_the_argument(q_cluster):
     kinds = [(kind, message.split(" must ")[0]) for kind, message in seen["errors"]]
     assert kinds == [
         ("TypeError", "progress() done"), ("TypeError", "progress() done"), ("TypeError", "progress() done"),
-        ("ValueError", "progress() done"), ("ValueError", "progress() done"), ("TypeError", "progress() total"),
+        ("ValueError", "progress() done"), ("ValueError", "progress() done"), ("ValueError", "progress() done"),
+        ("TypeError", "progress() total"),
         ("ValueError", "progress() total"), ("TypeError", "progress() note"),
     ]
     assert "not str" in seen["errors"][0][1] and "not -1" in seen["errors"][3][1]
@@ -149,6 +150,7 @@ def test_describe_a_report():
     assert describe(None) == ""
     assert describe({"done": 3, "total": 10, "note": "copying"}) == "3/10 (30%) copying"
     assert describe({"done": 2.5, "total": None, "note": ""}) == "2.5"
+    assert describe({"done": 1234567, "total": 2469134, "note": ""}) == "1234567/2469134 (50%)"
 
 
 def test_a_coroutine_sees_the_context_it_was_started_in():
