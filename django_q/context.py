@@ -67,7 +67,7 @@ def report_progress_to(sink: ProgressSink | None) -> None:
 class TaskContext:
     """What a running task can know of itself, and its way to report progress."""
 
-    __slots__ = ("_live", "attempt", "cluster", "func", "group", "id", "last_progress", "name")
+    __slots__ = ("_live", "_outermost", "attempt", "cluster", "func", "group", "id", "last_progress", "name")
 
     def __init__(self, id: str, name: str, func: str, group: str | None, attempt: int, cluster: str) -> None:
         self.id = id
@@ -78,6 +78,7 @@ class TaskContext:
         self.cluster = cluster  # the name of the queue it runs in
         self.last_progress: Progress | None = None
         self._live = True
+        self._outermost = True  # not run in sync mode inside another task (see running())
 
     def progress(self, done: float, total: float | None = None, note: str = "") -> None:
         """Report that `done` of `total` (None: unknown) units are done, with an optional note.
@@ -92,7 +93,7 @@ class TaskContext:
         if not self._live:
             raise RuntimeError(f"task {self.name} ({self.id}) has finished: its progress can no longer change")
         self.last_progress = report
-        if _sink is not None:
+        if _sink is not None and self._outermost:
             _sink(report)
 
     def __repr__(self) -> str:
@@ -127,7 +128,13 @@ def current_task() -> TaskContext | None:
 
 @contextmanager
 def running(context: TaskContext) -> Iterator[TaskContext]:
-    """Make `context` the current task's while the block runs; it reports no progress after."""
+    """Make `context` the current task's while the block runs; it reports no progress after.
+
+    A task run in sync mode inside a running task is current while it runs,
+    but its reports stay on its context: the sink (the worker's state file)
+    shows the progress of the task the worker runs.
+    """
+    context._outermost = _current.get() is None
     token = _current.set(context)
     try:
         yield context

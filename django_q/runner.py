@@ -96,13 +96,13 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None, cl
     """Run the task's function, current_task() giving its context; a failure is caught and described, never
     raised here."""
     global _running
-    _running = delivery_id
+    outer, _running = _running, delivery_id  # outer: a task that runs this one in sync mode
     context = TaskContext(task.id, task.name, task.func_name, task.group, attempt, task.cluster or cluster or "")
     try:
         with running(context):
             return _call(task, attempt)
     finally:
-        _running = None
+        _running = outer
 
 
 def _call(task: TaskPackage, attempt: int) -> Ran:

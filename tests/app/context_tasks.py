@@ -81,3 +81,13 @@ def bad_progress():
             errors.append(None)
     context.progress(1, 2, "x" * 10_000)
     return {"errors": errors, "note_length": len(context.last_progress.note)}
+
+
+def nested_sync_then_running():
+    """Run a task in sync mode inside this one; then which delivery this process says it runs, and whose
+    context is current."""
+    from django_q.runner import running_delivery
+    from django_q.tasks import async_task
+
+    async_task("tests.app.tasks.add", 1, 2, sync=True)
+    return {"delivery": running_delivery(), "current": current_task().id}

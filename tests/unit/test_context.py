@@ -9,6 +9,8 @@ import pytest
 from django_q.brokers.memory import reset
 from django_q.cluster.runstate import RunState
 from django_q.context import NOTE_MAX, Progress, TaskContext, describe, report_progress_to, running
+from django_q.package import TaskPackage
+from django_q.runner import call, running_delivery
 from django_q.status import ClusterStatus, Publisher, WorkerStatus
 from django_q.tasks import async_task, current_task, result
 from tests.app import context_tasks
@@ -86,6 +88,31 @@ def test_each_report_goes_to_the_sink_a_worker_sets():
     finally:
         report_progress_to(None)
     assert reports == [Progress(1, 4), Progress(2.5, 4, "more")]
+
+
+def test_a_task_run_in_sync_mode_inside_a_task_is_current_but_reports_to_no_sink():
+    reports = []
+    report_progress_to(reports.append)
+    try:
+        with running(TaskContext("e" * 32, "outer", "f", None, 1, "q")) as outer:
+            with running(TaskContext("f" * 32, "inner", "f", None, 1, "q")) as inner:
+                assert current_task() is inner
+                inner.progress(1)
+            assert current_task() is outer
+            outer.progress(2)
+    finally:
+        report_progress_to(None)
+    assert reports == [Progress(2)] and inner.last_progress == Progress(1)
+
+
+@sync_db
+def test_a_task_run_in_sync_mode_inside_a_task_leaves_the_outer_one_cancellable(q_cluster):
+    q_cluster(sync=True, redis=UNREACHABLE_REDIS)
+    task = TaskPackage(id="a" * 32, name="outer", func="tests.app.context_tasks.nested_sync_then_running")
+    ran = call(task, 1, "outer-delivery", "q")
+    assert ran.success, ran.value
+    assert ran.value == {"delivery": "outer-delivery", "current": "a" * 32}
+    assert running_delivery() is None
 
 
 def test_the_state_file_carries_the_running_jobs_last_report(tmp_path):
