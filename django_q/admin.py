@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .conf import get_config
+from .context import describe
 from .deadletters import requeue as send_back
 from .enqueue import run_now as enqueue_now
 from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
@@ -379,9 +380,13 @@ class InFlightAdmin(admin.ModelAdmin):
         listing, errors = [], []
         for cluster in dict.fromkeys(clusters):
             try:
-                listing.append((cluster, pending_tasks(cluster, self.LIMIT)))
+                tasks = pending_tasks(cluster, self.LIMIT)
             except BrokerError as exc:
                 errors.append(f"{cluster}: {exc}")
+                continue
+            for task in tasks:
+                task.progress_text = describe(task.progress)
+            listing.append((cluster, tasks))
         context = {
             **self.admin_site.each_context(request),
             "title": _("Queued and running tasks"),

@@ -87,6 +87,9 @@ class Task(models.Model):
     # The dotted path of the exception class of a failure, when it raised one.
     exception = models.CharField(max_length=256, null=True, editable=False)
     history = PickledObjectField()
+    # Not a field: the last progress report of a running task (a dict of done,
+    # total, note), set on the unsaved Tasks of django_q.inflight; None otherwise.
+    progress: dict | None = None
 
     class Meta:
         app_label = "django_q"

@@ -22,6 +22,7 @@ from django import db
 
 from . import reporters, signals
 from .conf import Config
+from .context import TaskContext, running
 from .exceptions import TaskCancelled
 from .funcs import resolve
 from .models import Task
@@ -91,10 +92,20 @@ class Ran:
     cancelled: bool = False
 
 
-def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) -> Ran:
-    """Run the task's function; a failure is caught and described, never raised here."""
+def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None, cluster: str | None = None) -> Ran:
+    """Run the task's function, current_task() giving its context; a failure is caught and described, never
+    raised here."""
     global _running
-    _running = delivery_id
+    outer, _running = _running, delivery_id  # outer: a task that runs this one in sync mode
+    context = TaskContext(task.id, task.name, task.func_name, task.group, attempt, task.cluster or cluster or "")
+    try:
+        with running(context):
+            return _call(task, attempt)
+    finally:
+        _running = outer
+
+
+def _call(task: TaskPackage, attempt: int) -> Ran:
     try:
         func = function(task.func)
         if signals.pre_execute.has_listeners("django_q"):
@@ -113,8 +124,6 @@ def call(task: TaskPackage, attempt: int = 1, delivery_id: str | None = None) ->
         return Ran(False, "cancelled while running", cancelled=True)
     except Exception as exc:  # a task's failure is data: it is saved, never raised here
         return Ran(False, traceback.format_exc(), error=exc)
-    finally:
-        _running = None
 
 
 def execute(
@@ -125,7 +134,7 @@ def execute(
         db.close_old_connections()
     started = time.time()
     try:
-        ran = call(task, attempts, delivery_id)
+        ran = call(task, attempts, delivery_id, config.name)
     finally:
         if own_connections:
             db.close_old_connections()

@@ -26,6 +26,7 @@ from django.db import connections
 from .backoff import Outage
 from .brokers import get_broker
 from .conf import Config, get_config
+from .context import Progress
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter, Schedule, Task
 from .names import Identity
@@ -53,6 +54,7 @@ class WorkerStatus:
     task_id: str | None = None
     task_name: str | None = None
     started: float | None = None  # epoch seconds the current task started
+    progress: dict | None = None  # the current task's last progress report: done, total, note
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +187,8 @@ def _bucket(seconds: float) -> int:
 
 
 # What the pusher hands the publisher each period: state and workers (index,
-# pid, running package or None, start time); the publisher adds the rest.
-Snapshot = tuple[str, list[tuple[int, int, Any, float | None]]]
+# pid, running package or None, start time, progress); the publisher adds the rest.
+Snapshot = tuple[str, list[tuple[int, int, Any, float | None, Progress | None]]]
 
 
 class Publisher(threading.Thread):
@@ -242,12 +244,13 @@ class Publisher(threading.Thread):
             queued = -1
         workers = []
         seen = set()
-        for index, pid, job, started in sorted(slots, key=lambda s: s[0]):
+        for index, pid, job, started, progress in sorted(slots, key=lambda s: s[0]):
             task_id = task_name = None
             if job is not None:
                 seen.add(job.id)
                 task_id, task_name = self._task_of(job)
-            workers.append(WorkerStatus(index, pid, task_id, task_name, started))
+            report = progress.as_dict() if job is not None and progress is not None else None
+            workers.append(WorkerStatus(index, pid, task_id, task_name, started, report))
         self._names = {k: v for k, v in self._names.items() if k in seen}
         ident = self.identity
         counters = self.tally.counters

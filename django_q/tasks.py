@@ -16,6 +16,7 @@ from django.utils import timezone
 from .brokers import get_broker
 from .brokers.base import REMOVED, QueueBackend
 from .conf import get_config
+from .context import current_task
 from .enqueue import OPTION_NAMES, enqueue, enqueue_link, normalize_link
 from .exceptions import TaskTypeError
 from .funcs import path_of
@@ -43,9 +44,9 @@ from .results import (
 
 __all__ = [
     "Async", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_many", "async_task", "cancel",
-    "count_group", "count_group_cached", "delete_cached", "delete_group", "delete_group_cached", "fetch",
-    "fetch_cached", "fetch_group", "fetch_group_cached", "queue_size", "result", "result_cached", "result_group",
-    "result_group_cached", "schedule",
+    "count_group", "count_group_cached", "current_task", "delete_cached", "delete_group", "delete_group_cached",
+    "fetch", "fetch_cached", "fetch_group", "fetch_group_cached", "queue_size", "result", "result_cached",
+    "result_group", "result_group_cached", "schedule",
 ]
 
 

@@ -9,9 +9,10 @@ Each channel: what it is and how it is encoded; who writes it; who reads it.
   pickled messages of cluster.messages. The pusher binds and listens; workers
   and the monitor connect.
 - `state-{pid}` (`state_path`): worker `pid`'s state, mapped into memory by
-  both sides; a seqlock laid out as STATE_LAYOUT (see cluster.runstate).
-  Worker `pid` writes; the pusher reads (timeouts, cancels, running records,
-  the status, and which jobs a worker that died had taken).
+  both sides; a seqlock laid out as STATE_LAYOUT then STATE_PROGRESS (see
+  cluster.runstate). Worker `pid` writes (its running task's progress
+  reports too); the pusher reads (timeouts, cancels, running records, the
+  status with the progress, and which jobs a worker that died had taken).
 - `cancel-{pid}` (`cancel_path`): delivery ids, a line each
   (`encode_cancels`). The pusher writes; worker `pid` reads it after
   CANCEL_SIGNAL.
@@ -55,6 +56,12 @@ GRACEFUL_STOP = signal.SIGTERM
 STATE_LAYOUT = struct.Struct("<IIdddB64s")
 STATE_SEQ = struct.Struct("<I")
 STATE_ID_MAX = 64
+# Then the running task's last progress report (context.Progress), under the
+# same seq: reported (0/1), done, total (NaN: none), note length, note (UTF-8,
+# cut to STATE_NOTE_MAX bytes). Worker `pid` writes it as the task reports.
+STATE_PROGRESS = struct.Struct("<BddH800s")
+STATE_NOTE_MAX = 800
+STATE_SIZE = STATE_LAYOUT.size + STATE_PROGRESS.size
 
 
 def socket_path(folder: str) -> str:

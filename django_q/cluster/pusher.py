@@ -419,7 +419,7 @@ class Pusher:
         slots = [s for s in list(self.slots.values()) if not s.standby]
         self.all_connected = self.all_connected or len(slots) >= self.config.workers
         state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
-        return state, [(s.index, s.pid, s.running, s.started) for s in slots]
+        return state, [(s.index, s.pid, s.running, s.started, s.progress) for s in slots]
 
 
 def main(

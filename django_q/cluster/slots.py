@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from ..brokers.base import Delivery
+from ..context import Progress
 from .runstate import RunState, Seen
 
 PREFETCH_WORK = 0.02  # seconds of work queued in a worker, by the mean run time
@@ -34,6 +35,7 @@ class Slot:
     running: Delivery | None = None  # the job the worker runs now, as last read from its state
     deadline: float | None = None  # monotonic time after which the worker is killed
     started: float | None = None  # epoch seconds the running job started
+    progress: Progress | None = None  # the running job's last progress report, as last read from its state
     killed: bool = False
     # A send to the worker failed: it is leaving (recycled) or dead. It gets no
     # more jobs, but what it sent before it left is still read, up to its EOF.
@@ -54,7 +56,7 @@ class Slot:
         self.answered += 1
         delivery = self.jobs.popleft() if self.jobs else None
         if delivery is not None and delivery is self.running:
-            self.running = self.started = self.deadline = None
+            self.running = self.started = self.deadline = self.progress = None
         if delivery is not None and delivery.id == self.cancel_id:
             self.cancel_by = self.cancel_id = None
         return delivery

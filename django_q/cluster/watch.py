@@ -40,21 +40,23 @@ class Watch:
         self.cancelling: set[str] = set()  # cancel requests seen, and carried out or waiting for the job to start
 
     def observe(self, slot: Slot) -> Seen | None:
-        """Read which job the worker runs: set its clock, have it marked running, stop it if cancelled.
+        """Read which job the worker runs, and its progress: set its clock, have it marked running, stop it
+        if cancelled.
         Returns what was read (None: no state, or the worker was writing it)."""
         seen = slot.state.read() if slot.state is not None else None
         if seen is None:
             return None
         if seen.running is None:
-            slot.running = slot.started = slot.deadline = None
+            slot.running = slot.started = slot.deadline = slot.progress = None
             return seen
         if slot.running is not None and slot.running.id == seen.running and slot.started == seen.started:
+            slot.progress = seen.progress
             return seen
         delivery = next((d for d in slot.jobs if d.id == seen.running), None)
         if delivery is None:  # answered already: the state was read as the worker moved on
-            slot.running = slot.started = slot.deadline = None
+            slot.running = slot.started = slot.deadline = slot.progress = None
             return seen
-        slot.running, slot.started = delivery, seen.started
+        slot.running, slot.started, slot.progress = delivery, seen.started, seen.progress
         slot.deadline = seen.started_mono + seen.timeout if seen.timeout else None
         self.leases.started(delivery.id, slot.pid, seen.started, seen.started_mono)
         if delivery.id in self.cancelling:

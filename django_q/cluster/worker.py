@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..conf import Config
+from ..context import report_progress_to
 from ..exceptions import PackageError, TaskCancelled
 from ..names import worker_id
 from ..package import unpack
@@ -246,6 +247,7 @@ def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: in
         _known_modules.update(sys.modules)  # what the sentinel imported needs no mention
     signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
     state = RunState(state_path(folder, os.getpid()), writer=True)  # before the pusher hears of us
+    report_progress_to(state.write_progress)
     done, spare_asked = 0, False
     while True:
         conn = process.connect(address, authkey, Hello(Role.WORKER, os.getpid(), index))

@@ -53,7 +53,8 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
     project.wait_for("bad", 1)
     # The two slow tasks run until the test is done looking: each look is a command's start-up.
     release = tmp_path / "release"
-    project.drive("enqueue", "tests.app.tasks.wait_for_file", "2", "slow", json.dumps([str(release)]))
+    project.drive("enqueue", "tests.app.context_tasks.report_then_wait", "2", "slow",
+                  json.dumps([str(release), 3, 10, "copying"]))
 
     def busy():
         info = qinfo(project)
@@ -68,13 +69,19 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
 
     (cluster_id,) = ids(project)
     assert re.fullmatch(r"[0-9a-f]{32}", cluster_id)
-    rows = monitor_rows(project)
+
+    def reported():  # progress is published with the status, every PERIOD: a look may come before it
+        rows = monitor_rows(project)
+        cells = [r[6] for r in rows[3:] if r[0] == cluster_id[:8] and len(r) > 6]
+        return rows if cells == ["3/10 (30%) copying"] * 2 else None
+
+    rows = wait_until(reported)
     header, row, workers_header = rows[0], rows[1], rows[2]
     assert header == ["Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"]
     assert row[0] == cluster_id and row[2] == str(cluster.pid)
     assert row[3:9] == ["running", "2", "2", "0", "5", "1"]
     assert re.fullmatch(r"\d\d:\d\d:\d\d", row[9])
-    assert workers_header == ["Cluster", "Worker", "PID", "Task", "Task id", "Running for"]
+    assert workers_header == ["Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"]
     workers = [r for r in rows[3:] if r[0] == cluster_id[:8]]
     assert sorted(r[1] for r in workers) == ["0", "1"]
     assert all(r[4] and r[3] != "idle" for r in workers)  # each runs a slow task

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from django_q.brokers import get_broker
 from django_q.conf import Config
+from django_q.context import describe
 from django_q.exceptions import BrokerError
 from django_q.management.commands.qinfo import _config
 from django_q.status import cluster_statuses
@@ -74,8 +75,9 @@ def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
     for column in ("Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"):
         clusters.add_column(column, no_wrap=True, justify="right" if column in NUMERIC else "left")
     workers = Table(title="Workers", title_justify="left")
-    for column in ("Cluster", "Worker", "PID", "Task", "Task id", "Running for"):
-        workers.add_column(column, no_wrap=column != "Task", justify="right" if column in NUMERIC else "left")
+    for column in ("Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"):
+        workers.add_column(column, no_wrap=column not in ("Task", "Progress"),
+                           justify="right" if column in NUMERIC else "left")
     now = time.time()
     for status in statuses:
         short = status.id if wide else status.id[:8]
@@ -87,7 +89,7 @@ def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
         for worker in status.workers:
             running = duration(now - worker.started) if worker.task_name and worker.started else ""
             workers.add_row(short[:8], str(worker.index), str(worker.pid), worker.task_name or "idle",
-                            worker.task_id or "", running)
+                            worker.task_id or "", running, describe(worker.progress))
     footer = f"queue {config.name} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
     if live:
         footer += " · q quits"
