@@ -95,6 +95,11 @@ def fetch(task_id: str, wait: int = 0, in_flight: bool = False, cluster: str | N
     return pending if pending is not None else Task.get_task(task_id)
 
 
+def _count_wait(wait: int, count: int | None) -> int:
+    """The wait of a group read: as in django-q, a `count` with no `wait` waits until that many are there."""
+    return -1 if count is not None and wait == 0 else wait
+
+
 def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> list | None:
     def get() -> list | None:
         tasks = Task.objects.filter(group=group)
@@ -105,12 +110,16 @@ def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> li
             return found if len(found) >= count else None
         return found or None
 
-    return wait_for(get, wait)
+    return wait_for(get, _count_wait(wait, count))
 
 
 def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | None = None,
                 cached: bool | None = None) -> list | None:
-    """The stored Tasks of a group (successes only unless `failures`), or None; `count` waits for that many."""
+    """The stored Tasks of a group (successes only unless `failures`), or None.
+
+    With `count`, None until there are that many: waits up to `wait` ms for
+    them, or, as in django-q, with no `wait`, until they are there.
+    """
     check_group(group)
     if _use_cache(cached):
         return fetch_group_cached(group, failures, wait, count)
@@ -119,7 +128,7 @@ def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | N
 
 def result_group(group: str, failures: bool = False, wait: int = 0, count: int | None = None,
                  cached: bool | None = None) -> list | None:
-    """The results of a group's tasks in start order, or None; `count` waits for that many."""
+    """The results of a group's tasks in start order, or None; `count` waits for that many (see fetch_group)."""
     check_group(group)
     if _use_cache(cached):
         return result_group_cached(group, failures, wait, count)
@@ -187,7 +196,7 @@ def _cached_group(group: str, failures: bool, wait: int, count: int | None,
             return None
         return [f for f in found if failures or f.get("success")]
 
-    return wait_for(get, wait)
+    return wait_for(get, _count_wait(wait, count))
 
 
 def result_group_cached(group: str, failures: bool = False, wait: int = 0, count: int | None = None,

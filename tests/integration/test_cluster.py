@@ -22,6 +22,7 @@ from django_q.tasks import (
     async_task,
     count_group,
     fetch,
+    fetch_group,
     queue_size,
     result,
     result_group,
@@ -94,6 +95,14 @@ def test_iter_and_chain(cluster):
     assert result(parent, wait=30_000) == [2, 4, 6]
     group = async_chain([("tests.app.tasks.add", (1, 2)), ("tests.app.tasks.add", (3, 4))])
     assert sorted(result_group(group, count=2, wait=30_000)) == [3, 7]
+
+
+def test_a_group_count_without_a_wait_waits_for_that_many_as_in_django_q(cluster):
+    cluster()
+    for i in range(3):
+        async_task("tests.app.tasks.add", i, 10, group="counted")
+    assert sorted(result_group("counted", count=3)) == [10, 11, 12]  # pytest-timeout bounds it
+    assert len(fetch_group("counted", count=3)) == 3
 
 
 def test_timeout_kills_worker_and_records_failure(cluster):

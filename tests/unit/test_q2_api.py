@@ -238,7 +238,7 @@ class TestCached:
         assert [t.id for t in fetch_group_cached("cg", failures=False)] == ids
         assert count_group_cached("cg") == 3 and count_group_cached("cg", failures=True) == 1
         assert result_group("cg", cached=True) == [0, 2, 4] and count_group("cg", cached=True) == 3
-        assert result_group_cached("cg", count=5) is None  # fewer than 5
+        assert result_group_cached("cg", count=5, wait=50) is None  # fewer than 5
         delete_group_cached("cg")
         assert result_group_cached("cg") is None and result_cached(ids[0]) is None
 
