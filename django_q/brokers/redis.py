@@ -14,6 +14,8 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:key       HASH    id -> key, to clean up the above on ack
     django_q:{name}:running   HASH    id -> running record (mark_running), while leased
     django_q:{name}:cancel    SET     leased ids that cancel() asked their cluster to stop
+    django_q:{name}:unique    HASH    unique key -> id of the message holding it (enqueue_unique)
+    django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
 
@@ -48,7 +50,16 @@ import redis
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError
-from .base import PRIORITY_MAX, Cancelled, Delivery, Pending, QueueBackend, batch_keys, check_priority
+from .base import (
+    PRIORITY_MAX,
+    Cancelled,
+    Delivery,
+    Pending,
+    QueueBackend,
+    batch_keys,
+    check_priority,
+    check_unique,
+)
 from .redis_lua import (
     ACK,
     CANCEL,
@@ -56,6 +67,7 @@ from .redis_lua import (
     COUNTS,
     DEQUEUE,
     ENQUEUE,
+    ENQUEUE_UNIQUE,
     LOOKUP,
     MARK_RUNNING,
     PENDING,
@@ -67,7 +79,10 @@ from .redis_lua import (
     Lua,
 )
 
-KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")
+KEY_NAMES = (
+    "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
+    "unique", "unique_of",
+)
 PRIORITY_SHIFT = 2**44
 ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
@@ -89,6 +104,7 @@ class RedisBroker(QueueBackend):
         self._lua = Lua(self._client)
         register = self._lua.script
         self._enqueue = register(COMMON + ENQUEUE)
+        self._enqueue_unique = register(COMMON + ENQUEUE_UNIQUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -109,6 +125,13 @@ class RedisBroker(QueueBackend):
         with _translate():
             (msg_id,) = self._enqueue(keys=self._keys, args=args)
         return msg_id.decode()
+
+    def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
+        """Add the package unless the message holding `unique` is still here; the key of the holder (one script)."""
+        args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key, check_unique(unique)]
+        with _translate():
+            holder = self._enqueue_unique(keys=self._keys, args=args)
+        return _text(holder)
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()
