@@ -148,7 +148,7 @@ def _send_unique(
     for i, (payload, unique) in enumerate(zip(payloads, uniques)):
         holder = to.enqueue_unique(payload, unique, ids[i], priority, delay)
         if holder != ids[i]:
-            logger.info("unique task %s not sent: task %s holds its key on queue %s", ids[i], holder, to.name)
+            logger.debug("unique task %s not sent: task %s holds its key on queue %s", ids[i], holder, to.name)
             ids[i] = holder
 
 

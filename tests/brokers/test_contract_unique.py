@@ -102,3 +102,14 @@ def test_producers_racing_for_one_key_add_one_package(make_broker: MakeBroker) -
     assert brokers[0].size() == 1
     (delivery,) = brokers[0].dequeue(count=10)
     assert holders[0] == f"task-{int(delivery.payload)}"
+
+
+def test_redis_a_holder_whose_package_is_gone_holds_nothing(backend: str, broker: QueueBackend) -> None:
+    """Keys deleted by hand (or lost) must not leave a unique key taken with no package behind it."""
+    if backend != "redis":
+        pytest.skip("on the other brokers the key is a column or field of the package itself")
+    broker.enqueue_unique(b"x", "k", "task-1")
+    client = broker._client
+    client.delete(f"django_q:{{{broker.name}}}:payload")
+    assert broker.enqueue_unique(b"y", "k", "task-2") == "task-2"
+    assert broker.enqueue_unique(b"z", "k", "task-3") == "task-2"
