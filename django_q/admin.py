@@ -12,13 +12,14 @@ import time
 from pprint import pformat
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +27,7 @@ from .conf import get_config
 from .deadletters import requeue as send_back
 from .enqueue import run_now as enqueue_now
 from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
+from .guard import denied, offered
 from .inflight import RunningInfo, pending_tasks
 from .models import DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
 from .package import unpack, verify
@@ -107,6 +109,10 @@ def resubmit(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Query
     """Enqueue the selected failed tasks again, with their arguments, hook and group."""
     count = 0
     for task in queryset:
+        if why := denied(task.func):
+            modeladmin.message_user(request, _("%(task)s cannot be resubmitted: %(error)s") % {"task": task,
+                                                                                            "error": why}, messages.ERROR)
+            continue
         try:
             async_task(task.func, *(task.args or ()), q_options={"hook": task.hook, "group": task.group,
                                                                   "cluster": task.cluster}, **(task.kwargs or {}))
@@ -158,6 +164,35 @@ run_now.allowed_permissions = ("change",)  # type: ignore[attr-defined]
 RESULT_CHARS = 80  # of the last result, in the list
 
 
+class ListedInput(forms.TextInput):
+    """A text input that offers `options` in a <datalist>: pick one, or type (what validation allows)."""
+
+    def __init__(self, options: list[str], attrs: dict | None = None) -> None:
+        super().__init__(attrs)
+        self.options = options
+
+    def render(self, name: str, value: Any, attrs: dict | None = None, renderer: Any = None) -> SafeString:
+        list_id = f"{(attrs or {}).get('id') or name}_options"
+        html = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join("", '<option value="{}"></option>', ((o,) for o in self.options))
+        return format_html('{}<datalist id="{}">{}</datalist>', html, list_id, options)
+
+
+class ScheduleForm(forms.ModelForm):
+    """A schedule as `editor` may write it: Schedule.full_clean() applies the rules of django_q.guard to them."""
+
+    editor: Any = None  # the requesting user, set by ScheduleAdmin.get_form
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.editor = self.editor
+        named = Schedule.objects.values_list("func", flat=True).distinct()
+        options = offered(get_config().admin_funcs, named)
+        for field in ("func", "hook"):
+            if field in self.fields:
+                self.fields[field].widget = ListedInput(options, self.fields[field].widget.attrs)
+
+
 @admin.register(Schedule)
 class ScheduleAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "func", "schedule_type", "repeats", "cluster", "next_run", "last_run_link",
@@ -167,6 +202,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_display_links = ("id", "name")
     readonly_fields = ("last_run_link", "last_result", "success")
     actions = [run_now]
+    form = ScheduleForm
     # The scheduler moves these while a change page is open. The page sends back
     # the values it showed, so that one left as shown is not saved: saving it
     # would put back a next run that has run already, and run it again.
@@ -177,6 +213,10 @@ class ScheduleAdmin(admin.ModelAdmin):
         if field is not None and db_field.name in self.scheduler_fields:
             field.show_hidden_initial = True
         return field
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"editor": request.user})
 
     def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: bool) -> None:
         if not change:
@@ -266,6 +306,9 @@ class PackageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("size"))
     def size(self, obj: Any) -> str:
+        size = getattr(obj, "size", None)  # a dead letter over package_limit keeps only its header
+        if size is not None and size != len(obj.payload):
+            return f"{size} B ({len(obj.payload)} B kept)"
         return f"{len(obj.payload)} B"
 
 

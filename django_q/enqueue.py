@@ -18,9 +18,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
@@ -28,8 +29,9 @@ from . import signals
 from .brokers import get_broker
 from .brokers.base import QueueBackend, check_priority
 from .conf import Config, get_config
-from .exceptions import PackageTooLarge, TaskTypeError
+from .exceptions import PackageTooLarge, ScheduleError, TaskTypeError
 from .funcs import callable_path, path_of, resolve
+from .guard import denied
 from .models import Schedule
 from .names import humanize, new_id, new_ids
 from .package import TaskPackage, copy_fields, pack, pack_copy
@@ -280,8 +282,13 @@ def delay_of(options: Mapping[str, Any]) -> float:
     if not isinstance(run_after, datetime):
         raise TaskTypeError(f"run_after must be a datetime or a timedelta, got {type(run_after).__name__}")
     if timezone.is_naive(run_after):
-        run_after = timezone.make_aware(run_after)
-    return max(0.0, (run_after - timezone.now()).total_seconds())
+        if settings.USE_TZ:  # a naive time could be meant in any zone: guessing UTC runs it hours early or late
+            raise TaskTypeError(
+                f"run_after {run_after.isoformat()} is naive but USE_TZ is on: pass an aware datetime "
+                "(timezone.now() + ...) or a timedelta"
+            )
+        run_after = timezone.make_aware(run_after)  # without USE_TZ, Django's times are local (TIME_ZONE)
+    return max(0.0, (run_after - datetime.now(UTC)).total_seconds())
 
 
 def package_fields(func: Callable | str, options: Mapping[str, Any], config: Config) -> dict[str, Any]:
@@ -416,9 +423,27 @@ def group_of(row: Schedule) -> str:
 
 
 def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
-    """The arguments, keyword arguments and options of a run of `row`; ScheduleError if its text is bad."""
+    """The arguments, keyword arguments and options of a run of `row`.
+
+    ScheduleError if its text is bad, or if it names a function nobody may
+    schedule: a row written around full_clean() (with SQL, say) runs nothing
+    of the deny list either.
+    """
+    for path in (row.func, row.hook):
+        if path and (why := denied(path)):
+            raise ScheduleError(why)
+    kwargs = parse_kwargs(row.kwargs)
     options = {"hook": row.hook or None, "group": group_of(row), "on_commit": False}
-    return parse_args(row.args), parse_kwargs(row.kwargs), options
+    # django-q's schedule(..., q_options={...}) kept the task's options among the kwargs, and its
+    # scheduler took them out; options we do not have (broker_name) are left out.
+    own = kwargs.pop("q_options") if isinstance(kwargs.get("q_options"), dict) else {}
+    for key in OPTION_NAMES & own.keys() - {"on_commit"}:
+        if key != "hook" or not row.hook:
+            options[key] = own[key]
+    hook = options["hook"]
+    if isinstance(hook, str) and (why := denied(hook)):  # a hook among the kwargs is held to the same rule
+        raise ScheduleError(why)
+    return parse_args(row.args), kwargs, options
 
 
 def run_now(row: Schedule) -> str:

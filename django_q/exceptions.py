@@ -11,6 +11,10 @@ class ConfigurationError(DjangoQError, ImproperlyConfigured):
     """A Q_CLUSTER setting is unknown or has a value of the wrong kind."""
 
 
+class UnsupportedBroker(ConfigurationError):
+    """Q_CLUSTER selects a broker of django-q / django-q2 that Django Q does not have."""
+
+
 class TaskTypeError(DjangoQError, TypeError):
     """A task's function or arguments cannot be sent to a worker."""
 

@@ -11,16 +11,20 @@ own memory would stay at zero. Instead every scrape reads:
 - the broker: queue depth, leased packages, clusters and busy workers;
 - the database: stored successes and failures, dead letters, schedules.
 
-Add `path("metrics/", include("django_q.urls"))` to a project's urls.
+Add `path("metrics/", include("django_q.urls"))` to a project's urls. The
+view answers staff sessions and requests bearing
+`Authorization: Bearer <Q_CLUSTER["metrics_token"]>`; anyone else gets 403,
+since queue names and cluster ids tell an attacker where to aim.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator, Sequence
 
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -102,12 +106,24 @@ def _buckets(status: ClusterStatus) -> list[tuple[str, float]]:
     return out
 
 
+def may_read(request: HttpRequest) -> bool:
+    """Whether the request bears the configured metrics token, or comes from an active staff session."""
+    token = get_config().metrics_token
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    user = getattr(request, "user", None)  # absent without Django's AuthenticationMiddleware
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
 def metrics(request: HttpRequest, queues: Sequence[str] | None = None) -> HttpResponse:
-    """The Prometheus text exposition of `queues` (the configured queue by default).
+    """The Prometheus text exposition of `queues` (the configured queue by default), for staff or the token.
 
     Pass other queues in the url's kwargs: `path("metrics/", metrics, {"queues": ["default", "long"]})`.
-    Anyone who can reach the url can read it: serve it where only your Prometheus can.
     """
+    if not may_read(request):
+        return HttpResponseForbidden("metrics: log in as staff, or send Authorization: Bearer <metrics_token>\n",
+                                     content_type="text/plain")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(queues))  # type: ignore[arg-type]
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

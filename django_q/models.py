@@ -11,7 +11,9 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .conf import get_config
 from .funcs import importable
+from .guard import denied, refusal
 from .schedules import CRON, Recurrence, ScheduleError, parse_args, parse_kwargs
 
 
@@ -247,6 +249,10 @@ class Schedule(models.Model):
         help_text=_("Run an occurrence even while the previous run is still queued or running"),
     )
 
+    # Not a column: the user whose rules `full_clean()` applies to func and hook
+    # (the admin sets it). Unset, only the deny list holds; see django_q.guard.
+    editor: Any = None
+
     class Meta:
         app_label = "django_q"
         ordering = ["next_run"]
@@ -255,8 +261,20 @@ class Schedule(models.Model):
     def __str__(self) -> str:
         return self.name or self.func
 
+    def _refusal(self, path: str) -> str | None:
+        """Why this schedule may not name the function `path`, or None; see django_q.guard."""
+        if self.editor is None:
+            problem = denied(path)
+        else:
+            problem = refusal(path, bool(self.editor.is_superuser), get_config().admin_funcs, self._named)
+        return problem or importable(path)
+
+    def _named(self, path: str) -> bool:
+        """Whether a stored schedule names `path` as its func or hook."""
+        return Schedule.objects.filter(models.Q(func=path) | models.Q(hook=path)).exists()
+
     def clean(self) -> None:
-        """Check what the scheduler needs: the type's settings, literal arguments, importable functions."""
+        """Check what the scheduler needs: the type's settings, literal arguments, functions it may import and run."""
         errors: dict[str, list[str]] = {}
         if self.schedule_type == self.CRON and not self.cron:
             errors.setdefault("cron", []).append(_("A cron schedule needs a cron expression."))
@@ -272,7 +290,7 @@ class Schedule(models.Model):
             except ScheduleError as exc:
                 errors.setdefault(field, []).append(str(exc))
         for field in ("func", "hook"):
-            problem = importable(getattr(self, field)) if getattr(self, field) else None
+            problem = self._refusal(getattr(self, field)) if getattr(self, field) else None
             if problem:
                 errors.setdefault(field, []).append(problem)
         if errors:
@@ -330,12 +348,17 @@ class OrmQ(models.Model):
 
 
 class DeadLetter(models.Model):
-    """A package the cluster refused to run (bad signature, corrupt, too large), kept aside."""
+    """A package the cluster refused to run (bad signature, corrupt, too large), kept aside.
+
+    A package over package_limit keeps only its header (django_q.deadletters.store): `size` says how big it was.
+    """
 
     broker_id = models.CharField(max_length=100)
     queue = models.CharField(max_length=100)
     payload = models.BinaryField()
     reason = models.TextField()
+    # Bytes of the package as the broker delivered it; `payload` may hold only its header.
+    size = models.BigIntegerField(null=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -50,8 +50,9 @@ class DeadLetterNote:
 
     delivery_id: str
     queue: str
-    payload: bytes
+    payload: bytes  # whole, or only the package's header when it was over package_limit
     reason: str
+    size: int | None = None  # bytes of the package as delivered; None: len(payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from typing import Any
 from django import db
 from django.db import DatabaseError, IntegrityError, models, router, transaction
 
-from . import cached, signals
+from . import cached, deadletters, signals
 from .conf import Config
 from .funcs import resolve
-from .models import DeadLetter, Success, Task
+from .models import Success, Task
 from .outcomes import DeadLetterNote, Outcome, Saved
 from .package import TaskPackage
 from .rows import epoch_datetime, row_fields
@@ -67,6 +67,16 @@ def _insert_sql(connection: Any) -> str:
     return f"INSERT INTO {quote(Task._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
+def exception_line(outcome: Outcome) -> str:
+    """The last line of a failure's traceback (`ZeroDivisionError: division by zero`), or what the
+    cluster says of a failure the task did not raise, after the name of the exception it gives it."""
+    text = str(outcome.result).strip()
+    last = text.splitlines()[-1] if text else ""
+    if outcome.exception and not text.startswith("Traceback"):
+        return f"{outcome.exception.rsplit('.', 1)[-1]}: {last}"
+    return last
+
+
 class Recorder:
     """Turns outcomes into Task rows and runs what follows a finished task."""
 
@@ -91,9 +101,7 @@ class Recorder:
         existing = self._existing(list(latest))
         with transaction.atomic(using=self.alias):
             if dead:
-                DeadLetter.objects.using(self.alias).bulk_create(
-                    [DeadLetter(broker_id=d.delivery_id, queue=d.queue, payload=d.payload, reason=d.reason) for d in dead]
-                )
+                deadletters.store(dead, self.config, self.alias)
             fresh = self._store(latest, existing)
         if self.config.save_limit > 0 and any(o.success for o in stored):
             self.prune_pending = True
@@ -101,6 +109,7 @@ class Recorder:
             self.prune_if_due()
         except DatabaseError as exc:  # the batch is saved; its hooks must still run
             logger.warning("pruning results failed, will retry: %s", exc)
+        self._failures(live, latest)
         # A Task instance is built only for a hook or a post_execute receiver to
         # see: the no-hook, no-chain case costs nothing past the INSERT.
         listening = signals.post_execute.has_listeners("django_q")  # receivers of every sender, or of ours
@@ -129,6 +138,26 @@ class Recorder:
                 logger.exception("result of task %s (%s) could not be kept in the cache %r",
                                  outcome.task.name, outcome.task.id, self.config.cache)
         return kept
+
+    def _failures(self, live: Sequence[Outcome], latest: dict[str, Outcome]) -> None:
+        """Log each failure just saved at ERROR, and send task_failed with its row."""
+        failed = [o for o in live if not o.success and not o.cancelled and o.task.id in latest]
+        if not failed:
+            return
+        listening = signals.task_failed.has_listeners("django_q")
+        for outcome in failed:
+            task = outcome.task
+            logger.error(
+                "task %s (%s) %s failed on attempt %s: %s",
+                task.name, task.id, task.func_name, outcome.attempts, exception_line(outcome),
+            )
+            if listening:
+                row = self._row(outcome)
+                row._state.adding, row._state.db = False, self.alias
+                try:
+                    signals.task_failed.send(sender="django_q", task=row)
+                except Exception:
+                    logger.exception("a task_failed receiver failed for task %s (%s)", task.name, task.id)
 
     def _folded_parts(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """async_iter parts delivered again after their parent was folded: acked, not stored."""

@@ -29,6 +29,9 @@ __all__ = [
 
 def wait_for(get: Callable[[], Any], wait: int) -> Any:
     """Call `get` until it returns something, for up to `wait` ms (-1: forever)."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+        raise TaskTypeError(f"wait must be a number of milliseconds (-1: forever), got {type(wait).__name__}: "
+                            f"{wait!r}")
     value = get()
     deadline = None if wait < 0 else time.monotonic() + wait / 1000
     pause = 0.01
@@ -39,13 +42,22 @@ def wait_for(get: Callable[[], Any], wait: int) -> Any:
     return value
 
 
-def no_task(task_id: Any) -> bool:
-    """Whether `task_id` names no task (None); a TaskTypeError if it is not a task id or name at all."""
+def no_task(task_id: Any, cluster: Any = None) -> bool:
+    """Whether `task_id` names no task (None); a TaskTypeError if it, or `cluster`, is not a str at all."""
+    if cluster is not None and not isinstance(cluster, str):
+        raise TaskTypeError(f"cluster must be a cluster name (a str) or None, got {type(cluster).__name__}: "
+                            f"{cluster!r}")
     if task_id is None:
         return True
     if not isinstance(task_id, str):
         raise TaskTypeError(f"task_id must be a task id or name (a str), got {type(task_id).__name__}: {task_id!r}")
     return False
+
+
+def check_group(group: Any) -> None:
+    """A TaskTypeError unless `group` is a group name: None would match every task without a group."""
+    if not isinstance(group, str):
+        raise TaskTypeError(f"group must be a group name (a str), got {type(group).__name__}: {group!r}")
 
 
 def _use_cache(cached: bool | None) -> bool:
@@ -73,7 +85,7 @@ def fetch(task_id: str, wait: int = 0, in_flight: bool = False, cluster: str | N
     """
     if _use_cache(cached):
         return fetch_cached(task_id, wait)
-    if no_task(task_id):
+    if no_task(task_id, cluster):
         return None
     stored = wait_for(lambda: Task.get_task(task_id), wait)
     if stored is not None or not in_flight:
@@ -99,6 +111,7 @@ def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> li
 def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | None = None,
                 cached: bool | None = None) -> list | None:
     """The stored Tasks of a group (successes only unless `failures`), or None; `count` waits for that many."""
+    check_group(group)
     if _use_cache(cached):
         return fetch_group_cached(group, failures, wait, count)
     return _group_tasks(group, failures, wait, count)
@@ -107,6 +120,7 @@ def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | N
 def result_group(group: str, failures: bool = False, wait: int = 0, count: int | None = None,
                  cached: bool | None = None) -> list | None:
     """The results of a group's tasks in start order, or None; `count` waits for that many."""
+    check_group(group)
     if _use_cache(cached):
         return result_group_cached(group, failures, wait, count)
     tasks = _group_tasks(group, failures, wait, count)
@@ -115,6 +129,7 @@ def result_group(group: str, failures: bool = False, wait: int = 0, count: int |
 
 def count_group(group: str, failures: bool = False, cached: bool | None = None) -> int:
     """How many tasks of a group succeeded (or failed, with `failures`)."""
+    check_group(group)
     if _use_cache(cached):
         return count_group_cached(group, failures) or 0
     return Task.objects.filter(group=group, success=not failures).count()
@@ -122,6 +137,7 @@ def count_group(group: str, failures: bool = False, cached: bool | None = None) 
 
 def delete_group(group: str, tasks: bool = False, cached: bool | None = None) -> int | None:
     """Remove the group label from its tasks, or delete the tasks with `tasks=True`; with `cached`, forget them."""
+    check_group(group)
     if _use_cache(cached):
         return delete_group_cached(group)
     rows = Task.objects.filter(group=group)
@@ -162,6 +178,7 @@ def _cached_fields(task_id: str, wait: int, broker: QueueBackend | None) -> dict
 
 def _cached_group(group: str, failures: bool, wait: int, count: int | None,
                   broker: QueueBackend | None) -> list[dict] | None:
+    check_group(group)
     config, queue = _queue(broker)
 
     def get() -> list[dict] | None:
@@ -189,6 +206,7 @@ def fetch_group_cached(group: str, failures: bool = True, wait: int = 0, count: 
 
 def count_group_cached(group: str, failures: bool = False, broker: QueueBackend | None = None) -> int | None:
     """How many cached tasks of a group succeeded (or failed, with `failures`); None if it has none."""
+    check_group(group)
     config, queue = _queue(broker)
     found = cache_store.load_group(config, queue, group)
     return None if found is None else sum(1 for f in found if bool(f.get("success")) != failures)
@@ -196,6 +214,7 @@ def count_group_cached(group: str, failures: bool = False, broker: QueueBackend 
 
 def delete_group_cached(group: str, broker: QueueBackend | None = None) -> None:
     """Forget a group's cached tasks."""
+    check_group(group)
     config, queue = _queue(broker)
     cache_store.delete_group(config, queue, group)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from django import db
 
-from . import signals
+from . import reporters, signals
 from .conf import Config
 from .exceptions import TaskCancelled
 from .funcs import resolve
@@ -130,6 +130,8 @@ def execute(
         if own_connections:
             db.close_old_connections()
     stopped = time.time()
+    if ran.error is not None:
+        reporters.report(config, ran.error)
     outcome = Outcome(
         delivery_id=delivery_id,
         task=task,

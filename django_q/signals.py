@@ -27,6 +27,10 @@ post_execute = Signal()
 #: in the worker, after the function returned or raised: func, task (a TaskInfo of the TaskPackage, with
 #: result, success and stopped); django-q2's
 post_execute_in_worker = Signal()
+#: after a failed task is saved (in the cluster; in the caller in sync mode): task (the Task model instance);
+#: a failure is a task that raised, could not be imported, passed its timeout, lost its worker or reached
+#: max_attempts (not a cancelled task, not an attempt its retry policy runs again)
+task_failed = Signal()
 #: in a cluster process once it started: proc_name (str)
 post_spawn = Signal()
 

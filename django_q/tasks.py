@@ -159,7 +159,7 @@ def cancel(task_id: str, cluster: str | None = None) -> bool:
     and is killed after Q_CLUSTER['cancel_grace'] seconds if it does not stop;
     the cluster then records it as cancelled. A cancelled task's hook is called.
     """
-    if no_task(task_id):
+    if no_task(task_id, cluster):
         return False
     config = get_config()
     done = get_broker(cluster, config).cancel(task_id)

@@ -91,6 +91,11 @@ if _default in ("pg", "mysql"):
     DATABASES[_default] = DATABASES["default"]
 
 REDIS_URL = os.environ.get("DQ_TEST_REDIS", "redis://127.0.0.1:6379/14")
+# Q_CLUSTER['django_redis'] names a cache of django-redis (tests/brokers, tests/integration/test_django_redis.py)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "djredis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL},
+}
 
 Q_CLUSTER = {"name": f"test{RUN_ID}", "workers": 2, "retry": 5, "poll": 0.05}
 

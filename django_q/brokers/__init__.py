@@ -1,4 +1,4 @@
-"""The one place that picks a broker: Q_CLUSTER['redis'] selects Redis, else the database."""
+"""The one place that picks a broker: Q_CLUSTER['redis'] or ['django_redis'] selects Redis, else the database."""
 
 from __future__ import annotations
 
@@ -32,10 +32,14 @@ def _create(name: str, config: Config) -> QueueBackend:
     # Each broker's module is imported only when it is used: redis-py is needed by
     # the Redis broker alone, and the database broker's module imports the models,
     # which need the app registry, while this module is imported before it is ready.
+    if config.django_redis is not None:
+        from .redis import RedisBroker, django_redis_client
+
+        return RedisBroker(name, config.retry, django_redis_client(config.django_redis), config.enqueue_timeout)
     if config.broker_kind == "redis":
         from .redis import RedisBroker
 
-        return RedisBroker(name, config.retry, config.redis)
+        return RedisBroker(name, config.retry, config.redis, config.enqueue_timeout)
     from .orm import OrmBroker
 
     return OrmBroker(name, config.retry, alias=config.orm_alias, poll=config.poll)

@@ -47,9 +47,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..exceptions import BrokerConnectionError, BrokerError
+from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
 from .base import (
     PRIORITY_MAX,
     Cancelled,
@@ -93,7 +95,10 @@ class RedisBroker(QueueBackend):
 
     blocking = True
 
-    def __init__(self, name: str, lease: float, redis_setting: str | dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, lease: float, redis_setting: str | dict[str, Any] | redis.Redis,
+        enqueue_timeout: float | None = None,
+    ) -> None:
         super().__init__(name, lease)
         self._client = _make_client(redis_setting)
         self._keys = [f"django_q:{{{name}}}:{key}" for key in KEY_NAMES]
@@ -103,8 +108,14 @@ class RedisBroker(QueueBackend):
 
         self._lua = Lua(self._client)
         register = self._lua.script
-        self._enqueue = register(COMMON + ENQUEUE)
-        self._enqueue_unique = register(COMMON + ENQUEUE_UNIQUE)
+        # Enqueues go through a connection of their own, whose every connect and
+        # read is bounded by enqueue_timeout and never retried: a caller of
+        # async_task (a web request) gets BrokerConnectionError from a server
+        # that does not answer, instead of waiting out the retries and long
+        # reads that keep a cluster's own calls going through a short stall.
+        self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
+        self._enqueue = self._sender.script(COMMON + ENQUEUE)
+        self._enqueue_unique = self._sender.script(COMMON + ENQUEUE_UNIQUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -118,6 +129,11 @@ class RedisBroker(QueueBackend):
         self._status_keys = [f"django_q:{{{name}}}:status", f"django_q:{{{name}}}:status_expiry"]
         self._publish_status = register(PUBLISH_STATUS)
         self._statuses = register(STATUSES)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client, for what reads other keys of the same server (django_q.legacy)."""
+        return self._client
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
@@ -283,22 +299,53 @@ class RedisBroker(QueueBackend):
             return [data for data in self._statuses(keys=self._status_keys) if data is not None]
 
     def close(self) -> None:
-        """Close the client and its connection pool."""
-        self._lua.close()
-        self._client.close()
+        """Close the clients and their connection pools."""
+        for lua in {self._sender, self._lua}:
+            lua.close()
+            lua.client.close()
 
 
-def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
-    """A client of its own with bounded connect and read times, returning bytes.
+def django_redis_client(alias: str) -> redis.Redis:
+    """The client django-redis keeps for cache `alias` (Q_CLUSTER['django_redis']), shared with the cache."""
+    try:
+        from django_redis import get_redis_connection
+    except ImportError:
+        raise ConfigurationError(f"Q_CLUSTER['django_redis'] = {alias!r} needs the django-redis package") from None
+    try:
+        client = get_redis_connection(alias)
+    except NotImplementedError:
+        raise ConfigurationError(
+            f"Q_CLUSTER['django_redis']: the cache {alias!r} is not a django-redis cache"
+        ) from None
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"Q_CLUSTER['django_redis']: the cache {alias!r} decodes responses; the broker needs bytes"
+        )
+    return client
+
+
+def _make_client(setting: str | dict[str, Any] | redis.Redis, bound: float | None = None) -> redis.Redis:
+    """A client of its own with bounded connect and read times, returning bytes (a given client as it is,
+    unless `bound`: then one of its own to the same server).
 
     A dict with `sentinels` ([(host, port), ...]) and `service_name` connects
     through Redis Sentinel: the client asks the sentinels for the primary and
-    asks again after a connection fails, so a failover is followed.
+    asks again after a connection fails, so a failover is followed. With
+    `bound` (seconds), no connect or read waits longer, whatever the setting
+    says, and nothing is retried.
     """
     # Without a socket timeout a vanished server (not a refused connection)
     # would hang a consumer forever; the user's values win.
     defaults: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
-    if isinstance(setting, str):
+    if isinstance(setting, redis.Redis):  # django-redis's, shared with the cache: left as it is
+        if bound is None:
+            return setting
+        pool = setting.connection_pool
+        client = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **pool.connection_kwargs)
+        )
+        client.auto_close_connection_pool = True  # this pool is ours: close() ends it
+    elif isinstance(setting, str):
         client = redis.Redis.from_url(setting, **defaults)
     elif "sentinels" in setting:
         options = {**defaults, **setting}
@@ -312,7 +359,17 @@ def _make_client(setting: str | dict[str, Any]) -> redis.Redis:
     else:
         client = redis.Redis(**{**defaults, **setting})
     # Payloads are bytes: a client that decodes replies would corrupt them.
-    client.connection_pool.connection_kwargs["decode_responses"] = False
+    kwargs = client.connection_pool.connection_kwargs
+    kwargs["decode_responses"] = False
+    if bound is not None:
+        connect = min(kwargs.get("socket_connect_timeout") or bound, bound)
+        # orig_*: what redis-py puts back after its maintenance notices relaxed a timeout.
+        for key, value in (("socket_timeout", bound), ("socket_connect_timeout", connect)):
+            kwargs[key] = value
+            if f"orig_{key}" in kwargs:
+                kwargs[f"orig_{key}"] = value
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        client.set_retry(Retry(NoBackoff(), 0))
     return client
 
 

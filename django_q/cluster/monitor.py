@@ -105,7 +105,7 @@ def main(address: str, authkey: bytes, config: Config) -> None:
     The process also runs the cluster's scheduler, in a thread; the sentinel's
     SIGTERM stops it (the monitor itself goes on until the pusher says stop).
     """
-    process.setup("monitor", config.name)
+    process.setup("monitor", config.name, config.log_level)
     scheduler = SchedulerThread(config)
     signal.signal(GRACEFUL_STOP, lambda *_: scheduler.stop())
     scheduler.start()

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,18 +43,33 @@ def start(module: str, function: str, *args: Any) -> None:
 _parent_pid = os.getppid()
 
 
-def setup(name: str, cluster: str = "") -> None:
-    """Make a child process ready: Django loaded (spawn, forkserver), stop signals left to the sentinel."""
+def setup(name: str, cluster: str = "", log_level: str | int | None = None) -> None:
+    """Make a child process ready: Django loaded (spawn, forkserver), Q_CLUSTER['log_level'] applied,
+    stop signals left to the sentinel."""
     global _parent_pid
     _parent_pid = os.getppid()  # the sentinel, or the forkserver it owns
     if not apps.ready:
-        django.setup()
+        django.setup()  # under spawn and forkserver this configures logging anew
+    log_to_stderr(log_level)
     set_title(name, cluster)
     # Ctrl-C reaches the whole process group; only the sentinel decides how the
     # cluster stops, so children ignore SIGINT and SIGTERM.
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signals.post_spawn.send(sender="django_q", proc_name=name)
+
+
+def log_to_stderr(level: str | int | None = None) -> None:
+    """Show the cluster's log on stderr when the project configured no logging for it (a forked
+    process inherits the sentinel's handler; a spawned one makes its own), at `level` if given."""
+    logger = logging.getLogger("django_q")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [django_q] %(levelname)s %(processName)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    if level is not None:
+        logger.setLevel(level)
 
 
 def set_title(name: str, cluster: str = "") -> None:

@@ -29,11 +29,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe, wait
 
+from .. import deadletters
+from .. import reporters
 from ..backoff import Outage
 from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
 from ..conf import Config
-from ..exceptions import BrokerError, PackageError
+from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..names import Identity, worker_id
 from ..package import unpack, verify
 from ..status import RUNNING, STARTING, STOPPING, Publisher, Snapshot, Tally
@@ -50,6 +52,8 @@ from .unsaved import Unsaved
 from .watch import Watch
 
 logger = logging.getLogger("django_q")
+
+_LOST = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"  # the exception named for a failure the task did not raise
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
@@ -335,12 +339,16 @@ class Pusher:
         outcome = Outcome(
             delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name,
             cancelled=cancelled, worker=worker_id(slot.pid) if slot else None,
+            exception=None if cancelled else _LOST,
         )
         self._pend(outcome)
+        if not cancelled:
+            reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
-        self._pend(DeadLetterNote(delivery.id, self.config.name, delivery.payload, reason))
+        # A package over package_limit crosses to the monitor as its header only.
+        self._pend(deadletters.note(delivery.id, self.config.name, delivery.payload, reason, self.config.package_limit))
 
     # --- the monitor: save, then ack ---
 
@@ -418,7 +426,7 @@ def main(
     address: str, authkey: bytes, config: Config, run_once: bool = False, identity: Identity | None = None
 ) -> None:
     """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
-    process.setup("pusher", config.name)
+    process.setup("pusher", config.name, config.log_level)
     pusher = Pusher(config, address, authkey, run_once, identity)
     pusher.start()
     signal.signal(GRACEFUL_STOP, lambda *_: pusher.stop())

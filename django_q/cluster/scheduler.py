@@ -46,6 +46,7 @@ from django.db import InterfaceError, OperationalError, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from .. import reporters, signals
 from ..backoff import Outage
 from ..brokers import close_brokers, get_broker
 from ..conf import Config
@@ -197,12 +198,18 @@ class Scheduler:
         with transaction.atomic(using=self.alias):
             if not self._rows(row, next_run=row.next_run).update(next_run=None, task=task_id, enqueuing=None):
                 return  # changed meanwhile: fixed, or stopped by another scheduler
-            Task.objects.using(self.task_alias).create(
+            failed = Task.objects.using(self.task_alias).create(
                 id=task_id, name=humanize(task_id), func=row.func[:256], hook=row.hook, result=reason,
                 group=group_of(row), cluster=self.config.name, started=self._db(now), stopped=self._db(now),
                 success=False,
             )
         logger.error("%s; it is stopped until it is fixed and given a next run", reason)
+        # A failure like a task's: to the error reporters, and task_failed with its saved row.
+        reporters.report(self.config, ScheduleError(reason))
+        try:
+            signals.task_failed.send(sender="django_q", task=failed)
+        except Exception:
+            logger.exception("a task_failed receiver failed for task %s (%s)", failed.name, failed.id)
 
     def _rows(self, row: Schedule, **where: object) -> QuerySet:
         return Schedule.objects.using(self.alias).filter(pk=row.pk, **where)

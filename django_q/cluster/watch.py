@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from ..brokers.base import Delivery
 from ..conf import Config
+from ..exceptions import PackageError
+from ..package import unpack
 from .channels import CANCEL_SIGNAL, KILL_SIGNAL, cancel_path, encode_cancels
 from .leases import Leases
 from .runstate import Seen
@@ -70,11 +73,21 @@ class Watch:
                 logger.warning("worker pid %s did not stop its cancelled task in time; killing it", slot.pid)
             elif slot.deadline is not None and now > slot.deadline:
                 slot.cancel_by = slot.cancel_id = None
-                logger.error("worker pid %s passed its task's timeout; killing it", slot.pid)
+                logger.error("%s passed its timeout; killing its worker (pid %s)", self._named(slot.running), slot.pid)
             else:
                 continue
             slot.killed = True
             self.signal(slot, KILL_SIGNAL)
+
+    def _named(self, delivery: Delivery | None) -> str:
+        """'task <name> (<id>) <func>' of a running delivery, for the log."""
+        if delivery is None:
+            return "a task"
+        try:
+            task = unpack(delivery.payload, self.config.package_limit, verified=True)
+        except PackageError:
+            return f"delivery {delivery.id}"
+        return f"task {task.name} ({task.id}) {task.func_name}"
 
     def cancel(self, wanted: set[str], slots: Iterable[Slot]) -> None:
         """Stop the running jobs among `wanted`, and have workers skip those they hold but did not start."""

@@ -237,7 +237,7 @@ def main(address: str, authkey: bytes, index: int, config: Config, notice_fd: in
     worker about to be recycled asks for its replacement (see ask_for_spare).
     """
     global _cancel_file, _task_modules_file
-    process.setup(f"worker-{index}", config.name)
+    process.setup(f"worker-{index}", config.name, config.log_level)
     folder = folder_of(address)
     _cancel_file = cancel_path(folder, os.getpid())
     remember_functions(_note_module)

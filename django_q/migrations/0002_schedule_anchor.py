@@ -3,6 +3,8 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+from django_q.migrations._adopt import adopt_tables
+
 
 class Migration(migrations.Migration):
 
@@ -11,6 +13,10 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # On a database django-q or django-q2 made, their tables become what our 0001 makes
+        # (see _adopt.py); on ours this does nothing.
+        # atomic=False: on MariaDB, which cannot roll DDL back, Django refuses DDL inside a transaction.
+        migrations.RunPython(adopt_tables, migrations.RunPython.noop, atomic=False),
         migrations.AddField(
             model_name='schedule',
             name='anchor',

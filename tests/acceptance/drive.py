@@ -17,6 +17,9 @@ def main(command: str, *args: str) -> object:
         func, count, group = args[0], int(args[1]), args[2]
         call_args = json.loads(args[3]) if len(args) > 3 else []
         return [async_task(func, *call_args, group=group) for _ in range(count)]
+    if command == "enqueue-with":  # func, group, JSON args, JSON options (q_options)
+        func, group, call_args, options = args[0], args[1], json.loads(args[2]), json.loads(args[3])
+        return async_task(func, *call_args, q_options={"group": group, **options})
     if command == "enqueue-many":
         func, count, group = args[0], int(args[1]), args[2]
         call_args = tuple(json.loads(args[3])) if len(args) > 3 else ()

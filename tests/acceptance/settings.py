@@ -29,3 +29,14 @@ if os.environ.get("DQ_ACCEPT_REDIS"):
     Q_CLUSTER["redis"] = os.environ["DQ_ACCEPT_REDIS"]
 if os.environ.get("DQ_ACCEPT_REDIS_JSON"):  # e.g. a Sentinel setup
     Q_CLUSTER["redis"] = json.loads(os.environ["DQ_ACCEPT_REDIS_JSON"])
+if os.environ.get("DQ_ACCEPT_Q_CLUSTER_JSON"):  # more keys, e.g. a django-q2 project's
+    Q_CLUSTER.update(json.loads(os.environ["DQ_ACCEPT_Q_CLUSTER_JSON"]))
+if os.environ.get("DQ_ACCEPT_FAILED_LOG"):  # task_failed receivers write each failed task's id there
+
+    def _note_failed(sender, task, **kwargs):
+        with open(os.environ["DQ_ACCEPT_FAILED_LOG"], "a") as f:
+            f.write(f"{task.id} {task.success}\n")
+
+    from django_q.signals import task_failed
+
+    task_failed.connect(_note_failed, weak=False)

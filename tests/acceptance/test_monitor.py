@@ -135,7 +135,8 @@ def test_qmonitor_without_a_terminal_runs_until_ctrl_c(project):
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        time.sleep(3)
+        # Ctrl-C once it has drawn, and is waiting to draw again: not while it starts.
+        first = read_until(proc.stdout.fileno(), lambda text: "No cluster" in text, timeout=60)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
@@ -143,7 +144,7 @@ def test_qmonitor_without_a_terminal_runs_until_ctrl_c(project):
         proc.kill()
         proc.wait(5)
     assert proc.returncode == 0, err
-    assert "No cluster" in out and "Traceback" not in err
+    assert "No cluster" in first and "Traceback" not in err
 
 
 def read_until(fd: int, done, timeout: float) -> str:

@@ -1,4 +1,5 @@
-"""Broker fixtures: every contract test runs on Redis, the database broker (SQLite, PostgreSQL, MariaDB) and in memory."""
+"""Broker fixtures: every contract test runs on Redis (our own client, and django-redis's), the database
+broker (SQLite, PostgreSQL, MariaDB) and in memory."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connections
 from django.db.utils import load_backend
+from django.test import override_settings
 
 from django_q.brokers.base import QueueBackend
 from django_q.brokers.memory import MemoryBroker
 from django_q.brokers.orm import OrmBroker
-from django_q.brokers.redis import RedisBroker
+from django_q.brokers.redis import RedisBroker, django_redis_client
 
 ALIASES = {"sqlite": "default", "pg": "pg", "mysql": "mysql"}
 
@@ -25,6 +28,8 @@ def _db(alias: str) -> pytest.MarkDecorator:
 
 BACKENDS = [
     pytest.param("redis", id="redis"),
+    # Q_CLUSTER['django_redis']: the connection django-redis keeps for the test settings' "djredis" cache
+    pytest.param("django_redis", id="django_redis"),
     pytest.param("sqlite", id="sqlite", marks=_db("default")),
     pytest.param("pg", id="pg", marks=_db("pg")),
     pytest.param("mysql", id="mysql", marks=_db("mysql")),
@@ -50,6 +55,8 @@ def make_broker(backend: str, queue_name: str, redis_url: str) -> Iterator[MakeB
         broker: QueueBackend
         if backend == "redis":
             broker = RedisBroker(name or queue_name, lease, redis_url)
+        elif backend == "django_redis":
+            broker = RedisBroker(name or queue_name, lease, django_redis_client("djredis"))
         elif backend == "memory":
             broker = MemoryBroker(name or queue_name, lease)
         else:
@@ -100,6 +107,13 @@ def dead_broker(backend: str, queue_name: str) -> Iterator[QueueBackend]:
         broker = RedisBroker(queue_name, 5.0, "redis://127.0.0.1:1/0")
         yield broker
         broker.close()
+        return
+    if backend == "django_redis":
+        dead = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+        with override_settings(CACHES={**django_settings.CACHES, "dead": dead}):
+            broker = RedisBroker(queue_name, 5.0, django_redis_client("dead"))
+            yield broker
+            broker.close()
         return
     with dead_alias(ALIASES[backend]) as alias:
         yield OrmBroker(queue_name, 5.0, alias=alias, poll=0.02)

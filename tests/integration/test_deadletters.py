@@ -46,3 +46,24 @@ def test_purge(cluster, q_cluster):
     wait_until(lambda: DeadLetter.objects.count() == 1)
     assert "purged: 1" in run_command("--purge", "--queue", q_cluster["name"])
     assert not DeadLetter.objects.exists()
+
+
+
+def test_an_oversized_package_is_kept_as_its_header_with_its_size(cluster, q_cluster):
+    from django_q.package import HEADER_BYTES
+
+    big = pack(TaskPackage(id=new_id(), name="too-big", func="math.copysign", args=("x" * 50_000,)))
+    cluster(package_limit=10_000)
+    get_broker().enqueue(big)
+    wait_until(lambda: DeadLetter.objects.exists())
+    letter = DeadLetter.objects.get()
+    assert (bytes(letter.payload), letter.size) == (big[:HEADER_BYTES], len(big))
+    assert "over package_limit 10000" in letter.reason
+
+
+def test_the_store_keeps_at_most_dead_letter_limit(cluster, q_cluster):
+    cluster(dead_letter_limit=2)
+    for n in range(5):
+        get_broker().enqueue(f"junk {n}".encode())
+    wait_until(lambda: get_broker().size() == 0 and get_broker().leased() == 0)
+    assert DeadLetter.objects.count() == 2

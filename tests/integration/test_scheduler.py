@@ -24,6 +24,8 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
+from django_q import reporters
+from django_q import signals as q_signals
 from django_q.brokers import close_brokers, get_broker
 from django_q.cluster import scheduler as scheduler_module
 from django_q.cluster.scheduler import CLAIM_HOLD, Scheduler
@@ -32,6 +34,7 @@ from django_q.exceptions import BrokerConnectionError
 from django_q.models import Failure, Schedule, Task
 from django_q.package import TaskPackage, unpack
 from django_q.tasks import async_task, result
+from tests.unit.helpers import REPORTER_DIST, received, reports
 
 from .conftest import wait_until
 
@@ -274,6 +277,44 @@ def test_bad_rows_are_stopped_with_a_failure_and_never_crash_the_pass(env, caplo
     fixed.full_clean()
     fixed.save()
     assert len(scheduler.loop(BASE)) == 1
+
+
+@stepped(*ATOMIC, *SPLIT)
+def test_a_row_written_by_sql_with_os_system_never_runs_and_is_logged(env, caplog):
+    planted = {
+        "func": env.add(name="planted", args="1, 2"),
+        "hook": env.add(name="planted-hook", args="1, 2"),
+        "re-export": env.add(name="planted-logging", args="1, 2"),
+    }
+    table = connections[env.alias].ops.quote_name(Schedule._meta.db_table)
+    with connections[env.alias].cursor() as cursor:  # around full_clean(), as an attacker with SQL would
+        for row, (func, hook) in zip(planted.values(), [("os.system", None),
+                                                        ("tests.app.tasks.add", "builtins.exec"),
+                                                        ("logging.os.system", None)]):
+            cursor.execute(f"UPDATE {table} SET func = %s, hook = %s, args = %s WHERE id = %s",
+                           [func, hook, "'touch /tmp/owned'", row.pk])
+    assert env.scheduler().loop(BASE) == []
+    assert env.drain() == []
+    for row in planted.values():
+        row.refresh_from_db()
+        assert row.next_run is None and row.success() is False
+        assert "nobody may schedule" in row.result()
+    assert caplog.text.count("nobody may schedule") == 3
+
+
+@stepped(*ATOMIC)
+def test_a_stopped_row_is_reported_and_signalled_as_a_failure(env, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(REPORTER_DIST)  # the test error reporter plugin, installed
+    monkeypatch.setattr(reporters, "_made", None)
+    bad = env.add(name="bad-cron", schedule_type="C", cron="every tuesday")
+    scheduler = env.scheduler(error_reporter={"filelog": {"path": str(tmp_path / "reports")}})
+    with received(q_signals.task_failed) as calls:
+        assert scheduler.loop(BASE) == []
+    bad.refresh_from_db()
+    [call] = calls
+    assert (call["task"].id, call["task"].success) == (bad.task, False)
+    [report] = reports(tmp_path / "reports")
+    assert report["type"] == "ScheduleError" and "schedule bad-cron" in report["message"]
 
 
 @stepped(*ATOMIC)

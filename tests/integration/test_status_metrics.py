@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_q.models import DeadLetter
@@ -13,7 +14,8 @@ from .conftest import wait_until
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
-    """Every sample of the endpoint as {(name, sorted labels): value}."""
+    """Every sample of the endpoint, read by a staff session, as {(name, sorted labels): value}."""
+    client.force_login(User.objects.get_or_create(username="prometheus", defaults={"is_staff": True})[0])
     response = client.get("/django_q/metrics/")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")

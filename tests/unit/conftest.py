@@ -1,12 +1,14 @@
 """Fixtures of the unit tests: no server is needed, only the SQLite test database."""
 
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from django_q import reporters
 from django_q.brokers import close_brokers
 
-from .helpers import UNREACHABLE_REDIS
+from .helpers import REPORTER_DIST, UNREACHABLE_REDIS
 
 
 @pytest.fixture
@@ -26,3 +28,12 @@ def unreachable_redis(q_cluster) -> Iterator[None]:
     q_cluster(redis=UNREACHABLE_REDIS)
     yield
     close_brokers()
+
+
+@pytest.fixture
+def plugin_installed(monkeypatch) -> Iterator[None]:
+    """The test error reporter plugin (tests/reporter_dist) on sys.path, as `pip install` would put it."""
+    monkeypatch.syspath_prepend(REPORTER_DIST)
+    monkeypatch.setattr(reporters, "_made", None)
+    yield
+    monkeypatch.delitem(sys.modules, "dq_test_reporter", raising=False)

@@ -24,6 +24,8 @@ def test_defaults_with_an_empty_q_cluster(q_cluster):
     assert (config.redis, config.orm, config.poll, config.recycle) == (None, None, 0.2, 500)
     assert (config.max_rss, config.ack_failures, config.catch_up) == (None, True, True)
     assert (config.label, config.serializer) == ("Django Q", "pickle")
+    assert (config.admin_funcs, config.metrics_token) == ((), None)
+    assert (config.dead_letter_limit, config.enqueue_timeout) == (10_000, 5.0)
 
 
 def test_no_q_cluster_setting_at_all_means_the_defaults_and_the_database_broker(settings):
@@ -72,6 +74,12 @@ GOOD_VALUES = [
     ("preload_tasks", False, False),
     ("cached", 300, 300),
     ("cache", "default", "default"),
+    ("admin_funcs", ["tests.app.tasks.add", "tests.app."], ("tests.app.tasks.add", "tests.app.")),
+    ("admin_funcs", (), ()),
+    ("metrics_token", "x" * 32, "x" * 32),
+    ("metrics_token", None, None),
+    ("dead_letter_limit", 50, 50),
+    ("enqueue_timeout", 2, 2.0),
 ]
 
 
@@ -151,6 +159,25 @@ BAD_VALUES = [
     ("cached", "yes"),
     ("cache", "nosuchcache"),
     ("cache", None),
+    ("admin_funcs", "tests.app.tasks.add"),
+    ("admin_funcs", ["add"]),
+    ("admin_funcs", ["tests.app tasks"]),
+    ("admin_funcs", [None]),
+    ("admin_funcs", ["os.system"]),
+    ("admin_funcs", ["tests.app.tasks.add", "builtins."]),
+    ("metrics_token", "short"),
+    ("metrics_token", 12345678901234567),
+    ("dead_letter_limit", 0),
+    ("dead_letter_limit", 1.5),
+    ("enqueue_timeout", 0),
+    ("enqueue_timeout", "5"),
+    ("log_level", "LOUD"),
+    ("log_level", 1.5),
+    ("log_level", None),
+    ("error_reporter", ["sentry"]),
+    ("error_reporter", {"sentry": "https://key@sentry.example/1"}),
+    ("django_redis", "no-such-cache"),
+    ("django_redis", 1),
 ]
 
 
@@ -201,10 +228,10 @@ def test_django_q2_keys_are_accepted_and_ignored(q_cluster, key):
     assert not hasattr(config, key)
 
 
-def test_redis_and_orm_together_are_refused(q_cluster):
+def test_with_redis_and_orm_the_database_broker_is_used_as_in_django_q2(q_cluster):
     q_cluster(redis="redis://localhost", orm="default")
-    with pytest.raises(ConfigurationError, match="either 'redis' or 'orm'"):
-        get_config()
+    config = get_config()
+    assert (config.broker_kind, config.orm_alias, config.redis) == ("orm", "default", None)
 
 
 def test_broker_kind_follows_the_configuration(q_cluster):
@@ -272,6 +299,11 @@ class TestMasked:
         masked = get_config().masked()
         assert set(masked) == set(Config.__dataclass_fields__)
         assert masked["workers"] == 3
+
+    def test_the_metrics_token_is_hidden(self, q_cluster):
+        q_cluster(metrics_token="s3cret-token-of-prometheus")
+        assert get_config().masked()["metrics_token"] == "***"
+        assert "s3cret" not in repr(get_config().masked())
 
     def test_a_password_containing_an_at_sign_is_hidden_entirely(self, q_cluster):
         q_cluster(redis="redis://user:p@ssword@cache.example:6379/0")

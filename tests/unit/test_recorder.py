@@ -136,6 +136,41 @@ class TestStore:
         assert saved.ack_ids == ("9",)
 
 
+class TestDeadLetterBounds:
+    def test_a_letter_over_package_limit_keeps_its_header_size_and_reason(self):
+        from django_q.package import HEADER_BYTES, pack
+
+        big = pack(TaskPackage(id=new_id(), name="big", func="tests.app.tasks.add", args=("x" * 5000,)))
+        recorder(package_limit=1000).record([], dead=[DeadLetterNote("7", "q", big, "package is too large")])
+        letter = DeadLetter.objects.get()
+        assert bytes(letter.payload) == big[:HEADER_BYTES] and letter.size == len(big) > 5000
+        assert letter.reason.startswith("package is too large; only the first")
+        assert f"of {len(big)} bytes kept (over package_limit 1000)" in letter.reason
+
+    def test_a_letter_within_package_limit_is_kept_whole(self):
+        recorder(package_limit=1000).record([], dead=[DeadLetterNote("7", "q", b"j" * 1000, "bad signature")])
+        letter = DeadLetter.objects.get()
+        assert (bytes(letter.payload), letter.size, letter.reason) == (b"j" * 1000, 1000, "bad signature")
+
+    def test_the_oldest_past_dead_letter_limit_are_dropped_and_logged(self, caplog):
+        rec = recorder(dead_letter_limit=3)
+        for batch in (["1", "2"], ["3", "4"], ["5"]):
+            rec.record([], dead=[DeadLetterNote(n, "q", b"junk", "bad signature") for n in batch])
+        assert sorted(DeadLetter.objects.values_list("broker_id", flat=True)) == ["3", "4", "5"]
+        assert [r.getMessage() for r in caplog.records if "oldest dead letter" in r.getMessage()] == [
+            "dropped the 1 oldest dead letter(s): more than dead_letter_limit 3 are kept",
+            "dropped the 1 oldest dead letter(s): more than dead_letter_limit 3 are kept",
+        ]
+
+    def test_the_pusher_sends_only_the_header_of_an_oversized_package(self):
+        from django_q.deadletters import note
+        from django_q.package import HEADER_BYTES
+
+        sent = note("7", "q", b"D" * 10_000, "package is 10000 bytes, over package_limit 100", 100)
+        assert (len(sent.payload), sent.size) == (HEADER_BYTES, 10_000)
+        assert note("8", "q", b"D" * 100, "bad signature", 100).payload == b"D" * 100
+
+
 class TestSaveOptions:
     def test_save_false_stores_no_success(self):
         recorder().record([outcome(save=False)])

@@ -350,3 +350,66 @@ class TestNoTask:
         for call in (result, fetch, cancel):
             with pytest.raises(TaskTypeError, match="task_id must be a task id or name"):
                 call(bad)
+
+
+@sync_db
+class TestGarbageIsNamed:
+    """Wrong types raise a TaskTypeError (ours, and a TypeError) naming the argument, never a library's error."""
+
+    @pytest.mark.parametrize("wait", ["500", None, True, [1]])
+    def test_wait(self, wait):
+        from django_q.exceptions import TaskTypeError
+
+        for call in (result, fetch):
+            with pytest.raises(TaskTypeError, match="wait must be a number of milliseconds"):
+                call(new_id(), wait=wait)
+
+    @pytest.mark.parametrize("cluster", [5, b"default", ["default"]])
+    def test_cluster(self, cluster):
+        from django_q.exceptions import TaskTypeError
+        from django_q.tasks import cancel
+
+        for call in (fetch, cancel):
+            with pytest.raises(TaskTypeError, match="cluster must be a cluster name"):
+                call(new_id(), cluster=cluster)
+
+    @pytest.mark.parametrize("group", [None, 5, b"nightly"])
+    def test_group(self, group):
+        from django_q.exceptions import TaskTypeError
+        from django_q.tasks import count_group, delete_group, fetch_group, result_group
+
+        async_task(add, 1, 2, sync=True)  # a task without a group, which group=None would have matched
+        for call in (result_group, fetch_group, count_group, delete_group):
+            with pytest.raises(TaskTypeError, match="group must be a group name"):
+                call(group)
+        with pytest.raises(TaskTypeError):
+            delete_group(group, tasks=True)
+        assert Task.objects.count() == 1
+
+    def test_errors_are_type_errors_of_our_tree(self):
+        from django_q.exceptions import DjangoQError, TaskTypeError
+
+        assert issubclass(TaskTypeError, TypeError) and issubclass(TaskTypeError, DjangoQError)
+
+
+@sync_db
+class TestNaiveRunAfter:
+    def test_is_refused_with_use_tz(self):
+        from datetime import datetime, timedelta
+
+        from django_q.exceptions import TaskTypeError
+
+        naive = datetime.now() + timedelta(hours=1)
+        with pytest.raises(TaskTypeError, match="run_after .* is naive but USE_TZ is on"):
+            async_task(add, 1, 2, run_after=naive)
+
+    def test_is_read_in_time_zone_without_use_tz(self, settings):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from django_q.enqueue import delay_of
+
+        settings.USE_TZ, settings.TIME_ZONE = False, "Asia/Tokyo"
+        naive = timezone.now() + timedelta(hours=1)  # naive, in Tokyo
+        assert 3500 < delay_of({"run_after": naive}) <= 3600

@@ -1,13 +1,13 @@
 """manage.py qcluster: run a cluster until SIGTERM or SIGINT."""
 
 import logging
-import sys
-from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_q import reporters
 from django_q.brokers import get_broker
+from django_q.cluster.process import log_to_stderr
 from django_q.cluster.sentinel import run
 from django_q.conf import build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
@@ -21,16 +21,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run-once", action="store_true", help="stop once the queue is empty")
-        parser.add_argument("-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name']")
+        parser.add_argument(
+            "-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name'], with its ALT_CLUSTERS entry"
+        )
         parser.add_argument(
             "--start-method", choices=["fork", "spawn", "forkserver"], help="multiprocessing start method"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            config = build_config()
-            if options["name"]:
-                config = replace(config, name=check_name(options["name"]))
+            config = build_config(check_name(options["name"]) if options["name"] else None)
+            reporters.load(config)  # made here, so that forked workers inherit them
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
         broker = get_broker(config.name, config)
@@ -38,17 +39,14 @@ class Command(BaseCommand):
             broker.ping()
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
-        _log_to_stderr()
-        for warning in broker.setup_warnings():
-            logging.getLogger("django_q").warning(warning)
+        log_to_stderr(config.log_level)
+        logger = logging.getLogger("django_q")
+        for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
+            logger.warning(warning)
+        if config.broker_kind == "redis":
+            # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
+            from django_q.legacy import take_redis_list
+
+            take_redis_list(broker.client, config.name)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 
-
-def _log_to_stderr() -> None:
-    """Show the cluster's log when the project has not configured logging for it."""
-    logger = logging.getLogger("django_q")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [django_q] %(levelname)s %(processName)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)

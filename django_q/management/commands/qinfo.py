@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -61,7 +60,6 @@ class Command(BaseCommand):
 def _config(name: str | None) -> Config:
     """The settings, with the queue name of -n; a bad setting is one line."""
     try:
-        config = build_config()
-        return replace(config, name=check_name(name)) if name else config
+        return build_config(check_name(name) if name else None)
     except ConfigurationError as exc:
         raise CommandError(str(exc)) from None

@@ -46,6 +46,13 @@ class Command(BaseCommand):
             console.print(view(config, console.width >= WIDE))
             return
         try:
+            if not console.is_terminal:
+                # Into a pipe or a file (where rich's Live would only draw the last
+                # table, at exit): one table after another, each as it is made.
+                while True:
+                    console.print(view(config, console.width >= WIDE))
+                    console.file.flush()
+                    time.sleep(REFRESH)
             with keys(sys.stdin) as pressed, Live(console=console, auto_refresh=False) as live:
                 while True:
                     live.update(view(config, console.width >= WIDE, live=True), refresh=True)

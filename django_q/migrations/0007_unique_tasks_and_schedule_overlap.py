@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_q', '0004_task_lifecycle'),
+        ('django_q', '0006_deadletter_size'),
     ]
 
     operations = [
