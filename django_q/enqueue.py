@@ -437,7 +437,8 @@ def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]
     # django-q's schedule(..., q_options={...}) kept the task's options among the kwargs, and its
     # scheduler took them out; options we do not have (broker_name) are left out.
     own = kwargs.pop("q_options") if isinstance(kwargs.get("q_options"), dict) else {}
-    for key in OPTION_NAMES & own.keys() - {"on_commit"}:
+    # unique is not for schedules, whose run would go unrecorded: Schedule.overlap is their way.
+    for key in OPTION_NAMES & own.keys() - {"on_commit", "unique"}:
         if key != "hook" or not row.hook:
             options[key] = own[key]
     hook = options["hook"]

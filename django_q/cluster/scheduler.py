@@ -165,7 +165,7 @@ class Scheduler:
         return task_id
 
     def _busy(self, row: Schedule) -> bool:
-        """Whether `row` may not overlap and its last task is still in this cluster's queue, queued or running.
+        """Whether `row` may not overlap and its last task is still in its queue, queued or running.
 
         Not atomic with the claim, and it need not be: the claim lets one
         scheduler act on an occurrence, and a previous run that ends in
@@ -174,7 +174,8 @@ class Scheduler:
         """
         if row.overlap or not row.task or row.enqueuing or row.schedule_type == Schedule.ONCE:
             return False
-        return get_broker(self.config.name, self.config).lookup(row.task) is not None
+        queue = schedule_call(row)[2].get("cluster")  # a q_options among its kwargs may route it elsewhere
+        return get_broker(queue or self.config.name, self.config).lookup(row.task) is not None
 
     def _settle(self, row: Schedule, step: Step, where: dict, task_id: str | None = None) -> bool:
         """Write the step's outcome to the row if it still matches `where`; False if it did not."""

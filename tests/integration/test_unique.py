@@ -168,3 +168,29 @@ def test_a_schedule_without_overlap_skips_while_its_run_runs_and_runs_again_afte
     second = wait_until(lambda: (task := Schedule.objects.get(pk=row.pk).task) != first and task)
     assert fetch(second, wait=30_000).result is True
     assert Task.objects.filter(group=str(row.pk)).count() == 2
+
+
+@stepped(*ATOMIC, *SPLIT)
+def test_the_previous_run_is_looked_for_in_the_queue_its_q_options_name(env):
+    other = f"{env.config.name}-other"
+    row = env.add(name="routed", schedule_type="I", minutes=1, overlap=False, args="",
+                  kwargs=f"a=1, b=2, q_options={{'cluster': {other!r}}}")
+    broker = get_broker(other, env.config)
+    try:
+        (first,) = env.scheduler().loop(BASE)
+        assert broker.lookup(first) is not None  # routed to the other queue
+        assert env.scheduler().loop(BASE + timedelta(minutes=1)) == []
+        row.refresh_from_db()
+        assert (row.task, row.next_run) == (first, BASE + timedelta(minutes=2))
+    finally:
+        broker.purge()
+
+
+@stepped(*ATOMIC, *SPLIT)
+def test_unique_among_a_schedules_q_options_is_left_out(env):
+    """Each run a schedule records must go out: a run held back by a key would be recorded and never run."""
+    env.add(name="keyed", schedule_type="I", minutes=1, args="", kwargs="a=1, b=2, q_options={'unique': 'k'}")
+    broker = get_broker(config=env.config)
+    (first,) = env.scheduler().loop(BASE)
+    (second,) = env.scheduler().loop(BASE + timedelta(minutes=1))
+    assert broker.lookup(first) is not None and broker.lookup(second) is not None
