@@ -14,6 +14,7 @@ a sync run to see.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -37,6 +38,9 @@ from .package import TaskPackage, copy_fields, pack, pack_copy
 from .recorder import Recorder
 from .runner import run_package
 from .schedules import parse_args, parse_kwargs
+from .unique import unique_keys
+
+logger = logging.getLogger("django_q")
 
 OPTION_NAMES = frozenset(
     {
@@ -45,6 +49,8 @@ OPTION_NAMES = frozenset(
         "priority", "run_after", "countdown", "retries", "retry_delay", "retry_backoff", "retry_on", "on_commit",
         # django-q2's: a broker to send through, results in Django's cache, a hand-made iter, a chain to follow
         "broker", "cached", "iter_count", "iter_cached", "chain",
+        # one task per key while it is queued or running (django_q.unique)
+        "unique",
     }
 )
 
@@ -99,7 +105,9 @@ def enqueue(
         raise TaskTypeError(f"{count} tasks but {len(ids)} ids and {len(names)} names")
     kwargs = dict(kwargs) if kwargs else {}
     base = _shared_fields(func, options, fields, config)
+    uniques = unique_keys(options.get("unique"), base["func"], args, kwargs, grouped=bool(base.get("iter_count")))
     now = enqueued or time.time()
+    # A sync task has finished when this returns, and was never queued: it holds no key and waits for none.
     if sync if sync is not None else config.sync:
         if after is not None:
             after()
@@ -115,7 +123,9 @@ def enqueue(
             for task in _packages(base, ids, names, args, kwargs, now):
                 signals.pre_enqueue.send(sender="django_q", task=signals.package_info(task))
         to = broker or get_broker(base.get("cluster"), config)
-        if count == 1:
+        if uniques:
+            _send_unique(to, payloads, uniques, ids, base.get("priority", 0), delay)
+        elif count == 1:
             to.enqueue(payloads[0], base.get("priority", 0), delay, ids[0])
         elif count:
             to.enqueue_many(payloads, base.get("priority", 0), delay, ids)
@@ -124,9 +134,24 @@ def enqueue(
 
     if on_commit if on_commit is not None else config.on_commit:
         transaction.on_commit(send)
-    else:
-        send()
+        # The ids as given: a unique task found held at the commit is not sent, and its id never shows.
+        return list(ids)
+    send()
     return ids
+
+
+def _send_unique(
+    to: QueueBackend, payloads: list[bytes], uniques: list[str], ids: list[str], priority: int, delay: float
+) -> None:
+    """Send each package unless its key is held; the id of a task held back becomes its holder's, in `ids`.
+
+    One call per package: each is its own atomic check in the broker.
+    """
+    for i, (payload, unique) in enumerate(zip(payloads, uniques)):
+        holder = to.enqueue_unique(payload, unique, ids[i], priority, delay)
+        if holder != ids[i]:
+            logger.debug("unique task %s not sent: task %s holds its key on queue %s", ids[i], holder, to.name)
+            ids[i] = holder
 
 
 def _broker_option(broker: Any) -> QueueBackend | None:
@@ -412,7 +437,8 @@ def schedule_call(row: Schedule) -> tuple[tuple, dict[str, Any], dict[str, Any]]
     # django-q's schedule(..., q_options={...}) kept the task's options among the kwargs, and its
     # scheduler took them out; options we do not have (broker_name) are left out.
     own = kwargs.pop("q_options") if isinstance(kwargs.get("q_options"), dict) else {}
-    for key in OPTION_NAMES & own.keys() - {"on_commit"}:
+    # unique is not for schedules, whose run would go unrecorded: Schedule.overlap is their way.
+    for key in OPTION_NAMES & own.keys() - {"on_commit", "unique"}:
         if key != "hook" or not row.hook:
             options[key] = own[key]
     hook = options["hook"]

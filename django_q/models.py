@@ -247,6 +247,10 @@ class Schedule(models.Model):
     # The id of a task a scheduler claimed but may not have enqueued yet (a
     # broker outside the schedule's database); see django_q.cluster.scheduler.
     enqueuing = models.CharField(max_length=32, null=True, editable=False)
+    overlap = models.BooleanField(
+        default=True, verbose_name=_("Overlap"),
+        help_text=_("Run an occurrence even while the previous run is still queued or running"),
+    )
 
     # Not a column: the user whose rules `full_clean()` applies to func and hook
     # (the admin sets it). Unset, only the deny list holds; see django_q.guard.
@@ -328,6 +332,9 @@ class OrmQ(models.Model):
     running = models.BinaryField(null=True)
     # cancel() asked the cluster running this row to stop it.
     cancel = models.BooleanField(default=False)
+    # The digest of a unique task's key (async_task(unique=...)): the constraint
+    # below lets one row of a queue hold it, and deleting the row frees it.
+    unique_key = models.CharField(max_length=64, null=True)
 
     class Meta:
         app_label = "django_q"
@@ -336,6 +343,8 @@ class OrmQ(models.Model):
             models.Index(fields=["queue", "visible"], name="django_q_ormq_ready"),
             models.Index(fields=["queue", "-priority", "id"], name="django_q_ormq_order"),
         ]
+        # NULLs never collide, on every database: rows without a key are unconstrained.
+        constraints = [models.UniqueConstraint(fields=["queue", "unique_key"], name="django_q_ormq_unique")]
 
     def __str__(self) -> str:
         return f"{self.queue}#{self.pk}"

@@ -162,6 +162,7 @@ def plan(
     cron: str | None = None,
     catch_up: bool = True,
     claimed: bool = False,
+    busy: bool = False,
 ) -> Step:
     """Decide what becomes of a schedule due at `next_run` (<= `now`).
 
@@ -176,6 +177,9 @@ def plan(
     latest is less than GRACE late. Either way the next run is the first
     occurrence after `now`. A ONCE schedule always runs. `claimed`: an earlier
     pass claimed this run and may not have enqueued it; it runs whatever the time.
+    `busy`: the schedule must not overlap and its previous run is still queued
+    or running; the occurrence is skipped (not counted in `repeats`), unless
+    it is claimed already.
     """
     if kind == ONCE:
         return Step(run=True, next_run=None, repeats=0, anchor=None, delete=repeats < 0)
@@ -184,7 +188,7 @@ def plan(
         anchor = next_run  # a new series: the first run, or next_run was moved off the old one
     series = Recurrence(kind, anchor, tz, minutes, cron)
     following = series.after(now)
-    run = claimed or catch_up or series.after(_utc(now) - GRACE) <= _utc(now)
+    run = claimed or (not busy and (catch_up or series.after(_utc(now) - GRACE) <= _utc(now)))
     if run:
         repeats -= 1
     if repeats == 0:

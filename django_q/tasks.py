@@ -74,7 +74,10 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
       (exception classes or dotted paths; by default any Exception);
     - on_commit: enqueue only when the current transaction of the default
       database commits (Q_CLUSTER['on_commit'], False unless set); the id is
-      returned at once.
+      returned at once;
+    - unique: True (the key is the function with its args and kwargs) or a
+      key of your own: while a task of that key is queued or running on the
+      queue, return its id and send nothing (see django_q.unique).
     """
     q_options = kwargs.pop("q_options", None)
     if q_options is not None:
@@ -89,6 +92,8 @@ def async_many(func: Callable | str, args_iter: Iterable[Any], **options: Any) -
 
     An item is a tuple of positional arguments, or one argument. Options are
     those of `async_task` and apply to every task; each task's name is its own.
+    With unique=True each task has its own key from its arguments (one round
+    trip per task then), and a task held back gets its holder's id.
     """
     if options.get("task_name") is not None:
         raise TaskTypeError("async_many names each task itself; task_name is not an option here")

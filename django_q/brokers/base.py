@@ -16,6 +16,12 @@ and hands them out under a lease:
   retry policy).
 - A delivery whose lease runs out (its cluster died) becomes ready again on
   its own and is handed out by the next `dequeue` of any cluster.
+- `enqueue_unique(payload, unique, key)` adds the package only if no package
+  enqueued with the same `unique` is still in the queue, in one atomic step
+  across every producer; otherwise it adds nothing and returns the key of the
+  package that holds `unique`. A package holds its `unique` for exactly as
+  long as it is in the queue (waiting, delayed, leased or lapsed): ack, cancel
+  and purge free it with the package, and nothing else can.
 
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
@@ -31,10 +37,11 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..exceptions import BatchMismatch, InvalidPriority
+from ..exceptions import BatchMismatch, InvalidPriority, TaskTypeError
 
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
+UNIQUE_MAX = 64  # characters of a unique key; django_q.enqueue passes a hex digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,14 @@ class Broker(abc.ABC):
         """Add several packages in one round trip where the store allows it."""
         check_priority(priority)
         return [self.enqueue(p, priority, delay, k) for p, k in zip(payloads, batch_keys(payloads, keys))]
+
+    @abc.abstractmethod
+    def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
+        """Add a package under `key` unless one enqueued with `unique` is still here; the key of the holder.
+
+        Returns `key` itself when this package was added, else the key of the
+        package that holds `unique` (and nothing is added).
+        """
 
     @abc.abstractmethod
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
@@ -209,3 +224,10 @@ def batch_keys(payloads: Sequence[bytes], keys: Sequence[str | None]) -> list[st
     if len(keys) != len(payloads):
         raise BatchMismatch(f"{len(payloads)} payloads but {len(keys)} keys")
     return list(keys)
+
+
+def check_unique(unique: str) -> str:
+    """`unique` itself if it is a non-empty string of at most UNIQUE_MAX characters; TaskTypeError otherwise."""
+    if not isinstance(unique, str) or not 0 < len(unique) <= UNIQUE_MAX:
+        raise TaskTypeError(f"a unique key must be a string of 1 to {UNIQUE_MAX} characters, got {unique!r}")
+    return unique

@@ -34,6 +34,7 @@ from .base import (
     QueueBackend,
     batch_keys,
     check_priority,
+    check_unique,
 )
 
 # Longest wait between looks at the clock while a dequeue waits: an injected
@@ -49,6 +50,7 @@ class _Message:
     visible: float
     key: str | None
     attempts: int = 0
+    unique: str | None = None
     leased: bool = False
     running: bytes | None = None
     cancel: bool = False
@@ -87,6 +89,22 @@ class MemoryBroker(QueueBackend):
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         return self.enqueue_many([payload], priority, delay, [key])[0]
+
+    def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
+        """Add the package unless a message of the queue holds `unique`; the key of the one that holds it."""
+        check_priority(priority)
+        check_unique(unique)
+        with _changed:
+            queue = self._queue()
+            holder = next((m for m in queue.messages.values() if m.unique == unique), None)
+            if holder is not None:
+                return holder.key or ""
+            seq = next(_seq)
+            queue.messages[str(seq)] = _Message(
+                seq, priority, bytes(payload), self.clock() + max(delay, 0.0), key, unique=unique
+            )
+            _changed.notify_all()
+        return key
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()

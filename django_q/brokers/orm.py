@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from django.db import DatabaseError, Error, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, Error, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.models import F, Q, QuerySet
@@ -55,6 +55,7 @@ from .base import (
     QueueBackend,
     batch_keys,
     check_priority,
+    check_unique,
 )
 
 # Long enough to outwait any other writer of the cluster: each of them holds
@@ -63,6 +64,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Rows per INSERT of enqueue_many, so that big packages stay under MySQL's
 # max_allowed_packet.
 BULK_BATCH = 100
+# Inserts of a unique row tried while its holder keeps being acked between our
+# insert and our read of it.
+UNIQUE_TRIES = 5
 
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
@@ -86,6 +90,34 @@ class OrmBroker(QueueBackend):
             if delay <= 0:
                 wakeup.notify(conn, self.name)
         return str(row.pk)
+
+    def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
+        """Insert the row unless another row of the queue holds `unique`; the key of the row that holds it.
+
+        The unique constraint on (queue, unique_key) decides between producers:
+        a concurrent insert of the same key waits for the first to commit, then
+        fails. The holder may be acked between that failure and reading it, so
+        the insert is tried again.
+        """
+        check_priority(priority)
+        check_unique(unique)
+        for _ in range(UNIQUE_TRIES):
+            with self._db() as conn:
+                try:
+                    with transaction.atomic(using=self.alias):  # a savepoint inside the caller's transaction
+                        OrmQ.objects.using(self.alias).create(
+                            queue=self.name, payload=payload, priority=priority,
+                            visible=time.time() + max(delay, 0.0), key=key, unique_key=unique,
+                        )
+                except IntegrityError:
+                    holder = self._rows().filter(unique_key=unique).values_list("key", flat=True).first()
+                    if holder is not None:
+                        return holder
+                    continue
+                if delay <= 0:
+                    wakeup.notify(conn, self.name)
+                return key
+        raise BrokerError(f"unique key {unique} of queue {self.name!r} kept changing hands; nothing was enqueued")
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()

@@ -14,6 +14,8 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:key       HASH    id -> key, to clean up the above on ack
     django_q:{name}:running   HASH    id -> running record (mark_running), while leased
     django_q:{name}:cancel    SET     leased ids that cancel() asked their cluster to stop
+    django_q:{name}:unique    HASH    unique key -> id of the message holding it (enqueue_unique)
+    django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
 
@@ -50,7 +52,16 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
-from .base import PRIORITY_MAX, Cancelled, Delivery, Pending, QueueBackend, batch_keys, check_priority
+from .base import (
+    PRIORITY_MAX,
+    Cancelled,
+    Delivery,
+    Pending,
+    QueueBackend,
+    batch_keys,
+    check_priority,
+    check_unique,
+)
 from .redis_lua import (
     ACK,
     CANCEL,
@@ -58,6 +69,7 @@ from .redis_lua import (
     COUNTS,
     DEQUEUE,
     ENQUEUE,
+    ENQUEUE_UNIQUE,
     LOOKUP,
     MARK_RUNNING,
     PENDING,
@@ -69,7 +81,10 @@ from .redis_lua import (
     Lua,
 )
 
-KEY_NAMES = ("seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel")
+KEY_NAMES = (
+    "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
+    "unique", "unique_of",
+)
 PRIORITY_SHIFT = 2**44
 ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
@@ -100,6 +115,7 @@ class RedisBroker(QueueBackend):
         # reads that keep a cluster's own calls going through a short stall.
         self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
         self._enqueue = self._sender.script(COMMON + ENQUEUE)
+        self._enqueue_unique = self._sender.script(COMMON + ENQUEUE_UNIQUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -125,6 +141,13 @@ class RedisBroker(QueueBackend):
         with _translate():
             (msg_id,) = self._enqueue(keys=self._keys, args=args)
         return msg_id.decode()
+
+    def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
+        """Add the package unless the message holding `unique` is still here; the key of the holder (one script)."""
+        args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key, check_unique(unique)]
+        with _translate():
+            holder = self._enqueue_unique(keys=self._keys, args=args)
+        return _text(holder)
 
     def enqueue_many(
         self, payloads: Sequence[bytes], priority: int = 0, delay: float = 0.0, keys: Sequence[str | None] = ()

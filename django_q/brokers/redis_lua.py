@@ -20,7 +20,8 @@ WAKE_CAP = 64
 # blocks the server for long; the next call moves the rest.
 RELEASE_BATCH = 1000
 
-# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel.
+# Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
+# KEYS[12] unique, KEYS[13] unique_of.
 COMMON = f"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -51,6 +52,11 @@ local function forget(id)
   if key then
     if redis.call('HGET', KEYS[8], key) == id then redis.call('HDEL', KEYS[8], key) end
     redis.call('HDEL', KEYS[9], id)
+  end
+  local unique = redis.call('HGET', KEYS[13], id)
+  if unique then
+    if redis.call('HGET', KEYS[12], unique) == id then redis.call('HDEL', KEYS[12], unique) end
+    redis.call('HDEL', KEYS[13], id)
   end
 end
 -- (state, id, payload, attempts, due ms or -1, running or false) of a message still held.
@@ -104,6 +110,32 @@ redis.call('ZADD', due and KEYS[6] or KEYS[2], unpack(places))
 -- A delayed message wakes consumers too, so that they shorten their wait to its due time.
 wake()
 return ids
+"""
+
+# ARGV: priority base, delay ms, payload, key, unique.  Adds the message unless
+# the message holding `unique` is still here; returns the key of the holder
+# (ARGV[4] when this one was added).  A holder whose package is gone (its keys
+# were deleted by hand) holds nothing: a key can only be held by a message.
+ENQUEUE_UNIQUE = """
+local holder = redis.call('HGET', KEYS[12], ARGV[5])
+if holder and redis.call('HEXISTS', KEYS[3], holder) == 1 then
+  return redis.call('HGET', KEYS[9], holder) or ''
+end
+if holder then redis.call('HDEL', KEYS[13], holder) end
+local id = string.format('%d', tonumber(ARGV[1]) + redis.call('INCR', KEYS[1]))
+local delay = tonumber(ARGV[2])
+redis.call('HSET', KEYS[3], id, ARGV[3])
+redis.call('HSET', KEYS[8], ARGV[4], id)
+redis.call('HSET', KEYS[9], id, ARGV[4])
+redis.call('HSET', KEYS[12], ARGV[5], id)
+redis.call('HSET', KEYS[13], id, ARGV[5])
+if delay > 0 then
+  redis.call('ZADD', KEYS[6], now_ms() + delay, id)
+else
+  redis.call('ZADD', KEYS[2], id, id)
+end
+wake()
+return ARGV[4]
 """
 
 # ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint

@@ -48,7 +48,7 @@ from django.utils import timezone
 
 from .. import reporters, signals
 from ..backoff import Outage
-from ..brokers import close_brokers
+from ..brokers import close_brokers, get_broker
 from ..conf import Config
 from ..enqueue import enqueue, group_of, schedule_call
 from ..exceptions import BrokerConnectionError, PackageError, TaskTypeError
@@ -122,13 +122,20 @@ class Scheduler:
 
     def _fire(self, row: Schedule, now: datetime) -> str | None:
         """Claim the row and enqueue its task; the task id, or None if it was skipped or claimed elsewhere."""
+        busy = self._busy(row)
         step = plan(
             row.schedule_type, self._utc(row.next_run), row.repeats, now, self.tz,
             anchor=row.anchor and self._utc(row.anchor), minutes=row.minutes, cron=row.cron,
-            catch_up=self.config.catch_up, claimed=bool(row.enqueuing),
+            catch_up=self.config.catch_up, claimed=bool(row.enqueuing), busy=busy,
         )
         if not step.run:
-            if self._settle(row, step, {"next_run": row.next_run}):
+            if not self._settle(row, step, {"next_run": row.next_run}):
+                return None
+            if busy:
+                logger.info("schedule %s (id %s): run due at %s skipped: its previous run, task %s, is still "
+                            "queued or running (overlap off); next run %s", row, row.pk, row.next_run, row.task,
+                            step.next_run)
+            else:
                 logger.info("schedule %s (id %s): missed runs skipped (catch_up off), next run %s", row, row.pk,
                             step.next_run)
             return None
@@ -156,6 +163,19 @@ class Scheduler:
             self._settle(row, step, {"enqueuing": task_id}, task_id)
         logger.info("schedule %s (id %s): task %s enqueued, next run %s", row, row.pk, task_id, step.next_run)
         return task_id
+
+    def _busy(self, row: Schedule) -> bool:
+        """Whether `row` may not overlap and its last task is still in its queue, queued or running.
+
+        Not atomic with the claim, and it need not be: the claim lets one
+        scheduler act on an occurrence, and a previous run that ends in
+        between only makes it skip a run it could have made. A ONCE schedule
+        has no previous run of its own series, and runs.
+        """
+        if row.overlap or not row.task or row.enqueuing or row.schedule_type == Schedule.ONCE:
+            return False
+        queue = schedule_call(row)[2].get("cluster")  # a q_options among its kwargs may route it elsewhere
+        return get_broker(queue or self.config.name, self.config).lookup(row.task) is not None
 
     def _settle(self, row: Schedule, step: Step, where: dict, task_id: str | None = None) -> bool:
         """Write the step's outcome to the row if it still matches `where`; False if it did not."""

@@ -226,7 +226,10 @@ def test_migrate_keeps_every_row_and_runs_what_was_queued(moved, tmp_path):
         # A database of ours from before 0005 goes on too, its rows untouched.
         new_project = Project(tmp_path / "fresh", fresh, "fresh")
         new_project.ours("migrate", "django_q", "0004", "-v", "0")
-        new_project.ours("shell", "-c", "from django_q.tasks import schedule; schedule('math.floor', 1.5)")
+        # In SQL: today's Schedule model has columns that 0004 lacks (overlap, from 0007).
+        new_project.ours("shell", "-c", "from django.db import connection; connection.cursor().execute("
+                         "\"INSERT INTO django_q_schedule (func, args, schedule_type, repeats, next_run) "
+                         "VALUES ('math.floor', '1.5', 'O', -1, CURRENT_TIMESTAMP)\")")
         new_project.ours("migrate", "-v", "0")
         assert [s["args"] for s in new_project.probe()["schedules"].values()] == ["1.5"]
         assert project.probe("schema") == new_project.probe("schema")
