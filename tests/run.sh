@@ -39,7 +39,7 @@ run() {
     echo "==> pytest on $("$venv/bin/python" -c 'import sys, django; print("Python %d.%d, Django %s" % (*sys.version_info[:2], django.__version__))'), $label (DQ_TEST_ID=$id)"
     # shellcheck disable=SC2086  # $tests is a list of paths
     DQ_DEFAULT_DB=$db DQ_TEST_ID=$id DQ_TEST_TMP=$tmp \
-        "$venv/bin/python" -m pytest -n "$WORKERS" --dist worksteal $tests "$@" || rc=$?
+        "$venv/bin/python" -m pytest -n "$WORKERS" --dist worksteal --durations=5 $tests "$@" || rc=$?
     rm -rf "$tmp"
     if [ "$rc" -ne 0 ]; then echo "==> py$v, $label: FAILED (exit $rc)"; fi
     return "$rc"
