@@ -91,11 +91,15 @@ class Recorder:
         """Save a batch in one transaction, then run hooks, chains and iter folding for new results."""
         repeats = self._folded_parts(outcomes)
         live = [o for o in outcomes if o not in repeats] if repeats else outcomes
-        to_cache = [o for o in live if o.task.cached and not o.task.parent]
+        # A cached task's result goes to Django's cache instead (an iter's part waits in the database).
+        to_db: list[Outcome] = []
+        to_cache: list[Outcome] = []
+        for o in live:
+            (to_cache if o.task.cached and not o.task.parent else to_db).append(o)
         kept = self._cache(to_cache) if to_cache else []
         if to_cache:
-            live = [o for o in live if o not in to_cache] + kept
-        stored = self._unpruned([o for o in live if self._keeps(o) and not (o.task.cached and not o.task.parent)])
+            live = to_db + kept
+        stored = self._unpruned([o for o in to_db if self._keeps(o)])
         latest = {o.task.id: o for o in stored}  # a batch may hold one task twice
         # Read before the transaction, so that on SQLite it opens with a write and
         # waits for the lock instead of failing to upgrade a read lock.
@@ -157,10 +161,7 @@ class Recorder:
                 row = self._row(outcome)
                 if task.id in latest:  # as if loaded from the database; a cached one is not there
                     row._state.adding, row._state.db = False, self.alias
-                try:
-                    signals.task_failed.send(sender="django_q", task=row)
-                except Exception:
-                    logger.exception("a task_failed receiver failed for task %s (%s)", task.name, task.id)
+                signals.send_task_failed(row)
 
     def _folded_parts(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """async_iter parts delivered again after their parent was folded: acked, not stored."""

@@ -12,6 +12,7 @@ TaskPackage before the run, the Task after), so `task.id`, `task.status` or
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.dispatch import Signal
@@ -35,6 +36,16 @@ task_failed = Signal()
 post_spawn = Signal()
 
 _OPTIONS = ("hook", "group", "save", "ack_failure", "cluster", "timeout")
+
+logger = logging.getLogger("django_q")
+
+
+def send_task_failed(task: Any) -> None:
+    """Send task_failed for a failed Task row; a receiver that raises is logged, never raised."""
+    try:
+        task_failed.send(sender="django_q", task=task)
+    except Exception:
+        logger.exception("a task_failed receiver failed for task %s (%s)", task.name, task.id)
 
 
 class TaskInfo(dict):

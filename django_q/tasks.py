@@ -229,7 +229,29 @@ def _default_cached(cached: bool | int | None) -> bool | int:
     return get_config().cached if cached is None else cached
 
 
-class AsyncTask:
+class _Sent:
+    """What AsyncTask and Iter share: the result and the stored Task of the id `run()` gave."""
+
+    id: str
+    started: bool
+    cached: bool | int
+
+    def result(self, wait: int = 0) -> Any:
+        """Its result once it ran (an Iter's: the list of results), None before or before `run()`; waits up
+        to `wait` ms."""
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: int = 0) -> Any:
+        """Its stored Task once it ran (an Iter's holds the list of results), None before or before `run()`;
+        waits up to `wait` ms."""
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+
+class AsyncTask(_Sent):
     """One task to run, built first and sent by `run()`: django-q2's class API over async_task.
 
     The keyword arguments are those of async_task (options included, or in
@@ -266,18 +288,6 @@ class AsyncTask:
         self.started = True
         return self.id
 
-    def result(self, wait: int = 0) -> Any:
-        """Its result once it ran (None before, or before `run()`); waits up to `wait` ms."""
-        if self.started:
-            return result(self.id, wait=wait, cached=self.cached)
-        return None
-
-    def fetch(self, wait: int = 0) -> Any:
-        """Its stored Task once it ran (None before, or before `run()`); waits up to `wait` ms."""
-        if self.started:
-            return fetch(self.id, wait=wait, cached=self.cached)
-        return None
-
     def result_group(self, failures: bool = False, wait: int = 0, count: int | None = None) -> list | None:
         """The results of its group (see result_group); None without a group or before `run()`."""
         if self.started and self.group:
@@ -294,7 +304,7 @@ class AsyncTask:
 Async = AsyncTask  # django-q's name
 
 
-class Iter:
+class Iter(_Sent):
     """One task per set of arguments, their results one list: django-q2's class API over async_iter."""
 
     def __init__(self, func: Callable | str | None = None, args: list | None = None, kwargs: dict | None = None,
@@ -323,18 +333,6 @@ class Iter:
         self.id = async_iter(self.func, self.args, **options)
         self.started = True
         return self.id
-
-    def result(self, wait: int = 0) -> list | None:
-        """The list of results once every task ran (None before, or before `run()`); waits up to `wait` ms."""
-        if self.started:
-            return result(self.id, wait=wait, cached=self.cached)
-        return None
-
-    def fetch(self, wait: int = 0) -> Any:
-        """The Task holding the list of results (None before, or before `run()`); waits up to `wait` ms."""
-        if self.started:
-            return fetch(self.id, wait=wait, cached=self.cached)
-        return None
 
     def length(self) -> int:
         """How many sets of arguments (tasks) there are."""

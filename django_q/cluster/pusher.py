@@ -29,8 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe, wait
 
-from .. import deadletters
-from .. import reporters
+from .. import deadletters, reporters
 from ..backoff import Outage
 from ..brokers import get_broker
 from ..brokers.base import Broker, Delivery
@@ -38,6 +37,7 @@ from ..conf import Config
 from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..names import Identity, worker_id
 from ..package import unpack, verify
+from ..runner import class_path
 from ..status import RUNNING, STARTING, STOPPING, Publisher, Snapshot, Tally
 from . import process
 from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
@@ -53,7 +53,7 @@ from .watch import Watch
 
 logger = logging.getLogger("django_q")
 
-_LOST = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"  # the exception named for a failure the task did not raise
+_LOST = class_path(WorkerLost)  # the exception named for a failure the task did not raise
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there

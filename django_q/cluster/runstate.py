@@ -21,6 +21,8 @@ import mmap
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from ..context import Progress
@@ -63,22 +65,24 @@ class RunState:
         """Record the jobs taken so far and the one running now (None: between jobs)."""
         raw = running.encode()[:ID_MAX] if running is not None else b""
         now = (time.time(), time.monotonic()) if running is not None else (0.0, 0.0)
-        with self.lock:
-            self.seq += 1  # odd: being written
-            _SEQ.pack_into(self.map, 0, self.seq)
+        with self._writing():
             _LAYOUT.pack_into(self.map, 0, self.seq, taken, *now, timeout or 0.0, len(raw), raw)
             _PROGRESS.pack_into(self.map, _LAYOUT.size, *_NO_PROGRESS)  # a new job has reported nothing yet
-            self.seq += 1  # even again, last: the fields are whole
-            _SEQ.pack_into(self.map, 0, self.seq)
 
     def write_progress(self, progress: Progress) -> None:
         """Record the running job's last progress report (context.report_progress_to)."""
         note = progress.note.encode()[:NOTE_MAX]
         total = math.nan if progress.total is None else float(progress.total)
+        with self._writing():
+            _PROGRESS.pack_into(self.map, _LAYOUT.size, 1, float(progress.done), total, len(note), note)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The seqlock around one write: `seq` odd while the block writes, even again once the fields are whole."""
         with self.lock:
             self.seq += 1
             _SEQ.pack_into(self.map, 0, self.seq)
-            _PROGRESS.pack_into(self.map, _LAYOUT.size, 1, float(progress.done), total, len(note), note)
+            yield
             self.seq += 1
             _SEQ.pack_into(self.map, 0, self.seq)
 

@@ -207,10 +207,7 @@ class Scheduler:
         logger.error("%s; it is stopped until it is fixed and given a next run", reason)
         # A failure like a task's: to the error reporters, and task_failed with its saved row.
         reporters.report(self.config, ScheduleError(reason))
-        try:
-            signals.task_failed.send(sender="django_q", task=failed)
-        except Exception:
-            logger.exception("a task_failed receiver failed for task %s (%s)", failed.name, failed.id)
+        signals.send_task_failed(failed)
 
     def _rows(self, row: Schedule, **where: object) -> QuerySet:
         return Schedule.objects.using(self.alias).filter(pk=row.pk, **where)
