@@ -122,7 +122,10 @@ class Scheduler:
 
     def _fire(self, row: Schedule, now: datetime) -> str | None:
         """Claim the row and enqueue its task; the task id, or None if it was skipped or claimed elsewhere."""
-        busy = self._busy(row)
+        # The call (args, kwargs, options) is read once, and only when needed: to see where a run that may
+        # not overlap went, or to send one.
+        call = None if self._may_overlap(row) else schedule_call(row)
+        busy = call is not None and self._busy(row, call[2].get("cluster"))
         step = plan(
             row.schedule_type, self._utc(row.next_run), row.repeats, now, self.tz,
             anchor=row.anchor and self._utc(row.anchor), minutes=row.minutes, cron=row.cron,
@@ -140,7 +143,7 @@ class Scheduler:
                             step.next_run)
             return None
         task_id = row.enqueuing or new_id()
-        args, kwargs, options = schedule_call(row)  # a ScheduleError stops the row before it is claimed
+        args, kwargs, options = call or schedule_call(row)  # a ScheduleError stops the row before it is claimed
         options["sync"] = False  # the cluster's scheduler always goes through the broker
 
         def send() -> None:
@@ -164,17 +167,20 @@ class Scheduler:
         logger.info("schedule %s (id %s): task %s enqueued, next run %s", row, row.pk, task_id, step.next_run)
         return task_id
 
-    def _busy(self, row: Schedule) -> bool:
-        """Whether `row` may not overlap and its last task is still in its queue, queued or running.
+    @staticmethod
+    def _may_overlap(row: Schedule) -> bool:
+        """Whether `row` runs whatever its previous run does: overlap on, no previous run, a claimed run
+        under way, or a ONCE schedule (no previous run of its own series)."""
+        return row.overlap or not row.task or bool(row.enqueuing) or row.schedule_type == Schedule.ONCE
+
+    def _busy(self, row: Schedule, queue: str | None) -> bool:
+        """Whether the last task of `row` is still in `queue` (a q_options among its kwargs may route it
+        elsewhere than the cluster's), queued or running.
 
         Not atomic with the claim, and it need not be: the claim lets one
         scheduler act on an occurrence, and a previous run that ends in
-        between only makes it skip a run it could have made. A ONCE schedule
-        has no previous run of its own series, and runs.
+        between only makes it skip a run it could have made.
         """
-        if row.overlap or not row.task or row.enqueuing or row.schedule_type == Schedule.ONCE:
-            return False
-        queue = schedule_call(row)[2].get("cluster")  # a q_options among its kwargs may route it elsewhere
         return get_broker(queue or self.config.name, self.config).lookup(row.task) is not None
 
     def _settle(self, row: Schedule, step: Step, where: dict, task_id: str | None = None) -> bool:
