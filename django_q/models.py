@@ -390,3 +390,32 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue}:{self.cluster_id}"
+
+
+class QueueHistory(models.Model):
+    """The database broker's queue history (django_q.history): one row per writer per minute, the last hour."""
+
+    queue = models.CharField(max_length=100)
+    minute = models.IntegerField()  # epoch seconds // 60
+    writer = models.CharField(max_length=64)  # the monitor that wrote it (cluster id and pid)
+    data = models.BinaryField()
+
+    class Meta:
+        app_label = "django_q"
+        verbose_name = _("queue history")
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "minute", "writer"], name="django_q_queuehistory_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.minute}:{self.writer}"
+
+
+class Dashboard(Task):
+    """The admin's live dashboard (django_q.dashboard); it has no rows of its own."""
+
+    class Meta:
+        app_label = "django_q"
+        proxy = True
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")

@@ -42,6 +42,7 @@ from ..exceptions import BatchMismatch, InvalidPriority, TaskTypeError
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
 UNIQUE_MAX = 64  # characters of a unique key; django_q.enqueue passes a hex digest
+HISTORY_MINUTES = 61  # minutes of history a store keeps (django_q.history): the last hour, and the one under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,12 @@ class Tracking(abc.ABC):
     Besides packages, the store keeps one small status record per running
     cluster of the queue (`publish_status`, `remove_status`, `statuses`; see
     django_q.status): opaque bytes that expire unless published again.
+
+    And the queue's recent history (`write_history`, `read_history`; see
+    django_q.history): one opaque record per writer (a cluster's monitor) per
+    minute, each writer replacing only its own, kept HISTORY_MINUTES minutes.
+    Writers never share a record, so several clusters add up instead of
+    overwriting each other, with no read-modify-write in the store.
     """
 
     @abc.abstractmethod
@@ -203,6 +210,15 @@ class Tracking(abc.ABC):
     @abc.abstractmethod
     def statuses(self) -> list[bytes]:
         """The statuses of this queue's clusters that have not expired, in no particular order."""
+
+
+    @abc.abstractmethod
+    def write_history(self, minute: int, writer: str, data: bytes) -> None:
+        """Store (or replace) `writer`'s record of `minute` (epoch seconds // 60); forget records past HISTORY_MINUTES."""
+
+    @abc.abstractmethod
+    def read_history(self, since: int) -> list[tuple[int, bytes]]:
+        """Every writer's record of the minutes from `since` on, as (minute, data), in no particular order."""
 
 
 class QueueBackend(Broker, Tracking):

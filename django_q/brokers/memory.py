@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .base import (
     DELAYED,
+    HISTORY_MINUTES,
     LEASED,
     QUEUED,
     REMOVED,
@@ -63,6 +64,7 @@ class _Message:
 class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     statuses: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # cluster id -> (data, expiry)
+    history: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (minute, writer) -> record
 
 
 # One lock for every queue: a broker holds it for a few dict operations only.
@@ -250,6 +252,22 @@ class MemoryBroker(QueueBackend):
         with _changed:
             now = self.clock()
             return [data for data, expiry in self._queue().statuses.values() if expiry > now]
+
+    def write_history(self, minute: int, writer: str, data: bytes) -> None:
+        """Store `writer`'s record of `minute`; drop records older than HISTORY_MINUTES by the clock."""
+        with _changed:
+            history = self._queue().history
+            oldest = int(self.clock() // 60) - HISTORY_MINUTES
+            for old in [k for k in history if k[0] <= oldest]:
+                del history[old]
+            if minute > oldest:
+                history[(minute, writer)] = bytes(data)
+
+    def read_history(self, since: int) -> list[tuple[int, bytes]]:
+        """Every record of the minutes from `since` on (and within HISTORY_MINUTES)."""
+        with _changed:
+            oldest = int(self.clock() // 60) - HISTORY_MINUTES
+            return [(m, data) for (m, _), data in self._queue().history.items() if m >= since and m > oldest]
 
     def _queue(self) -> _Queue:
         """This broker's queue in the store; the caller holds the lock."""

@@ -41,9 +41,10 @@ from django.db.models import F, Q, QuerySet
 from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
-from ..models import Heartbeat, OrmQ
+from ..models import Heartbeat, OrmQ, QueueHistory
 from . import wakeup
 from .base import (
+    HISTORY_MINUTES,
     DELAYED,
     LEASED,
     QUEUED,
@@ -283,6 +284,22 @@ class OrmBroker(QueueBackend):
         with self._db():
             rows = Heartbeat.objects.using(self.alias).filter(queue=self.name, expires__gt=time.time())
             return [bytes(data) for data in rows.values_list("data", flat=True)]
+
+    def write_history(self, minute: int, writer: str, data: bytes) -> None:
+        """Store `writer`'s row of `minute`, and delete the queue's rows past HISTORY_MINUTES."""
+        rows = QueueHistory.objects.using(self.alias).filter(queue=self.name)
+        with self._db():
+            rows.filter(minute__lte=int(time.time() // 60) - HISTORY_MINUTES).delete()
+            # One writer per (minute, writer): an update that finds no row cannot race a create.
+            if not rows.filter(minute=minute, writer=writer).update(data=data):
+                QueueHistory.objects.using(self.alias).create(queue=self.name, minute=minute, writer=writer, data=data)
+
+    def read_history(self, since: int) -> list[tuple[int, bytes]]:
+        """Every row of the minutes from `since` on (and within HISTORY_MINUTES)."""
+        since = max(since, int(time.time() // 60) - HISTORY_MINUTES + 1)
+        with self._db():
+            rows = QueueHistory.objects.using(self.alias).filter(queue=self.name, minute__gte=since)
+            return [(minute, bytes(data)) for minute, data in rows.values_list("minute", "data")]
 
     def close(self) -> None:
         """Close the waiter's connection, and this thread's connection to `alias` unless a transaction is open on it."""

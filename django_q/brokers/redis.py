@@ -18,6 +18,8 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
+    django_q:{name}:history:{minute}  HASH  writer -> its record of that minute (django_q.history);
+                                            the key expires HISTORY_MINUTES after its minute
 
 A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
 integer (below 2**53, so a double holds it exactly). Lower scores mean higher
@@ -53,6 +55,7 @@ from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
 from .base import (
+    HISTORY_MINUTES,
     PRIORITY_MAX,
     Cancelled,
     Delivery,
@@ -297,6 +300,24 @@ class RedisBroker(QueueBackend):
         """The statuses that have not expired."""
         with _translate():
             return [data for data in self._statuses(keys=self._status_keys) if data is not None]
+
+    def write_history(self, minute: int, writer: str, data: bytes) -> None:
+        """Store `writer`'s record in the hash of `minute`, which expires HISTORY_MINUTES after that minute."""
+        key = f"django_q:{{{self.name}}}:history:{minute}"
+        with _translate():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hset(key, writer, data)
+            pipe.expireat(key, (minute + HISTORY_MINUTES + 1) * 60)
+            pipe.execute()
+
+    def read_history(self, since: int) -> list[tuple[int, bytes]]:
+        """Every record of the minutes from `since` to the next one (a writer's clock may run a little ahead)."""
+        minutes = range(max(since, int(time.time() // 60) - HISTORY_MINUTES + 1), int(time.time() // 60) + 2)
+        with _translate():
+            pipe = self._client.pipeline(transaction=False)
+            for minute in minutes:
+                pipe.hvals(f"django_q:{{{self.name}}}:history:{minute}")
+            return [(minute, data) for minute, found in zip(minutes, pipe.execute()) for data in found]
 
     def close(self) -> None:
         """Close the clients and their connection pools."""

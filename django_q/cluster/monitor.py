@@ -1,8 +1,11 @@
-"""The monitor: saves results in batches (django_q.recorder) and runs the scheduler.
+"""The monitor: saves results in batches (django_q.recorder), keeps the queue's history, runs the scheduler.
 
 It gets outcomes from the pusher and answers each batch with `Saved`, after
 the rows are committed; only then does the pusher ack the broker. A batch that
-meets a database outage is kept and saved again until it goes through.
+meets a database outage is kept and saved again until it goes through. The
+outcomes it saved are added to the queue's per-minute history
+(django_q.history), written to the broker at most every history.FLUSH seconds:
+off the workers' and the pusher's path.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from django import db
 from django.db import DatabaseError
 
 from ..backoff import Outage
+from ..brokers import get_broker
 from ..conf import Config
 from ..enqueue import continue_chain
+from ..exceptions import BrokerError
+from ..history import HistoryWriter
+from ..names import worker_id
 from ..recorder import Recorder
 from . import process
 from .channels import GRACEFUL_STOP
@@ -46,6 +53,8 @@ class Monitor:
         self.outage = Outage(logger, "saving %s results failed, will retry: %s", "results saved again after %.1fs")
         self.linger = LINGER_MIN
         self.early_at = BIG_BATCH if config.save_limit <= 0 else BATCH
+        self.history = HistoryWriter(get_broker(config.name, config), worker_id())
+        self.history_outage = Outage(logger, "queue history not written: %s", level=logging.WARNING)
 
     def loop(self, timeout: float = 1.0) -> bool:
         """Receive what is there (waiting up to `timeout`), save it, answer; False once told to stop."""
@@ -76,7 +85,18 @@ class Monitor:
             send(self.conn, self.save(outcomes, dead))
         elif self.recorder.prune_pending:
             self._idle_prune()
+        self.write_history(force=stop)
         return not stop
+
+    def write_history(self, force: bool = False) -> None:
+        """Write the history if it is due; a broker outage only puts it off (the minutes are kept)."""
+        try:
+            wrote = self.history.flush(force)
+        except BrokerError as exc:
+            self.history_outage.failed(exc)
+            return
+        if wrote:
+            self.history_outage.recovered()
 
     def _idle_prune(self) -> None:
         """Finish a prune put off while results were coming; an outage just puts it off again."""
@@ -96,6 +116,7 @@ class Monitor:
                 time.sleep(self.outage.failed(len(outcomes), exc))
                 continue
             self.outage.recovered()
+            self.history.add(outcomes)
             return saved
 
 
