@@ -66,6 +66,7 @@ class Config:
     # bearer token, dead letters kept, and seconds async_task waits on a broker.
     admin_funcs: tuple[str, ...] = ()
     metrics_token: str | None = None
+    metrics_functions: bool = False  # per-function counters and run-time histogram in the metrics view
     dead_letter_limit: int = 10_000
     enqueue_timeout: float = 5.0
     log_level: str | int | None = None  # the django_q logger's level in every cluster process
@@ -152,6 +153,7 @@ _RULES: dict[str, tuple[Any, str]] = {
                     "a list of dotted paths ('app.tasks.report') or module prefixes ending in '.' ('app.tasks.')"),
     "metrics_token": (lambda v: v is None or (isinstance(v, str) and len(v) >= 16),
                       "None or a string of at least 16 characters"),
+    "metrics_functions": (lambda v: isinstance(v, bool), "True or False"),
     "dead_letter_limit": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "enqueue_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "log_level": (lambda v: _is_int(v) or (isinstance(v, str) and v.upper() in logging.getLevelNamesMapping()),

@@ -9,7 +9,11 @@ own memory would stay at zero. Instead every scrape reads:
   the cluster id. They start from zero when a cluster starts, like any
   process's counters; Prometheus's rate() and increase() handle that;
 - the broker: queue depth, leased packages, clusters and busy workers;
-- the database: stored successes and failures, dead letters, schedules.
+- the database: stored successes and failures, dead letters, schedules;
+- with `Q_CLUSTER["metrics_functions"]` on (in the clusters, which count, and
+  in the web process, which reports): per function, tasks succeeded and
+  failed and a run-time histogram, labelled with queue, cluster and function.
+  Off by default: every task function becomes a label value.
 
 Add `path("metrics/", include("django_q.urls"))` to a project's urls. The
 view answers staff sessions and requests bearing
@@ -65,6 +69,7 @@ class QueueCollector:
         clusters = GaugeMetricFamily("django_q_clusters", "Running clusters", labels=["queue"])
         workers = GaugeMetricFamily("django_q_workers", "Worker processes of running clusters", labels=LABELS)
         busy = GaugeMetricFamily("django_q_workers_busy", "Workers running a task", labels=LABELS)
+        every: list[tuple[str, ClusterStatus]] = []
         for queue in self.queues or (config.name,):
             broker = get_broker(queue, config)
             try:
@@ -77,6 +82,7 @@ class QueueCollector:
                 continue
             up.add_metric([queue], 1)
             clusters.add_metric([queue], len(statuses))
+            every.extend((queue, status) for status in statuses)
             for status in statuses:
                 labels = [queue, status.id]
                 for key, _ in COUNTERS:
@@ -86,6 +92,8 @@ class QueueCollector:
                 busy.add_metric(labels, status.running)
         yield from counters.values()
         yield from (duration, up, depth, leased, clusters, workers, busy)
+        if config.metrics_functions:
+            yield from per_function(every)
 
         stored = GaugeMetricFamily("django_q_stored_tasks", "Task results in the database", labels=["outcome"])
         by_outcome = dict(Task.objects.values_list("success").annotate(n=Count("id")).order_by())
@@ -96,10 +104,31 @@ class QueueCollector:
         yield GaugeMetricFamily("django_q_schedules", "Schedules in the database", Schedule.objects.count())
 
 
+def per_function(every: list[tuple[str, ClusterStatus]]) -> Iterator[Metric]:
+    """Per function of each cluster: tasks succeeded and failed, and the run-time histogram."""
+    labels = [*LABELS, "function"]
+    succeeded = CounterMetricFamily("django_q_function_tasks_succeeded", "Tasks of a function that returned",
+                                    labels=labels)
+    failed = CounterMetricFamily("django_q_function_tasks_failed", "Tasks of a function that failed", labels=labels)
+    duration = HistogramMetricFamily("django_q_function_duration_seconds", "Run time of a function's finished tasks",
+                                     labels=labels)
+    for queue, status in every:
+        for func, counts in sorted(status.counters.functions.items()):
+            values = [queue, status.id, func]
+            succeeded.add_metric(values, counts[0])
+            failed.add_metric(values, counts[1])
+            duration.add_metric(values, _cumulative(counts[3:]), counts[2])
+    yield from (succeeded, failed, duration)
+
+
 def _buckets(status: ClusterStatus) -> list[tuple[str, float]]:
     """The cluster's per-bucket counts as Prometheus's cumulative buckets."""
+    return _cumulative(status.counters.duration_buckets)
+
+
+def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts over DURATION_BUCKETS as Prometheus's cumulative buckets."""
     out, total = [], 0
-    counts = status.counters.duration_buckets
     for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), counts):
         total += count
         out.append((bound, total))

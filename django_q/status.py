@@ -8,7 +8,12 @@ removes the entry at once.
 
 Counters (`Counters`) start at zero when the pusher starts and only grow while
 it lives, like any Prometheus counter of one process: a restarted pusher or
-cluster starts again from zero.
+cluster starts again from zero. Per-function counters are kept only with
+`metrics_functions` on (their labels can be many).
+
+The publisher also measures each worker's memory (RSS) and CPU with psutil
+once per PERIOD, and the cluster's finished tasks per second over RATE_SPAN
+seconds: in its own thread, off the pusher's loop.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import psutil
 from django.db import connections
 
 from .backoff import Outage
@@ -38,6 +45,7 @@ logger = logging.getLogger("django_q")
 PERIOD = 2.0  # seconds between two publications of a cluster's status
 TTL = 3 * PERIOD  # seconds an entry outlives its last publication
 STOP_PATIENCE = 2.0  # seconds a stopping pusher waits for its entry to be removed
+RATE_SPAN = 10.0  # seconds the published tasks-per-second rate is taken over
 
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 
@@ -55,6 +63,9 @@ class WorkerStatus:
     task_name: str | None = None
     started: float | None = None  # epoch seconds the current task started
     progress: dict | None = None  # the current task's last progress report: done, total, note
+    rss: int | None = None  # KiB of resident memory; None if it could not be read
+    cpu: float | None = None  # percent of one CPU since the previous publication
+    tasks: int = 0  # tasks it finished since it connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,8 @@ class Counters:
     dead_lettered: int = 0
     duration_buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)  # per bucket, not cumulative
     duration_sum: float = 0.0  # seconds
+    # With metrics_functions only: func -> [succeeded, failed, duration sum (s), *duration buckets]
+    functions: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,12 @@ class ClusterStatus:
     started: float  # epoch seconds
     updated: float  # epoch seconds of this publication
     counters: Counters = field(default_factory=Counters)
+    rate: float = 0.0  # tasks finished per second over the last RATE_SPAN seconds
+
+    @property
+    def rss(self) -> int:
+        """KiB of resident memory of its workers, summed."""
+        return sum(w.rss or 0 for w in self.workers)
 
     @property
     def uptime(self) -> float:
@@ -137,7 +156,9 @@ class Tally:
     Counters is built only when the status is published.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, per_function: bool = False) -> None:
+        self.per_function = per_function
+        self.functions: dict[str, list] = {}
         self.enqueued = self.started_count = self.succeeded = self.failed = self.retried = self.dead_lettered = 0
         self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
@@ -153,6 +174,7 @@ class Tally:
             dead_lettered=self.dead_lettered,
             duration_buckets=tuple(self.buckets),
             duration_sum=self.duration_sum,
+            functions={func: list(counts) for func, counts in list(self.functions.items())},
         )
 
     def received(self, attempts: int) -> None:
@@ -171,12 +193,20 @@ class Tally:
             self.dead_lettered += 1
             return
         seconds = max(0.0, msg.stopped - msg.started)
-        self.buckets[_bucket(seconds)] += 1
+        index = _bucket(seconds)
+        self.buckets[index] += 1
         self.duration_sum += seconds
         if msg.success:
             self.succeeded += 1
         else:
             self.failed += 1
+        if self.per_function:
+            counts = self.functions.get(msg.task.func_name)
+            if counts is None:
+                counts = self.functions[msg.task.func_name] = [0, 0, 0.0] + [0] * (len(DURATION_BUCKETS) + 1)
+            counts[0 if msg.success else 1] += 1
+            counts[2] += seconds
+            counts[3 + index] += 1
 
 
 def _bucket(seconds: float) -> int:
@@ -187,8 +217,9 @@ def _bucket(seconds: float) -> int:
 
 
 # What the pusher hands the publisher each period: state and workers (index,
-# pid, running package or None, start time, progress); the publisher adds the rest.
-Snapshot = tuple[str, list[tuple[int, int, Any, float | None, Progress | None]]]
+# pid, running package or None, start time, progress, tasks finished); the
+# publisher adds the rest.
+Snapshot = tuple[str, list[tuple[int, int, Any, float | None, Progress | None, int]]]
 
 
 class Publisher(threading.Thread):
@@ -202,6 +233,8 @@ class Publisher(threading.Thread):
         self.tally = tally
         self.stopping = threading.Event()
         self._names: dict[str, tuple[str | None, str | None]] = {}  # delivery id -> task id, name
+        self._processes: dict[int, psutil.Process] = {}  # pid -> its Process, which keeps CPU times between calls
+        self._finished: deque[tuple[float, int]] = deque()  # (monotonic time, tasks finished) of each build
         # No pause of its own (it publishes every PERIOD) and no line when it goes through again.
         self.outage = Outage(logger, "cluster status not published: %s", level=logging.WARNING)
 
@@ -244,21 +277,47 @@ class Publisher(threading.Thread):
             queued = -1
         workers = []
         seen = set()
-        for index, pid, job, started, progress in sorted(slots, key=lambda s: s[0]):
+        for index, pid, job, started, progress, tasks in sorted(slots, key=lambda s: s[0]):
             task_id = task_name = None
             if job is not None:
                 seen.add(job.id)
                 task_id, task_name = self._task_of(job)
             report = progress.as_dict() if job is not None and progress is not None else None
-            workers.append(WorkerStatus(index, pid, task_id, task_name, started, report))
+            rss, cpu = self._usage(pid)
+            workers.append(WorkerStatus(index, pid, task_id, task_name, started, report, rss, cpu, tasks))
         self._names = {k: v for k, v in self._names.items() if k in seen}
+        self._processes = {pid: p for pid, p in self._processes.items() if pid in {s[1] for s in slots}}
         ident = self.identity
         counters = self.tally.counters
         return ClusterStatus(
             id=ident.id, host=ident.host, pid=ident.pid, name=self.config.name, state=state,
             workers=tuple(workers), queued=queued, done=counters.succeeded, failed=counters.failed,
             started=ident.started, updated=time.time(), counters=counters,
+            rate=self._rate(counters.succeeded + counters.failed),
         )
+
+    def _usage(self, pid: int) -> tuple[int | None, float | None]:
+        """A worker's resident memory (KiB) and CPU percent since the last look (None the first time)."""
+        try:
+            process = self._processes.get(pid)
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+                process.cpu_percent(None)  # starts its clock: the first reading would be meaningless
+                cpu = None
+            else:
+                cpu = round(process.cpu_percent(None), 1)
+            return process.memory_info().rss // 1024, cpu
+        except psutil.Error:
+            return None, None
+
+    def _rate(self, finished: int) -> float:
+        """Tasks finished per second over the last RATE_SPAN seconds (or since the first build)."""
+        now = time.monotonic()
+        self._finished.append((now, finished))
+        while len(self._finished) > 2 and now - self._finished[1][0] >= RATE_SPAN:
+            self._finished.popleft()
+        then, before = self._finished[0]
+        return round((finished - before) / (now - then), 3) if now > then else 0.0
 
     def _task_of(self, delivery: Any) -> tuple[str | None, str | None]:
         """The task id and name of a running delivery (its package was verified before it ran)."""

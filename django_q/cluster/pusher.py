@@ -105,7 +105,7 @@ class Pusher:
         self.leases = Leases(config, self._holding, self._running, lambda: self._wake(Wake.CANCELS),
                              self.identity.id, clock)
         self.watch = Watch(config, self.folder, self.leases, clock, kill)
-        self.tally = Tally()
+        self.tally = Tally(self.config.metrics_functions)
         self.all_connected = False
 
     def start(self) -> None:
@@ -419,7 +419,7 @@ class Pusher:
         slots = [s for s in list(self.slots.values()) if not s.standby]
         self.all_connected = self.all_connected or len(slots) >= self.config.workers
         state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
-        return state, [(s.index, s.pid, s.running, s.started, s.progress) for s in slots]
+        return state, [(s.index, s.pid, s.running, s.started, s.progress, s.answered) for s in slots]
 
 
 def main(
