@@ -25,12 +25,13 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import get_config
 from .context import describe
+from .dashboard import DashboardAdmin
 from .deadletters import requeue as send_back
 from .enqueue import run_now as enqueue_now
 from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
 from .guard import denied, offered
 from .inflight import RunningInfo, pending_tasks
-from .models import DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
+from .models import Dashboard, DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
 from .package import unpack, verify
 from .tasks import async_task, cancel
 
@@ -337,6 +338,9 @@ class QueueAdmin(PackageAdmin):
 
         info = RunningInfo.decode(bytes(obj.running) if obj.running is not None else None)
         return f"{info.cluster} {info.worker}" if info else "-"
+
+
+admin.site.register(Dashboard, DashboardAdmin)
 
 
 @admin.register(InFlight)
