@@ -83,7 +83,7 @@
 
   function draw(root, section, q) {
     const error = section.querySelector(".dq-error");
-    error.hidden = !q.error;
+    error.hidden = !q.error;  // .dq-error[hidden] in the CSS: the admin's errornote would show it anyway
     error.textContent = q.error || "";
     if (q.minutes) {
       chart(section.querySelector("[data-chart=rates] .dq-plot"), q.minutes,
