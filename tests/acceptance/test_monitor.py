@@ -34,13 +34,25 @@ def ids(project: Project) -> list[str]:
     return done.stdout.split()
 
 
-def monitor_rows(project: Project) -> list[list[str]]:
-    """The cells of every table row `qmonitor --run-once` prints."""
-    done = project.run("-m", "django", "qmonitor", "--run-once")
+def tables(text: str) -> list[tuple[str, list[list[str]]]]:
+    """The plain tables qmonitor prints without a terminal: (title, [header, *rows]) of each, in order.
+
+    A table is a title line, a header line and its rows, cells separated by two
+    spaces or more; tables and lines of text are separated by blank lines.
+    """
+    found = []
+    for block in text.strip("\n").split("\n\n"):
+        lines = block.splitlines()
+        if len(lines) >= 2:
+            found.append((lines[0], [re.split(r" {2,}", line.strip()) for line in lines[1:]]))
+    return found
+
+
+def monitor_rows(project: Project, *args: str) -> list[list[str]]:
+    """The cells of every table line (headers included) `qmonitor --run-once` prints into a pipe."""
+    done = project.run("-m", "django", "qmonitor", "--run-once", *args)
     assert done.returncode == 0, done.stderr
-    # Header rows are drawn with ┃, body rows with │.
-    return [[cell.strip() for cell in re.split("[│┃]", line.strip("│┃ \n"))] for line in done.stdout.splitlines()
-            if line[:1] in ("│", "┃")]
+    return [row for _, rows in tables(done.stdout) for row in rows]
 
 
 def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
@@ -72,19 +84,33 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
 
     def reported():  # progress is published with the status, every PERIOD: a look may come before it
         rows = monitor_rows(project)
-        cells = [r[6] for r in rows[3:] if r[0] == cluster_id[:8] and len(r) > 6]
+        cells = [r[9] for r in rows[3:] if r[0] == cluster_id[:8] and len(r) > 9]
         return rows if cells == ["3/10 (30%) copying"] * 2 else None
 
     rows = wait_until(reported)
     header, row, workers_header = rows[0], rows[1], rows[2]
-    assert header == ["Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"]
+    assert header == ["Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Tasks/s",
+                      "RSS", "Up time"]
     assert row[0] == cluster_id and row[2] == str(cluster.pid)
     assert row[3:9] == ["running", "2", "2", "0", "5", "1"]
-    assert re.fullmatch(r"\d\d:\d\d:\d\d", row[9])
-    assert workers_header == ["Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"]
+    assert float(row[9]) >= 0 and re.fullmatch(r"\d+\.\d MiB", row[10])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", row[11])
+    assert workers_header == ["Cluster", "Worker", "PID", "RSS", "CPU", "Tasks", "Task", "Task id", "Running for",
+                              "Progress"]
     workers = [r for r in rows[3:] if r[0] == cluster_id[:8]]
     assert sorted(r[1] for r in workers) == ["0", "1"]
-    assert all(r[4] and r[3] != "idle" for r in workers)  # each runs a slow task
+    assert all(r[7] and r[6] != "idle" for r in workers)  # each runs a slow task
+    assert all(re.fullmatch(r"\d+\.\d MiB", r[3]) and re.fullmatch(r"\d+%|-", r[4]) for r in workers)  # CPU: - at first look
+    assert sum(int(r[5]) for r in workers) == 6  # the tasks they finished: 5 quick ones and the failure
+
+    memory = monitor_rows(project, "--memory")
+    assert memory[0] == ["Cluster", "Host", "Worker", "PID", "RSS", "RSS KiB", "Of max_rss", "CPU", "Tasks"]
+    by_worker = [r for r in memory[1:] if r[2] != "all"]
+    assert sorted(r[3] for r in by_worker) == sorted(r[2] for r in workers)
+    sizes = [int(r[5]) for r in by_worker]
+    assert sizes == sorted(sizes, reverse=True) and min(sizes) > 1000  # KiB, largest first
+    (total,) = [r for r in memory[1:] if r[2] == "all"]
+    assert int(total[5]) == sum(sizes)
 
     release.touch()
     out = stop(cluster, signal.SIGTERM)
@@ -133,6 +159,33 @@ def test_qmonitor_on_a_terminal_refreshes_and_quits_on_q(project):
             proc.kill()
         os.close(main)
         stop(cluster, signal.SIGTERM)
+
+
+def test_qmonitor_without_a_terminal_prints_plain_tables_every_interval(project):
+    cluster = project.qcluster()
+    (cluster_id,) = wait_until(lambda: ids(project))
+    wait_until(lambda: monitor_rows(project)[1][3] == "running")  # every worker connected
+    proc = subprocess.Popen([sys.executable, "-m", "django", "qmonitor", "--interval", "0.5"], env=project.env,
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        text = read_until(proc.stdout.fileno(), lambda t: t.count("\nWorkers\n") >= 3 and t.endswith("\n\n"),
+                          timeout=60)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait(5)
+        stop(cluster, signal.SIGTERM)
+    found = tables(text)
+    clusters = [rows for title, rows in found if title.startswith("Django Q clusters of queue")]
+    workers = [rows for title, rows in found if title == "Workers"]
+    assert len(clusters) >= 3 and len(workers) >= 3  # one set per interval
+    for rows in clusters:
+        assert rows[0][:4] == ["Cluster", "Host", "PID", "State"] and rows[1][0] == cluster_id
+        assert len(rows[1]) == len(rows[0])  # every cell there, empty ones as "-"
+    assert all(len(rows) == 3 and all(len(r) == len(rows[0]) for r in rows) for rows in workers)
+    assert all(r[6] == "idle" and r[7:] == ["-", "-", "-"] for r in workers[-1][1:])
 
 
 def test_qmonitor_without_a_terminal_runs_until_ctrl_c(project):

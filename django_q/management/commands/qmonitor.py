@@ -1,4 +1,10 @@
-"""manage.py qmonitor: a live table of the running clusters of a queue; q or Ctrl-C quits."""
+"""manage.py qmonitor: a live table of the running clusters of a queue; q or Ctrl-C quits.
+
+On a terminal it draws rich tables in place. Into a pipe or a file it prints
+plain text tables, one set every interval: a title line, a header line and a
+line per row, cells separated by two spaces or more (a cell never holds two
+spaces in a row; an empty one is "-"), sets separated by a blank line.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ import time
 import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -23,9 +30,9 @@ from django_q.conf import Config
 from django_q.context import describe
 from django_q.exceptions import BrokerError
 from django_q.management.commands.qinfo import _config
-from django_q.status import cluster_statuses
+from django_q.status import ClusterStatus, cluster_statuses
 
-REFRESH = 1.0  # seconds between two redraws
+REFRESH = 1.0  # seconds between two redraws, by default
 WIDE = 140  # columns from which cluster ids are shown whole
 
 
@@ -34,72 +41,150 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--run-once", action="store_true", help="print the table once and exit")
+        parser.add_argument("--run-once", action="store_true", help="print the tables once and exit")
         parser.add_argument("-n", "--name", help="queue (cluster) name; Q_CLUSTER['name'] by default")
+        parser.add_argument("--memory", action="store_true",
+                            help="memory view: each worker's RSS against max_rss, largest first")
+        parser.add_argument("--interval", type=float, default=REFRESH,
+                            help=f"seconds between two redraws (default {REFRESH:g})")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options["interval"] > 0:
+            raise CommandError(f"--interval must be a positive number of seconds, got {options['interval']!r}")
         config = _config(options["name"])
         out = getattr(self.stdout, "_out", self.stdout)
         console = Console(file=out)
+        interval, memory = options["interval"], options["memory"]
         if not console.is_terminal:
-            console = Console(file=out, width=max(console.width, 160))
+            # Into a pipe or a file: plain tables, one set after another, each as it is made.
+            try:
+                while True:
+                    out.write(plain(sheets(config, True, memory)) + "\n")
+                    out.flush()
+                    if options["run_once"]:
+                        return
+                    time.sleep(interval)
+            except KeyboardInterrupt:
+                return
         if options["run_once"]:
-            console.print(view(config, console.width >= WIDE))
+            console.print(rich_view(sheets(config, console.width >= WIDE, memory)))
             return
         try:
-            if not console.is_terminal:
-                # Into a pipe or a file (where rich's Live would only draw the last
-                # table, at exit): one table after another, each as it is made.
-                while True:
-                    console.print(view(config, console.width >= WIDE))
-                    console.file.flush()
-                    time.sleep(REFRESH)
             with keys(sys.stdin) as pressed, Live(console=console, auto_refresh=False) as live:
                 while True:
-                    live.update(view(config, console.width >= WIDE, live=True), refresh=True)
-                    if "q" in pressed(REFRESH).lower():
+                    live.update(rich_view(sheets(config, console.width >= WIDE, memory, live=True)), refresh=True)
+                    if "q" in pressed(interval).lower():
                         break
         except KeyboardInterrupt:
             pass
 
 
-def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
-    """The clusters table, the workers table and a footer line."""
+@dataclass
+class Sheet:
+    """One table: a title, column names, rows of text; or, without columns, a line of text."""
+
+    title: str
+    columns: tuple[str, ...] = ()
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    style: str = ""
+
+
+def sheets(config: Config, wide: bool, memory: bool = False, live: bool = False) -> list[Sheet]:
+    """What qmonitor shows now: the clusters and workers tables (or the memory table), and a footer."""
     broker = get_broker(config.name, config)
     try:
         statuses = cluster_statuses(config.name, config)
         queued: Any = broker.size()
     except BrokerError as exc:
-        return Text(f"{config.broker_kind} broker of queue {config.name!r} unreachable: {exc}", style="bold red")
-    clusters = Table(title=f"Django Q clusters of queue {config.name!r}", title_justify="left")
-    for column in ("Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"):
-        clusters.add_column(column, no_wrap=True, justify="right" if column in NUMERIC else "left")
-    workers = Table(title="Workers", title_justify="left")
-    for column in ("Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"):
-        workers.add_column(column, no_wrap=column not in ("Task", "Progress"),
-                           justify="right" if column in NUMERIC else "left")
-    now = time.time()
-    for status in statuses:
-        short = status.id if wide else status.id[:8]
-        clusters.add_row(
-            short, status.host, str(status.pid), Text(status.state, style=STATE_STYLES.get(status.state, "")),
-            str(len(status.workers)), str(status.running), str(status.queued), str(status.done), str(status.failed),
-            duration(status.uptime),
-        )
-        for worker in status.workers:
-            running = duration(now - worker.started) if worker.task_name and worker.started else ""
-            workers.add_row(short[:8], str(worker.index), str(worker.pid), worker.task_name or "idle",
-                            worker.task_id or "", running, describe(worker.progress))
+        return [Sheet(f"{config.broker_kind} broker of queue {config.name!r} unreachable: {exc}", style="bold red")]
     footer = f"queue {config.name} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
     if live:
         footer += " · q quits"
     if not statuses:
-        return Group(Text(f"No cluster of queue {config.name!r} is running."), Text(footer, style="dim"))
-    return Group(clusters, workers, Text(footer, style="dim"))
+        return [Sheet(f"No cluster of queue {config.name!r} is running."), Sheet(footer, style="dim")]
+    if memory:
+        return [memory_sheet(config, statuses, wide), Sheet(footer, style="dim")]
+    clusters = Sheet(f"Django Q clusters of queue {config.name!r}", CLUSTER_COLUMNS)
+    workers = Sheet("Workers", WORKER_COLUMNS)
+    now = time.time()
+    for status in statuses:
+        short = status.id if wide else status.id[:8]
+        clusters.rows.append((
+            short, status.host, str(status.pid), status.state, str(len(status.workers)), str(status.running),
+            str(status.queued), str(status.done), str(status.failed), f"{status.rate:.2f}", mib(status.rss),
+            duration(status.uptime),
+        ))
+        for w in status.workers:
+            running = duration(now - w.started) if w.task_name and w.started else ""
+            workers.rows.append((short[:8], str(w.index), str(w.pid), mib(w.rss), percent(w.cpu), str(w.tasks),
+                                 w.task_name or "idle", w.task_id or "", running, describe(w.progress)))
+    return [clusters, workers, Sheet(footer, style="dim")]
 
 
-NUMERIC = {"PID", "Workers", "Busy", "Queued", "Done", "Failed", "Worker"}
+def memory_sheet(config: Config, statuses: list[ClusterStatus], wide: bool) -> Sheet:
+    """Every worker's memory, largest first, against max_rss (as this process's settings give it)."""
+    limit = config.max_rss
+    sheet = Sheet(f"Worker memory of queue {config.name!r} (max_rss: {f'{limit} KiB' if limit else 'none'})",
+                  MEMORY_COLUMNS)
+    rows = [(s, w) for s in statuses for w in s.workers]
+    for status, w in sorted(rows, key=lambda r: -(r[1].rss or 0)):
+        share = f"{100 * w.rss / limit:.0f}%" if limit and w.rss else ""
+        sheet.rows.append(((status.id if wide else status.id[:8]), status.host, str(w.index), str(w.pid),
+                           mib(w.rss), str(w.rss or ""), share, percent(w.cpu), str(w.tasks)))
+    for status in statuses:
+        sheet.rows.append(((status.id if wide else status.id[:8]), status.host, "all", "", mib(status.rss),
+                           str(status.rss), "", "", str(sum(w.tasks for w in status.workers))))
+    return sheet
+
+
+CLUSTER_COLUMNS = ("Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Tasks/s",
+                   "RSS", "Up time")
+WORKER_COLUMNS = ("Cluster", "Worker", "PID", "RSS", "CPU", "Tasks", "Task", "Task id", "Running for", "Progress")
+MEMORY_COLUMNS = ("Cluster", "Host", "Worker", "PID", "RSS", "RSS KiB", "Of max_rss", "CPU", "Tasks")
+NUMERIC = {"PID", "Workers", "Busy", "Queued", "Done", "Failed", "Worker", "Tasks/s", "RSS", "CPU", "Tasks",
+           "RSS KiB", "Of max_rss"}
 STATE_STYLES = {"running": "green", "starting": "yellow", "stopping": "yellow"}
+
+
+def rich_view(found: list[Sheet]) -> RenderableType:
+    """The sheets as rich tables (and text lines), for a terminal."""
+    parts: list[RenderableType] = []
+    for sheet in found:
+        if not sheet.columns:
+            parts.append(Text(sheet.title, style=sheet.style))
+            continue
+        table = Table(title=sheet.title, title_justify="left")
+        for column in sheet.columns:
+            table.add_column(column, no_wrap=column not in ("Task", "Progress"),
+                             justify="right" if column in NUMERIC else "left")
+        state = sheet.columns.index("State") if "State" in sheet.columns else -1
+        for row in sheet.rows:
+            table.add_row(*(Text(cell, style=STATE_STYLES.get(cell, "")) if i == state else cell
+                            for i, cell in enumerate(row)))
+        parts.append(table)
+    return Group(*parts)
+
+
+def plain(found: list[Sheet]) -> str:
+    """The sheets as plain text: each table a title, a header and its rows, cells aligned on two spaces."""
+    blocks = []
+    for sheet in found:
+        if not sheet.columns:
+            blocks.append(sheet.title)
+            continue
+        cells = [sheet.columns, *(tuple(" ".join(c.split()) or "-" for c in row) for row in sheet.rows)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(sheet.columns))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        blocks.append("\n".join([sheet.title, *lines]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def mib(kib: int | None) -> str:
+    return f"{kib / 1024:.1f} MiB" if kib else ""
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}%"
 
 
 def duration(seconds: float) -> str:
