@@ -63,6 +63,32 @@ def test_scrape_reports_what_the_cluster_did(cluster, client, q_cluster):
     assert samples[("django_q_stored_tasks", (("outcome", "success"),))] == 4
     assert samples[("django_q_stored_tasks", (("outcome", "failure"),))] == 1
     assert samples[("django_q_dead_letters", ())] == 1
+    assert not any(name.startswith("django_q_function_") for name, _ in samples)  # metrics_functions is off
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
+def test_metrics_functions_adds_per_function_counters_and_histogram(cluster, client, q_cluster, settings):
+    settings.Q_CLUSTER = {**q_cluster, "metrics_functions": True}
+    running = cluster()
+    wait_until(lambda: any(s.state == RUNNING for s in cluster_statuses()), timeout=30)
+    ids = [async_task("tests.app.tasks.sleep", 0.3, i) for i in range(2)] + [async_task("tests.app.tasks.add", 1, 2)]
+    failing = [async_task("tests.app.tasks.fail") for _ in range(2)]
+    assert [result(i, wait=20_000) for i in ids] == [0, 1, 3]
+    wait_until(lambda: all(result(f) is not None for f in failing), timeout=15)
+    wait_until(lambda: cluster_statuses() and cluster_statuses()[0].counters.failed == 2, timeout=10)
+    samples = scrape(client)
+
+    def sample(name: str, func: str, **extra: str) -> float:
+        labels = {"cluster": running.sentinel.identity.id, "queue": q_cluster["name"], "function": func, **extra}
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    sleep, add, fail = "tests.app.tasks.sleep", "tests.app.tasks.add", "tests.app.tasks.fail"
+    assert [sample("django_q_function_tasks_succeeded_total", f) for f in (sleep, add, fail)] == [2, 1, 0]
+    assert [sample("django_q_function_tasks_failed_total", f) for f in (sleep, add, fail)] == [0, 0, 2]
+    assert sample("django_q_function_duration_seconds_count", sleep) == 2
+    assert sample("django_q_function_duration_seconds_sum", sleep) >= 0.6
+    assert sample("django_q_function_duration_seconds_bucket", sleep, le="0.25") == 0
+    assert sample("django_q_function_duration_seconds_bucket", add, le="0.25") == 1
 
 
 @pytest.mark.parametrize("broker_kind", ["orm"], indirect=True)

@@ -78,6 +78,7 @@ GOOD_VALUES = [
     ("admin_funcs", (), ()),
     ("metrics_token", "x" * 32, "x" * 32),
     ("metrics_token", None, None),
+    ("metrics_functions", True, True),
     ("dead_letter_limit", 50, 50),
     ("enqueue_timeout", 2, 2.0),
 ]
@@ -167,6 +168,7 @@ BAD_VALUES = [
     ("admin_funcs", ["tests.app.tasks.add", "builtins."]),
     ("metrics_token", "short"),
     ("metrics_token", 12345678901234567),
+    ("metrics_functions", "yes"),
     ("dead_letter_limit", 0),
     ("dead_letter_limit", 1.5),
     ("enqueue_timeout", 0),
