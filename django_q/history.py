@@ -39,7 +39,6 @@ BUCKETS = DURATION_BUCKETS  # upper bounds, seconds; one more bucket past the la
 FLUSH = 5.0  # seconds between two writes of a monitor's history
 FUNCS_MAX = 200  # functions told apart per writer per minute; the rest count as OTHER
 OTHER = "(other functions)"
-KEEP = 2  # minutes a writer keeps in memory after writing them (a late outcome lands there)
 
 
 def bucket(seconds: float) -> int:
@@ -108,7 +107,15 @@ class HistoryWriter:
         self.next_flush = 0.0
 
     def _minute(self, at: float) -> Minute:
+        """The writer's record of the minute `at` falls in (a throwaway one past the hour the store keeps).
+
+        Every minute of the hour is kept, not only the last: a long task's
+        start counts in the minute it started, and the record written then
+        must hold what was written before, since it replaces it.
+        """
         minute = int(at // 60)
+        if minute <= int(self.clock() // 60) - HISTORY_MINUTES:
+            return Minute()
         self.dirty.add(minute)
         found = self.minutes.get(minute)
         if found is None:
@@ -158,8 +165,8 @@ class HistoryWriter:
         for minute in sorted(self.dirty):
             self.broker.write_history(minute, self.writer, self.minutes[minute].to_json())
         self.dirty.clear()
-        oldest = int(now // 60) - KEEP
-        self.minutes = {m: v for m, v in self.minutes.items() if m >= oldest}
+        oldest = int(now // 60) - HISTORY_MINUTES
+        self.minutes = {m: v for m, v in self.minutes.items() if m > oldest}
         return True
 
 

@@ -26,7 +26,7 @@ from ..conf import Config
 from ..enqueue import continue_chain
 from ..exceptions import BrokerError
 from ..history import HistoryWriter
-from ..names import worker_id
+from ..names import new_id, worker_id
 from ..recorder import Recorder
 from . import process
 from .channels import GRACEFUL_STOP
@@ -53,7 +53,9 @@ class Monitor:
         self.outage = Outage(logger, "saving %s results failed, will retry: %s", "results saved again after %.1fs")
         self.linger = LINGER_MIN
         self.early_at = BIG_BATCH if config.save_limit <= 0 else BATCH
-        self.history = HistoryWriter(get_broker(config.name, config), worker_id())
+        # A writer replaces its own records whole: a monitor made anew in this process (its
+        # pusher was replaced) must not take the records of the one before, hence new_id().
+        self.history = HistoryWriter(get_broker(config.name, config), f"{new_id()[:8]}:{worker_id()}"[:64])
         self.history_outage = Outage(logger, "queue history not written: %s", level=logging.WARNING)
 
     def loop(self, timeout: float = 1.0) -> bool:

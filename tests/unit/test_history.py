@@ -99,12 +99,30 @@ def test_an_hour_is_kept_and_old_minutes_leave_the_writer():
     writer.flush()
     clock.now += 30 * 60
     writer.flush(force=True)
-    assert list(writer.minutes) == [int(clock.now // 60)]
+    assert sorted(writer.minutes) == [int(T0 // 60), int(clock.now // 60)]
     assert window(QUEUE, now=clock(), broker=broker)["totals"]["started"] == 1
     clock.now += 31 * 60
     writer.flush(force=True)
+    assert sorted(writer.minutes) == [int(clock.now // 60) - 31, int(clock.now // 60)]
     data = window(QUEUE, now=clock(), broker=broker)
     assert data["totals"]["started"] == 0 and len(data["minutes"]) == 60
+    writer.add([outcome("app.f", T0, 0.01)])  # a run of more than an hour ago: nowhere to count it
+    assert window(QUEUE, now=clock(), broker=broker)["totals"]["started"] == 0
+
+
+def test_a_long_task_adds_its_start_to_the_minute_written_before():
+    clock = Clock(T0 + 5)
+    broker = MemoryBroker(QUEUE, 30, clock=clock)
+    writer = HistoryWriter(broker, "w", clock)
+    writer.add([outcome("app.quick", T0 + 1, 0.01) for _ in range(3)])
+    writer.flush()
+    clock.now += 20 * 60
+    writer.add([outcome("app.long", T0 + 2, 20 * 60)])  # started in the first minute, stopped now
+    writer.flush()
+    data = window(QUEUE, minutes=30, now=clock(), broker=broker)
+    first = data["minutes"].index(T0)
+    assert data["started"][first] == round(4 / 60, 3)  # 3 + 1, not the 1 alone
+    assert data["totals"]["succeeded"] == 4
 
 
 def test_functions_past_the_limit_count_as_other(monkeypatch):
