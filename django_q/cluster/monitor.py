@@ -85,6 +85,7 @@ class Monitor:
             big = len(outcomes) + len(dead) >= BIG_BATCH
             self.linger = min(LINGER_MAX, self.linger * 2) if big else max(LINGER_MIN, self.linger / 2)
             send(self.conn, self.save(outcomes, dead))
+            self.history.add(outcomes)  # after the answer: the pusher's acks do not wait for it
         elif self.recorder.prune_pending:
             self._idle_prune()
         self.write_history(force=stop)
@@ -118,7 +119,6 @@ class Monitor:
                 time.sleep(self.outage.failed(len(outcomes), exc))
                 continue
             self.outage.recovered()
-            self.history.add(outcomes)
             return saved
 
 
