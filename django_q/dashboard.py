@@ -100,9 +100,12 @@ class DashboardAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self) -> list:
+        """The page and its data only: the proxy model's rows are tasks, shown by their own admin pages."""
         info = self.model._meta.app_label, self.model._meta.model_name
-        data = path("data/", self.admin_site.admin_view(self.data_view), name="%s_%s_data" % info)
-        return [data, *super().get_urls()]
+        return [
+            path("data/", self.admin_site.admin_view(self.data_view), name="%s_%s_data" % info),
+            path("", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info),
+        ]
 
     def data_view(self, request: HttpRequest) -> JsonResponse:
         """The JSON the page draws: one entry per queue."""

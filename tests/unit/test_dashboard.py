@@ -70,6 +70,11 @@ def test_the_app_index_links_to_it_for_those_who_may_view_tasks(client):
     assert f'data-queue="{get_config().name}"' in body
 
 
+def test_no_task_is_shown_through_the_dashboard_model(client):
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    assert client.get(reverse(PAGE) + "some-task-id/change/").status_code == 404
+
+
 def test_the_data_holds_the_history_dead_letters_and_due_schedules(client, history):
     name = get_config().name
     DeadLetter.objects.create(broker_id="1", queue=name, payload=b"x", reason="bad signature")
