@@ -214,7 +214,7 @@ class Tracking(abc.ABC):
 
     @abc.abstractmethod
     def write_history(self, minute: int, writer: str, data: bytes) -> None:
-        """Store (or replace) `writer`'s record of `minute` (epoch seconds // 60); forget records past HISTORY_MINUTES."""
+        """Store (or replace) `writer`'s record of `minute` (epoch seconds // 60); forget those past HISTORY_MINUTES."""
 
     @abc.abstractmethod
     def read_history(self, since: int) -> list[tuple[int, bytes]]:

@@ -8,6 +8,7 @@ The screenshots go where test_admin_browser.py keeps its own (DQ_SCREENSHOTS, de
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from datetime import timedelta
@@ -27,7 +28,10 @@ from django_q.status import ClusterStatus, Counters, WorkerStatus
 
 from .test_admin_browser import CHROMIUM, WINDOW, admin_server, chromium, png_size, screenshots  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
 TALL = (WINDOW[0], 1500)  # the whole page: charts, then the tables
 WAIT = "--virtual-time-budget=8000"  # ms of page time Chromium lets pass (the fetch, the drawing) before it looks
 
@@ -58,8 +62,8 @@ def an_hour_of_history(broker, now: float) -> None:
 
 def a_running_cluster(broker, now: float) -> str:
     identity = Identity.new(broker.name)
-    workers = (WorkerStatus(0, 4101, "t1", "charge-card-alpha", now - 3.5, {"done": 120, "total": 500, "note": "row 88"},
-                            81_200, 37.5, 311),
+    progress = {"done": 120, "total": 500, "note": "row 88"}
+    workers = (WorkerStatus(0, 4101, "t1", "charge-card-alpha", now - 3.5, progress, 81_200, 37.5, 311),
                WorkerStatus(1, 4102, None, None, None, None, 79_800, 0.0, 298))
     status = ClusterStatus(identity.id, "web-1", 4100, broker.name, "running", workers, 3, 600, 20, now - 3600,
                            now, Counters(), rate=1.4)
@@ -67,7 +71,6 @@ def a_running_cluster(broker, now: float) -> str:
     return identity.id
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing")
 def test_dashboard_draws_its_charts_in_chromium(admin_server, tmp_path, screenshots):  # noqa: F811
     User.objects.create_superuser("browser", password="pw")
     config = get_config()
@@ -76,7 +79,8 @@ def test_dashboard_draws_its_charts_in_chromium(admin_server, tmp_path, screensh
     an_hour_of_history(broker, now)
     cluster_id = a_running_cluster(broker, now)
     DeadLetter.objects.create(broker_id="7", queue=config.name, payload=b"x", reason="bad signature: not signed")
-    Schedule.objects.create(func="shop.tasks.report", name="hourly report", next_run=timezone.now() + timedelta(minutes=20))
+    Schedule.objects.create(func="shop.tasks.report", name="hourly report",
+                            next_run=timezone.now() + timedelta(minutes=20))
     url = f"{admin_server.url}/test-login/browser/?next=/admin/django_q/dashboard/"
     try:
         dom = chromium(tmp_path, WAIT, "--dump-dom", url)
@@ -86,7 +90,8 @@ def test_dashboard_draws_its_charts_in_chromium(admin_server, tmp_path, screensh
         assert dom.stdout.count('class="line s0"') == 3  # a line in each of the three charts
         assert "shop.tasks.charge" in dom.stdout and "charge-card-alpha" in dom.stdout
         assert "120/500 (24%) row 88" in dom.stdout and "hourly report" in dom.stdout
-        for scheme, flags in (("light", ()), ("dark", ("--force-dark-mode", "--blink-settings=preferredColorScheme=0"))):
+        dark = ("--force-dark-mode", "--blink-settings=preferredColorScheme=0")
+        for scheme, flags in (("light", ()), ("dark", dark)):
             shot = screenshots / f"dashboard_{scheme}.png"
             shot.unlink(missing_ok=True)
             done = chromium(tmp_path, WAIT, *flags, f"--window-size={TALL[0]},{TALL[1]}", f"--screenshot={shot}", url)

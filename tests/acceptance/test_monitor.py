@@ -100,7 +100,8 @@ def test_qinfo_and_qmonitor_show_a_running_cluster(project, tmp_path):
     workers = [r for r in rows[3:] if r[0] == cluster_id[:8]]
     assert sorted(r[1] for r in workers) == ["0", "1"]
     assert all(r[7] and r[6] != "idle" for r in workers)  # each runs a slow task
-    assert all(re.fullmatch(r"\d+\.\d MiB", r[3]) and re.fullmatch(r"\d+%|-", r[4]) for r in workers)  # CPU: - at first look
+    # CPU is "-" at a worker's first look
+    assert all(re.fullmatch(r"\d+\.\d MiB", r[3]) and re.fullmatch(r"\d+%|-", r[4]) for r in workers)
     assert sum(int(r[5]) for r in workers) == 6  # the tasks they finished: 5 quick ones and the failure
 
     memory = monitor_rows(project, "--memory")
