@@ -1,0 +1,142 @@
+"""Reference tables drawn from django_q's own code, so that the docs cannot drift from it.
+
+Directives (used from the Markdown pages as ```{djq-settings}``` and so on):
+
+- `djq-settings`: every Q_CLUSTER key `django_q.conf` accepts, with its default
+  (the `Config` dataclass), the values it takes (conf's validation rules) and
+  its meaning (`djq_meanings.MEANINGS`). A key without a meaning, or a
+  meaning without a key, fails the build.
+- `djq-unneeded-settings`: the django-q / django-q2 keys accepted and ignored
+  (`django_q.oldsettings.UNNEEDED`), and the brokers refused (`DROPPED_BROKERS`).
+- `djq-commands`: each management command's `--help`, from its own parser.
+- `djq-metrics`: every metric family the metrics view can yield, read from
+  `django_q/metrics.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.errors import ExtensionError
+from sphinx.util.docutils import SphinxDirective
+
+import djq_meanings
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: str) -> list[nodes.Node]:
+    """Text with `code` spans as literal nodes."""
+    out: list[nodes.Node] = []
+    for i, part in enumerate(_CODE.split(text)):
+        if part:
+            out.append(nodes.literal(part, part) if i % 2 else nodes.Text(part))
+    return out
+
+
+def table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
+    """A docutils table of text cells (`code` spans kept)."""
+    group = nodes.tgroup(cols=len(header))
+    for width in widths:
+        group += nodes.colspec(colwidth=width)
+    head, body = nodes.thead(), nodes.tbody()
+    for target, cells in ((head, [header]), (body, rows)):
+        for cells_row in cells:
+            row = nodes.row()
+            for cell in cells_row:
+                entry = nodes.entry()
+                entry += nodes.paragraph("", "", *_inline(cell))
+                row += entry
+            target += row
+    group += head
+    group += body
+    return nodes.table("", group)
+
+
+def settings_rows() -> list[list[str]]:
+    """[key, default, accepts, meaning] for every key django_q.conf validates."""
+    from django_q import conf  # after django.setup() in docs/conf.py: conf reads settings
+
+    defaults = {f.name: f.default for f in fields(conf.Config) if f.default is not MISSING}
+    keys = list(conf._RULES)
+    missing = [k for k in keys if k not in djq_meanings.MEANINGS]
+    stale = [k for k in djq_meanings.MEANINGS if k not in keys]
+    if missing or stale:
+        raise ExtensionError(f"docs/_ext/djq_meanings.py: keys without a meaning {missing}, meanings without a key {stale}")
+    rows = []
+    for key in keys:
+        default = djq_meanings.DEFAULTS.get(key)
+        if default is None:
+            default = f"`{defaults[key]!r}`" if key in defaults else "—"
+            if defaults.get(key, MISSING) is None:
+                default = "—"
+        rows.append([f"`{key}`", default, conf._RULES[key][1], djq_meanings.MEANINGS[key]])
+    return rows
+
+
+class SettingsTable(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        return [table(["key", "default", "takes", "meaning"], settings_rows(), [12, 12, 24, 52])]
+
+
+class UnneededTable(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        from django_q import oldsettings
+
+        ignored = [[f"`{k}`", "ignored, warning `django_q.W001`", why] for k, why in oldsettings.UNNEEDED.items()]
+        refused = [[f"`{k}`", "refused, error `django_q.E002`", why] for k, why in oldsettings.DROPPED_BROKERS.items()]
+        return [table(["key", "here", "why"], ignored + refused, [16, 22, 62])]
+
+
+class CommandsHelp(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        from django.core.management import load_command_class
+
+        out: list[nodes.Node] = []
+        folder = Path(__import__("django_q.management.commands", fromlist=["x"]).__file__).parent
+        for path in sorted(folder.glob("q*.py")):
+            name = path.stem
+            command = load_command_class("django_q", name)
+            parser = command.create_parser("manage.py", name)
+            section = nodes.section(ids=[f"command-{name}"], names=[f"command-{name}"])
+            section += nodes.title(name, name)
+            section += nodes.paragraph("", "", *_inline(command.help))
+            text = parser.format_help()
+            section += nodes.literal_block(text, text, language="text")
+            out.append(section)
+        return out
+
+
+_METRIC = re.compile(r'"(django_q_[a-z_]+)"(?:,\s*|\s*\n\s*)"([^"]+)"')
+_COUNTER = re.compile(r'\("([a-z_]+)", "([^"]+)"\)')
+
+
+def metric_rows() -> list[list[str]]:
+    """[name, type, help] of every metric family in django_q/metrics.py."""
+    from django_q import metrics
+
+    source = Path(metrics.__file__).read_text()
+    rows = [[f"`django_q_tasks_{key}_total`", "counter", text] for key, text in metrics.COUNTERS]
+    for match in re.finditer(r'(Counter|Gauge|Histogram)MetricFamily\(\s*"(django_q_[a-z_]+)",\s*"([^"]+)"', source):
+        kind, name, text = match.groups()
+        if name.startswith("django_q_tasks_"):
+            continue
+        suffix = "_total" if kind == "Counter" else ""
+        rows.append([f"`{name}{suffix}`", kind.lower(), text])
+    return rows
+
+
+class MetricsTable(SphinxDirective):
+    def run(self) -> list[nodes.Node]:
+        return [table(["metric", "type", "what"], metric_rows(), [34, 10, 56])]
+
+
+def setup(app):
+    app.add_directive("djq-settings", SettingsTable)
+    app.add_directive("djq-unneeded-settings", UnneededTable)
+    app.add_directive("djq-commands", CommandsHelp)
+    app.add_directive("djq-metrics", MetricsTable)
+    return {"parallel_read_safe": True, "version": "1"}

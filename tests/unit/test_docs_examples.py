@@ -1,0 +1,152 @@
+"""The documentation's examples (docs/examples/) run, and its generated tables match the code."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from django.urls import resolve
+from django.utils import timezone
+
+from django_q import conf
+from django_q.brokers import close_brokers
+from django_q.conf import build_config
+from django_q.models import Schedule, Task
+from django_q.tasks import async_task, result
+
+# Collected by pytest from this module: the how-to guide's test case, run as written.
+from docs.examples.test_enqueueing_code import PlaceOrderTests  # noqa: F401
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+sys.path.insert(0, str(DOCS / "_ext"))
+import djq_meanings  # noqa: E402  (docs/_ext is no package)
+
+
+@pytest.fixture
+def myapp(monkeypatch):
+    """The tutorial's `myapp.tasks` is docs/examples/tutorial_tasks.py."""
+    from docs.examples import tutorial_tasks
+
+    monkeypatch.setitem(sys.modules, "myapp", type(sys)("myapp"))
+    monkeypatch.setitem(sys.modules, "myapp.tasks", tutorial_tasks)
+    return tutorial_tasks
+
+
+@pytest.mark.django_db
+def test_the_tutorial_runs_in_sync_mode(myapp, caplog):
+    from docs.examples import tutorial_use
+
+    with override_settings(Q_CLUSTER={"sync": True}):
+        assert tutorial_use.first_task() == 5
+        hooked = tutorial_use.with_a_hook()
+        assert result(hooked) == 5
+        assert any(f"task {Task.objects.get(id=hooked).name} returned 5" in r.getMessage() for r in caplog.records)
+        assert sorted(tutorial_use.a_group()) == [0, 2, 4, 6]
+    row = tutorial_use.a_schedule()
+    assert (row.func, row.schedule_type, row.cron) == ("myapp.tasks.nightly_report", Schedule.CRON, "0 3 * * *")
+    assert row.next_run <= timezone.now()  # the first run is due at once, as the tutorial says
+
+
+@pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:Django 2028 will not have a default mailer")  # Django 6.1's MAILERS
+def test_the_idempotent_task_sends_one_mail_when_run_twice(mailoutbox):
+    from django.contrib.auth import get_user_model
+
+    from docs.examples.idempotent import activate_account
+
+    user = get_user_model().objects.create(username="ada", email="ada@example.com", is_active=False)
+    with override_settings(Q_CLUSTER={"sync": True}):
+        first = async_task("docs.examples.idempotent.activate_account", user.pk)
+        second = async_task("docs.examples.idempotent.activate_account", user.pk)
+    assert (result(first), result(second)) == (True, False)
+    assert [m.to for m in mailoutbox] == [["ada@example.com"]]
+    assert activate_account(user.pk) is False
+
+
+@pytest.mark.django_db
+def test_the_unique_key_example_sends_one_task(queue_name):
+    from docs.examples.idempotent import send_invoice
+
+    with override_settings(Q_CLUSTER={"name": queue_name}):
+        try:
+            first = send_invoice(7)
+            assert send_invoice(7) == first
+            assert send_invoice(8) != first
+        finally:
+            from django_q.brokers import get_broker
+
+            get_broker().purge()
+            close_brokers()
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # an alias "queue" for DATABASE_ALIAS
+@pytest.mark.parametrize("name", ["DATABASE", "DATABASE_ALIAS", "REDIS", "REDIS_SENTINEL", "SENTRY", "METRICS"])
+def test_every_q_cluster_of_the_guides_is_valid(name, settings):
+    from docs.examples import settings_q_cluster
+
+    settings.DATABASES = {**settings.DATABASES, "queue": settings.DATABASES["default"]}
+    with override_settings(Q_CLUSTER=getattr(settings_q_cluster, name)):
+        config = build_config()
+    expected = getattr(settings_q_cluster, name)
+    assert config.name == expected["name"]
+    assert config.broker_kind == ("redis" if "redis" in expected else "orm")
+
+
+def test_the_sentinel_example_makes_a_sentinel_client():
+    from redis.sentinel import SentinelConnectionPool
+
+    from django_q.brokers.redis import _make_client
+    from docs.examples.settings_q_cluster import REDIS_SENTINEL
+
+    client = _make_client(REDIS_SENTINEL["redis"])  # connects lazily: no sentinel is asked here
+    assert isinstance(client.connection_pool, SentinelConnectionPool)
+    assert client.connection_pool.service_name == "mymaster"
+    assert client.connection_pool.connection_kwargs["password"] == "secret"
+
+
+def test_the_metrics_url_example_routes_to_the_metrics_view(settings):
+    from django_q.metrics import metrics
+
+    settings.ROOT_URLCONF = "docs.examples.urls_metrics"
+    assert resolve("/metrics/").func is metrics
+
+
+def test_the_settings_table_has_a_meaning_for_every_key_and_no_other():
+    assert set(djq_meanings.MEANINGS) == set(conf._RULES)
+    assert set(djq_meanings.DEFAULTS) <= set(conf._RULES)
+
+
+def metric_names() -> set[str]:
+    """Every series name the metrics view can yield, from django_q/metrics.py."""
+    from django_q import metrics
+
+    source = Path(metrics.__file__).read_text()
+    names = {f"django_q_tasks_{key}_total" for key, _ in metrics.COUNTERS}
+    for kind, name in re.findall(r'(Counter|Gauge|Histogram)MetricFamily\(\s*"(django_q_[a-z_]+)"', source):
+        if kind == "Counter":
+            names.add(f"{name}_total")
+        elif kind == "Histogram":
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(name)
+    return names
+
+
+def test_the_grafana_dashboard_queries_only_real_metrics():
+    dashboard = json.loads((DOCS / "grafana" / "django_q.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    used = {name for expr in queries for name in re.findall(r"\bdjango_q_[a-z_]+", expr)}
+    assert len(queries) >= 8 and used
+    assert used <= metric_names(), used - metric_names()
+
+
+def test_the_metrics_reference_lists_every_metric():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    import djq_reference
+
+    listed = {row[0].strip("`") for row in djq_reference.metric_rows()}
+    real = {n for n in metric_names() if not n.endswith(("_bucket", "_sum", "_count"))}
+    real |= {n[: -len("_bucket")] for n in metric_names() if n.endswith("_bucket")}
+    assert listed == real
