@@ -7,6 +7,8 @@
 #   make test WORKERS=0        no pytest-xdist: one process per run (the default is 3), e.g. for --pdb
 #   make check                 manage.py check and makemigrations --check, both Pythons
 #   make bench                 the benchmark (bench/README.md); ARGS=--quick: under 3 minutes
+#   make docs                  the documentation site into docs/_build/html (Sphinx, warnings are errors)
+#   make release-check         build the sdist and wheel, twine check, run the demo on the installed wheel
 #
 # Each interpreter has its own virtualenv (.venv, .venv312). It is (re)installed
 # when it is missing or when pyproject.toml is newer than its stamp file.
@@ -30,7 +32,7 @@ VENV_311 := .venv
 VENV_312 := .venv312
 STAMP := .installed
 
-.PHONY: help test demo check venv clean bench
+.PHONY: help test demo check venv clean bench docs release-check
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -97,7 +99,28 @@ check: venv
 	done
 
 clean:
-	rm -rf $(VENV_311) $(VENV_312) .pytest_cache example/db.sqlite3 example/db.sqlite3-* example/*.log
+	rm -rf $(VENV_311) $(VENV_312) .pytest_cache example/db.sqlite3 example/db.sqlite3-* example/*.log docs/_build dist
+
+# --- docs and release ----------------------------------------------------------
+
+# Both use .venv312 (Python 3.12, Django 6: the reference documents the
+# Django 6 backend), with the [docs] or [release] extra on top of [test].
+$(VENV_312)/.installed-docs: $(VENV_312)/$(STAMP)
+	@echo "==> installing -e .[docs] into $(VENV_312)"
+	@$(VENV_312)/bin/python -m pip install -q -e '.[docs]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
+	@touch $@
+
+$(VENV_312)/.installed-release: $(VENV_312)/$(STAMP)
+	@echo "==> installing -e .[release] into $(VENV_312)"
+	@$(VENV_312)/bin/python -m pip install -q -e '.[release]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
+	@touch $@
+
+docs: $(VENV_312)/.installed-docs
+	$(VENV_312)/bin/python -m sphinx -W --keep-going -b html -q docs docs/_build/html
+	@echo "==> docs/_build/html/index.html"
+
+release-check: $(VENV_312)/.installed-release
+	PYTHON=$(VENV_312)/bin/python bash .ci/release_check.sh
 
 # --- benchmark ---------------------------------------------------------------
 

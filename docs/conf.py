@@ -34,7 +34,7 @@ exclude_patterns = ["_build", "examples", "_ext", "README.md"]
 default_role = "code"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "undoc-members": False}
+autodoc_default_options = {"undoc-members": False}
 # Django's own names and annotations that point outside these pages.
 nitpicky = False
 suppress_warnings = ["myst.xref_missing"]

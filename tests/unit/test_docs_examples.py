@@ -150,3 +150,20 @@ def test_the_metrics_reference_lists_every_metric():
     real = {n for n in metric_names() if not n.endswith(("_bucket", "_sum", "_count"))}
     real |= {n[: -len("_bucket")] for n in metric_names() if n.endswith("_bucket")}
     assert listed == real
+
+
+def test_the_deploy_examples_give_a_cluster_more_time_to_stop_than_its_tasks_timeout():
+    from docs.examples.settings_q_cluster import DATABASE
+
+    deploy = DOCS / "examples" / "deploy"
+    graces = {
+        "systemd": re.search(r"^TimeoutStopSec=(\d+)$", (deploy / "qcluster.service").read_text(), re.M),
+        "supervisor": re.search(r"^stopwaitsecs=(\d+)$", (deploy / "supervisor.conf").read_text(), re.M),
+        "compose": re.search(r"stop_grace_period: (\d+)s", (deploy / "compose.yaml").read_text()),
+        "kubernetes": re.search(r"terminationGracePeriodSeconds: (\d+)", (deploy / "kubernetes.yaml").read_text()),
+    }
+    assert all(graces.values()), graces
+    assert {name: int(m.group(1)) > DATABASE["timeout"] for name, m in graces.items()} == dict.fromkeys(graces, True)
+    assert DATABASE["retry"] > DATABASE["timeout"]
+    for name in ("qcluster.service", "supervisor.conf", "Dockerfile", "compose.yaml", "kubernetes.yaml"):
+        assert "manage.py" in (deploy / name).read_text() and "qcluster" in (deploy / name).read_text()
