@@ -105,6 +105,7 @@ clean:
 
 # Both use .venv312 (Python 3.12, Django 6: the reference documents the
 # Django 6 backend), with the [docs] or [release] extra on top of [test].
+# The docs are read afresh every time (-E): the reference is drawn from the code.
 $(VENV_312)/.installed-docs: $(VENV_312)/$(STAMP)
 	@echo "==> installing -e .[docs] into $(VENV_312)"
 	@$(VENV_312)/bin/python -m pip install -q -e '.[docs]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
@@ -116,7 +117,7 @@ $(VENV_312)/.installed-release: $(VENV_312)/$(STAMP)
 	@touch $@
 
 docs: $(VENV_312)/.installed-docs
-	$(VENV_312)/bin/python -m sphinx -W --keep-going -b html -q docs docs/_build/html
+	$(VENV_312)/bin/python -m sphinx -W --keep-going -E -b html -q docs docs/_build/html
 	@echo "==> docs/_build/html/index.html"
 
 release-check: $(VENV_312)/.installed-release

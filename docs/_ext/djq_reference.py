@@ -20,7 +20,6 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from docutils import nodes
-from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
 
 import djq_meanings
@@ -65,7 +64,7 @@ def settings_rows() -> list[list[str]]:
     missing = [k for k in keys if k not in djq_meanings.MEANINGS]
     stale = [k for k in djq_meanings.MEANINGS if k not in keys]
     if missing or stale:
-        raise ExtensionError(f"docs/_ext/djq_meanings.py: keys without a meaning {missing}, meanings without a key {stale}")
+        raise ValueError(f"docs/_ext/djq_meanings.py: keys without a meaning {missing}, meanings without a key {stale}")
     rows = []
     for key in keys:
         default = djq_meanings.DEFAULTS.get(key)
@@ -79,7 +78,11 @@ def settings_rows() -> list[list[str]]:
 
 class SettingsTable(SphinxDirective):
     def run(self) -> list[nodes.Node]:
-        return [table(["key", "default", "takes", "meaning"], settings_rows(), [12, 12, 24, 52])]
+        try:
+            rows = settings_rows()
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        return [table(["key", "default", "takes", "meaning"], rows, [12, 12, 24, 52])]
 
 
 class UnneededTable(SphinxDirective):

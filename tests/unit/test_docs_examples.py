@@ -167,3 +167,14 @@ def test_the_deploy_examples_give_a_cluster_more_time_to_stop_than_its_tasks_tim
     assert DATABASE["retry"] > DATABASE["timeout"]
     for name in ("qcluster.service", "supervisor.conf", "Dockerfile", "compose.yaml", "kubernetes.yaml"):
         assert "manage.py" in (deploy / name).read_text() and "qcluster" in (deploy / name).read_text()
+
+
+@pytest.mark.django_db
+def test_the_readme_quick_start_runs(myapp, caplog):
+    readme = (DOCS.parent / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```python\n(.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    with override_settings(Q_CLUSTER={"sync": True}):
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own example)
+    assert result(scope["task_id"]) == -2.0
+    assert any("returned (0.5, 2.0)" in r.getMessage() for r in caplog.records)
