@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+import django
 import pytest
 from django.test import override_settings
 from django.urls import resolve
@@ -21,7 +22,7 @@ from docs.examples.test_enqueueing_code import PlaceOrderTests  # noqa: F401
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
-import djq_meanings  # noqa: E402  (docs/_ext is no package)
+import djq_meanings  # noqa: E402  (docs/_ext is no package; its modules need no Sphinx)
 
 
 @pytest.fixture
@@ -143,10 +144,9 @@ def test_the_grafana_dashboard_queries_only_real_metrics():
 
 
 def test_the_metrics_reference_lists_every_metric():
-    sys.path.insert(0, str(DOCS / "_ext"))
-    import djq_reference
+    import djq_sources
 
-    listed = {row[0].strip("`") for row in djq_reference.metric_rows()}
+    listed = {row[0].strip("`") for row in djq_sources.metric_rows()}
     real = {n for n in metric_names() if not n.endswith(("_bucket", "_sum", "_count"))}
     real |= {n[: -len("_bucket")] for n in metric_names() if n.endswith("_bucket")}
     assert listed == real
@@ -178,3 +178,60 @@ def test_the_readme_quick_start_runs(myapp, caplog):
         exec(compile(block, "README.md", "exec"), scope)  # noqa: S102  (the README's own example)
     assert result(scope["task_id"]) == -2.0
     assert any("returned (0.5, 2.0)" in r.getMessage() for r in caplog.records)
+
+
+# --- every ```python block of the pages runs ------------------------------------------------
+
+_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The page's ```python blocks, dedented (a block may sit in a list item)."""
+    import textwrap
+
+    return [textwrap.dedent(body) for _, body in _BLOCK.findall(page.read_text())]
+
+
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts and python_blocks(p))
+
+
+@pytest.fixture
+def page_modules(monkeypatch, myapp):
+    """What the pages' examples name: `myapp.tasks` (the tutorial's, with the schedules page's functions),
+    `reports` (the task API page's `reports.build` and `reports.rebuild`) and `hooks`, the module the blocks of a page run in, so that a hook one block defines is importable
+    by the next ("hooks.print_result")."""
+    for name in ("report", "sync", "digest"):
+        monkeypatch.setattr(myapp, name, lambda *args, **kwargs: None, raising=False)
+        getattr(myapp, name).__module__, getattr(myapp, name).__qualname__ = "myapp.tasks", name
+    reports = type(sys)("reports")
+    reports.build = reports.rebuild = lambda year: year
+    monkeypatch.setitem(sys.modules, "reports", reports)
+    hooks = type(sys)("hooks")
+    monkeypatch.setitem(sys.modules, "hooks", hooks)
+    return hooks
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_every_python_block_of_a_page_runs_in_sync_mode(page, page_modules, capsys):
+    """Doctest-style: the blocks of a page run one after another, in sync mode, with the names they assume
+    but do not define (the schedules page's `tomorrow_at_9`, the progress example's `load` and `save`)."""
+    from datetime import timedelta
+
+    if "django.tasks" in page.read_text() and django.VERSION < (6, 0):
+        pytest.skip("the page's examples use django.tasks, which exists from Django 6")
+    scope = page_modules.__dict__
+    scope.update(tomorrow_at_9=timezone.now() + timedelta(days=1), load=lambda path: [], save=lambda row: None)
+    with override_settings(Q_CLUSTER={"sync": True}):
+        for n, block in enumerate(python_blocks(page)):
+            exec(compile(block, f"{page.name}, block {n}", "exec"), scope)  # noqa: S102
+    if "Q_CLUSTER" in scope:  # a settings block: the settings are valid
+        with override_settings(Q_CLUSTER=scope["Q_CLUSTER"]):
+            build_config()
+
+
+def test_the_prometheus_rules_and_queries_in_the_pages_use_real_metrics():
+    blocks = re.findall(r"```yaml\n(.*?)```", (DOCS / "howto" / "prometheus.md").read_text(), re.S)
+    used = {name for block in blocks for name in re.findall(r"(?<![/\w])django_q_[a-z_]+", block)}  # not a file path
+    assert len(used) >= 4
+    assert used <= metric_names(), used - metric_names()
