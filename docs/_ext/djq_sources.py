@@ -1,4 +1,7 @@
-"""The rows of the reference's generated tables, read from django_q's code (no Sphinx needed, so the tests use it too)."""
+"""The rows of the reference's generated tables, read from django_q's code.
+
+No Sphinx needed, so the tests use it too (tests/unit/test_docs_examples.py).
+"""
 
 from __future__ import annotations
 

@@ -198,8 +198,9 @@ PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts and pyth
 @pytest.fixture
 def page_modules(monkeypatch, myapp):
     """What the pages' examples name: `myapp.tasks` (the tutorial's, with the schedules page's functions),
-    `reports` (the task API page's `reports.build` and `reports.rebuild`) and `hooks`, the module the blocks of a page run in, so that a hook one block defines is importable
-    by the next ("hooks.print_result")."""
+    `reports` (the task API page's `reports.build` and `reports.rebuild`) and `hooks`, the module the
+    blocks of a page run in, so that a hook one block defines is importable by the next
+    ("hooks.print_result")."""
     for name in ("report", "sync", "digest"):
         monkeypatch.setattr(myapp, name, lambda *args, **kwargs: None, raising=False)
         getattr(myapp, name).__module__, getattr(myapp, name).__qualname__ = "myapp.tasks", name
