@@ -8,7 +8,7 @@ Directives (used from the Markdown pages as ```{djq-settings}``` and so on):
   meaning without a key, fails the build.
 - `djq-unneeded-settings`: the django-q / django-q2 keys accepted and ignored
   (`django_q.oldsettings.UNNEEDED`), and the brokers refused (`DROPPED_BROKERS`).
-- `djq-commands`: each management command's `--help`, from its own parser.
+- `djq-command NAME`: a management command's `--help`, from its own parser.
 - `djq-metrics`: every metric family the metrics view can yield, read from
   `django_q/metrics.py`.
 """
@@ -72,23 +72,18 @@ class UnneededTable(SphinxDirective):
         return [table(["key", "here", "why"], ignored + refused, [16, 22, 62])]
 
 
-class CommandsHelp(SphinxDirective):
-    def run(self) -> list[nodes.Node]:
-        from django.core.management import load_command_class
+class CommandHelp(SphinxDirective):
+    """The `--help` of the management command named as the directive's argument."""
 
-        out: list[nodes.Node] = []
-        folder = Path(__import__("django_q.management.commands", fromlist=["x"]).__file__).parent
-        for path in sorted(folder.glob("q*.py")):
-            name = path.stem
-            command = load_command_class("django_q", name)
-            parser = command.create_parser("manage.py", name)
-            section = nodes.section(ids=[f"command-{name}"], names=[f"command-{name}"])
-            section += nodes.title(name, name)
-            section += nodes.paragraph("", "", *_inline(command.help))
-            text = parser.format_help()
-            section += nodes.literal_block(text, text, language="text")
-            out.append(section)
-        return out
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        from django.core.management import load_command_class  # after django.setup() in docs/conf.py
+
+        name = self.arguments[0]
+        command = load_command_class("django_q", name)
+        text = command.create_parser("manage.py", name).format_help()
+        return [nodes.literal_block(text, text, language="text")]
 
 
 class MetricsTable(SphinxDirective):
@@ -99,6 +94,6 @@ class MetricsTable(SphinxDirective):
 def setup(app):
     app.add_directive("djq-settings", SettingsTable)
     app.add_directive("djq-unneeded-settings", UnneededTable)
-    app.add_directive("djq-commands", CommandsHelp)
+    app.add_directive("djq-command", CommandHelp)
     app.add_directive("djq-metrics", MetricsTable)
     return {"parallel_read_safe": True, "version": "1"}
