@@ -236,3 +236,12 @@ def test_the_prometheus_rules_and_queries_in_the_pages_use_real_metrics():
     used = {name for block in blocks for name in re.findall(r"(?<![/\w])django_q_[a-z_]+", block)}  # not a file path
     assert len(used) >= 4
     assert used <= metric_names(), used - metric_names()
+
+
+@pytest.mark.django_db
+def test_sync_mode_runs_an_on_commit_task_at_once_inside_the_transaction_as_the_testing_guide_says():
+    from django.db import transaction
+
+    with override_settings(Q_CLUSTER={"sync": True}), transaction.atomic():
+        task_id = async_task("math.floor", 1.5, on_commit=True)
+        assert result(task_id) == 1  # before the commit
