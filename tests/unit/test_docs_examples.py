@@ -245,3 +245,13 @@ def test_sync_mode_runs_an_on_commit_task_at_once_inside_the_transaction_as_the_
     with override_settings(Q_CLUSTER={"sync": True}), transaction.atomic():
         task_id = async_task("math.floor", 1.5, on_commit=True)
         assert result(task_id) == 1  # before the commit
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks exists from Django 6")
+def test_the_django_tasks_backend_runs_in_sync_mode_as_the_migration_guide_says():
+    from docs.examples.django_tasks import word_count
+
+    with override_settings(Q_CLUSTER={"sync": True}):
+        task_id = word_count.enqueue("never lose a task").id
+    assert word_count.get_result(task_id).return_value == 4
