@@ -56,6 +56,9 @@ class Delivery:
     id: str  # the broker's receipt: pass it to ack, renew and requeue
     payload: bytes
     attempts: int  # deliveries of this package so far, this one included
+    # Set by the cluster, not the broker (cluster.limits): epoch seconds by which a worker must start it,
+    # else it goes back to the broker unrun; 0.0 for no bound.
+    start_by: float = 0.0
 
 
 QUEUED = "queued"

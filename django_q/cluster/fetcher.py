@@ -32,7 +32,9 @@ WAIT = 0.25
 class Fetcher(threading.Thread):
     """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(self, config: Config, queue: str, wake: Callable[[Wake], None]) -> None:
+    def __init__(
+        self, config: Config, queue: str, wake: Callable[[Wake], None], free: Callable[[], int] | None = None
+    ) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
         self.queue = queue
@@ -44,7 +46,7 @@ class Fetcher(threading.Thread):
         # Set by the pusher while tasks are short: what its workers' prefetch
         # takes per round; the buffer may hold that much, or queue_limit if more.
         self.prefetch = 0
-        self.limiter = Limiter(config)
+        self.limiter = Limiter(config, free)  # `free`: workers free for a job now (the pusher's count)
         self.outage = Outage(logger, "broker unreachable, retrying with backoff: %s", "broker is back after %.1fs",
                              first=0.2)
 
@@ -64,9 +66,10 @@ class Fetcher(threading.Thread):
             self.empty_polls += 1
             return
         self.empty_polls = 0
-        admitted = self.limiter.admit(broker, got)
-        if admitted:
-            self.buffer.extend(admitted)
+        first, rest = self.limiter.admit(broker, got, self.buffer)
+        if first or rest:
+            self.buffer.extendleft(reversed(first))  # their starts are counted from now
+            self.buffer.extend(rest)
             self.wake(Wake.FETCHED)
 
     def run(self) -> None:
