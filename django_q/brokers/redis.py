@@ -18,6 +18,7 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
+    django_q:{name}:rate...   the rate limits' sliding logs: see django_q.brokers.redis_rates
 
 A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
 integer (below 2**53, so a double holds it exactly). Lower scores mean higher

@@ -244,3 +244,11 @@ def test_the_pusher_hands_a_late_job_back_to_the_broker_its_attempt_taken_back(t
     found = rig.broker.lookup("late")
     assert (found.state, found.attempts) == (QUEUED, 0)
     assert not rig.workers[0].jobs()[1:]  # nothing more was sent to the worker
+
+
+def test_manage_py_check_reports_a_bad_limit_naming_it(q_cluster) -> None:
+    from django_q.apps import check_settings
+
+    q_cluster(rate_limits={"app.tasks.send_mail": "100/d"})
+    (error,) = [m for m in check_settings() if m.id == "django_q.E001"]
+    assert "Q_CLUSTER['rate_limits']['app.tasks.send_mail']" in error.msg and "'100/d'" in error.msg
