@@ -1,7 +1,8 @@
 """W2 beside a rate limit: how fast an unlimited function drains while a rate-limited one waits in its queue.
 
-Django Q only, on Redis (db 12; the counters in db 15, both flushed) with
-results in SQLite, 2 workers, as W2 of shared/BENCH.md. Three runs per
+Django Q only, on Redis with results in SQLite, 2 workers, as W2 of
+shared/BENCH.md; the queue in db 10 and the counters in db 11, both flushed
+(not run.py's 12 and 15, so that the two can run at once). Three runs per
 repeat, interleaved:
 
     plain   N tasks of jobs.noop, no rate_limits
@@ -33,8 +34,8 @@ sys.path.insert(0, str(BENCH))
 
 from procs import Group  # noqa: E402
 
-BROKER_URL = "redis://127.0.0.1:6379/12"
-COUNTER_URL = "redis://127.0.0.1:6379/15"
+BROKER_URL = "redis://127.0.0.1:6379/10"
+COUNTER_URL = "redis://127.0.0.1:6379/11"
 LIMIT = {"jobs.limited": "10/s"}
 BLOCK = 100
 DEADLINE = 120.0  # seconds a drain may take before the run is given up

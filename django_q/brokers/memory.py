@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..rates import Limit, take
-
 from .base import (
     DELAYED,
     LEASED,

@@ -45,7 +45,9 @@ def take_starts(alias: str, queue: str, wanted: Sequence[Sequence[str]], limits:
     raise BrokerError(f"the rate logs of queue {queue!r} were deleted as soon as they were made")
 
 
-def _take(logs: QuerySet, found: list[RateLog], wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+def _take(
+    logs: QuerySet, found: list[RateLog], wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]
+) -> list[float]:
     starts = {row.key: json.loads(row.starts) for row in found}
     waits = take(starts, wanted, limits, time.time())
     for row in found:

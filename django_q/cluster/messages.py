@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 from ..outcomes import DeadLetterNote, Outcome, Saved
 
-__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Late", "Outcome", "Rejected", "Role",
-           "Saved", "send", "send_many", "unbatch"]
+__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Late", "Outcome", "Rejected",
+           "Role", "Saved", "send", "send_many", "unbatch"]
 
 
 def send(conn: Connection, message: object) -> None:
