@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import guard, oldsettings, package
+from . import guard, oldsettings, package, rates
 from .exceptions import ConfigurationError, UnsupportedBroker
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -72,6 +72,8 @@ class Config:
     log_level: str | int | None = None  # the django_q logger's level in every cluster process
     error_reporter: dict | None = None  # {entry point name in djangoq.errorreporters: kwargs of its class}
     django_redis: str | None = None  # a CACHES alias: the Redis broker uses django-redis's connection of it
+    # function path or "group:<name>" -> at most so many starts a period, across the queue's clusters
+    rate_limits: dict[str, rates.Limit] = field(default_factory=dict)
 
     @property
     def broker_kind(self) -> str:
@@ -163,6 +165,7 @@ _RULES: dict[str, tuple[Any, str]] = {
                        "a dict of {reporter name: dict of its options}"),
     "django_redis": (lambda v: isinstance(v, str) and v in settings.CACHES and find_spec("django_redis") is not None,
                      "a cache alias of CACHES, with django-redis installed"),
+    "rate_limits": (lambda v: isinstance(v, dict), "a dict of {function path or 'group:<name>': 'N/s', 'N/m' or 'N/h'}"),
     "cluster_name": (lambda v: isinstance(v, str) and v != "" and ":" not in v, "a non-empty string without ':'"),
 }
 
@@ -240,6 +243,8 @@ def _checked(key: str, value: Any, label: str) -> Any:
             raise ConfigurationError(f"{label} names what nobody may schedule ({', '.join(map(repr, refused))}: "
                                      f"{', '.join(sorted(guard.DENIED_MODULES))}), got {value!r}")
         return tuple(value)
+    if key == "rate_limits":
+        return rates.parse_limits(value, label)
     if key == "log_level" and isinstance(value, str):
         return value.upper()
     return value

@@ -419,3 +419,20 @@ class Dashboard(Task):
         proxy = True
         verbose_name = _("dashboard")
         verbose_name_plural = _("dashboard")
+
+
+class RateLog(models.Model):
+    """The database broker's rate limits (Q_CLUSTER['rate_limits']): one sliding log per queue and key."""
+
+    queue = models.CharField(max_length=100)
+    key = models.CharField(max_length=200)  # a function's dotted path, or "group:<name>"
+    # A JSON list of the last starts within the window, epoch seconds, oldest first (django_q.rates.take).
+    starts = models.TextField(default="[]")
+
+    class Meta:
+        app_label = "django_q"
+        verbose_name = _("rate log")
+        constraints = [models.UniqueConstraint(fields=["queue", "key"], name="django_q_ratelog_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.key}"

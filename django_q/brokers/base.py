@@ -14,6 +14,9 @@ and hands them out under a lease:
 - `retry(id, payload, delay)` replaces a leased delivery's package and makes it
   ready again after `delay` seconds, keeping its id and attempt count (a task's
   retry policy).
+- `defer({id: delay})` makes leased deliveries ready again after their delays
+  and takes back the attempt their dequeue counted: a task held back by a rate
+  limit did not run.
 - A delivery whose lease runs out (its cluster died) becomes ready again on
   its own and is handed out by the next `dequeue` of any cluster.
 - `enqueue_unique(payload, unique, key)` adds the package only if no package
@@ -27,17 +30,19 @@ Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
 That is all `Broker` asks. What the cluster and `fetch(in_flight=True)` need besides, to see
-and steer tasks and clusters, is the `Tracking` contract; every broker
-`get_broker()` returns does both (`QueueBackend`).
+and steer tasks and clusters, is the `Tracking` contract, and to keep rate
+limits across clusters the `Throttle` contract; every broker `get_broker()`
+returns does all three (`QueueBackend`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..exceptions import BatchMismatch, InvalidPriority, TaskTypeError
+from ..rates import Limit
 
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
@@ -52,6 +57,9 @@ class Delivery:
     id: str  # the broker's receipt: pass it to ack, renew and requeue
     payload: bytes
     attempts: int  # deliveries of this package so far, this one included
+    # Set by the cluster, not the broker (cluster.limits): epoch seconds by which a worker must start it,
+    # else it goes back to the broker unrun; 0.0 for no bound.
+    start_by: float = 0.0
 
 
 QUEUED = "queued"
@@ -133,6 +141,10 @@ class Broker(abc.ABC):
         """Replace a leased delivery's package and make it ready `delay` seconds from now."""
 
     @abc.abstractmethod
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready again `delays[id]` seconds from now, their dequeue's attempt taken back."""
+
+    @abc.abstractmethod
     def size(self) -> int:
         """Packages waiting to be handed out (leased and delayed ones excluded)."""
 
@@ -211,7 +223,6 @@ class Tracking(abc.ABC):
     def statuses(self) -> list[bytes]:
         """The statuses of this queue's clusters that have not expired, in no particular order."""
 
-
     @abc.abstractmethod
     def write_history(self, minute: int, writer: str, data: bytes) -> None:
         """Store (or replace) `writer`'s record of `minute` (epoch seconds // 60); forget those past HISTORY_MINUTES."""
@@ -221,8 +232,24 @@ class Tracking(abc.ABC):
         """Every writer's record of the minutes from `since` on, as (minute, data), in no particular order."""
 
 
-class QueueBackend(Broker, Tracking):
-    """A broker that also does the tracking: what `get_broker()` returns, and what every broker here is."""
+class Throttle(abc.ABC):
+    """Rate limits kept in the queue's store, so that every cluster of the queue counts the same starts.
+
+    `take_starts` keeps, per key, a sliding log of start times (django_q.rates)
+    and decides a whole batch in one atomic step across clusters: each start
+    is taken, and logged under all its keys, only if every one of its keys had
+    fewer than `count` starts in the last `window` seconds of the store's clock.
+    """
+
+    @abc.abstractmethod
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """For each start in `wanted` (the keys of `limits` it counts against), in order: 0.0 if it was
+        taken, else the seconds until all its keys have room."""
+
+
+class QueueBackend(Broker, Tracking, Throttle):
+    """A broker that also does the tracking and the throttling: what `get_broker()` returns, and what every
+    broker here is."""
 
 
 def check_priority(priority: int) -> int:

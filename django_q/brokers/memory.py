@@ -19,9 +19,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..rates import Limit, take
 from .base import (
     DELAYED,
     HISTORY_MINUTES,
@@ -65,6 +66,7 @@ class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     statuses: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # cluster id -> (data, expiry)
     history: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (minute, writer) -> record
+    starts: dict[str, list[float]] = field(default_factory=dict)  # rate limit key -> its sliding log
 
 
 # One lock for every queue: a broker holds it for a few dict operations only.
@@ -169,6 +171,20 @@ class MemoryBroker(QueueBackend):
                 message.leased, message.visible, message.running = False, self.clock() + max(delay, 0.0), None
             _changed.notify_all()
 
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready after their delays, taking back the attempt of their dequeue."""
+        with _changed:
+            now = self.clock()
+            for message in self._leased(list(delays)):
+                message.leased, message.visible, message.running = False, now + max(delays[str(message.seq)], 0.0), None
+                message.attempts = max(message.attempts - 1, 0)
+            _changed.notify_all()
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the queue's sliding logs, under the store's lock."""
+        with _changed:
+            return take(self._queue().starts, wanted, limits, self.clock())
+
     def size(self) -> int:
         """Packages the next dequeue may hand out: new, requeued, due or with a lapsed lease."""
         with _changed:
@@ -185,9 +201,10 @@ class MemoryBroker(QueueBackend):
         """Return: memory always answers."""
 
     def purge(self) -> None:
-        """Remove every package of this queue, ready, delayed or leased (statuses stay)."""
+        """Remove every package of this queue, ready, delayed or leased, and its rate logs (statuses stay)."""
         with _changed:
             self._queue().messages.clear()
+            self._queue().starts.clear()
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Record each leased delivery's running record."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -42,7 +42,8 @@ from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
-from . import wakeup
+from ..rates import Limit
+from . import orm_rates, wakeup
 from .base import (
     HISTORY_MINUTES,
     DELAYED,
@@ -192,6 +193,20 @@ class OrmBroker(QueueBackend):
             if updated and delay <= 0:
                 wakeup.notify(conn, self.name)
 
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased rows ready after their delays, taking back the attempt of their dequeue (one transaction)."""
+        now = time.time()
+        with self._db(), transaction.atomic(using=self.alias):
+            for delivery_id, delay in delays.items():
+                self._leased_rows([delivery_id]).update(
+                    leased=False, visible=now + max(delay, 0.0), running=None, attempts=F("attempts") - 1
+                )
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the RateLog rows of the queue, under their locks (see orm_rates)."""
+        with self._db():
+            return orm_rates.take_starts(self.alias, self.name, wanted, limits)
+
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Store each delivery's running record in its row (one UPDATE per row, one transaction)."""
         if not running:
@@ -258,9 +273,10 @@ class OrmBroker(QueueBackend):
             cursor.execute("SELECT 1")
 
     def purge(self) -> None:
-        """Delete every row of this queue, ready, delayed or leased."""
+        """Delete every row of this queue, ready, delayed or leased, and its rate logs."""
         with self._db():
             self._rows().delete()
+            orm_rates.purge(self.alias, self.name)
 
     def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
         """Store the status row of `cluster_id`, and delete the expired rows of the queue."""

@@ -20,6 +20,7 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
     django_q:{name}:history:{minute}  HASH  writer -> its record of that minute (django_q.history);
                                             the key expires HISTORY_MINUTES after its minute
+    django_q:{name}:rate...   the rate limits' sliding logs: see django_q.brokers.redis_rates
 
 A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
 integer (below 2**53, so a double holds it exactly). Lower scores mean higher
@@ -44,7 +45,7 @@ between them atomic, with `TIME` as the one clock every cluster shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,6 +55,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
+from ..rates import Limit
 from .base import (
     HISTORY_MINUTES,
     PRIORITY_MAX,
@@ -83,6 +85,7 @@ from .redis_lua import (
     STATUSES,
     Lua,
 )
+from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
 
 KEY_NAMES = (
     "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
@@ -125,6 +128,8 @@ class RedisBroker(QueueBackend):
         self._requeue = register(COMMON + REQUEUE)
         self._counts = register(COMMON + COUNTS)
         self._retry = register(COMMON + RETRY)
+        self._defer = register(COMMON + DEFER)
+        self._take_starts = register(TAKE_STARTS)
         self._mark_running = register(COMMON + MARK_RUNNING)
         self._lookup = register(COMMON + LOOKUP)
         self._cancel = register(COMMON + CANCEL)
@@ -215,6 +220,20 @@ class RedisBroker(QueueBackend):
         with _translate():
             self._retry(keys=self._keys, args=[delivery_id, payload, max(0, round(delay * 1000))])
 
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready after their delays, taking back the attempt of their dequeue."""
+        if delays:
+            with _translate():
+                self._defer(keys=self._keys, args=defer_args(delays))
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the sliding logs in one script, on the server's clock."""
+        if not wanted:
+            return []
+        keys, args = take_call(self.name, wanted, limits)
+        with _translate():
+            return [int(us) / 1_000_000 for us in self._take_starts(keys=keys, args=args)]
+
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Record each leased delivery's running record."""
         if running:
@@ -264,9 +283,10 @@ class RedisBroker(QueueBackend):
             self._client.ping()
 
     def purge(self) -> None:
-        """Delete every key of this queue."""
+        """Delete every key of this queue, its rate logs included."""
         with _translate():
-            self._client.delete(*self._keys)
+            logs = self._client.smembers(rate_keys(self.name)[1])
+            self._client.delete(*self._keys, *rate_keys(self.name), *logs)
 
     def setup_warnings(self) -> list[str]:
         """Ways this Redis could lose queued tasks: no append-only file, or a policy that evicts keys."""

@@ -66,7 +66,8 @@ class Leases:
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         # delivery id -> (worker pid, epoch started, clock time started)
         self.starts: dict[str, tuple[int, float, float]] = {}
-        self.retries: dict[str, tuple[bytes, float]] = {}  # delivery id -> (package to run again, delay)
+        # delivery id -> (package to run again, delay), or (None, 0.0) to hand back unrun (defer_later)
+        self.retries: dict[str, tuple[bytes | None, float]] = {}
         self.cancels: set[str] = set()  # cancel requests not yet taken by the loop
         self.reported: set[str] = set()  # cancel requests handed to the loop already
         self.period = config.retry / 3  # seconds between renewals
@@ -103,6 +104,12 @@ class Leases:
         """A failed attempt its retry policy runs again: handed back to the broker, due in `delay` seconds."""
         with self.lock:
             self.retries[delivery_id] = (payload, delay)
+        self.wanted.set()
+
+    def defer_later(self, delivery_id: str) -> None:
+        """A job that did not run (it came late, cluster.limits): handed back ready, its attempt taken back."""
+        with self.lock:
+            self.retries[delivery_id] = (None, 0.0)
         self.wanted.set()
 
     def take_cancels(self) -> set[str]:
@@ -196,7 +203,10 @@ class Leases:
                 self.starts = {**starts, **self.starts}
             raise
         for delivery_id, (payload, delay) in retries.items():
-            broker.retry(delivery_id, payload, delay)
+            if payload is None:
+                broker.defer({delivery_id: delay})
+            else:
+                broker.retry(delivery_id, payload, delay)
             with self.lock:
                 del self.retries[delivery_id]
 

@@ -44,7 +44,7 @@ from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import (
-    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many,
+    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Late, Outcome, Rejected, Role, Saved, send, send_many,
 )
 from .runstate import RunState
 from .slots import Slot, deal, depth
@@ -94,7 +94,7 @@ class Pusher:
         self.listener: process.Listener | None = None
         self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
-        self.fetcher = Fetcher(config, config.name, self._wake)
+        self.fetcher = Fetcher(config, config.name, self._wake, self._free_workers)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
         self.unsaved = Unsaved(clock)
@@ -214,7 +214,7 @@ class Pusher:
                 self.fetcher.room.set()
             for slot, jobs in outgoing.items():
                 try:
-                    send_many(slot.conn, [Job(d.id, d.attempts, d.payload) for d in jobs])
+                    send_many(slot.conn, [Job(d.id, d.attempts, d.payload, d.start_by) for d in jobs])
                 except OSError:
                     # Not _gone() yet: the worker's last outcomes may
                     # still be unread, and dropping them would run its task again.
@@ -260,6 +260,9 @@ class Pusher:
         elif isinstance(msg, AlreadyDone):
             slot.finish()
             self.leases.ack_later([msg.delivery_id])
+        elif isinstance(msg, Late):
+            slot.finish()
+            self.leases.defer_later(msg.delivery_id)
         elif isinstance(msg, Rejected):
             delivery = slot.finish()
             if delivery is not None:
@@ -375,6 +378,11 @@ class Pusher:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
         sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
         return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
+
+    def _free_workers(self) -> int:
+        """Workers the next deal sends a job to. Called from the fetcher thread: list() copies in one step."""
+        most = depth(self.mean_run)
+        return sum(1 for slot in list(self.slots.values()) if slot.open and len(slot.jobs) <= most // 2)
 
     def _running(self) -> set[str]:
         """The deliveries running now. Called from the lease thread."""

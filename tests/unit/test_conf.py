@@ -180,6 +180,7 @@ BAD_VALUES = [
     ("error_reporter", {"sentry": "https://key@sentry.example/1"}),
     ("django_redis", "no-such-cache"),
     ("django_redis", 1),
+    ("rate_limits", ["app.tasks.send_mail", "1/s"]),
 ]
 
 
