@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections
 
 from .backoff import Outage
-from .brokers import get_broker
+from .brokers import cluster_broker, get_broker
 from .conf import Config, get_config
 from .context import Progress
 from .exceptions import BrokerError, PackageError
@@ -87,6 +87,7 @@ class ClusterStatus:
     started: float  # epoch seconds
     updated: float  # epoch seconds of this publication
     counters: Counters = field(default_factory=Counters)
+    queues: tuple[str, ...] = ()  # the queues it serves, in order (`queued` is their sum)
 
     @property
     def uptime(self) -> float:
@@ -109,7 +110,7 @@ class ClusterStatus:
         counters = _known(Counters, raw.get("counters") or {})
         counters["duration_buckets"] = tuple(counters.get("duration_buckets") or Counters().duration_buckets)
         values = _known(cls, raw)
-        values.update(workers=workers, counters=Counters(**counters))
+        values.update(workers=workers, counters=Counters(**counters), queues=tuple(raw.get("queues") or ()))
         return cls(**values)
 
 
@@ -212,7 +213,7 @@ class Publisher(threading.Thread):
             self.join(STOP_PATIENCE)
 
     def run(self) -> None:
-        broker = get_broker(self.config.name, self.config)
+        broker = cluster_broker(self.config)  # published to every queue it serves
         try:
             while True:
                 self._call(lambda: broker.publish_status(self.identity.id, self.build(broker).to_json(), TTL))
@@ -257,7 +258,7 @@ class Publisher(threading.Thread):
         return ClusterStatus(
             id=ident.id, host=ident.host, pid=ident.pid, name=self.config.name, state=state,
             workers=tuple(workers), queued=queued, done=counters.succeeded, failed=counters.failed,
-            started=ident.started, updated=time.time(), counters=counters,
+            started=ident.started, updated=time.time(), counters=counters, queues=self.config.served_queues,
         )
 
     def _task_of(self, delivery: Any) -> tuple[str | None, str | None]:

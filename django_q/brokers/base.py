@@ -34,6 +34,7 @@ and steer tasks and clusters, is the `Tracking` contract; every broker
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,8 +152,34 @@ class Broker(abc.ABC):
         """Ways the store's own settings could lose tasks, told once when a cluster starts."""
         return []
 
+    def watch(self, brokers: Sequence[Broker]) -> ReadyWatch:
+        """A watch that wakes when any of `brokers` (queues of this broker's store, this one among them)
+        may have a ready package: how a cluster serving several queues waits on all of them at once."""
+        return ReadyWatch()
+
     def close(self) -> None:
         """Release connections."""
+
+
+class ReadyWatch:
+    """Waits for any of several queues of one store (brokers.queues.Queues.dequeue); this one just sleeps.
+
+    A waiting dequeue repeats: `arm`, a non-blocking dequeue of each queue,
+    and if all were empty, `wait`. A package that arrives after `arm` ends
+    the next `wait` early; one that becomes ready on its own (a delay ends, a
+    lease lapses) is found once `wait` returns, which a store bounds by its
+    poll interval or the next due time it knows of.
+    """
+
+    def arm(self) -> None:
+        """Note the store's state; called right before the dequeues."""
+
+    def wait(self, seconds: float) -> None:
+        """Return after up to `seconds`, or sooner if a package may have arrived since `arm`."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        """Release what the watch holds."""
 
 
 class Tracking(abc.ABC):
