@@ -48,7 +48,7 @@ LABELS = ["queue", "cluster"]
 
 
 class QueueCollector:
-    """Collects the metrics of `queues` (the configured queue by default) at each scrape."""
+    """Collects the metrics of `queues` (the configured queues by default) at each scrape."""
 
     def __init__(self, queues: Sequence[str] | None = None) -> None:
         self.queues = tuple(queues) if queues else None
@@ -65,7 +65,8 @@ class QueueCollector:
         clusters = GaugeMetricFamily("django_q_clusters", "Running clusters", labels=["queue"])
         workers = GaugeMetricFamily("django_q_workers", "Worker processes of running clusters", labels=LABELS)
         busy = GaugeMetricFamily("django_q_workers_busy", "Workers running a task", labels=LABELS)
-        for queue in self.queues or (config.name,):
+        counted: set[str] = set()
+        for queue in self.queues or config.served_queues:
             broker = get_broker(queue, config)
             try:
                 statuses = cluster_statuses(queue, config)
@@ -78,6 +79,11 @@ class QueueCollector:
             up.add_metric([queue], 1)
             clusters.add_metric([queue], len(statuses))
             for status in statuses:
+                # A cluster serving several queues publishes one status to each: its counters are
+                # reported once, under the first of them collected here.
+                if status.id in counted:
+                    continue
+                counted.add(status.id)
                 labels = [queue, status.id]
                 for key, _ in COUNTERS:
                     counters[key].add_metric(labels, getattr(status.counters, key))
@@ -117,7 +123,7 @@ def may_read(request: HttpRequest) -> bool:
 
 
 def metrics(request: HttpRequest, queues: Sequence[str] | None = None) -> HttpResponse:
-    """The Prometheus text exposition of `queues` (the configured queue by default), for staff or the token.
+    """The Prometheus text exposition of `queues` (the configured queues by default), for staff or the token.
 
     Pass other queues in the url's kwargs: `path("metrics/", metrics, {"queues": ["default", "long"]})`.
     """

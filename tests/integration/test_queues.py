@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from django_q.brokers import get_broker
 from django_q.status import RUNNING, cluster_statuses
@@ -89,3 +94,49 @@ def test_each_queue_sees_the_cluster_and_a_stop_hands_back_what_did_not_start(cl
     assert all(fetch(task_id) is None for task_id in held)
     assert (get_broker(low).size(), get_broker(default).size()) == (2, 1)  # back in their own queues
     assert cluster_statuses(low) == []
+
+
+def test_qinfo_qmonitor_metrics_and_the_admin_show_each_queue(cluster, q_cluster, queues, client,
+                                                             django_user_model):
+    high, default, low = queues
+    with override_settings(Q_CLUSTER={**q_cluster, "queues": list(queues)}):
+        async_task("tests.app.tasks.add", 1, 1, cluster=high)
+        async_task("tests.app.tasks.add", 1, 2, cluster=high)
+        async_task("tests.app.tasks.add", 1, 3, cluster=low)
+        info = command("qinfo")
+        assert f"queues:        {high}, {default}, {low}\n" in info
+        assert f"queued:        3 ({high} 2, {default} 0, {low} 1)\n" in info
+        cluster(workers=1)  # Q_CLUSTER['queues'] above
+        wait_until(lambda: get_broker(high).size() + get_broker(low).size() == 0 and all(
+            s.state == RUNNING and s.counters.succeeded == 3 for s in cluster_statuses(low)))
+        info = command("qinfo")
+        assert "clusters:      1\n" in info and f"queued:        0 ({high} 0, {default} 0, {low} 0)\n" in info
+        assert len(command("qinfo", "--ids").split()) == 1
+        monitor = command("qmonitor", "--run-once")
+        assert f"queues {high}, {default}, {low}" in monitor
+        assert monitor.count(cluster_statuses(high)[0].id[:8]) == 2  # one row in each table: not one per queue
+        samples = scrape(client, django_user_model)
+        assert [samples[("django_q_clusters", (("queue", q),))] for q in queues] == [1, 1, 1]
+        assert [samples[("django_q_queue_depth", (("queue", q),))] for q in queues] == [0, 0, 0]
+        succeeded = [v for (name, _), v in samples.items() if name == "django_q_tasks_succeeded_total"]
+        assert succeeded == [3]  # counted once, not once per queue the cluster serves
+        page = client.get("/admin/django_q/inflight/").content.decode()
+        assert all(f"Cluster {q}" in page for q in queues)
+        assert page.count("0 waiting, 0 handed out; served by 1 cluster(s)") == 3
+
+
+def command(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def scrape(client, django_user_model) -> dict:
+    """Every sample of the metrics endpoint, read by a superuser's session, as {(name, sorted labels): value}."""
+    client.force_login(django_user_model.objects.create_superuser("queues-admin", "q@example.com", "pw"))
+    text = client.get("/django_q/metrics/").content.decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

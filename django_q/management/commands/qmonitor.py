@@ -64,15 +64,24 @@ class Command(BaseCommand):
 
 
 def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
-    """The clusters table, the workers table and a footer line."""
-    broker = get_broker(config.name, config)
+    """The clusters table, the workers table and a footer line, for every queue of `config` (served_queues)."""
+    names = config.served_queues
+    found: dict[str, Any] = {}
+    sizes = {}
     try:
-        statuses = cluster_statuses(config.name, config)
-        queued: Any = broker.size()
+        for name in names:
+            for status in cluster_statuses(name, config):
+                found.setdefault(status.id, status)  # a cluster serving several queues is in each
+            sizes[name] = get_broker(name, config).size()
     except BrokerError as exc:
-        return Text(f"{config.broker_kind} broker of queue {config.name!r} unreachable: {exc}", style="bold red")
-    clusters = Table(title=f"Django Q clusters of queue {config.name!r}", title_justify="left")
-    for column in ("Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"):
+        return Text(f"{config.broker_kind} broker of queue {name!r} unreachable: {exc}", style="bold red")
+    statuses = sorted(found.values(), key=lambda s: (s.started, s.id))
+    what = f"queue {names[0]!r}" if len(names) == 1 else f"queues {', '.join(map(repr, names))}"
+    clusters = Table(title=f"Django Q clusters of {what}", title_justify="left")
+    columns = ["Cluster", "Host", "PID", "State", "Workers", "Busy", "Queued", "Done", "Failed", "Up time"]
+    if len(names) > 1:
+        columns.insert(4, "Queues")
+    for column in columns:
         clusters.add_column(column, no_wrap=True, justify="right" if column in NUMERIC else "left")
     workers = Table(title="Workers", title_justify="left")
     for column in ("Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"):
@@ -81,20 +90,23 @@ def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
     now = time.time()
     for status in statuses:
         short = status.id if wide else status.id[:8]
+        serves = [", ".join(status.queues or (status.name,))] if len(names) > 1 else []
         clusters.add_row(
             short, status.host, str(status.pid), Text(status.state, style=STATE_STYLES.get(status.state, "")),
-            str(len(status.workers)), str(status.running), str(status.queued), str(status.done), str(status.failed),
+            *serves, str(len(status.workers)), str(status.running), str(status.queued), str(status.done), str(status.failed),
             duration(status.uptime),
         )
         for worker in status.workers:
             running = duration(now - worker.started) if worker.task_name and worker.started else ""
             workers.add_row(short[:8], str(worker.index), str(worker.pid), worker.task_name or "idle",
                             worker.task_id or "", running, describe(worker.progress))
-    footer = f"queue {config.name} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
+    queued = str(sizes[names[0]]) if len(names) == 1 else ", ".join(f"{q} {n}" for q, n in sizes.items())
+    plain = f"queue {names[0]}" if len(names) == 1 else f"queues {', '.join(names)}"
+    footer = f"{plain} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
     if live:
         footer += " · q quits"
     if not statuses:
-        return Group(Text(f"No cluster of queue {config.name!r} is running."), Text(footer, style="dim"))
+        return Group(Text(f"No cluster of {what} is running."), Text(footer, style="dim"))
     return Group(clusters, workers, Text(footer, style="dim"))
 
 
