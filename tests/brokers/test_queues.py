@@ -125,3 +125,16 @@ def test_an_idle_wait_on_redis_blocks_rather_than_polls(backend: str, three, mon
         monkeypatch.setattr(broker, "dequeue", lambda *a, plain=plain, **k: rounds.append(1) or plain(*a, **k))
     assert Queues(three).dequeue(count=1, timeout=1.0) == []
     assert len(rounds) <= 3 * 3  # three queues looked at once, plus at most two spurious wakes
+
+
+def test_a_lapsed_lease_is_delivered_again_from_its_own_queue_in_order(make_broker: MakeBroker, queue_name) -> None:
+    first, second = (make_broker(lease=0.5, name=f"{queue_name}-{q}") for q in ("first", "second"))
+    second.enqueue(b"second")
+    first.enqueue(b"first")
+    queues = Queues([first, second])
+    taken = queues.dequeue(count=2)
+    assert [d.payload for d in taken] == [b"first", b"second"]
+    again = queues.dequeue(count=2, timeout=30)  # the leases lapse (nobody renews them)
+    if len(again) < 2:
+        again += queues.dequeue(count=2 - len(again), timeout=30)
+    assert [(d.id, d.payload, d.attempts) for d in again] == [(d.id, d.payload, 2) for d in taken]
