@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from ..exceptions import ConfigurationError
 from .base import Cancelled, Delivery, Pending, QueueBackend, ReadyWatch
 
 SEP = ":"
@@ -53,17 +54,14 @@ class Queues(QueueBackend):
     """One broker over the brokers of several queues of one store, served in the order given."""
 
     def __init__(self, brokers: Sequence[QueueBackend]) -> None:
-        if len(brokers) < 2:
-            raise ValueError("Queues needs two or more brokers; use the broker itself for one queue")
+        names = [b.name for b in brokers]
+        if len(set(names)) != len(names) or len(names) < 2:
+            raise ConfigurationError(f"several queues must be two or more distinct names, got {names!r}")
         super().__init__(brokers[0].name, brokers[0].lease)
         self.brokers = list(brokers)
         self.by_name = {b.name: b for b in self.brokers}
         self.blocking = brokers[0].blocking
         self._watch: ReadyWatch | None = None
-
-    @property
-    def names(self) -> list[str]:
-        return [b.name for b in self.brokers]
 
     # --- enqueue: to the first queue (the cluster's own enqueues name their queue through get_broker) ---
 
@@ -164,9 +162,12 @@ class Queues(QueueBackend):
         return self._first(lambda b: _renamed(b.name, b.lookup(key)))
 
     def pending(self, limit: int = 100) -> list[Pending]:
+        """Up to `limit` packages, queue after queue (each in the order of `Tracking.pending`)."""
         out: list[Pending] = []
         for broker in self.brokers:
-            out += [_renamed(broker.name, p) for p in broker.pending(limit - len(out))] if len(out) < limit else []
+            if len(out) >= limit:
+                break
+            out += [_renamed(broker.name, p) for p in broker.pending(limit - len(out))]
         return out
 
     def cancel(self, key: str) -> Cancelled | None:
@@ -216,6 +217,7 @@ class Queues(QueueBackend):
 
 
 def _renamed(queue: str, pending: Pending | None) -> Pending | None:
+    """`pending` with the id Queues gives it."""
     if pending is None:
         return None
     return Pending(delivery_id(queue, pending.id), pending.state, pending.payload, pending.attempts, pending.due,

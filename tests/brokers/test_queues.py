@@ -9,6 +9,7 @@ import pytest
 
 from django_q.brokers.base import LEASED, QUEUED, REMOVED, REQUESTED
 from django_q.brokers.queues import Queues, split_id
+from django_q.exceptions import ConfigurationError
 
 from .conftest import MakeBroker, in_thread
 
@@ -138,3 +139,11 @@ def test_a_lapsed_lease_is_delivered_again_from_its_own_queue_in_order(make_brok
     if len(again) < 2:
         again += queues.dequeue(count=2 - len(again), timeout=30)
     assert [(d.id, d.payload, d.attempts) for d in again] == [(d.id, d.payload, 2) for d in taken]
+
+
+def test_queues_of_one_name_or_a_single_queue_are_refused(make_broker: MakeBroker) -> None:
+    one = make_broker()
+    with pytest.raises(ConfigurationError, match="two or more distinct"):
+        Queues([one, make_broker()])
+    with pytest.raises(ConfigurationError, match="two or more distinct"):
+        Queues([one])

@@ -38,3 +38,21 @@ def test_a_bad_q_flag_stops_qcluster_with_one_line_naming_it(q_cluster, bad):
     args = [arg for q in bad for arg in ("-q", q)]
     with pytest.raises(CommandError, match=r"qcluster -q must be a non-empty list of distinct queue names"):
         call_command("qcluster", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_qcluster_runs_a_cluster_of_the_queues_of_its_q_flags(q_cluster, monkeypatch):
+    from django_q.management.commands import qcluster
+
+    q_cluster(name="main", queues=["main"])
+    started = []
+    monkeypatch.setattr(qcluster, "run", lambda config, **options: started.append(config))
+    call_command("qcluster", "-q", "urgent", "-q", "main", "-q", "bulk")
+    assert [(c.name, c.served_queues) for c in started] == [("main", ("urgent", "main", "bulk"))]
+
+
+def test_queues_is_checked_by_manage_py_check(q_cluster):
+    from django_q.apps import check_settings
+
+    q_cluster(queues=["a", "a"])
+    assert "Q_CLUSTER['queues']" in str(check_settings())
