@@ -299,6 +299,9 @@ def _pending(message: _Message, now: float) -> Pending:
 
 
 class _ChangeWatch(ReadyWatch):
+    """Waits on the store's one condition, which every enqueue, requeue and retry notifies; MAX_WAIT at most
+    (an injected clock moves on without notifying)."""
+
     def wait(self, seconds: float) -> None:
         with _changed:
             _changed.wait(min(seconds, MAX_WAIT))

@@ -95,14 +95,15 @@ def test_statuses_are_published_to_every_queue(three) -> None:
     assert [b.statuses() for b in three] == [[], [], []]
 
 
-def test_a_waiting_dequeue_wakes_for_an_enqueue_to_any_queue(three) -> None:
+def test_a_waiting_dequeue_wakes_for_an_enqueue_to_any_queue(make_broker: MakeBroker, three) -> None:
     high, default, low = three
+    producer = make_broker(name=low.name)  # a broker is used by one thread at a time: the waiter's are its own
     queues = Queues(three)
     got: list = []
     waiting = threading.Thread(target=lambda: got.extend(in_thread(queues.dequeue, 1, 60.0)))
     waiting.start()
     time.sleep(0.3)  # let it wait on every queue
-    low.enqueue(b"late")
+    producer.enqueue(b"late")
     waiting.join(20)  # long before its 60 s were over: the enqueue woke it (or, on MariaDB, its next poll)
     assert not waiting.is_alive()
     assert [d.payload for d in got] == [b"late"]
