@@ -82,7 +82,7 @@ def view(config: Config, wide: bool, live: bool = False) -> RenderableType:
     if len(names) > 1:
         columns.insert(4, "Queues")
     for column in columns:
-        clusters.add_column(column, no_wrap=True, justify="right" if column in NUMERIC else "left")
+        clusters.add_column(column, no_wrap=column != "Queues", justify="right" if column in NUMERIC else "left")
     workers = Table(title="Workers", title_justify="left")
     for column in ("Cluster", "Worker", "PID", "Task", "Task id", "Running for", "Progress"):
         workers.add_column(column, no_wrap=column not in ("Task", "Progress"),
