@@ -140,3 +140,15 @@ def scrape(client, django_user_model) -> dict:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def test_a_bad_package_is_a_dead_letter_of_its_own_queue(cluster, queues):
+    from django_q.models import DeadLetter
+
+    high, default, low = queues
+    cluster(queues=queues)
+    broker_id = get_broker(low).enqueue(b"\x80\x04not a package")
+    wait_until(lambda: DeadLetter.objects.exists())
+    letter = DeadLetter.objects.get()
+    assert (letter.queue, letter.broker_id) == (low, broker_id)  # the id within its queue
+    wait_until(lambda: get_broker(low).leased() == 0 and get_broker(low).size() == 0)  # acked there
