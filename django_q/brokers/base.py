@@ -38,6 +38,7 @@ returns does all three (`QueueBackend`).
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -164,8 +165,34 @@ class Broker(abc.ABC):
         """Ways the store's own settings could lose tasks, told once when a cluster starts."""
         return []
 
+    def watch(self, brokers: Sequence[Broker]) -> ReadyWatch:
+        """A watch that wakes when any of `brokers` (queues of this broker's store, this one among them)
+        may have a ready package: how a cluster serving several queues waits on all of them at once."""
+        return ReadyWatch()
+
     def close(self) -> None:
         """Release connections."""
+
+
+class ReadyWatch:
+    """Waits for any of several queues of one store (brokers.queues.Queues.dequeue); this one just sleeps.
+
+    A waiting dequeue repeats: `arm`, a non-blocking dequeue of each queue,
+    and if all were empty, `wait`. A package that arrives after `arm` ends
+    the next `wait` early; one that becomes ready on its own (a delay ends, a
+    lease lapses) is found once `wait` returns, which a store bounds by its
+    poll interval or the next due time it knows of.
+    """
+
+    def arm(self) -> None:
+        """Note the store's state; called right before the dequeues."""
+
+    def wait(self, seconds: float) -> None:
+        """Return after up to `seconds`, or sooner if a package may have arrived since `arm`."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        """Release what the watch holds."""
 
 
 class Tracking(abc.ABC):
@@ -245,6 +272,10 @@ class Throttle(abc.ABC):
     def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
         """For each start in `wanted` (the keys of `limits` it counts against), in order: 0.0 if it was
         taken, else the seconds until all its keys have room."""
+
+    def throttle_for(self, delivery_id: str) -> Throttle:
+        """Whose logs count the start of `delivery_id`: this store's, or (brokers.queues) its queue's."""
+        return self
 
 
 class QueueBackend(Broker, Tracking, Throttle):

@@ -34,6 +34,7 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
@@ -200,6 +201,10 @@ class MemoryBroker(QueueBackend):
     def ping(self) -> None:
         """Return: memory always answers."""
 
+    def watch(self, brokers: Sequence[QueueBackend]) -> ReadyWatch:
+        """Wakes on any change of any queue (they share one condition)."""
+        return _ChangeWatch()
+
     def purge(self) -> None:
         """Remove every package of this queue, ready, delayed or leased, and its rate logs (statuses stay)."""
         with _changed:
@@ -326,3 +331,12 @@ def _pending(message: _Message, now: float) -> Pending:
         due=message.visible if state != QUEUED else None,
         running=message.running if state == LEASED else None,
     )
+
+
+class _ChangeWatch(ReadyWatch):
+    """Waits on the store's one condition, which every enqueue, requeue and retry notifies; MAX_WAIT at most
+    (an injected clock moves on without notifying)."""
+
+    def wait(self, seconds: float) -> None:
+        with _changed:
+            _changed.wait(min(seconds, MAX_WAIT))

@@ -55,6 +55,7 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
@@ -317,6 +318,10 @@ class OrmBroker(QueueBackend):
             rows = QueueHistory.objects.using(self.alias).filter(queue=self.name, minute__gte=since)
             return [(minute, bytes(data)) for minute, data in rows.values_list("minute", "data")]
 
+    def watch(self, brokers: Sequence[Any]) -> ReadyWatch:
+        """A waiter of wakeup.py for every queue of `brokers` (queues of this database) at once."""
+        return wakeup.QueuesWatch(self._db, [b.name for b in brokers], self.poll)
+
     def close(self) -> None:
         """Close the waiter's connection, and this thread's connection to `alias` unless a transaction is open on it."""
         if self._waiter is not None:
@@ -329,7 +334,7 @@ class OrmBroker(QueueBackend):
 
     def _waiter_for(self, conn: BaseDatabaseWrapper) -> wakeup.Waiter:
         if self._waiter is None:
-            self._waiter = wakeup.waiter_for(conn, self.name)
+            self._waiter = wakeup.waiter_for(conn, [self.name])
         return self._waiter
 
     def _rows(self) -> QuerySet:

@@ -63,6 +63,7 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
@@ -111,6 +112,7 @@ class RedisBroker(QueueBackend):
         socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
         # A BLPOP must end before the socket read times out, or redis-py raises.
         self._max_block = 0.8 * socket_timeout if socket_timeout else None
+        self.hint_ms = -1  # of the last dequeue that found nothing: ms until a delay ends or a lease lapses; -1 none
 
         self._lua = Lua(self._client)
         register = self._lua.script
@@ -182,6 +184,7 @@ class RedisBroker(QueueBackend):
         with _translate():
             while True:
                 hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms])
+                self.hint_ms = hint_ms
                 if flat:
                     return [
                         Delivery(id=flat[i].decode(), payload=flat[i + 1], attempts=int(flat[i + 2]))
@@ -303,6 +306,10 @@ class RedisBroker(QueueBackend):
             warnings.append(f"Redis maxmemory-policy is {policy}: under memory pressure queued tasks can be evicted")
         return warnings
 
+    def watch(self, brokers: Sequence[Any]) -> ReadyWatch:
+        """BLPOP on the wake lists of every queue of `brokers` at once (they share this server)."""
+        return _WakeWatch(self, list(brokers))
+
     def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
         """Store the status of `cluster_id` in the status hash, expiring `ttl` seconds from now."""
         with _translate():
@@ -344,6 +351,27 @@ class RedisBroker(QueueBackend):
         for lua in {self._sender, self._lua}:
             lua.close()
             lua.client.close()
+
+
+class _WakeWatch(ReadyWatch):
+    """Waits for a wake token of any of several queues, or for the soonest due time their last dequeues saw.
+
+    A token an enqueue pushes stays in its list until popped, so nothing is
+    missed between the dequeues and the wait: `arm` has nothing to do.
+    """
+
+    def __init__(self, first: RedisBroker, brokers: list[RedisBroker]) -> None:
+        self.first = first
+        self.brokers = brokers
+        self.wake_keys = [b._keys[6] for b in brokers]
+
+    def wait(self, seconds: float) -> None:
+        hints = [b.hint_ms / 1000 for b in self.brokers if b.hint_ms >= 0]
+        wait = min([seconds, *hints])
+        if self.first._max_block is not None:
+            wait = min(wait, self.first._max_block)
+        with _translate():
+            self.first._client.blpop(self.wake_keys, timeout=max(wait, MIN_BLOCK))
 
 
 def django_redis_client(alias: str) -> redis.Redis:

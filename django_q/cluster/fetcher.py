@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..backoff import Outage
-from ..brokers import get_broker
+from ..brokers import cluster_broker
 from ..brokers.base import Delivery, QueueBackend
 from ..conf import Config
 from ..exceptions import BrokerError
@@ -32,12 +32,9 @@ WAIT = 0.25
 class Fetcher(threading.Thread):
     """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(
-        self, config: Config, queue: str, wake: Callable[[Wake], None], free: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, config: Config, wake: Callable[[Wake], None], free: Callable[[], int] | None = None) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
-        self.queue = queue
         self.wake = wake
         self.buffer: deque[Delivery] = deque()
         self.room = threading.Event()  # set by the pusher when it took deliveries out
@@ -73,7 +70,7 @@ class Fetcher(threading.Thread):
             self.wake(Wake.FETCHED)
 
     def run(self) -> None:
-        broker = get_broker(self.queue, self.config)
+        broker = cluster_broker(self.config)  # every queue the cluster serves, in order
         try:
             while not self.stopping.is_set():
                 room = self.room_left()

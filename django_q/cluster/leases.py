@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..backoff import Outage
-from ..brokers import get_broker
+from ..brokers import cluster_broker
 from ..brokers.base import QueueBackend
+from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError
 from ..inflight import RunningInfo
@@ -155,7 +156,7 @@ class Leases:
             self.next_cancel_poll = now + CANCEL_POLL
 
     def _run(self) -> None:
-        broker = get_broker(self.config.name, self.config)
+        broker = cluster_broker(self.config)
         while not self.closed.is_set():
             now = self.clock()
             wake_at = min(self.next_renewal, self.next_cancel_poll)
@@ -193,7 +194,7 @@ class Leases:
             retries = dict(self.retries)
         starts = {k: v for k, v in due.items() if k in running}
         records = {
-            k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
+            k: RunningInfo(queue_of(k, self.config.name), self.identity_id, worker_id(pid), at).encode()
             for k, (pid, at, _) in starts.items()
         }
         try:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from ..brokers.base import Delivery, QueueBackend
+from ..brokers.base import Delivery, QueueBackend, Throttle
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError
 from ..package import unpack, verify
@@ -82,7 +82,7 @@ class Limiter:
         asked, busy = limited[:room], limited[room:]
         before = time.time()
         try:
-            waits = broker.take_starts([keys for _, keys in asked], self.limits) if asked else []
+            waits = self._take(broker, asked)
             delays = self._delays(asked, waits) | self._delays(busy, [BUSY] * len(busy), BUSY_STEP)
             if delays:
                 broker.defer(delays)
@@ -103,6 +103,18 @@ class Limiter:
         self.admitted.update(d.id for d in first)
         taken = {d.id for d, _ in limited}
         return first, [delivery for delivery in batch if delivery.id not in taken]
+
+    def _take(self, broker: QueueBackend, asked: Limited) -> list[float]:
+        """take_starts for `asked`, in one call per store of logs (a cluster serving several queues counts
+        each start in its own queue's logs)."""
+        by_throttle: dict[Throttle, list[int]] = {}
+        for i, (delivery, _) in enumerate(asked):
+            by_throttle.setdefault(broker.throttle_for(delivery.id), []).append(i)
+        waits = [0.0] * len(asked)
+        for throttle, indexes in by_throttle.items():
+            for i, wait in zip(indexes, throttle.take_starts([asked[i][1] for i in indexes], self.limits)):
+                waits[i] = wait
+        return waits
 
     def _keys(self, delivery: Delivery) -> tuple[str, ...]:
         """The rate limit keys of a delivery; none for one the pusher will not run (it sets it aside)."""

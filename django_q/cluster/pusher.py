@@ -31,8 +31,9 @@ from multiprocessing.connection import Connection, Pipe, wait
 
 from .. import deadletters, reporters
 from ..backoff import Outage
-from ..brokers import get_broker
+from ..brokers import cluster_broker
 from ..brokers.base import Broker, Delivery
+from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..names import Identity, worker_id
@@ -87,14 +88,14 @@ class Pusher:
         self.authkey = authkey
         self.run_once = run_once
         self.identity = identity or Identity.new(config.name)
-        self.broker = broker or get_broker(config.name, config)
+        self.broker = broker or cluster_broker(config)
         self.clock = clock
         self.wake_r: Connection | None = None
         self.wake_w: Connection | None = None
         self.listener: process.Listener | None = None
         self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
-        self.fetcher = Fetcher(config, config.name, self._wake, self._free_workers)
+        self.fetcher = Fetcher(config, self._wake, self._free_workers)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
         self.unsaved = Unsaved(clock)
@@ -349,9 +350,10 @@ class Pusher:
             reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
+        queue = queue_of(delivery.id, self.config.name)
+        logger.error("package %s of queue %s set aside: %s", delivery.id, queue, reason)
         # A package over package_limit crosses to the monitor as its header only.
-        self._pend(deadletters.note(delivery.id, self.config.name, delivery.payload, reason, self.config.package_limit))
+        self._pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
 
     # --- the monitor: save, then ack ---
 

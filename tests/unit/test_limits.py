@@ -252,3 +252,22 @@ def test_manage_py_check_reports_a_bad_limit_naming_it(q_cluster) -> None:
     q_cluster(rate_limits={"app.tasks.send_mail": "100/d"})
     (error,) = [m for m in check_settings() if m.id == "django_q.E001"]
     assert "Q_CLUSTER['rate_limits']['app.tasks.send_mail']" in error.msg and "'100/d'" in error.msg
+
+
+def test_a_cluster_serving_several_queues_counts_each_start_in_its_own_queues_logs() -> None:
+    from django_q.brokers.queues import Queues
+    from django_q.cluster.limits import Limiter
+
+    high, low = MemoryBroker("limits-high", LEASE), MemoryBroker("limits-low", LEASE)
+    both = Queues([high, low])
+    high.enqueue(_package("math.floor", n=1))
+    low.enqueue(_package("math.floor", n=2))
+    limiter = Limiter(Config(rate_limits=parse_limits({"math.floor": "1/s"})))
+    first, rest = limiter.admit(both, both.dequeue(2))
+    # One start of "1/s" in each queue: both run now, neither is deferred.
+    assert [d.payload for d in first] == [_package("math.floor", n=1), _package("math.floor", n=2)]
+    assert rest == [] and limiter.deferred == 0
+    # Each queue's log holds its start: a cluster serving only one of them sees it.
+    limits = parse_limits({"math.floor": "1/s"})
+    assert high.take_starts([("math.floor",)], limits)[0] > 0
+    assert low.take_starts([("math.floor",)], limits)[0] > 0
