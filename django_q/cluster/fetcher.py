@@ -31,10 +31,11 @@ WAIT = 0.25
 class Fetcher(threading.Thread):
     """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(self, config: Config, queue: str, wake: Callable[[Wake], None]) -> None:
+    def __init__(self, config: Config, queue: str, wake: Callable[[Wake], None], owner: str | None = None) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
         self.queue = queue
+        self.owner = owner  # the cluster id the broker records as holding what this fetcher leases
         self.wake = wake
         self.buffer: deque[Delivery] = deque()
         self.room = threading.Event()  # set by the pusher when it took deliveries out
@@ -56,7 +57,7 @@ class Fetcher(threading.Thread):
 
     def fetch(self, broker: Broker, count: int, wait: float = WAIT) -> None:
         """One round: lease up to `count` deliveries into the buffer, waiting up to `wait` seconds for the first."""
-        got = broker.dequeue(count, wait)
+        got = broker.dequeue(count, wait, owner=self.owner)
         if got:
             self.empty_polls = 0
             self.buffer.extend(got)
