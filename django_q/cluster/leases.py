@@ -90,6 +90,7 @@ class Leases:
         self.reported: set[str] = set()  # cancel requests handed to the loop already
         self.lost: set[str] = set()  # released while this cluster was silent; not yet taken by the loop
         self.touched: float | None = None  # clock time of the last beat that confirmed every held lease
+        self.unconfirmed = False  # a beat found this cluster had been silent; `held` has not answered yet
         self.next_beat = clock()
         self.period = config.retry / 3  # seconds between renewals
         self.next_renewal = clock() + self.period
@@ -208,6 +209,8 @@ class Leases:
     def _beat(self, broker: QueueBackend, now: float) -> None:
         """Beat; if this cluster had been silent past DEAD_AFTER, find out which held deliveries went elsewhere."""
         if broker.beat(self.identity_id, DEAD_AFTER):
+            self.unconfirmed = True  # until `held` answers: a failed call is asked again at the next beat
+        if self.unconfirmed:
             held = self.held()
             kept = set(broker.held(held, self.identity_id)) if held else set()
             lost = set(held) - kept
@@ -222,6 +225,7 @@ class Leases:
                         self.retries.pop(delivery_id, None)
                         self.starts.pop(delivery_id, None)
                 self.woken()
+            self.unconfirmed = False
         self.touched = now
 
     def _ack(self, broker: QueueBackend) -> None:

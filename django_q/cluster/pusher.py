@@ -293,7 +293,7 @@ class Pusher:
         took = slot.taken(seen)
         # Jobs it never took go to the front of the buffer, in their order.
         self.fetcher.buffer.extendleft(reversed(list(slot.jobs)[len(took):]))
-        lost = [d.id for d in took if d is not slot.running]
+        lost = [d.id for d in took if d is not slot.running and d.id not in self.disowned]
         if lost:  # they may have run, but no outcome came: they are delivered again
             logger.warning("worker pid %s went with %s unanswered jobs; handing them back", slot.pid, len(lost))
             self._broker_call(self.broker.requeue, lost)
@@ -302,6 +302,9 @@ class Pusher:
 
     def _lost_running(self, slot: Slot, delivery: Delivery) -> None:
         """The worker went while it ran `delivery`: record why, or hand it back to run again."""
+        if delivery.id in self.disowned:  # another cluster holds it now: nothing to record or hand back
+            self.disowned.discard(delivery.id)
+            return
         if slot.killed and slot.cancel_id == delivery.id:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
                        cancelled=True)
@@ -404,7 +407,8 @@ class Pusher:
 
     def _holding(self) -> list[str]:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
-        sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
+        disowned = self.disowned  # another cluster holds these now: not renewed here
+        sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs) if job.id not in disowned]
         return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
 
     def _running(self) -> set[str]:

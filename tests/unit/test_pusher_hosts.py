@@ -88,3 +88,21 @@ def test_a_paused_cluster_drops_the_results_of_what_went_elsewhere_and_never_ack
     assert not rig.pusher.fetcher.buffer and not rig.pusher.unsaved.messages and not rig.pusher.disowned
     rig.leases(1)
     assert sorted(p.id for p in rig.broker.pending()) == sorted(taken)  # nothing acked by the paused one
+
+
+def test_a_worker_dying_on_a_task_that_went_elsewhere_hands_nothing_back(rig):
+    worker = rig.worker()
+    rig.enqueue(2)
+    rig.fetch()
+    rig.step()
+    job = worker.jobs()[0]
+    worker.start(job)
+    rig.clock.advance(DEAD_AFTER + BEAT)
+    other_cluster_beats(rig)
+    assert len(rig.other_cluster_gets()) == 2  # the other cluster holds both now
+    rig.leases()
+    rig.step()
+    worker.die()
+    rig.step()
+    assert rig.other_cluster_gets() == []  # neither was requeued from under the other cluster
+    assert rig.monitor.messages() == [] and not rig.pusher.disowned
