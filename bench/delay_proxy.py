@@ -101,7 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", type=_address, required=True, help="host:port to accept on")
     parser.add_argument("--to", type=_address, required=True, help="host:port to forward to")
-    parser.add_argument("--delay-ms", type=float, default=1.0, help="round trip added, ms (default 1.0; --check measures what it comes to)")
+    parser.add_argument("--delay-ms", type=float, default=1.0,
+                        help="round trip added, ms (default 1.0; --check measures what it comes to)")
     parser.add_argument("--check", action="store_true", help="print the median PING round trip through --listen")
     args = parser.parse_args()
     if args.check:

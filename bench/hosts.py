@@ -126,7 +126,8 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict:
              "--listen", "10.77.1.1:16379", "--to", "unused:0", "--check").strip()
 
     sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db_name}")
-    stack.callback(sh, "psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+    drop = f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+    stack.callback(sh, "psql", "-h", "127.0.0.1", "-U", "postgres", "-c", drop)
     sh(sys.executable, "-m", "django", "migrate", "-v", "0")
 
     import django  # the app registry: only once the environment above names the settings

@@ -27,7 +27,7 @@ from . import wakeup
 
 
 class OrmOwners:
-    """`beat` and `held` of the database broker; mixed into OrmBroker, whose `_db`, `_rows` and `_leased_rows` they use."""
+    """The database broker's `beat` and `held`, mixed into OrmBroker (they use its `_db`, `_rows`, `_leased_rows`)."""
 
     name: str
     alias: str

@@ -81,7 +81,7 @@ return out
 
 
 class RedisOwners:
-    """`beat` and `held` of the Redis broker; mixed into RedisBroker, whose `_lua`, `_keys` and `_status_keys` they use."""
+    """The Redis broker's `beat` and `held`, mixed into RedisBroker (they use its `_lua`, `_keys`, `_status_keys`)."""
 
     lease: float
     _lua: Lua

@@ -391,7 +391,7 @@ class Pusher:
     def _disown(self, lost: set[str]) -> None:
         """Deliveries released to other clusters while this one was silent: forget those not started, and drop
         the results of the others (those already sent to be saved are saved once: Recorder keeps the first)."""
-        unstarted = [d for d in self.fetcher.buffer if d.id in lost]
+        unstarted = [d for d in list(self.fetcher.buffer) if d.id in lost]  # list(): the fetcher appends meanwhile
         for delivery in unstarted:
             self.fetcher.buffer.remove(delivery)
         unsent = [i for i in lost if i in self.unsaved.messages and i not in self.unsaved.sent]
