@@ -335,6 +335,8 @@ class OrmQ(models.Model):
     # The digest of a unique task's key (async_task(unique=...)): the constraint
     # below lets one row of a queue hold it, and deleting the row frees it.
     unique_key = models.CharField(max_length=64, null=True)
+    # The cluster id that leased the row (dequeue's owner), for releasing a dead cluster's leases.
+    owner = models.CharField(max_length=64, null=True)
 
     class Meta:
         app_label = "django_q"
@@ -436,3 +438,15 @@ class RateLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue}:{self.key}"
+
+
+class LeaseOwner(models.Model):
+    """The database broker's owner beats: when each cluster leasing rows of a queue last said it is alive."""
+
+    queue = models.CharField(max_length=100)
+    cluster_id = models.CharField(max_length=64)
+    seen = models.FloatField()  # epoch seconds of its last beat
+
+    class Meta:
+        app_label = "django_q"
+        constraints = [models.UniqueConstraint(fields=["queue", "cluster_id"], name="django_q_leaseowner_unique")]

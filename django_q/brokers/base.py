@@ -29,6 +29,18 @@ and hands them out under a lease:
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
+Owners, so that a dead cluster's deliveries do not wait out their lease:
+
+- `dequeue(..., owner=cluster_id)` records the cluster that leased each delivery.
+- `beat(owner, dead_after)` is one atomic step, made every second or so by
+  each live cluster: it records that `owner` is alive now, and makes ready
+  again at once the leased deliveries of every owner that has neither beaten
+  for `dead_after` seconds nor a status that has not expired (`publish_status`),
+  leaving alone any delivery leased or renewed within `dead_after` seconds. It
+  returns whether `owner` itself had gone `dead_after` seconds without a beat,
+  in which case some of its deliveries may be gone: `held` tells which are left.
+- `held(ids, owner)` returns those of `ids` that are still leased by `owner`.
+
 That is all `Broker` asks. What the cluster and `fetch(in_flight=True)` need besides, to see
 and steer tasks and clusters, is the `Tracking` contract, and to keep rate
 limits across clusters the `Throttle` contract; every broker `get_broker()`
@@ -122,8 +134,8 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
-        """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first."""
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
+        """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first; `owner` holds them."""
 
     @abc.abstractmethod
     def renew(self, ids: Sequence[str]) -> None:
@@ -144,6 +156,18 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def defer(self, delays: Mapping[str, float]) -> None:
         """Make leased deliveries ready again `delays[id]` seconds from now, their dequeue's attempt taken back."""
+
+    @abc.abstractmethod
+    def beat(self, owner: str, dead_after: float) -> bool:
+        """Record `owner` alive now and release the leases of owners silent for `dead_after` seconds, atomically.
+
+        True if `owner` itself had not beaten within `dead_after` seconds (or
+        never had): its deliveries may have been released, ask `held`.
+        """
+
+    @abc.abstractmethod
+    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+        """Those of `ids` still leased by `owner`, in `ids` order."""
 
     @abc.abstractmethod
     def size(self) -> int:

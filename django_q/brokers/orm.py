@@ -60,6 +60,7 @@ from .base import (
     check_priority,
     check_unique,
 )
+from .orm_owners import OrmOwners
 
 # Long enough to outwait any other writer of the cluster: each of them holds
 # the write lock for one short statement.
@@ -74,7 +75,7 @@ UNIQUE_TRIES = 5
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
 
-class OrmBroker(QueueBackend):
+class OrmBroker(OrmOwners, QueueBackend):
     """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
 
     def __init__(self, name: str, lease: float, alias: str = "default", poll: float = 0.2) -> None:
@@ -144,7 +145,7 @@ class OrmBroker(QueueBackend):
                 wakeup.notify(conn, self.name)
         return [str(row.pk) for row in rows]
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first.
 
         While nothing is ready it claims again every `poll` seconds, or as soon
@@ -159,7 +160,7 @@ class OrmBroker(QueueBackend):
                 if waiter is not None:
                     conn.ensure_connection()
                     waiter.arm(conn)  # before the claim: a commit racing the claim still wakes the wait
-                rows = self._claim(conn, count)
+                rows = self._claim(conn, count, owner)
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0 or waiter is None:
                 break
@@ -200,7 +201,7 @@ class OrmBroker(QueueBackend):
         with self._db(), transaction.atomic(using=self.alias):
             for delivery_id, delay in delays.items():
                 self._leased_rows([delivery_id]).update(
-                    leased=False, visible=now + max(delay, 0.0), running=None, attempts=F("attempts") - 1
+                    leased=False, visible=now + max(delay, 0.0), running=None, owner=None, attempts=F("attempts") - 1
                 )
 
     def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
@@ -345,29 +346,29 @@ class OrmBroker(QueueBackend):
         pks = [int(s) for s in map(str, ids) if s.isascii() and s.isdigit()]
         return self._rows().filter(pk__in=pks, leased=True)
 
-    def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
+    def _claim(self, conn: BaseDatabaseWrapper, count: int, owner: str | None) -> list[Row]:
         # A claimed row may be a lapsed lease: its running record was the dead cluster's, so it goes.
         now = time.time()
         if conn.vendor in ("postgresql", "sqlite"):
-            return self._claim_returning(conn, count, now)
-        return self._claim_locking(conn, count, now)
+            return self._claim_returning(conn, count, now, owner)
+        return self._claim_locking(conn, count, now, owner)
 
-    def _claim_returning(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+    def _claim_returning(self, conn: BaseDatabaseWrapper, count: int, now: float, owner: str | None) -> list[Row]:
         if conn.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
             raise BrokerError(f"the database broker needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}")
         table = conn.ops.quote_name(OrmQ._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
         sql = (
-            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL "
+            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL, owner = %s "
             f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
             "RETURNING id, payload, attempts, priority"
         )
         with conn.cursor() as cursor:
-            cursor.execute(sql, [now + self.lease, True, self.name, now, count])
+            cursor.execute(sql, [now + self.lease, True, owner, self.name, now, count])
             return list(cursor.fetchall())
 
-    def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+    def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float, owner: str | None) -> list[Row]:
         skip = conn.features.has_select_for_update_skip_locked
         with transaction.atomic(using=self.alias):
             ready = self._rows().filter(visible__lte=now).order_by("-priority", "id")
@@ -376,7 +377,7 @@ class OrmBroker(QueueBackend):
             )
             if rows:
                 OrmQ.objects.using(self.alias).filter(pk__in=[row[0] for row in rows]).update(
-                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None
+                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None, owner=owner
                 )
         return [(pk, payload, attempts + 1, priority) for pk, payload, attempts, priority in rows]
 

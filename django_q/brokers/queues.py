@@ -76,7 +76,7 @@ class Queues(QueueBackend):
 
     # --- dequeue, in queue order ---
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` packages, earlier queues first, waiting up to `timeout` seconds for the first."""
         if count < 1:
             return []
@@ -85,16 +85,16 @@ class Queues(QueueBackend):
         while True:
             if watch is not None:
                 watch.arm()  # before the dequeues: an enqueue racing them still ends the wait
-            got = self._take(count)
+            got = self._take(count, owner)
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or watch is None:
                 return got
             watch.wait(remaining)
 
-    def _take(self, count: int) -> list[Delivery]:
+    def _take(self, count: int, owner: str | None) -> list[Delivery]:
         got: list[Delivery] = []
         for broker in self.brokers:
-            for d in broker.dequeue(count - len(got)):
+            for d in broker.dequeue(count - len(got), owner=owner):
                 got.append(Delivery(delivery_id(broker.name, d.id), d.payload, d.attempts))
             if len(got) >= count:
                 break
@@ -150,6 +150,18 @@ class Queues(QueueBackend):
     def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
         """Starts counted in the first queue's logs (the limiter asks `throttle_for` each delivery's own)."""
         return self.brokers[0].take_starts(wanted, limits)
+
+    # --- owners: a cluster's beat and what it holds, in every queue ---
+
+    def beat(self, owner: str, dead_after: float) -> bool:
+        silent = [broker.beat(owner, dead_after) for broker in self.brokers]  # every queue hears the beat
+        return any(silent)
+
+    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+        kept: set[str] = set()
+        for broker, sub_ids in self._route(ids).items():
+            kept.update(delivery_id(broker.name, i) for i in broker.held(sub_ids, owner))
+        return [i for i in ids if i in kept]
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         routed: dict[QueueBackend, dict[str, bytes]] = {}

@@ -16,6 +16,8 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:cancel    SET     leased ids that cancel() asked their cluster to stop
     django_q:{name}:unique    HASH    unique key -> id of the message holding it (enqueue_unique)
     django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
+    django_q:{name}:owner     HASH    id -> cluster id that leased it (dequeue's owner)
+    django_q:{name}:beats     ZSET    cluster id -> its last beat, ms of the server's clock
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
     django_q:{name}:history:{minute}  HASH  writer -> its record of that minute (django_q.history);
@@ -45,8 +47,7 @@ between them atomic, with `TIME` as the one clock every cluster shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -54,7 +55,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
+from ..exceptions import ConfigurationError
 from ..rates import Limit
 from .base import (
     HISTORY_MINUTES,
@@ -86,18 +87,20 @@ from .redis_lua import (
     STATUSES,
     Lua,
 )
+from .redis_lua import translate as _translate
+from .redis_owners import RedisOwners
 from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
 
 KEY_NAMES = (
     "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
-    "unique", "unique_of",
+    "unique", "unique_of", "owner", "beats",
 )
 PRIORITY_SHIFT = 2**44
 ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
 MIN_BLOCK = 0.005
 
-class RedisBroker(QueueBackend):
+class RedisBroker(RedisOwners, QueueBackend):
     """A queue in Redis; `dequeue` blocks on the server and wakes as soon as a package arrives."""
 
     blocking = True
@@ -175,7 +178,7 @@ class RedisBroker(QueueBackend):
                 ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=args))
         return ids
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` packages, blocking on the wake list up to `timeout` seconds."""
         if count < 1:
             return []
@@ -183,7 +186,7 @@ class RedisBroker(QueueBackend):
         lease_ms = max(1, round(self.lease * 1000))
         with _translate():
             while True:
-                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms])
+                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms, owner or ""])
                 self.hint_ms = hint_ms
                 if flat:
                     return [
@@ -462,15 +465,3 @@ def _text(value: bytes | str) -> str:
 
 def _priority_base(priority: int) -> int:
     return (PRIORITY_MAX - check_priority(priority)) * PRIORITY_SHIFT
-
-
-@contextmanager
-def _translate() -> Iterator[None]:
-    """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
-        # ReadOnlyError: a primary was demoted under us during a failover.
-        raise BrokerConnectionError(f"Redis: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis: {exc}") from exc

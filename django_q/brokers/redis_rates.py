@@ -71,6 +71,7 @@ for i = 1, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('ZREM', KEYS[5], id) == 1 and redis.call('HEXISTS', KEYS[3], id) == 1 then
     redis.call('HDEL', KEYS[10], id)
+    redis.call('HDEL', KEYS[14], id)
     if redis.call('HINCRBY', KEYS[4], id, -1) < 0 then redis.call('HSET', KEYS[4], id, 0) end
     local delay = tonumber(ARGV[i + 1])
     if delay > 0 then redis.call('ZADD', KEYS[6], now + delay, id) else redis.call('ZADD', KEYS[2], id, id) end

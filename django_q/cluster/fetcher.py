@@ -32,9 +32,13 @@ WAIT = 0.25
 class Fetcher(threading.Thread):
     """Fills `buffer` from the broker until `stop()`; the pusher pops from the left. `start()` runs the thread."""
 
-    def __init__(self, config: Config, wake: Callable[[Wake], None], free: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, config: Config, wake: Callable[[Wake], None], free: Callable[[], int] | None = None,
+        owner: str | None = None,
+    ) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
+        self.owner = owner  # the cluster id the broker records as holding what this fetcher leases
         self.wake = wake
         self.buffer: deque[Delivery] = deque()
         self.room = threading.Event()  # set by the pusher when it took deliveries out
@@ -58,7 +62,7 @@ class Fetcher(threading.Thread):
     def fetch(self, broker: QueueBackend, count: int, wait: float = WAIT) -> None:
         """One round: lease up to `count` deliveries, waiting up to `wait` seconds for the first, and put
         into the buffer those the rate limits let start now (cluster.limits)."""
-        got = broker.dequeue(count, wait)
+        got = broker.dequeue(count, wait, owner=self.owner)
         if not got:
             self.empty_polls += 1
             return

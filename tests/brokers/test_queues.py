@@ -148,3 +148,24 @@ def test_queues_of_one_name_or_a_single_queue_are_refused(make_broker: MakeBroke
         Queues([one, make_broker()])
     with pytest.raises(ConfigurationError, match="two or more distinct"):
         Queues([one])
+
+
+def test_owners_defer_and_held_route_per_queue(three) -> None:
+    high, default, low = three
+    for broker in three:
+        broker.enqueue(broker.name.encode())
+    queues = Queues(three)
+    got = queues.dequeue(count=3, owner="cluster-a")
+    assert queues.beat("cluster-a", 6.0) is True  # its first beat: it had never beaten
+    assert queues.beat("cluster-a", 6.0) is False
+    # Every queue recorded the owner: each sub-broker knows who holds its delivery.
+    assert queues.held([d.id for d in got], "cluster-a") == [d.id for d in got]
+    assert queues.held([d.id for d in got], "cluster-b") == []
+    assert [broker.held([split_id(d.id)[1]], "cluster-a") for broker, d in zip(three, got)] == [
+        [split_id(d.id)[1]] for d in got
+    ]
+    # defer routes by id, gives the attempt back and makes the delivery wait in its own queue.
+    queues.defer({got[1].id: 0.0})
+    assert (default.size(), default.leased()) == (1, 0)
+    again = queues.dequeue(count=5, owner="cluster-a")
+    assert [(d.id, d.attempts) for d in again] == [(got[1].id, 1)]
