@@ -1,4 +1,9 @@
-"""Celery app: Redis broker on the broker database, no result backend, defaults otherwise."""
+"""Celery app: Redis broker on the broker database, no result backend, defaults otherwise.
+
+W5 (BENCH_REDELIVERY set): acks_late with that visibility timeout, so a task
+whose worker was killed is delivered again; by default Celery acks a task
+before it runs, and its visibility timeout is an hour.
+"""
 
 import os
 
@@ -11,6 +16,10 @@ app.conf.task_default_queue = "bench"
 app.conf.task_ignore_result = True
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
+if os.environ.get("BENCH_REDELIVERY"):
+    app.conf.task_acks_late = True
+    app.conf.task_reject_on_worker_lost = True
+    app.conf.broker_transport_options = {"visibility_timeout": int(os.environ["BENCH_REDELIVERY"])}
 
 
 @app.task(name="noop")

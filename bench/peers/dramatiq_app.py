@@ -1,4 +1,8 @@
-"""Dramatiq actors: RedisBroker on the broker database, default middleware, no retries."""
+"""Dramatiq actors: RedisBroker on the broker database, default middleware, no retries.
+
+W5 (BENCH_REDELIVERY set): the broker's heartbeat_timeout (default 60 s), after
+which the messages of a worker that stopped beating are requeued.
+"""
 
 import os
 
@@ -7,7 +11,10 @@ from dramatiq.brokers.redis import RedisBroker
 
 import jobs
 
-dramatiq.set_broker(RedisBroker(url=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")))
+_options = {}
+if os.environ.get("BENCH_REDELIVERY"):
+    _options["heartbeat_timeout"] = int(os.environ["BENCH_REDELIVERY"]) * 1000  # milliseconds
+dramatiq.set_broker(RedisBroker(url=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12"), **_options))
 
 
 @dramatiq.actor(queue_name="bench", max_retries=0)
