@@ -113,11 +113,11 @@ def settings(opts: argparse.Namespace) -> dict:
     # wait after the restart ends when no task ran for w5_stall seconds, longer.
     if opts.quick:
         conf = dict(ns=[500, 1000], repeats=1, enqueue_cap=2.0, deadline=4.0, lat_tasks=60, w5_n=300,
-                    w5_wait=30.0, w5_stall=8.0, w5_redelivery=5, w5_repeats=1, w6_n=0, w3_orm_peers=False)
+                    w5_wait=45.0, w5_stall=15.0, w5_redelivery=5, w5_repeats=1, w6_n=0, w3_orm_peers=False)
     else:
         # W5 gives counts, not timings, and costs a stall wait per lossy system: once per session.
         conf = dict(ns=[5_000, 10_000], repeats=3, enqueue_cap=6.0, deadline=12.0, lat_tasks=300, w5_n=2000,
-                    w5_wait=60.0, w5_stall=10.0, w5_redelivery=5, w5_repeats=1, w6_n=100_000, w3_orm_peers=True)
+                    w5_wait=60.0, w5_stall=20.0, w5_redelivery=5, w5_repeats=1, w6_n=100_000, w3_orm_peers=True)
     if opts.n:
         conf["ns"] = opts.n
     if opts.repeats:

@@ -157,12 +157,15 @@ class Target:
         if system == OURS:
             return f"retry={r} s" if r is not None else "retry=60 s (default)"
         if system == "django-q2":
-            return f"retry={r} s, timeout={max(1, r - 2)} s" if r is not None else "retry=60 s (default)"
+            # Its Redis broker pops a task for good: retry acts on its database broker only.
+            return (f"retry={r} s, timeout={max(1, r - 2)} s (its Redis broker does not redeliver)" if r is not None
+                    else "retry=60 s (default)")
         if system == "celery":
-            return (f"acks_late, visibility_timeout={r} s" if r is not None
+            return (f"acks_late, visibility_timeout={r} s, unacked scan every 1 s" if r is not None
                     else "acks early (default): a killed task is not run again")
         if system == "dramatiq":
-            return f"heartbeat_timeout={r} s" if r is not None else "heartbeat_timeout=60 s (default)"
+            return (f"heartbeat_timeout={r} s, maintenance_chance=10 %" if r is not None
+                    else "heartbeat_timeout=60 s, maintenance_chance=0.1 % (defaults)")
         if system == "saq":
             return (f"job timeout={r} s, retries=2, sweep every {r} s" if r is not None
                     else "timeout=10 s, retries=1, sweep every 60 s (defaults)")
