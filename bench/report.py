@@ -119,6 +119,27 @@ class Results:
             lines.append(f"{OURS}@<commit>: this package as it was at that commit (--baseline), run exactly as ours")
         return "\n".join(lines)
 
+    def overview(self) -> str:
+        """One row per target, one column per headline figure (medians): W1, W2 at each N, start-up, idle PSS, W3, W5."""
+        summary = self.summary()
+        lines = []
+        for kind, w1, w2, start in (("Redis", "W1", "W2", "W4s-start"), ("database", "W1-orm", "W2-orm", "W4s-start-orm")):
+            columns = [(w1, "W1 /s")]
+            columns += [(k, f"W2 {int(k.partition('@')[2]):,} /s") for k in keys_in_order(summary)
+                        if k.partition("@")[0] == w2 and "@" in k]
+            columns += [(start, "first task s"), ("W4-idle-pss", "idle PSS MiB"), ("W3-p50", "W3 p50 ms"),
+                        ("W3-p99", "W3 p99 ms"), ("W5-lost", "W5 lost"), ("W5-twice", "W5 twice")]
+            labels = sorted({label for key, _ in columns[:-5] for label in summary.get(key, {}).get("targets", {})},
+                            key=order)
+            if not labels:
+                continue
+            lines.append(f"{kind + ' (medians)':<30}" + "".join(f"{title:>14}" for _, title in columns))
+            for label in labels:
+                cells = [summary.get(key, {}).get("targets", {}).get(label, {}).get("median") for key, _ in columns]
+                lines.append(f"{label:<30}" + "".join(f"{'-' if c is None else fmt(c):>14}" for c in cells))
+            lines.append("")
+        return "\n".join(lines)
+
     def targets(self) -> list[dict]:
         """Issue #21 item 2: each target met or not, from this run's medians."""
         return targets.evaluate(self.summary())

@@ -246,6 +246,7 @@ def main() -> int:
     print()
     print(results.table())
     print()
+    print(results.overview())
     print(results.targets_table())
     for note in results.notes:
         print("note:", note)

@@ -66,9 +66,9 @@ def evaluate(summary: dict) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'target (issue #21, item 2)':<62} {'ours':>10}  {'against':<34} result", "-" * 118]
+    lines = [f"{'target (issue #21, item 2)':<72} {'ours':>10}  {'against':<34} result", "-" * 128]
     for r in rows:
         ours = "-" if r["ours"] is None else (f"{r['ours']:,.0f}" if abs(r["ours"]) >= 100 else f"{r['ours']:.2f}")
         result = {True: "met", False: "NOT MET", None: "not measured"}[r["met"]]
-        lines.append(f"{r['target']:<62} {ours:>10}  {r['against']:<34} {result}")
+        lines.append(f"{r['target']:<72} {ours:>10}  {r['against']:<34} {result}")
     return "\n".join(lines)
