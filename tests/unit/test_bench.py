@@ -98,3 +98,12 @@ def test_w2_at_each_n_is_a_figure_of_its_own_in_ascending_order():
                           "W1": {"django-q redis/sqlite": [3.0]}})
     assert list(summary) == ["W1", "W2@5000", "W2@10000"]
     assert summary["W2@5000"]["title"] == "W2 drain, Redis broker, N=5,000"
+
+
+def test_a_peer_median_from_a_run_cut_short_is_marked_in_the_targets_table():
+    results = Results()
+    results.add("W2-orm@1000", "django-q orm/pg", "django-q orm/pg", 1200.0)
+    results.add("W2-orm@1000", "procrastinate pg", "django-q orm/pg", 96.0, "386 of 600 tasks in 4.0 s")
+    rows = rows_by_name(results.summary())
+    assert rows["database broker W2 on PostgreSQL, N=1,000: >= 5x procrastinate"]["against"] == "5 x 96*"
+    assert rows["database broker W2 on PostgreSQL, N=1,000: >= 5x procrastinate"]["met"] is True
