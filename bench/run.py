@@ -116,7 +116,7 @@ def settings(opts: argparse.Namespace) -> dict:
                     w5_wait=45.0, w5_stall=15.0, w5_redelivery=5, w5_repeats=1, w6_n=0, w3_orm_peers=False)
     else:
         # W5 gives counts, not timings, and costs a stall wait per lossy system: once per session.
-        conf = dict(ns=[5_000, 10_000], repeats=3, enqueue_cap=6.0, deadline=12.0, lat_tasks=300, w5_n=2000,
+        conf = dict(ns=[5_000, 10_000], repeats=3, enqueue_cap=12.0, deadline=12.0, lat_tasks=300, w5_n=2000,
                     w5_wait=60.0, w5_stall=20.0, w5_redelivery=5, w5_repeats=1, w6_n=100_000, w3_orm_peers=True)
     if opts.n:
         conf["ns"] = opts.n
