@@ -120,6 +120,10 @@ def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -
             jobs.append(Job("W5", t5, lambda r, t=t5: r.crash(t, conf["w5_n"], wait=conf["w5_wait"],
                                                                 stall=conf["w5_stall"]), record_crash,
                             repeats=conf["w5_repeats"]))
+    workers = results.settings.setdefault("Workers (every setting not named here is the system's default)", {})
+    for job in jobs:
+        label = job.target.label + (" (W2b)" if job.target.save_limit is not None else "")
+        workers[label] = job.target.with_(redelivery=None).worker_summary()
     once: list[Job] = []
     if "W6" in only and conf["w6_n"]:
         for s in ours:

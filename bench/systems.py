@@ -147,6 +147,22 @@ class Target:
             return twice([self.python(), "-m", "django", "db_worker"])
         raise ValueError(self.system)
 
+    def worker_summary(self) -> str:
+        """The worker command as the table prints it (venv paths cut), with the settings that differ from defaults."""
+        cmd = self.worker_cmd()
+        if cmd[0] == "/bin/sh":  # twice(): one worker per command
+            prefix, cmd = f"{WORKERS} x ", shlex.split(cmd[2].split(" & exec ")[-1])
+        else:
+            prefix = ""
+        line = prefix + shlex.join([Path(cmd[0]).name, *cmd[1:]])
+        if self.q_family:
+            line += f"; Q_CLUSTER workers={WORKERS}"
+            if family(self.system) == "django-q2":
+                line += ", timeout=30, log_level=WARNING"
+            if self.save_limit is not None:
+                line += f", save_limit={self.save_limit}"
+        return line
+
     def driver_cmd(self, *args: str) -> list[str]:
         return [self.python(), str(BENCH / "driver.py"), family(self.system), *args]
 
