@@ -169,7 +169,9 @@ def ensure(system: str, log=print) -> Path:
         marker, now = root / ".source", source_hash(package)
         if not (marker.exists() and marker.read_text() == now):
             log(f"==> installing {package} into bench venv {system} (pip install, not editable)")
-            _pip(system, "--no-deps", "--force-reinstall", str(package))
+            # pip always rebuilds and reinstalls a folder; dependencies the
+            # pyproject.toml added since are installed, the others kept.
+            _pip(system, *PINS[system])
             marker.write_text(now)
     return python(system)
 
