@@ -55,8 +55,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
              "django-q@<hash>: in every workload that runs django-q (W1 with its bulk path, W2 on Redis and the "
              "database broker, W2b, W3, W4, W5, W6; not --profile), right after ours in the 1st, 3rd ... repeat, "
              "right before it in the 2nd, 4th ..., figures and ratio to ours like a peer's. Installed from `git archive REF` into "
-             "bench/.venvs/src/<commit> (work tree and branches untouched), editable into its own venv "
-             "bench/.venvs/django-q@<hash> with ours' pins, compiled like ours; its own PostgreSQL database "
+             "bench/.venvs/src/<commit> (work tree and branches untouched), pip-installed (not editable) into its own venv "
+             "bench/.venvs/django-q@<hash> with ours' pins; its own PostgreSQL database "
              "dq_bench_base and SQLite file. Works with --peers ''")
     opts = parser.parse_args(argv)
     opts.only = {w.strip() for w in opts.only.split(",") if w.strip()}
