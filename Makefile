@@ -6,7 +6,7 @@
 #   make test ARGS="-k redis"  extra pytest arguments (TESTS="tests/unit" picks the tests)
 #   make test WORKERS=0        no pytest-xdist: one process per run (the default is 3), e.g. for --pdb
 #   make check                 manage.py check and makemigrations --check, both Pythons
-#   make bench                 the benchmark (bench/README.md); ARGS=--quick: under 3 minutes
+#   make bench                 the benchmark (bench/README.md); ARGS=--quick: a few minutes
 #   make docs                  the documentation site into docs/_build/html (Sphinx, warnings are errors)
 #   make release-check         build the sdist and wheel, twine check, run the demo on the installed wheel
 #
@@ -128,4 +128,4 @@ release-check: $(VENV_312)/.installed-release
 # bench/run.py makes its own venvs (bench/.venvs, pinned in bench/venvs.py) and
 # needs Redis (db 12 and 15 are flushed) and PostgreSQL on localhost.
 bench:
-	BENCH_PYTHON=$(PYTHON_311) $(PYTHON_311) bench/run.py $(ARGS)
+	$(PYTHON_311) bench/run.py $(ARGS)

@@ -4,7 +4,8 @@
     python driver.py SYSTEM enqueue KIND N [--interval S] [--reset] [--max-seconds S]  -> {"seconds": ..., "n": sent}
     python driver.py SYSTEM bulk N [--reset]                          -> {"seconds": ..., "n": N} or {"todo": why}
 
-SYSTEM is django-q, django-q2, celery, rq, huey or dramatiq; KIND is noop
+SYSTEM is django-q, django-q2, celery, rq, huey, dramatiq, saq, procrastinate or
+django-tasks-db; KIND is noop
 (W1/W2), sleepy (W5) or latency (W3, the argument is time.time() at the call).
 """
 
@@ -39,17 +40,61 @@ def django_senders(reset: bool) -> dict[str, Callable]:
     return {kind: (lambda arg, _path=f"jobs.{kind}": async_task(_path, arg)) for kind in KINDS}
 
 
-def reset_tables() -> None:
-    """Empty every django_q table (queue, results, schedules) of the default database."""
+def reset_tables(prefix: str = "django_q_") -> None:
+    """Empty every table of the system (django_q_: queue, results, schedules) in the default database."""
     from django.db import connection
 
-    tables = [t for t in connection.introspection.table_names() if t.startswith("django_q_")]
+    tables = [t for t in connection.introspection.table_names() if t.startswith(prefix)]
+    if not tables:
+        raise SystemExit(f"no table named {prefix}* in the database: migrate first")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
         else:
             for table in tables:
                 cursor.execute(f'DELETE FROM "{table}"')
+
+
+def django_tasks_senders(reset: bool) -> dict[str, Callable]:
+    """django-tasks-db: Django 6's Task.enqueue on the database backend."""
+    import django
+
+    django.setup()
+    if reset:
+        reset_tables("django_tasks_database_")  # the app's label
+    from peers import django_tasks_app as m
+
+    return {kind: getattr(m, kind).enqueue for kind in KINDS}
+
+
+def procrastinate_senders(reset: bool) -> dict[str, Callable]:
+    """procrastinate: Task.defer inside the app's open connector (its documented sync path)."""
+    from peers import procrastinate_app as m
+
+    m.app.open()
+    if reset:
+        import psycopg
+
+        with psycopg.connect(os.environ["BENCH_PG_DSN"], autocommit=True) as conn:
+            conn.execute("TRUNCATE procrastinate_jobs RESTART IDENTITY CASCADE")
+    names = {"noop": "i", "sleepy": "i", "latency": "enqueued"}  # procrastinate passes keyword arguments
+    return {kind: (lambda arg, _t=getattr(m, kind), _k=names[kind]: _t.defer(**{_k: arg})) for kind in KINDS}
+
+
+def saq_senders() -> dict[str, Callable]:
+    """SAQ: Queue.enqueue (a coroutine), each call run to completion on one event loop."""
+    import asyncio
+
+    from peers import saq_app as m
+
+    loop = asyncio.new_event_loop()
+    names = {"noop": "i", "sleepy": "i", "latency": "enqueued"}
+    extra = m.job_options()
+
+    def sender(kind: str) -> Callable:
+        return lambda arg: loop.run_until_complete(m.queue.enqueue(kind, **{names[kind]: arg}, **extra))
+
+    return {kind: sender(kind) for kind in KINDS}
 
 
 def senders(system: str, reset: bool) -> dict[str, Callable]:
@@ -68,6 +113,12 @@ def senders(system: str, reset: bool) -> dict[str, Callable]:
         from peers import dramatiq_app as m
 
         return {kind: getattr(m, kind).send for kind in KINDS}
+    if system == "saq":
+        return saq_senders()
+    if system == "procrastinate":
+        return procrastinate_senders(reset)
+    if system == "django-tasks-db":
+        return django_tasks_senders(reset)
     if system == "rq":
         from redis import Redis
         from rq import Queue
@@ -122,6 +173,12 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--reset", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=float("inf"))
     opts = parser.parse_args(argv)
+    if opts.action == "migrate" and opts.system == "procrastinate":
+        from peers import procrastinate_app as m
+
+        with m.app.open():
+            m.app.schema_manager.apply_schema()
+        return {"ok": True}
     if opts.action == "migrate":
         import django
         from django.core.management import call_command

@@ -5,7 +5,9 @@
 Starts `qcluster` (2 workers, default settings) on each target with an empty
 queue, lets it settle, then reads psutil's cpu_times of every process in its
 tree at the start and end of the window. Prints one line per target, as a
-percentage of one core. Uses bench/.venvs/django-q (made by run.py).
+percentage of one core. Uses bench/.venvs/django-q, made or brought up to
+date (ours is installed, not editable) first, and holds the bench lock: it
+shares the bench's databases.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lock  # noqa: E402
 import procs  # noqa: E402
+import venvs  # noqa: E402
 from systems import BENCH, OURS, Target  # noqa: E402
 
 TARGETS = {
@@ -63,6 +67,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--targets", default=",".join(TARGETS))
     opts = parser.parse_args()
+    lock.acquire()  # held until this process ends
+    venvs.ensure(OURS)
     results = {}
     with tempfile.TemporaryDirectory(prefix="django_q_idle-") as scratch:
         for name in opts.targets.split(","):

@@ -50,3 +50,8 @@ def latency(enqueued: float) -> None:
     """W3: record how long the task waited between enqueue and start, seconds."""
     started = time.time()
     counter().rpush("bench:lat", started - enqueued)
+
+
+def limited(i: int) -> None:
+    """The rate-limited function of bench/rate_limits.py: count one run apart from bench:done."""
+    counter().incr("bench:limited")

@@ -28,17 +28,21 @@ def _partial(out: dict) -> str | None:
     return f"{out['done']} of {out['wanted']} tasks in {out['seconds']:.1f} s"
 
 
-def record_drain(kind: str) -> Callable[[Results, str, str, dict], None]:
+def record_drain(kind: str, n: int = 0, largest: bool = True) -> Callable[[Results, str, str, dict], None]:
+    """W2 at each N is a figure of its own (W2@5000); W1 and the start-up take every drain's figure."""
     def record(results: Results, label: str, ours: str, out: dict) -> None:
         if kind == "redis":
             results.add("W1", label, ours, out["enqueue_rate"])
-            results.add("W2", label, ours, out["rate"], _partial(out))
-            results.add("W4-after", label, ours, out["rss_after_mib"])
+            results.add(f"W2@{n}", label, ours, out["rate"], _partial(out))
+            results.add("W4s-start", label, ours, out["first_s"])
+            if largest:
+                results.add("W4-after", label, ours, out["rss_after_mib"])
         elif kind == "orm":
             results.add("W1-orm", label, ours, out["enqueue_rate"])
-            results.add("W2-orm", label, ours, out["rate"], _partial(out))
+            results.add(f"W2-orm@{n}", label, ours, out["rate"], _partial(out))
+            results.add("W4s-start-orm", label, ours, out["first_s"])
         elif kind == "results":
-            results.add("W2b", label, ours, out["rate"], _partial(out))
+            results.add(f"W2b@{n}", label, ours, out["rate"], _partial(out))
         else:
             results.add("W6", label, ours, out["rate"], _partial(out))
             results.add("W6-rss", label, ours, out["rss_peak_mib"])
@@ -77,37 +81,49 @@ def build(opts: argparse.Namespace, conf: dict, no_pg: bool, results: Results) -
     def keep(targets: list[Target]) -> list[Target]:
         return [t for t in targets if not (no_pg and t.db == "postgres")]
 
-    n, cap, deadline = conf["n"], conf["enqueue_cap"], conf["deadline"]
+    ns, cap, deadline = conf["ns"], conf["enqueue_cap"], conf["deadline"]
+    n = max(ns)
     jobs: list[Job] = []
-    if only & {"W1", "W2", "W4"}:
-        for t in keep(redis_targets(systems)):
-            jobs.append(Job("W1+W2", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("redis")))
+    for size in ns:
+        # Every N interleaved in each repeat: A B C at 5,000, A B C at 10,000, then the next repeat.
+        if only & {"W1", "W2", "W4"}:
+            for t in keep(redis_targets(systems)):
+                jobs.append(Job(f"W2 {size}", t, lambda r, t=t, size=size: r.drain(t, size, deadline, cap),
+                                record_drain("redis", size, size == n)))
+        if "W2" in only:
+            for t in keep(orm_targets(systems)):
+                jobs.append(Job(f"W2orm {size}", t, lambda r, t=t, size=size: r.drain(t, size, deadline, cap),
+                                record_drain("orm", size)))
+        if "W2b" in only:
+            for t in keep(results_targets(systems)):
+                jobs.append(Job(f"W2b {size}", t, lambda r, t=t, size=size: r.drain(t, size, deadline, cap,
+                                                                                      results=True),
+                                record_drain("results", size)))
     if "W1" in only:
         # Under a second a run: repeated and interleaved like the single calls.
         for s in ours:
             jobs.append(Job("W1 bulk", Target(s), lambda r, t=Target(s): bulk(r, t, n), record_bulk))
-    if "W2" in only:
-        for t in keep(orm_targets(systems)):
-            jobs.append(Job("W2 orm", t, lambda r, t=t: r.drain(t, n, deadline, cap), record_drain("orm")))
-    if "W2b" in only:
-        for t in keep(results_targets(systems)):
-            jobs.append(Job("W2b", t, lambda r, t=t: r.drain(t, n, deadline, cap, results=True),
-                            record_drain("results")))
     if only & {"W3", "W4"}:
         # --quick leaves out django-q2's database broker here (about 25 s a run).
-        orm = orm_targets(systems if conf["w3_orm_peers"] else ours)
+        orm = [t for t in orm_targets(systems) if conf["w3_orm_peers"] or t.system != "django-q2"]
         lat_targets = redis_targets(systems) + (orm if "W3" in only else [])
         for t in keep(lat_targets):
             jobs.append(Job("W3+W4", t, lambda r, t=t: r.latency(t, conf["lat_tasks"]), record_latency))
     if "W5" in only:
         # Every system on Redis, and our database broker on SQLite and PostgreSQL
         # (django-q2's database broker is left out: about 25 s a run, and the
-        # issue compares against its Redis broker).
+        # issue compares against its Redis broker). Every system that has a
+        # redelivery setting gets the same delay (systems.Target.redelivery_setting).
         for t in keep(redis_targets(systems) + orm_targets(ours)):
-            t5 = t.with_(retry=5) if t.django else t
+            t5 = t.with_(redelivery=conf["w5_redelivery"])
+            results.settings.setdefault("W5 redelivery", {})[t5.label] = t5.redelivery_setting()
             jobs.append(Job("W5", t5, lambda r, t=t5: r.crash(t, conf["w5_n"], wait=conf["w5_wait"],
                                                                 stall=conf["w5_stall"]), record_crash,
                             repeats=conf["w5_repeats"]))
+    workers = results.settings.setdefault("Workers (every setting not named here is the system's default)", {})
+    for job in jobs:
+        label = job.target.label + (" (W2b)" if job.target.save_limit is not None else "")
+        workers[label] = job.target.with_(redelivery=None).worker_summary()
     once: list[Job] = []
     if "W6" in only and conf["w6_n"]:
         for s in ours:
@@ -157,7 +173,7 @@ def run_all(runner: Runner, jobs: list[Job], once: list[Job], repeats: int, resu
                 continue
             count += 1
             label = job.target.label
-            ours = Target(OURS, job.target.broker, job.target.db if job.target.django else None).label
+            ours = job.target.ours_label
             started = time.monotonic()
             try:
                 out = job.run(runner)

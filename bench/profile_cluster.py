@@ -40,7 +40,7 @@ def profile(runner: Runner, conf: dict) -> None:
     n = max(conf["n"], 40_000)
     runner.prepare(target)
     sent, _ = runner.enqueue(target, "noop", n)
-    pyspy = str(venvs.python(OURS).parent / "py-spy")
+    pyspy = str(venvs.python("harness").parent / "py-spy")  # the harness venv has the tools
     raw = PROFILES / "w2-redis.raw"
     group = runner.start(target)
     try:

@@ -44,6 +44,9 @@ sys.path.insert(0, str(REPO))
 
 from django_q.brokers.redis import RedisBroker  # noqa: E402  (needs no Django settings)
 
+sys.path.insert(0, str(REPO / "bench"))
+import lock  # noqa: E402
+
 URL = "redis://127.0.0.1:6379/12"
 BODY = 256  # bytes: about the size of a signed package of a call with a few arguments
 BATCH = 100  # enqueue batch, and recovery batch
@@ -325,6 +328,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a fifth of the messages, 3 rounds")
     parser.add_argument("--out", default="/tmp/redis_patterns.json")
     opts = parser.parse_args()
+    lock.acquire()  # it flushes db 12, which bench runs use: held until this process ends
     rounds = 3 if opts.quick and opts.rounds == 5 else opts.rounds
     client = redis.Redis.from_url(URL)
     plan = measures(opts.quick)

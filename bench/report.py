@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import targets
 from systems import OURS, is_baseline
 
 
@@ -21,10 +22,12 @@ class Figure:
 FIGURES = [
     Figure("W1", "W1 enqueue, single calls", "tasks/s", True),
     Figure("W1-bulk", "W1 enqueue, bulk path", "tasks/s", True),
-    Figure("W2", "W2 drain, Redis broker", "tasks/s", True),
+    Figure("W2", "W2 drain, Redis broker", "tasks/s", True),  # W2@<N>: one figure per N
     Figure("W2-orm", "W2 drain, database broker", "tasks/s", True),
     Figure("W1-orm", "W1 enqueue, database broker", "tasks/s", True),
     Figure("W2b", "W2b drain, every result stored", "tasks/s", True),
+    Figure("W4s-start", "W4s start-up, first task, Redis", "s", False),
+    Figure("W4s-start-orm", "W4s start-up, first task, database", "s", False),
     Figure("W3-p50", "W3 latency p50", "ms", False),
     Figure("W3-p90", "W3 latency p90", "ms", False),
     Figure("W3-p99", "W3 latency p99", "ms", False),
@@ -41,6 +44,19 @@ FIGURES = [
 BY_KEY = {f.key: f for f in FIGURES}
 
 
+def figure(key: str) -> Figure:
+    """The figure of a key; W2@5000 is W2's at N = 5,000."""
+    base, _, n = key.partition("@")
+    fig = BY_KEY[base]
+    return Figure(key, f"{fig.title}, N={int(n):,}", fig.unit, fig.higher_is_better) if n else fig
+
+
+def keys_in_order(keys) -> list[str]:
+    """FIGURES order, each N of a figure in ascending order."""
+    rank = {f.key: i for i, f in enumerate(FIGURES)}
+    return sorted(keys, key=lambda k: (rank[k.partition("@")[0]], int(k.partition("@")[2] or 0)))
+
+
 class Results:
     """figure key -> target label -> list of values, plus a note per run that did not complete."""
 
@@ -50,6 +66,7 @@ class Results:
         self.ours_of: dict[str, str] = {}
         self.errors: list[str] = []
         self.notes: list[str] = []
+        self.settings: dict[str, dict[str, str]] = {}  # what -> target label -> setting, printed under the table
 
     def add(self, key: str, label: str, ours_label: str, value: float, partial: str | None = None) -> None:
         self.values.setdefault(key, {}).setdefault(label, []).append(value)
@@ -59,10 +76,8 @@ class Results:
 
     def summary(self) -> dict:
         out: dict = {}
-        for fig in FIGURES:
-            rows = self.values.get(fig.key)
-            if not rows:
-                continue
+        for key in keys_in_order(self.values):
+            fig, rows = figure(key), self.values[key]
             entry: dict = {"title": fig.title, "unit": fig.unit, "higher_is_better": fig.higher_is_better, "targets": {}}
             for label, runs in rows.items():
                 row = {"runs": runs, "median": statistics.median(runs), "min": min(runs), "max": max(runs)}
@@ -93,14 +108,48 @@ class Results:
                     f"{fmt(row['min']) + ' - ' + fmt(row['max']):>21}  {'' if ratio is None else f'{ratio:.2f}x':>9}"
                 )
                 first = False
+        for what, rows in self.settings.items():
+            lines.append("")
+            lines.append(f"{what}:")
+            lines += [f"  {label:<30} {setting}" for label, setting in sorted(rows.items(), key=lambda kv: order(kv[0]))]
+        lines.append("")
         lines.append("* a run was cut short (enqueue cap or drain deadline): its rate is over the tasks it did")
         lines.append("peer/ours: the peer's median divided by ours (same broker and database)")
         if any(is_baseline(label.split()[0]) for rows in self.values.values() for label in rows):
             lines.append(f"{OURS}@<commit>: this package as it was at that commit (--baseline), run exactly as ours")
         return "\n".join(lines)
 
+    def overview(self) -> str:
+        """One row per target, one column per headline figure (medians): W1, W2 at each N, start-up, idle PSS, W3, W5."""
+        summary = self.summary()
+        lines = []
+        for kind, w1, w2, start in (("Redis", "W1", "W2", "W4s-start"), ("database", "W1-orm", "W2-orm", "W4s-start-orm")):
+            columns = [(w1, "W1 /s")]
+            columns += [(k, f"W2 {int(k.partition('@')[2]):,} /s") for k in keys_in_order(summary)
+                        if k.partition("@")[0] == w2 and "@" in k]
+            columns += [(start, "first task s"), ("W4-idle-pss", "idle PSS MiB"), ("W3-p50", "W3 p50 ms"),
+                        ("W3-p99", "W3 p99 ms"), ("W5-lost", "W5 lost"), ("W5-twice", "W5 twice")]
+            labels = sorted({label for key, _ in columns[:-5] for label in summary.get(key, {}).get("targets", {})},
+                            key=order)
+            if not labels:
+                continue
+            lines.append(f"{kind + ' (medians)':<30}" + "".join(f"{title:>14}" for _, title in columns))
+            for label in labels:
+                cells = [summary.get(key, {}).get("targets", {}).get(label, {}).get("median") for key, _ in columns]
+                lines.append(f"{label:<30}" + "".join(f"{'-' if c is None else fmt(c):>14}" for c in cells))
+            lines.append("")
+        return "\n".join(lines)
+
+    def targets(self) -> list[dict]:
+        """Issue #21 item 2: each target met or not, from this run's medians."""
+        return targets.evaluate(self.summary())
+
+    def targets_table(self) -> str:
+        return targets.table(self.targets())
+
     def write(self, path: Path, meta: dict) -> None:
-        doc = {"meta": meta, "figures": self.summary(), "notes": self.notes, "errors": self.errors}
+        doc = {"meta": meta, "figures": self.summary(), "targets": self.targets(), "settings": self.settings,
+               "notes": self.notes, "errors": self.errors}
         path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 

@@ -19,29 +19,53 @@ REPO = BENCH.parent
 VENVS = BENCH / ".venvs"
 SOURCES = VENVS / "src"  # src/<commit>: this repository as it was at a --baseline commit (git archive)
 
-DJANGO = "Django==5.2.19"
-REDIS = ["hiredis==3.5.0"]
-# redis-py where the package leaves it open (Celery and Dramatiq pin their own range;
-# the JSON records what each venv resolved).
-REDIS_PY = "redis==8.1.0"
+# Every system is installed as its documentation says, at its release current
+# on 2026-12-03, with the extras its docs name for the broker and no others:
+# no system gets hiredis (ours neither), and no Redis client is pinned, so each
+# resolves what `pip install <name>` gives a user (the JSON records it). The
+# Django systems share one Django; the PostgreSQL ones one driver, psycopg's
+# binary build (our `[postgres]` extra, what psycopg's docs name for a plain
+# install; procrastinate's own `psycopg[pool]` dependency resolves to it too).
+DJANGO = "Django==6.1.3"  # django.tasks (django-tasks-db) needs Django 6, so Python 3.12
 POSTGRES = "psycopg[binary]==3.3.9"
+BENCH_REDIS = "redis==8.1.0"  # the harness's own client, and the counter client of the database peers' jobs
 
-# system -> pip requirements. The peers get hiredis too, so every Redis client
-# parses replies the same way. Newer majors exist on PyPI (rq 3, huey 3,
-# dramatiq 2); these are the lines the benchmark brief names.
+# system -> pip requirements. Ours is `pip install .[postgres]` from the work
+# tree, not editable: a user's install (pip compiles it, as it does the peers').
 PINS: dict[str, list[str]] = {
-    "django-q": [f"-e{REPO}[hiredis,postgres]", DJANGO, REDIS_PY, *REDIS, POSTGRES, "psutil==7.2.2", "py-spy==0.4.3"],
-    "django-q2": ["django-q2==1.11.1", DJANGO, REDIS_PY, *REDIS, POSTGRES],
-    "celery": ["celery[redis]==5.7.0", *REDIS],
-    "rq": ["rq==2.12.0", REDIS_PY, *REDIS],
-    "huey": ["huey==2.6.0", REDIS_PY, *REDIS],
-    "dramatiq": ["dramatiq[redis]==1.18.0", *REDIS],
+    "django-q": [f"{REPO}[postgres]", DJANGO],
+    "django-q2": ["django-q2==1.11.1", "redis", DJANGO, POSTGRES],  # its docs: pip install django-q2, redis for Redis
+    "celery": ["celery[redis]==5.7.0"],
+    "rq": ["rq==3.0.0"],
+    "huey": ["huey[redis]==3.5.4"],
+    "dramatiq": ["dramatiq[redis]==2.2.1"],
+    # saq 0.26.4 imports typing_extensions without declaring it: a plain install fails at import.
+    "saq": ["saq[redis]==0.26.4", "typing_extensions"],
+    # The database peers need no Redis client; the bench's task bodies (jobs.py) count runs with one.
+    "procrastinate": ["procrastinate==3.10.0", POSTGRES, BENCH_REDIS],
+    "django-tasks-db": ["django-tasks-db==0.13.0", DJANGO, POSTGRES, BENCH_REDIS],
+    # The harness itself (run.py re-executes in it): none of the systems' venvs carry its tools.
+    "harness": ["psutil==7.2.2", BENCH_REDIS, POSTGRES, "py-spy==0.4.3"],
 }
-
-PYTHON = os.environ.get("BENCH_PYTHON", "python3")
+OWN_SOURCE = "django-q"  # installed from a folder: reinstalled whenever that folder's package changes
 
 # system name (django-q@<short hash>) -> full commit hash, for --baseline.
 BASELINES: dict[str, str] = {}
+PYTHON_VERSION = "3.12"
+
+
+def find_python() -> str:
+    """The interpreter every venv is made with: $BENCH_PYTHON, else a Python 3.12 on PATH or under pyenv."""
+    if os.environ.get("BENCH_PYTHON"):
+        return os.environ["BENCH_PYTHON"]
+    candidates = [shutil.which(f"python{PYTHON_VERSION}") or ""]
+    candidates += sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{PYTHON_VERSION}.*/bin/python{PYTHON_VERSION}"))
+    for candidate in filter(None, candidates):
+        ok = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True)
+        if ok.returncode == 0 and ok.stdout.strip() == PYTHON_VERSION:
+            return candidate
+    raise SystemExit(f"bench: no Python {PYTHON_VERSION} found (Django 6's django.tasks needs it); set BENCH_PYTHON")
 
 
 def git(*args: str) -> str:
@@ -60,12 +84,12 @@ def add_baseline(commit: str) -> str:
     """Register the system django-q@<short hash>: ours' pins, but this package as it was at `commit`.
 
     Its venv, bench/.venvs/django-q@<short hash>, installs bench/.venvs/src/<commit>
-    editable with the same extras, as ours installs the work tree.
+    with the same extras, as ours installs the work tree (`pip install`, not editable).
     """
     name = f"django-q@{git('rev-parse', '--short', commit)}"
     ours = PINS["django-q"]
-    assert ours[0].startswith(f"-e{REPO}["), ours[0]
-    PINS[name] = [f"-e{source(commit)}{ours[0][len(f'-e{REPO}'):]}", *ours[1:]]
+    assert ours[0].startswith(f"{REPO}["), ours[0]
+    PINS[name] = [f"{source(commit)}{ours[0][len(str(REPO)):]}", *ours[1:]]
     BASELINES[name] = commit
     return name
 
@@ -97,42 +121,59 @@ def python(system: str) -> Path:
     return VENVS / system / "bin" / "python"
 
 
+def package_root(system: str) -> Path | None:
+    """The folder ours (or a --baseline) is installed from; None for a peer from the package index."""
+    if system in BASELINES:
+        return source(BASELINES[system])
+    return REPO if system == OWN_SOURCE else None
+
+
+def source_hash(root: Path) -> str:
+    """A hash of the package's files (django_q/ and pyproject.toml) as they are on disk now."""
+    digest = hashlib.sha256()
+    files = [root / "pyproject.toml", *sorted((root / "django_q").rglob("*"))]
+    for f in files:
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+            digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _stamp(system: str) -> str:
     return hashlib.sha256(json.dumps(PINS[system]).encode()).hexdigest()[:16]
 
 
 def ensure(system: str, log=print) -> Path:
-    """The venv's python, creating or updating the venv if its pins changed."""
+    """The venv's python, creating or updating the venv if its pins (or, for ours, its package files) changed."""
     root = VENVS / system
     stamp = root / ".pins"
-    if stamp.exists() and stamp.read_text() == _stamp(system) and python(system).exists():
-        return python(system)
-    log(f"==> creating bench venv {system} ({' '.join(PINS[system])})")
-    if not python(system).exists():
-        subprocess.run([PYTHON, "-m", "venv", str(root)], check=True)
-    version = subprocess.run(
-        [str(python(system)), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    if version != "3.11":
-        log(f"    warning: {system} venv runs Python {version}, not 3.11")
-    _pip(system, "--upgrade", "pip")
-    _pip(system, *PINS[system])
-    stamp.write_text(_stamp(system))
+    if not (stamp.exists() and stamp.read_text() == _stamp(system) and python(system).exists()):
+        log(f"==> creating bench venv {system} ({' '.join(PINS[system])})")
+        if not python(system).exists():
+            subprocess.run([find_python(), "-m", "venv", str(root)], check=True)
+        version = subprocess.run(
+            [str(python(system)), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if version != PYTHON_VERSION:
+            log(f"    warning: {system} venv runs Python {version}, not {PYTHON_VERSION}")
+        package = package_root(system)
+        before = source_hash(package) if package is not None else ""
+        _pip(system, "--upgrade", "pip")
+        _pip(system, *PINS[system])
+        stamp.write_text(_stamp(system))
+        (root / ".source").write_text(before)
+    package = package_root(system)
+    if package is not None:
+        # Not editable, as a user installs it: the venv holds a copy, made again
+        # whenever the package's files differ from the copy's.
+        marker, now = root / ".source", source_hash(package)
+        if not (marker.exists() and marker.read_text() == now):
+            log(f"==> installing {package} into bench venv {system} (pip install, not editable)")
+            # pip always rebuilds and reinstalls a folder; dependencies the
+            # pyproject.toml added since are installed, the others kept.
+            _pip(system, *PINS[system])
+            marker.write_text(now)
     return python(system)
-
-
-def compile_project(system: str = "django-q") -> None:
-    """Write the bytecode of this project's package, as pip does for the peers it installs.
-
-    Ours is installed editable, so pip compiles none of it, and the processes
-    the bench starts run with PYTHONDONTWRITEBYTECODE: without this every
-    cluster would compile django_q from source before its first task (about
-    50 ms of its start). Only files changed since the last run are compiled.
-    A --baseline system's package (its folder under src/) is compiled the same way.
-    """
-    root = source(BASELINES[system]) if system in BASELINES else REPO
-    subprocess.run([str(python(system)), "-m", "compileall", "-q", str(root / "django_q")], check=True)
 
 
 def _pip(system: str, *args: str) -> None:
@@ -141,7 +182,8 @@ def _pip(system: str, *args: str) -> None:
         [str(python(system)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
         capture_output=True, text=True,
     )
-    noise = ("is ignored: it is neither a file nor a directory", "BuildBackendWarning", "!!", "****")
+    noise = ("is ignored: it is neither a file nor a directory", "BuildBackendWarning", "!!", "****", "SPDX",
+             "By 2027", "or your builds", "packaging.python.org", "corresp(")
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.strip() and not any(n in line for n in noise):
             print("   ", line)

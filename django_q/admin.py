@@ -33,6 +33,7 @@ from .guard import denied, offered
 from .inflight import RunningInfo, pending_tasks
 from .models import Dashboard, DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
 from .package import unpack, verify
+from .status import look
 from .tasks import async_task, cancel
 
 SHORT = 80  # characters of a value shown in a list
@@ -367,7 +368,8 @@ class InFlightAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         may_cancel = request.user.has_perm("django_q.change_failure")
-        clusters = [get_config().name, *sorted(c for c in request.GET.getlist("cluster") if c)]
+        config = get_config()
+        clusters = [config.name, *config.served_queues, *sorted(c for c in request.GET.getlist("cluster") if c)]
         if request.method == "POST" and "cancel" in request.POST:
             if not may_cancel:
                 raise PermissionDenied
@@ -390,7 +392,10 @@ class InFlightAdmin(admin.ModelAdmin):
                 continue
             for task in tasks:
                 task.progress_text = describe(task.progress)
-            listing.append((cluster, tasks))
+            size, statuses = look(cluster, config)
+            summary = _("%(queued)s waiting, %(leased)s handed out; served by %(clusters)d cluster(s)") % {
+                "queued": size.queued, "leased": size.leased, "clusters": len(statuses)}
+            listing.append((cluster, tasks, summary))
         context = {
             **self.admin_site.each_context(request),
             "title": _("Queued and running tasks"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import guard, oldsettings, package
+from . import guard, oldsettings, package, rates
 from .exceptions import ConfigurationError, UnsupportedBroker
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -38,6 +38,8 @@ class Config:
     """The effective cluster settings; see SPEC.md for what each key means."""
 
     name: str = "default"
+    # Q_CLUSTER['queues'] or qcluster -q as given; empty: the cluster serves `name` (see served_queues).
+    queues: tuple[str, ...] = ()
     workers: int = 1
     timeout: float | None = None
     retry: float = 60.0
@@ -72,6 +74,13 @@ class Config:
     log_level: str | int | None = None  # the django_q logger's level in every cluster process
     error_reporter: dict | None = None  # {entry point name in djangoq.errorreporters: kwargs of its class}
     django_redis: str | None = None  # a CACHES alias: the Redis broker uses django-redis's connection of it
+    # function path or "group:<name>" -> at most so many starts a period, across the queue's clusters
+    rate_limits: dict[str, rates.Limit] = field(default_factory=dict)
+
+    @property
+    def served_queues(self) -> tuple[str, ...]:
+        """The queues the cluster serves, in order: a ready task of an earlier one starts before any of a later one."""
+        return self.queues or (self.name,)
 
     @property
     def broker_kind(self) -> str:
@@ -123,9 +132,15 @@ def _is_func_entry(value: Any) -> bool:
     return all(part.isidentifier() for part in parts) and (value.endswith(".") or len(parts) > 1)
 
 
+def _is_queue_name(value: Any) -> bool:
+    return isinstance(value, str) and value != "" and ":" not in value
+
+
 # key -> (check, what the value must be)
 _RULES: dict[str, tuple[Any, str]] = {
-    "name": (lambda v: isinstance(v, str) and v != "" and ":" not in v, "a non-empty string without ':'"),
+    "name": (_is_queue_name, "a non-empty string without ':'"),
+    "queues": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_queue_name(q) for q in v)
+               and len(set(v)) == len(v), "a non-empty list of distinct queue names (non-empty strings without ':')"),
     "workers": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number of seconds or None"),
     "retry": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
@@ -163,15 +178,17 @@ _RULES: dict[str, tuple[Any, str]] = {
                        "a dict of {reporter name: dict of its options}"),
     "django_redis": (lambda v: isinstance(v, str) and v in settings.CACHES and find_spec("django_redis") is not None,
                      "a cache alias of CACHES, with django-redis installed"),
-    "cluster_name": (lambda v: isinstance(v, str) and v != "" and ":" not in v, "a non-empty string without ':'"),
+    "rate_limits": (lambda v: isinstance(v, dict), "a dict of {function path or 'group:<name>': 'N/s', 'N/m' or 'N/h'}"),
+    "cluster_name": (_is_queue_name, "a non-empty string without ':'"),
 }
 
 
-def build_config(cluster: str | None = None) -> Config:
+def build_config(cluster: str | None = None, queues: list[str] | None = None) -> Config:
     """Read and validate the settings now; raise ConfigurationError naming the bad key.
 
     `cluster` (qcluster -n; else the Q_CLUSTER_NAME environment variable, as in
-    django-q2) names the queue, with its ALT_CLUSTERS overrides.
+    django-q2) names the queue, with its ALT_CLUSTERS overrides. `queues`
+    (qcluster -q) replaces Q_CLUSTER['queues'].
     """
     raw = getattr(settings, "Q_CLUSTER", None)
     raw = {} if raw is None else raw
@@ -191,6 +208,8 @@ def build_config(cluster: str | None = None) -> Config:
         if key not in _RULES:
             raise ConfigurationError(f"Q_CLUSTER['{key}']: unknown key (known keys: {', '.join(sorted(_RULES))})")
         values[key] = _checked(key, value, f"Q_CLUSTER['{key}']")
+    if queues:
+        values["queues"] = _checked("queues", list(queues), "qcluster -q")
     for key in unused_broker_keys(values):
         del values[key]
     # django-q2's queue name, kept apart from `name` there because `name` salted the
@@ -234,12 +253,16 @@ def _checked(key: str, value: Any, label: str) -> Any:
         raise ConfigurationError(f"{label} must be {must}, got {value!r}")
     if key in ("timeout", "retry", "poll", "cancel_grace", "enqueue_timeout") and value is not None:
         return float(value)
+    if key == "queues":
+        return tuple(value)
     if key == "admin_funcs":
         refused = [entry for entry in value if guard.names_denied_module(entry)]
         if refused:
             raise ConfigurationError(f"{label} names what nobody may schedule ({', '.join(map(repr, refused))}: "
                                      f"{', '.join(sorted(guard.DENIED_MODULES))}), got {value!r}")
         return tuple(value)
+    if key == "rate_limits":
+        return rates.parse_limits(value, label)
     if key == "log_level" and isinstance(value, str):
         return value.upper()
     return value

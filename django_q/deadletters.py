@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from django.db.models import QuerySet
 
 from .brokers import get_broker
+from .brokers.queues import split_id
 from .conf import Config, get_config
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter
@@ -38,7 +39,8 @@ def store(notes: Sequence[DeadLetterNote], config: Config, using: str) -> None:
     for given in notes:
         size = len(given.payload) if given.size is None else given.size
         kept = note(given.delivery_id, given.queue, given.payload, given.reason, config.package_limit)
-        letters.append(DeadLetter(broker_id=kept.delivery_id, queue=kept.queue, payload=kept.payload,
+        # The id within its queue: a cluster serving several queues names the queue in its delivery ids.
+        letters.append(DeadLetter(broker_id=split_id(kept.delivery_id)[1], queue=kept.queue, payload=kept.payload,
                                   reason=kept.reason, size=size))
     rows = DeadLetter.objects.using(using)
     rows.bulk_create(letters)

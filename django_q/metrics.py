@@ -52,7 +52,7 @@ LABELS = ["queue", "cluster"]
 
 
 class QueueCollector:
-    """Collects the metrics of `queues` (the configured queue by default) at each scrape."""
+    """Collects the metrics of `queues` (the configured queues by default) at each scrape."""
 
     def __init__(self, queues: Sequence[str] | None = None) -> None:
         self.queues = tuple(queues) if queues else None
@@ -69,8 +69,9 @@ class QueueCollector:
         clusters = GaugeMetricFamily("django_q_clusters", "Running clusters", labels=["queue"])
         workers = GaugeMetricFamily("django_q_workers", "Worker processes of running clusters", labels=LABELS)
         busy = GaugeMetricFamily("django_q_workers_busy", "Workers running a task", labels=LABELS)
-        every: list[tuple[str, ClusterStatus]] = []
-        for queue in self.queues or (config.name,):
+        every: list[tuple[str, ClusterStatus]] = []  # each cluster once, with the queue it is reported under
+        counted: set[str] = set()
+        for queue in self.queues or config.served_queues:
             broker = get_broker(queue, config)
             try:
                 statuses = cluster_statuses(queue, config)
@@ -82,8 +83,13 @@ class QueueCollector:
                 continue
             up.add_metric([queue], 1)
             clusters.add_metric([queue], len(statuses))
-            every.extend((queue, status) for status in statuses)
             for status in statuses:
+                # A cluster serving several queues publishes one status to each: its counters are
+                # reported once, under the first of them collected here.
+                if status.id in counted:
+                    continue
+                counted.add(status.id)
+                every.append((queue, status))
                 labels = [queue, status.id]
                 for key, _ in COUNTERS:
                     counters[key].add_metric(labels, getattr(status.counters, key))
@@ -146,7 +152,7 @@ def may_read(request: HttpRequest) -> bool:
 
 
 def metrics(request: HttpRequest, queues: Sequence[str] | None = None) -> HttpResponse:
-    """The Prometheus text exposition of `queues` (the configured queue by default), for staff or the token.
+    """The Prometheus text exposition of `queues` (the configured queues by default), for staff or the token.
 
     Pass other queues in the url's kwargs: `path("metrics/", metrics, {"queues": ["default", "long"]})`.
     """

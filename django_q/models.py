@@ -335,6 +335,8 @@ class OrmQ(models.Model):
     # The digest of a unique task's key (async_task(unique=...)): the constraint
     # below lets one row of a queue hold it, and deleting the row frees it.
     unique_key = models.CharField(max_length=64, null=True)
+    # The cluster id that leased the row (dequeue's owner), for releasing a dead cluster's leases.
+    owner = models.CharField(max_length=64, null=True)
 
     class Meta:
         app_label = "django_q"
@@ -419,3 +421,32 @@ class Dashboard(Task):
         proxy = True
         verbose_name = _("dashboard")
         verbose_name_plural = _("dashboard")
+
+
+class RateLog(models.Model):
+    """The database broker's rate limits (Q_CLUSTER['rate_limits']): one sliding log per queue and key."""
+
+    queue = models.CharField(max_length=100)
+    key = models.CharField(max_length=200)  # a function's dotted path, or "group:<name>"
+    # A JSON list of the last starts within the window, epoch seconds, oldest first (django_q.rates.take).
+    starts = models.TextField(default="[]")
+
+    class Meta:
+        app_label = "django_q"
+        verbose_name = _("rate log")
+        constraints = [models.UniqueConstraint(fields=["queue", "key"], name="django_q_ratelog_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}:{self.key}"
+
+
+class LeaseOwner(models.Model):
+    """The database broker's owner beats: when each cluster leasing rows of a queue last said it is alive."""
+
+    queue = models.CharField(max_length=100)
+    cluster_id = models.CharField(max_length=64)
+    seen = models.FloatField()  # epoch seconds of its last beat
+
+    class Meta:
+        app_label = "django_q"
+        constraints = [models.UniqueConstraint(fields=["queue", "cluster_id"], name="django_q_leaseowner_unique")]

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -31,7 +31,7 @@ import psutil
 from django.db import connections
 
 from .backoff import Outage
-from .brokers import get_broker
+from .brokers import cluster_broker, get_broker
 from .conf import Config, get_config
 from .context import Progress
 from .exceptions import BrokerError, PackageError
@@ -101,6 +101,7 @@ class ClusterStatus:
     updated: float  # epoch seconds of this publication
     counters: Counters = field(default_factory=Counters)
     rate: float = 0.0  # tasks finished per second over the last RATE_SPAN seconds
+    queues: tuple[str, ...] = ()  # the queues it serves, in order (`queued` is their sum)
 
     @property
     def rss(self) -> int:
@@ -128,7 +129,7 @@ class ClusterStatus:
         counters = _known(Counters, raw.get("counters") or {})
         counters["duration_buckets"] = tuple(counters.get("duration_buckets") or Counters().duration_buckets)
         values = _known(cls, raw)
-        values.update(workers=workers, counters=Counters(**counters))
+        values.update(workers=workers, counters=Counters(**counters), queues=tuple(raw.get("queues") or ()))
         return cls(**values)
 
 
@@ -245,7 +246,7 @@ class Publisher(threading.Thread):
             self.join(STOP_PATIENCE)
 
     def run(self) -> None:
-        broker = get_broker(self.config.name, self.config)
+        broker = cluster_broker(self.config)  # published to every queue it serves
         try:
             while True:
                 self._call(lambda: broker.publish_status(self.identity.id, self.build(broker).to_json(), TTL))
@@ -292,7 +293,7 @@ class Publisher(threading.Thread):
         return ClusterStatus(
             id=ident.id, host=ident.host, pid=ident.pid, name=self.config.name, state=state,
             workers=tuple(workers), queued=queued, done=counters.succeeded, failed=counters.failed,
-            started=ident.started, updated=time.time(), counters=counters,
+            started=ident.started, updated=time.time(), counters=counters, queues=self.config.served_queues,
             rate=self._rate(counters.succeeded + counters.failed),
         )
 
@@ -334,13 +335,22 @@ RECENT = 100  # tasks the mean run time is taken over
 
 
 @dataclass(frozen=True, slots=True)
-class Overview:
-    """One queue at a glance: its clusters and broker; results, schedules and dead letters of every queue."""
+class QueueSize:
+    """One queue's packages: waiting, and handed out; None if its broker did not answer."""
 
     name: str
+    queued: int | None
+    leased: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Queues at a glance: their clusters and broker; results, schedules and dead letters of every queue."""
+
+    name: str  # the first queue
     broker: str  # "redis" or "orm"
-    clusters: tuple[ClusterStatus, ...]
-    queued: int | None  # None: the broker did not answer
+    clusters: tuple[ClusterStatus, ...]  # of any of the queues, each once
+    queued: int | None  # of all the queues; None: a broker did not answer
     leased: int | None
     successes: int
     failures: int
@@ -348,6 +358,7 @@ class Overview:
     dead_letters: int
     mean_run_time: float | None  # seconds, over the last `recent` stored tasks
     recent: int
+    queues: tuple[QueueSize, ...] = ()  # each queue, in the order given
 
     @property
     def running(self) -> int:
@@ -358,22 +369,38 @@ class Overview:
         return sum(len(s.workers) for s in self.clusters)
 
 
-def overview(name: str | None = None, config: Config | None = None, recent: int = RECENT) -> Overview:
-    """Read everything `qinfo` shows: statuses and sizes from the broker, counts from the database."""
-    config = config or get_config()
-    name = name or config.name
+def look(name: str, config: Config) -> tuple[QueueSize, list[ClusterStatus]]:
+    """Queue `name`'s size and the statuses of its clusters; (None sizes, []) if its broker did not answer."""
     broker = get_broker(name, config)
     try:
-        clusters: tuple[ClusterStatus, ...] = tuple(cluster_statuses(name, config))
-        queued, leased = broker.size(), broker.leased()
+        return QueueSize(name, broker.size(), broker.leased()), cluster_statuses(name, config)
     except BrokerError as exc:
         logger.warning("broker of queue %s did not answer: %s", name, exc)
-        clusters, queued, leased = (), None, None
+        return QueueSize(name, None, None), []
+
+
+def overview(
+    names: str | Sequence[str] | None = None, config: Config | None = None, recent: int = RECENT
+) -> Overview:
+    """Read everything `qinfo` shows of queue `names` (one name, or several): statuses and sizes from the
+    broker, counts from the database."""
+    config = config or get_config()
+    names = [names or config.name] if names is None or isinstance(names, str) else list(names)
+    found: dict[str, ClusterStatus] = {}
+    sizes = []
+    for name in names:
+        size, statuses = look(name, config)
+        sizes.append(size)
+        for status in statuses:
+            found.setdefault(status.id, status)  # a cluster serving several queues is in each
+    clusters = tuple(sorted(found.values(), key=lambda s: (s.started, s.id)))
+    queued = None if any(q.queued is None for q in sizes) else sum(q.queued for q in sizes)  # type: ignore[misc]
+    leased = None if any(q.leased is None for q in sizes) else sum(q.leased for q in sizes)  # type: ignore[misc]
     times = list(Task.objects.order_by("-stopped").values_list("started", "stopped")[:recent])
     mean = sum((b - a).total_seconds() for a, b in times) / len(times) if times else None
     return Overview(
-        name=name, broker=config.broker_kind, clusters=clusters, queued=queued, leased=leased,
+        name=names[0], broker=config.broker_kind, clusters=clusters, queued=queued, leased=leased,
         successes=Task.objects.filter(success=True).count(), failures=Task.objects.filter(success=False).count(),
         schedules=Schedule.objects.count(), dead_letters=DeadLetter.objects.count(),
-        mean_run_time=mean, recent=len(times),
+        mean_run_time=mean, recent=len(times), queues=tuple(sizes),
     )

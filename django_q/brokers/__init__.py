@@ -7,8 +7,9 @@ import threading
 
 from ..conf import Config, get_config
 from .base import Broker, Delivery, QueueBackend, Tracking
+from .queues import Queues
 
-__all__ = ["Broker", "Delivery", "QueueBackend", "Tracking", "close_brokers", "get_broker"]
+__all__ = ["Broker", "Delivery", "QueueBackend", "Tracking", "close_brokers", "cluster_broker", "get_broker"]
 
 _local = threading.local()
 
@@ -26,6 +27,14 @@ def get_broker(name: str | None = None, config: Config | None = None) -> QueueBa
     broker = _create(name, config)
     cache[name] = (config, broker)
     return broker
+
+
+def cluster_broker(config: Config) -> QueueBackend:
+    """What a cluster dequeues from: its one queue's broker, or a `Queues` over its queues, in order."""
+    names = config.served_queues
+    if len(names) == 1:
+        return get_broker(names[0], config)
+    return Queues([get_broker(name, config) for name in names])
 
 
 def _create(name: str, config: Config) -> QueueBackend:

@@ -14,6 +14,9 @@ and hands them out under a lease:
 - `retry(id, payload, delay)` replaces a leased delivery's package and makes it
   ready again after `delay` seconds, keeping its id and attempt count (a task's
   retry policy).
+- `defer({id: delay})` makes leased deliveries ready again after their delays
+  and takes back the attempt their dequeue counted: a task held back by a rate
+  limit did not run.
 - A delivery whose lease runs out (its cluster died) becomes ready again on
   its own and is handed out by the next `dequeue` of any cluster.
 - `enqueue_unique(payload, unique, key)` adds the package only if no package
@@ -26,18 +29,33 @@ and hands them out under a lease:
 Acking, renewing or requeueing an id that is no longer leased is a no-op, so a
 slow cluster whose lease was taken over cannot corrupt the queue.
 
+Owners, so that a dead cluster's deliveries do not wait out their lease:
+
+- `dequeue(..., owner=cluster_id)` records the cluster that leased each delivery.
+- `beat(owner, dead_after)` is one atomic step, made every second or so by
+  each live cluster: it records that `owner` is alive now, and makes ready
+  again at once the leased deliveries of every owner that has neither beaten
+  for `dead_after` seconds nor a status that has not expired (`publish_status`),
+  leaving alone any delivery leased or renewed within `dead_after` seconds. It
+  returns whether `owner` itself had gone `dead_after` seconds without a beat,
+  in which case some of its deliveries may be gone: `held` tells which are left.
+- `held(ids, owner)` returns those of `ids` that are still leased by `owner`.
+
 That is all `Broker` asks. What the cluster and `fetch(in_flight=True)` need besides, to see
-and steer tasks and clusters, is the `Tracking` contract; every broker
-`get_broker()` returns does both (`QueueBackend`).
+and steer tasks and clusters, is the `Tracking` contract, and to keep rate
+limits across clusters the `Throttle` contract; every broker `get_broker()`
+returns does all three (`QueueBackend`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..exceptions import BatchMismatch, InvalidPriority, TaskTypeError
+from ..rates import Limit
 
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
@@ -52,6 +70,9 @@ class Delivery:
     id: str  # the broker's receipt: pass it to ack, renew and requeue
     payload: bytes
     attempts: int  # deliveries of this package so far, this one included
+    # Set by the cluster, not the broker (cluster.limits): epoch seconds by which a worker must start it,
+    # else it goes back to the broker unrun; 0.0 for no bound.
+    start_by: float = 0.0
 
 
 QUEUED = "queued"
@@ -113,8 +134,8 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
-        """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first."""
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
+        """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first; `owner` holds them."""
 
     @abc.abstractmethod
     def renew(self, ids: Sequence[str]) -> None:
@@ -131,6 +152,22 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def retry(self, delivery_id: str, payload: bytes, delay: float) -> None:
         """Replace a leased delivery's package and make it ready `delay` seconds from now."""
+
+    @abc.abstractmethod
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready again `delays[id]` seconds from now, their dequeue's attempt taken back."""
+
+    @abc.abstractmethod
+    def beat(self, owner: str, dead_after: float) -> bool:
+        """Record `owner` alive now and release the leases of owners silent for `dead_after` seconds, atomically.
+
+        True if `owner` itself had not beaten within `dead_after` seconds (or
+        never had): its deliveries may have been released, ask `held`.
+        """
+
+    @abc.abstractmethod
+    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+        """Those of `ids` still leased by `owner`, in `ids` order."""
 
     @abc.abstractmethod
     def size(self) -> int:
@@ -152,8 +189,34 @@ class Broker(abc.ABC):
         """Ways the store's own settings could lose tasks, told once when a cluster starts."""
         return []
 
+    def watch(self, brokers: Sequence[Broker]) -> ReadyWatch:
+        """A watch that wakes when any of `brokers` (queues of this broker's store, this one among them)
+        may have a ready package: how a cluster serving several queues waits on all of them at once."""
+        return ReadyWatch()
+
     def close(self) -> None:
         """Release connections."""
+
+
+class ReadyWatch:
+    """Waits for any of several queues of one store (brokers.queues.Queues.dequeue); this one just sleeps.
+
+    A waiting dequeue repeats: `arm`, a non-blocking dequeue of each queue,
+    and if all were empty, `wait`. A package that arrives after `arm` ends
+    the next `wait` early; one that becomes ready on its own (a delay ends, a
+    lease lapses) is found once `wait` returns, which a store bounds by its
+    poll interval or the next due time it knows of.
+    """
+
+    def arm(self) -> None:
+        """Note the store's state; called right before the dequeues."""
+
+    def wait(self, seconds: float) -> None:
+        """Return after up to `seconds`, or sooner if a package may have arrived since `arm`."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        """Release what the watch holds."""
 
 
 class Tracking(abc.ABC):
@@ -211,7 +274,6 @@ class Tracking(abc.ABC):
     def statuses(self) -> list[bytes]:
         """The statuses of this queue's clusters that have not expired, in no particular order."""
 
-
     @abc.abstractmethod
     def write_history(self, minute: int, writer: str, data: bytes) -> None:
         """Store (or replace) `writer`'s record of `minute` (epoch seconds // 60); forget those past HISTORY_MINUTES."""
@@ -221,8 +283,28 @@ class Tracking(abc.ABC):
         """Every writer's record of the minutes from `since` on, as (minute, data), in no particular order."""
 
 
-class QueueBackend(Broker, Tracking):
-    """A broker that also does the tracking: what `get_broker()` returns, and what every broker here is."""
+class Throttle(abc.ABC):
+    """Rate limits kept in the queue's store, so that every cluster of the queue counts the same starts.
+
+    `take_starts` keeps, per key, a sliding log of start times (django_q.rates)
+    and decides a whole batch in one atomic step across clusters: each start
+    is taken, and logged under all its keys, only if every one of its keys had
+    fewer than `count` starts in the last `window` seconds of the store's clock.
+    """
+
+    @abc.abstractmethod
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """For each start in `wanted` (the keys of `limits` it counts against), in order: 0.0 if it was
+        taken, else the seconds until all its keys have room."""
+
+    def throttle_for(self, delivery_id: str) -> Throttle:
+        """Whose logs count the start of `delivery_id`: this store's, or (brokers.queues) its queue's."""
+        return self
+
+
+class QueueBackend(Broker, Tracking, Throttle):
+    """A broker that also does the tracking and the throttling: what `get_broker()` returns, and what every
+    broker here is."""
 
 
 def check_priority(priority: int) -> int:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..rates import Limit, take
 from .base import (
     DELAYED,
     HISTORY_MINUTES,
@@ -33,6 +34,7 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
@@ -55,6 +57,8 @@ class _Message:
     leased: bool = False
     running: bytes | None = None
     cancel: bool = False
+    owner: str | None = None  # the cluster that leased it (dequeue's owner)
+    leased_at: float = 0.0  # when it was leased or last renewed
 
     def place(self) -> tuple[int, int]:
         return (-self.priority, self.seq)
@@ -65,6 +69,8 @@ class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     statuses: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # cluster id -> (data, expiry)
     history: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (minute, writer) -> record
+    starts: dict[str, list[float]] = field(default_factory=dict)  # rate limit key -> its sliding log
+    beats: dict[str, float] = field(default_factory=dict)  # owner -> its last beat, by the broker's clock
 
 
 # One lock for every queue: a broker holds it for a few dict operations only.
@@ -125,7 +131,7 @@ class MemoryBroker(QueueBackend):
             _changed.notify_all()
         return ids
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` ready packages, waiting up to `timeout` seconds (of real time) for the first."""
         if count < 1:
             return []
@@ -135,7 +141,7 @@ class MemoryBroker(QueueBackend):
                 now = self.clock()
                 ready = sorted((m for m in self._queue().messages.values() if m.visible <= now), key=_Message.place)
                 if ready:
-                    return [self._lease(message, now) for message in ready[:count]]
+                    return [self._lease(message, now, owner) for message in ready[:count]]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -145,7 +151,8 @@ class MemoryBroker(QueueBackend):
         """Extend the leases of `ids` to `lease` seconds from now."""
         with _changed:
             for message in self._leased(ids):
-                message.visible = self.clock() + self.lease
+                message.leased_at = self.clock()
+                message.visible = message.leased_at + self.lease
 
     def ack(self, ids: Sequence[str]) -> None:
         """Remove deliveries for good."""
@@ -169,6 +176,50 @@ class MemoryBroker(QueueBackend):
                 message.leased, message.visible, message.running = False, self.clock() + max(delay, 0.0), None
             _changed.notify_all()
 
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready after their delays, taking back the attempt of their dequeue."""
+        with _changed:
+            now = self.clock()
+            for message in self._leased(list(delays)):
+                message.leased, message.visible, message.running = False, now + max(delays[str(message.seq)], 0.0), None
+                message.owner = None
+                message.attempts = max(message.attempts - 1, 0)
+            _changed.notify_all()
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the queue's sliding logs, under the store's lock."""
+        with _changed:
+            return take(self._queue().starts, wanted, limits, self.clock())
+
+    def beat(self, owner: str, dead_after: float) -> bool:
+        """Record `owner` alive now; release the leases of owners silent for `dead_after` seconds."""
+        with _changed:
+            now = self.clock()
+            queue = self._queue()
+            last = queue.beats.get(owner)
+            queue.beats[owner] = now
+            silent = {o for o, seen in queue.beats.items() if seen <= now - dead_after}
+            dead = {o for o in silent if queue.statuses.get(o, (b"", now))[1] <= now}
+            if not dead:
+                return last is None or last <= now - dead_after
+            left = set()
+            for message in queue.messages.values():
+                if message.leased and message.visible > now and message.owner in dead:
+                    if message.leased_at > now - dead_after:
+                        left.add(message.owner)  # leased or renewed lately: looked at again next beat
+                        continue
+                    message.leased, message.visible, message.running, message.owner = False, now, None, None
+            for gone in dead - left:
+                del queue.beats[gone]
+            _changed.notify_all()
+        return last is None or last <= now - dead_after
+
+    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+        """Those of `ids` still leased by `owner`."""
+        with _changed:
+            now = self.clock()
+            return [str(m.seq) for m in self._leased(ids) if m.owner == owner and m.visible > now]
+
     def size(self) -> int:
         """Packages the next dequeue may hand out: new, requeued, due or with a lapsed lease."""
         with _changed:
@@ -184,10 +235,15 @@ class MemoryBroker(QueueBackend):
     def ping(self) -> None:
         """Return: memory always answers."""
 
+    def watch(self, brokers: Sequence[QueueBackend]) -> ReadyWatch:
+        """Wakes on any change of any queue (they share one condition)."""
+        return _ChangeWatch()
+
     def purge(self) -> None:
-        """Remove every package of this queue, ready, delayed or leased (statuses stay)."""
+        """Remove every package of this queue, ready, delayed or leased, and its rate logs (statuses stay)."""
         with _changed:
             self._queue().messages.clear()
+            self._queue().starts.clear()
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Record each leased delivery's running record."""
@@ -287,9 +343,10 @@ class MemoryBroker(QueueBackend):
         found = (messages.get(i) for i in dict.fromkeys(map(str, ids)))
         return [m for m in found if m is not None and m.leased]
 
-    def _lease(self, message: _Message, now: float) -> Delivery:
+    def _lease(self, message: _Message, now: float, owner: str | None) -> Delivery:
         # A lapsed lease's running record was the dead cluster's, not the new one's.
         message.leased, message.visible, message.running = True, now + self.lease, None
+        message.owner, message.leased_at = owner, now
         message.attempts += 1
         return Delivery(id=str(message.seq), payload=message.payload, attempts=message.attempts)
 
@@ -309,3 +366,12 @@ def _pending(message: _Message, now: float) -> Pending:
         due=message.visible if state != QUEUED else None,
         running=message.running if state == LEASED else None,
     )
+
+
+class _ChangeWatch(ReadyWatch):
+    """Waits on the store's one condition, which every enqueue, requeue and retry notifies; MAX_WAIT at most
+    (an injected clock moves on without notifying)."""
+
+    def wait(self, seconds: float) -> None:
+        with _changed:
+            _changed.wait(min(seconds, MAX_WAIT))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -42,7 +42,8 @@ from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
-from . import wakeup
+from ..rates import Limit
+from . import orm_rates, wakeup
 from .base import (
     HISTORY_MINUTES,
     DELAYED,
@@ -54,10 +55,12 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
 )
+from .orm_owners import OrmOwners
 
 # Long enough to outwait any other writer of the cluster: each of them holds
 # the write lock for one short statement.
@@ -72,7 +75,7 @@ UNIQUE_TRIES = 5
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
 
-class OrmBroker(QueueBackend):
+class OrmBroker(OrmOwners, QueueBackend):
     """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
 
     def __init__(self, name: str, lease: float, alias: str = "default", poll: float = 0.2) -> None:
@@ -142,7 +145,7 @@ class OrmBroker(QueueBackend):
                 wakeup.notify(conn, self.name)
         return [str(row.pk) for row in rows]
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` ready packages, waiting up to `timeout` seconds for the first.
 
         While nothing is ready it claims again every `poll` seconds, or as soon
@@ -157,7 +160,7 @@ class OrmBroker(QueueBackend):
                 if waiter is not None:
                     conn.ensure_connection()
                     waiter.arm(conn)  # before the claim: a commit racing the claim still wakes the wait
-                rows = self._claim(conn, count)
+                rows = self._claim(conn, count, owner)
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0 or waiter is None:
                 break
@@ -191,6 +194,20 @@ class OrmBroker(QueueBackend):
             )
             if updated and delay <= 0:
                 wakeup.notify(conn, self.name)
+
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased rows ready after their delays, taking back the attempt of their dequeue (one transaction)."""
+        now = time.time()
+        with self._db(), transaction.atomic(using=self.alias):
+            for delivery_id, delay in delays.items():
+                self._leased_rows([delivery_id]).update(
+                    leased=False, visible=now + max(delay, 0.0), running=None, owner=None, attempts=F("attempts") - 1
+                )
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the RateLog rows of the queue, under their locks (see orm_rates)."""
+        with self._db():
+            return orm_rates.take_starts(self.alias, self.name, wanted, limits)
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Store each delivery's running record in its row (one UPDATE per row, one transaction)."""
@@ -258,9 +275,10 @@ class OrmBroker(QueueBackend):
             cursor.execute("SELECT 1")
 
     def purge(self) -> None:
-        """Delete every row of this queue, ready, delayed or leased."""
+        """Delete every row of this queue, ready, delayed or leased, and its rate logs."""
         with self._db():
             self._rows().delete()
+            orm_rates.purge(self.alias, self.name)
 
     def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
         """Store the status row of `cluster_id`, and delete the expired rows of the queue."""
@@ -301,6 +319,10 @@ class OrmBroker(QueueBackend):
             rows = QueueHistory.objects.using(self.alias).filter(queue=self.name, minute__gte=since)
             return [(minute, bytes(data)) for minute, data in rows.values_list("minute", "data")]
 
+    def watch(self, brokers: Sequence[Any]) -> ReadyWatch:
+        """A waiter of wakeup.py for every queue of `brokers` (queues of this database) at once."""
+        return wakeup.QueuesWatch(self._db, [b.name for b in brokers], self.poll)
+
     def close(self) -> None:
         """Close the waiter's connection, and this thread's connection to `alias` unless a transaction is open on it."""
         if self._waiter is not None:
@@ -313,7 +335,7 @@ class OrmBroker(QueueBackend):
 
     def _waiter_for(self, conn: BaseDatabaseWrapper) -> wakeup.Waiter:
         if self._waiter is None:
-            self._waiter = wakeup.waiter_for(conn, self.name)
+            self._waiter = wakeup.waiter_for(conn, [self.name])
         return self._waiter
 
     def _rows(self) -> QuerySet:
@@ -324,29 +346,29 @@ class OrmBroker(QueueBackend):
         pks = [int(s) for s in map(str, ids) if s.isascii() and s.isdigit()]
         return self._rows().filter(pk__in=pks, leased=True)
 
-    def _claim(self, conn: BaseDatabaseWrapper, count: int) -> list[Row]:
+    def _claim(self, conn: BaseDatabaseWrapper, count: int, owner: str | None) -> list[Row]:
         # A claimed row may be a lapsed lease: its running record was the dead cluster's, so it goes.
         now = time.time()
         if conn.vendor in ("postgresql", "sqlite"):
-            return self._claim_returning(conn, count, now)
-        return self._claim_locking(conn, count, now)
+            return self._claim_returning(conn, count, now, owner)
+        return self._claim_locking(conn, count, now, owner)
 
-    def _claim_returning(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+    def _claim_returning(self, conn: BaseDatabaseWrapper, count: int, now: float, owner: str | None) -> list[Row]:
         if conn.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
             raise BrokerError(f"the database broker needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}")
         table = conn.ops.quote_name(OrmQ._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
         sql = (
-            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL "
+            f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL, owner = %s "
             f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
             "RETURNING id, payload, attempts, priority"
         )
         with conn.cursor() as cursor:
-            cursor.execute(sql, [now + self.lease, True, self.name, now, count])
+            cursor.execute(sql, [now + self.lease, True, owner, self.name, now, count])
             return list(cursor.fetchall())
 
-    def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float) -> list[Row]:
+    def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float, owner: str | None) -> list[Row]:
         skip = conn.features.has_select_for_update_skip_locked
         with transaction.atomic(using=self.alias):
             ready = self._rows().filter(visible__lte=now).order_by("-priority", "id")
@@ -355,7 +377,7 @@ class OrmBroker(QueueBackend):
             )
             if rows:
                 OrmQ.objects.using(self.alias).filter(pk__in=[row[0] for row in rows]).update(
-                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None
+                    visible=now + self.lease, leased=True, attempts=F("attempts") + 1, running=None, owner=owner
                 )
         return [(pk, payload, attempts + 1, priority) for pk, payload, attempts, priority in rows]
 

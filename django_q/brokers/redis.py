@@ -16,10 +16,13 @@ key of one queue lives in one slot and a script may touch them all):
     django_q:{name}:cancel    SET     leased ids that cancel() asked their cluster to stop
     django_q:{name}:unique    HASH    unique key -> id of the message holding it (enqueue_unique)
     django_q:{name}:unique_of HASH    id -> unique key, to free it when the message is forgotten
+    django_q:{name}:owner     HASH    id -> cluster id that leased it (dequeue's owner)
+    django_q:{name}:beats     ZSET    cluster id -> its last beat, ms of the server's clock
     django_q:{name}:status    HASH    cluster id -> status bytes (django_q.status)
     django_q:{name}:status_expiry  ZSET  cluster id -> expiry, ms of the server's clock
     django_q:{name}:history:{minute}  HASH  writer -> its record of that minute (django_q.history);
                                             the key expires HISTORY_MINUTES after its minute
+    django_q:{name}:rate...   the rate limits' sliding logs: see django_q.brokers.redis_rates
 
 A message id is its ready score: (100 - priority) * 2**44 + seq, written as an
 integer (below 2**53, so a double holds it exactly). Lower scores mean higher
@@ -44,8 +47,7 @@ between them atomic, with `TIME` as the one clock every cluster shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -53,7 +55,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from ..exceptions import BrokerConnectionError, BrokerError, ConfigurationError
+from ..exceptions import ConfigurationError
+from ..rates import Limit
 from .base import (
     HISTORY_MINUTES,
     PRIORITY_MAX,
@@ -61,6 +64,7 @@ from .base import (
     Delivery,
     Pending,
     QueueBackend,
+    ReadyWatch,
     batch_keys,
     check_priority,
     check_unique,
@@ -83,17 +87,20 @@ from .redis_lua import (
     STATUSES,
     Lua,
 )
+from .redis_lua import translate as _translate
+from .redis_owners import RedisOwners
+from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
 
 KEY_NAMES = (
     "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
-    "unique", "unique_of",
+    "unique", "unique_of", "owner", "beats",
 )
 PRIORITY_SHIFT = 2**44
 ENQUEUE_BATCH = 1000
 # Shortest BLPOP: its timeout 0 would mean "forever".
 MIN_BLOCK = 0.005
 
-class RedisBroker(QueueBackend):
+class RedisBroker(RedisOwners, QueueBackend):
     """A queue in Redis; `dequeue` blocks on the server and wakes as soon as a package arrives."""
 
     blocking = True
@@ -108,6 +115,7 @@ class RedisBroker(QueueBackend):
         socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
         # A BLPOP must end before the socket read times out, or redis-py raises.
         self._max_block = 0.8 * socket_timeout if socket_timeout else None
+        self.hint_ms = -1  # of the last dequeue that found nothing: ms until a delay ends or a lease lapses; -1 none
 
         self._lua = Lua(self._client)
         register = self._lua.script
@@ -125,6 +133,8 @@ class RedisBroker(QueueBackend):
         self._requeue = register(COMMON + REQUEUE)
         self._counts = register(COMMON + COUNTS)
         self._retry = register(COMMON + RETRY)
+        self._defer = register(COMMON + DEFER)
+        self._take_starts = register(TAKE_STARTS)
         self._mark_running = register(COMMON + MARK_RUNNING)
         self._lookup = register(COMMON + LOOKUP)
         self._cancel = register(COMMON + CANCEL)
@@ -168,7 +178,7 @@ class RedisBroker(QueueBackend):
                 ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=args))
         return ids
 
-    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Delivery]:
+    def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:
         """Lease up to `count` packages, blocking on the wake list up to `timeout` seconds."""
         if count < 1:
             return []
@@ -176,7 +186,8 @@ class RedisBroker(QueueBackend):
         lease_ms = max(1, round(self.lease * 1000))
         with _translate():
             while True:
-                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms])
+                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms, owner or ""])
+                self.hint_ms = hint_ms
                 if flat:
                     return [
                         Delivery(id=flat[i].decode(), payload=flat[i + 1], attempts=int(flat[i + 2]))
@@ -214,6 +225,20 @@ class RedisBroker(QueueBackend):
         """Replace a leased delivery's package and make it ready `delay` seconds from now."""
         with _translate():
             self._retry(keys=self._keys, args=[delivery_id, payload, max(0, round(delay * 1000))])
+
+    def defer(self, delays: Mapping[str, float]) -> None:
+        """Make leased deliveries ready after their delays, taking back the attempt of their dequeue."""
+        if delays:
+            with _translate():
+                self._defer(keys=self._keys, args=defer_args(delays))
+
+    def take_starts(self, wanted: Sequence[Sequence[str]], limits: Mapping[str, Limit]) -> list[float]:
+        """Take starts from the sliding logs in one script, on the server's clock."""
+        if not wanted:
+            return []
+        keys, args = take_call(self.name, wanted, limits)
+        with _translate():
+            return [int(us) / 1_000_000 for us in self._take_starts(keys=keys, args=args)]
 
     def mark_running(self, running: dict[str, bytes]) -> None:
         """Record each leased delivery's running record."""
@@ -264,9 +289,10 @@ class RedisBroker(QueueBackend):
             self._client.ping()
 
     def purge(self) -> None:
-        """Delete every key of this queue."""
+        """Delete every key of this queue, its rate logs included."""
         with _translate():
-            self._client.delete(*self._keys)
+            logs = self._client.smembers(rate_keys(self.name)[1])
+            self._client.delete(*self._keys, *rate_keys(self.name), *logs)
 
     def setup_warnings(self) -> list[str]:
         """Ways this Redis could lose queued tasks: no append-only file, or a policy that evicts keys."""
@@ -282,6 +308,10 @@ class RedisBroker(QueueBackend):
         if policy != "noeviction":
             warnings.append(f"Redis maxmemory-policy is {policy}: under memory pressure queued tasks can be evicted")
         return warnings
+
+    def watch(self, brokers: Sequence[Any]) -> ReadyWatch:
+        """BLPOP on the wake lists of every queue of `brokers` at once (they share this server)."""
+        return _WakeWatch(self, list(brokers))
 
     def publish_status(self, cluster_id: str, data: bytes, ttl: float) -> None:
         """Store the status of `cluster_id` in the status hash, expiring `ttl` seconds from now."""
@@ -324,6 +354,27 @@ class RedisBroker(QueueBackend):
         for lua in {self._sender, self._lua}:
             lua.close()
             lua.client.close()
+
+
+class _WakeWatch(ReadyWatch):
+    """Waits for a wake token of any of several queues, or for the soonest due time their last dequeues saw.
+
+    A token an enqueue pushes stays in its list until popped, so nothing is
+    missed between the dequeues and the wait: `arm` has nothing to do.
+    """
+
+    def __init__(self, first: RedisBroker, brokers: list[RedisBroker]) -> None:
+        self.first = first
+        self.brokers = brokers
+        self.wake_keys = [b._keys[6] for b in brokers]
+
+    def wait(self, seconds: float) -> None:
+        hints = [b.hint_ms / 1000 for b in self.brokers if b.hint_ms >= 0]
+        wait = min([seconds, *hints])
+        if self.first._max_block is not None:
+            wait = min(wait, self.first._max_block)
+        with _translate():
+            self.first._client.blpop(self.wake_keys, timeout=max(wait, MIN_BLOCK))
 
 
 def django_redis_client(alias: str) -> redis.Redis:
@@ -414,15 +465,3 @@ def _text(value: bytes | str) -> str:
 
 def _priority_base(priority: int) -> int:
     return (PRIORITY_MAX - check_priority(priority)) * PRIORITY_SHIFT
-
-
-@contextmanager
-def _translate() -> Iterator[None]:
-    """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
-        # ReadOnlyError: a primary was demoted under us during a failover.
-        raise BrokerConnectionError(f"Redis: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis: {exc}") from exc

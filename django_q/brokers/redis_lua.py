@@ -8,10 +8,13 @@ every cluster shares.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
+
+from ..exceptions import BrokerConnectionError, BrokerError
 
 # Enough tokens to wake every consumer of a busy queue; more would only be
 # popped and found stale.
@@ -21,7 +24,7 @@ WAKE_CAP = 64
 RELEASE_BATCH = 1000
 
 # Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
-# KEYS[12] unique, KEYS[13] unique_of.
+# KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats.
 COMMON = f"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -47,6 +50,7 @@ local function forget(id)
   redis.call('HDEL', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
   redis.call('HDEL', KEYS[10], id)
+  redis.call('HDEL', KEYS[14], id)
   redis.call('SREM', KEYS[11], id)
   local key = redis.call('HGET', KEYS[9], id)
   if key then
@@ -138,10 +142,12 @@ wake()
 return ARGV[4]
 """
 
-# ARGV: count, lease ms.  Returns {hint ms, id, payload, attempts, id, ...}; hint
-# is how long until a delayed message is due or a lease lapses (-1: never).
+# ARGV: count, lease ms, owner ('' for none).  Returns {hint ms, id, payload,
+# attempts, id, ...}; hint is how long until a delayed message is due or a lease
+# lapses (-1: never).
 DEQUEUE = """
 local count = tonumber(ARGV[1])
+local owner = ARGV[3] or ''
 local now = now_ms()
 release(KEYS[6], now)
 release(KEYS[5], now)
@@ -155,6 +161,7 @@ while got < count do
     local body = redis.call('HGET', KEYS[3], id)
     if body then
       redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
+      if owner ~= '' then redis.call('HSET', KEYS[14], id, owner) else redis.call('HDEL', KEYS[14], id) end
       out[#out + 1] = id
       out[#out + 1] = body
       out[#out + 1] = redis.call('HINCRBY', KEYS[4], id, 1)
@@ -356,3 +363,15 @@ class Lua:
             conn, self.conn = self.conn, None
             conn.disconnect()
             self.client.connection_pool.release(conn)
+
+
+@contextmanager
+def translate() -> Iterator[None]:
+    """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
+        # ReadOnlyError: a primary was demoted under us during a failover.
+        raise BrokerConnectionError(f"Redis: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc

@@ -9,7 +9,8 @@ never a task, because the periodic claim still finds every ready row (delayed
 rows falling due and lapsed leases are found only that way: nobody commits
 when they become ready).
 
-- PostgreSQL: `LISTEN` on a channel per queue, on a connection of its own
+- PostgreSQL: `LISTEN` on a channel per queue (on each queue's channel, for a
+  cluster serving several), on a connection of its own
   (opened by the first waiting dequeue, closed by `close`). Enqueues send
   `pg_notify` in the transaction of their INSERT, so the notice arrives once
   the row is visible, and never for a rolled-back row.
@@ -29,9 +30,13 @@ import os
 import select
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from .base import ReadyWatch
 
 logger = logging.getLogger("django_q")
 
@@ -72,13 +77,42 @@ class Waiter:
         """Release what the waiter holds."""
 
 
-def waiter_for(conn: BaseDatabaseWrapper, queue: str) -> Waiter:
-    """The best waiter for the database of `conn`."""
+def waiter_for(conn: BaseDatabaseWrapper, queues: Sequence[str]) -> Waiter:
+    """The best waiter for new rows of any of `queues` in the database of `conn`."""
     if conn.vendor == "postgresql":
-        return PgListener(queue)
+        return PgListener(queues)
     if conn.vendor == "sqlite" and not conn.is_in_memory_db():
         return DataVersionWatch()
     return Waiter()
+
+
+class QueuesWatch(ReadyWatch):
+    """The best waiter for several queues, for brokers.queues: `db()` gives the connection (the broker's
+    error translation around it), and a wait lasts at most `poll` seconds."""
+
+    def __init__(self, db: Callable[[], AbstractContextManager[BaseDatabaseWrapper]], queues: list[str],
+                 poll: float) -> None:
+        self.db = db
+        self.queues = queues
+        self.poll = poll
+        self.waiter: Waiter | None = None
+
+    def arm(self) -> None:
+        with self.db() as conn:
+            if self.waiter is None:
+                self.waiter = waiter_for(conn, self.queues)
+            conn.ensure_connection()
+            self.waiter.arm(conn)
+
+    def wait(self, seconds: float) -> None:
+        assert self.waiter is not None, "arm() first"
+        with self.db() as conn:
+            self.waiter.wait(conn, min(self.poll, seconds))
+
+    def close(self) -> None:
+        if self.waiter is not None:
+            self.waiter.close()
+            self.waiter = None
 
 
 class DataVersionWatch(Waiter):
@@ -110,10 +144,10 @@ def _data_version(raw: sqlite3.Connection) -> int | None:
 
 
 class PgListener(Waiter):
-    """Wakes on a NOTIFY of the queue's channel, received on a connection of its own."""
+    """Wakes on a NOTIFY of any of the queues' channels, received on a connection of its own."""
 
-    def __init__(self, queue: str) -> None:
-        self.channel = channel(queue)
+    def __init__(self, queues: Sequence[str]) -> None:
+        self.channels = [channel(queue) for queue in queues]
         self._raw: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._pid = 0
@@ -161,7 +195,8 @@ class PgListener(Waiter):
         try:
             raw.autocommit = True
             with raw.cursor() as cursor:
-                cursor.execute(f'LISTEN "{self.channel}"')
+                for name in self.channels:
+                    cursor.execute(f'LISTEN "{name}"')
         except self._errors as exc:
             self._failed(conn.alias, exc)
 

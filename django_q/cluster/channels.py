@@ -136,6 +136,6 @@ class Wake(enum.Enum):
     """Why a thread of the pusher's process woke its loop: one byte on the wake pipe."""
 
     ARRIVED = b"a"  # the listener queued a new connection
-    CANCELS = b"c"  # the lease thread took new cancel requests
+    CANCELS = b"c"  # the lease thread took new cancel requests, or found deliveries lost
     FETCHED = b"f"  # the fetcher added deliveries to the buffer
     FETCHER_EXITED = b"x"  # the fetcher stopped (a graceful stop can hand back the buffer)

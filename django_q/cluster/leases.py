@@ -5,6 +5,18 @@ per `retry`, tells the broker where jobs run once they have run START_NOTICE
 seconds, hands failed attempts back under their retry policy, and asks every
 CANCEL_POLL seconds which held deliveries cancel() wants stopped.
 
+Every BEAT seconds it beats (`Broker.beat`): the broker records this cluster
+alive and, in the same step, releases the leases of any cluster of the queue
+silent for DEAD_AFTER seconds, so a dead host's tasks run elsewhere within
+about DEAD_AFTER + BEAT seconds rather than after `retry`. The beat comes from
+this thread, the one that renews the leases, not from the status thread: a
+cluster whose leases are being kept is one whose lease thread runs. A beat
+that finds this cluster had itself been silent that long (paused, or cut off
+from the broker) asks which deliveries it still holds; the others are `lost`:
+never acked, renewed or retried here, and the pusher drops their results.
+`in_touch` tells the pusher whether a result may go to be saved: only within
+IN_TOUCH seconds of a beat that confirmed every held lease.
+
 A thread of its own, so that the pusher's loop never waits on a broker round
 trip, and a loop busy with a slow monitor or a broker outage does not let
 leases lapse under tasks that are still running. The loop hands it work with
@@ -21,8 +33,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..backoff import Outage
-from ..brokers import get_broker
+from ..brokers import cluster_broker
 from ..brokers.base import QueueBackend
+from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError
 from ..inflight import RunningInfo
@@ -34,6 +47,13 @@ CANCEL_POLL = 1.0  # seconds between asking the broker which held deliveries can
 # Seconds after a job starts before the broker is told where it runs: a job
 # that is over by then costs the broker nothing.
 START_NOTICE = 0.1
+BEAT = 1.0  # seconds between two beats of a cluster
+# Seconds of silence after which a cluster is dead and its leases go: six beats
+# missed, and the status (django_q.status.TTL) lapsed as well.
+DEAD_AFTER = 6.0
+# Seconds after a confirming beat during which results go to be saved: well
+# inside DEAD_AFTER, so no other cluster can have taken their deliveries yet.
+IN_TOUCH = DEAD_AFTER / 2
 
 
 class Leases:
@@ -66,9 +86,14 @@ class Leases:
         self.unacked: set[str] = set()  # saved, but the ack has not reached the broker yet
         # delivery id -> (worker pid, epoch started, clock time started)
         self.starts: dict[str, tuple[int, float, float]] = {}
-        self.retries: dict[str, tuple[bytes, float]] = {}  # delivery id -> (package to run again, delay)
+        # delivery id -> (package to run again, delay), or (None, 0.0) to hand back unrun (defer_later)
+        self.retries: dict[str, tuple[bytes | None, float]] = {}
         self.cancels: set[str] = set()  # cancel requests not yet taken by the loop
         self.reported: set[str] = set()  # cancel requests handed to the loop already
+        self.lost: set[str] = set()  # released while this cluster was silent; not yet taken by the loop
+        self.touched: float | None = None  # clock time of the last beat that confirmed every held lease
+        self.unconfirmed = False  # a beat found this cluster had been silent; `held` has not answered yet
+        self.next_beat = clock()
         self.period = config.retry / 3  # seconds between renewals
         self.next_renewal = clock() + self.period
         self.next_cancel_poll = clock() + CANCEL_POLL
@@ -105,11 +130,28 @@ class Leases:
             self.retries[delivery_id] = (payload, delay)
         self.wanted.set()
 
+    def defer_later(self, delivery_id: str) -> None:
+        """A job that did not run (it came late, cluster.limits): handed back ready, its attempt taken back."""
+        with self.lock:
+            self.retries[delivery_id] = (None, 0.0)
+        self.wanted.set()
+
     def take_cancels(self) -> set[str]:
         """The cancel requests that came since the last call."""
         with self.lock:
             cancels, self.cancels = self.cancels, set()
         return cancels
+
+    def take_lost(self) -> set[str]:
+        """The deliveries found released to other clusters since the last call."""
+        with self.lock:
+            lost, self.lost = self.lost, set()
+        return lost
+
+    def in_touch(self, now: float) -> bool:
+        """Whether clock time `now` is within IN_TOUCH of a beat that confirmed every held lease."""
+        touched = self.touched
+        return touched is not None and now - touched < IN_TOUCH
 
     @property
     def retrying(self) -> bool:
@@ -135,7 +177,10 @@ class Leases:
 
     def step(self, broker: QueueBackend, now: float) -> None:
         """One round as of clock time `now`: mark running what started START_NOTICE ago, hand back
-        retries, ack what is saved, and renew every held lease and poll cancel requests when due."""
+        retries, ack what is saved, and beat, renew every held lease and poll cancel requests when due."""
+        if now >= self.next_beat:
+            self._beat(broker, now)
+            self.next_beat = now + BEAT
         self._flush(broker, now)
         self._ack(broker)
         if now >= self.next_renewal:
@@ -148,10 +193,10 @@ class Leases:
             self.next_cancel_poll = now + CANCEL_POLL
 
     def _run(self) -> None:
-        broker = get_broker(self.config.name, self.config)
+        broker = cluster_broker(self.config)
         while not self.closed.is_set():
             now = self.clock()
-            wake_at = min(self.next_renewal, self.next_cancel_poll)
+            wake_at = min(self.next_renewal, self.next_cancel_poll, self.next_beat)
             if self.starts:
                 wake_at = min(wake_at, now + START_NOTICE)
             wait = max(0.0, wake_at - now)
@@ -168,6 +213,28 @@ class Leases:
                 continue
             self.outage.recovered()
         broker.close()
+
+    def _beat(self, broker: QueueBackend, now: float) -> None:
+        """Beat; if this cluster had been silent past DEAD_AFTER, find out which held deliveries went elsewhere."""
+        if broker.beat(self.identity_id, DEAD_AFTER):
+            self.unconfirmed = True  # until `held` answers: a failed call is asked again at the next beat
+        if self.unconfirmed:
+            held = self.held()
+            kept = set(broker.held(held, self.identity_id)) if held else set()
+            lost = set(held) - kept
+            if lost:
+                logger.warning(
+                    "this cluster was silent for over %ss (paused, or cut off from the broker): %s deliveries it held "
+                    "went to other clusters; their results here are dropped", DEAD_AFTER, len(lost))
+                with self.lock:
+                    self.lost |= lost
+                    self.unacked -= lost
+                    for delivery_id in lost:
+                        self.retries.pop(delivery_id, None)
+                        self.starts.pop(delivery_id, None)
+                self.woken()
+            self.unconfirmed = False
+        self.touched = now
 
     def _ack(self, broker: QueueBackend) -> None:
         with self.lock:
@@ -186,7 +253,7 @@ class Leases:
             retries = dict(self.retries)
         starts = {k: v for k, v in due.items() if k in running}
         records = {
-            k: RunningInfo(self.config.name, self.identity_id, worker_id(pid), at).encode()
+            k: RunningInfo(queue_of(k, self.config.name), self.identity_id, worker_id(pid), at).encode()
             for k, (pid, at, _) in starts.items()
         }
         try:
@@ -196,7 +263,10 @@ class Leases:
                 self.starts = {**starts, **self.starts}
             raise
         for delivery_id, (payload, delay) in retries.items():
-            broker.retry(delivery_id, payload, delay)
+            if payload is None:
+                broker.defer({delivery_id: delay})
+            else:
+                broker.retry(delivery_id, payload, delay)
             with self.lock:
                 del self.retries[delivery_id]
 

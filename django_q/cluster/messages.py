@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 from ..outcomes import DeadLetterNote, Outcome, Saved
 
-__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Outcome", "Rejected", "Role",
-           "Saved", "send", "send_many", "unbatch"]
+__all__ = ["STOP", "AlreadyDone", "Batch", "DeadLetterNote", "Exit", "Hello", "Job", "Late", "Outcome", "Rejected",
+           "Role", "Saved", "send", "send_many", "unbatch"]
 
 
 def send(conn: Connection, message: object) -> None:
@@ -82,6 +82,7 @@ class Job(NamedTuple):
     delivery_id: str
     attempts: int
     payload: bytes
+    start_by: float = 0.0  # epoch seconds: a rate-limited job not started by then is answered with Late
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,13 @@ class Rejected:
 
     delivery_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """Worker to pusher: a rate-limited job came after its start_by; it did not run and goes back to the broker."""
+
+    delivery_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,9 @@ from multiprocessing.connection import Connection, Pipe, wait
 
 from .. import deadletters, reporters
 from ..backoff import Outage
-from ..brokers import get_broker
+from ..brokers import cluster_broker
 from ..brokers.base import Broker, Delivery
+from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..names import Identity, worker_id
@@ -44,7 +45,7 @@ from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import (
-    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Outcome, Rejected, Role, Saved, send, send_many,
+    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Late, Outcome, Rejected, Role, Saved, send, send_many,
 )
 from .runstate import RunState
 from .slots import Slot, deal, depth
@@ -87,14 +88,14 @@ class Pusher:
         self.authkey = authkey
         self.run_once = run_once
         self.identity = identity or Identity.new(config.name)
-        self.broker = broker or get_broker(config.name, config)
+        self.broker = broker or cluster_broker(config)
         self.clock = clock
         self.wake_r: Connection | None = None
         self.wake_w: Connection | None = None
         self.listener: process.Listener | None = None
         self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
-        self.fetcher = Fetcher(config, config.name, self._wake)
+        self.fetcher = Fetcher(config, self._wake, self._free_workers, owner=self.identity.id)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
         self.unsaved = Unsaved(clock)
@@ -107,6 +108,9 @@ class Pusher:
         self.watch = Watch(config, self.folder, self.leases, clock, kill)
         self.tally = Tally(self.config.metrics_functions)
         self.all_connected = False
+        # Deliveries released to other clusters while this one was silent (Leases.lost): their
+        # results here are dropped and they are never acked here.
+        self.disowned: set[str] = set()
 
     def start(self) -> None:
         """Wire the process: the wake pipe, the socket, and the fetcher, lease and status threads."""
@@ -145,7 +149,7 @@ class Pusher:
     def wait(self, timeout: float) -> list[Connection]:
         """The connections ready to read (or closed), waiting up to `timeout` (less while outcomes linger)."""
         assert self.wake_r is not None, "start() first"
-        linger = self.unsaved.linger()
+        linger = self.unsaved.linger() if self._may_save() else None
         if linger is not None:
             timeout = min(timeout, linger)
         ready = wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout)
@@ -161,6 +165,8 @@ class Pusher:
             self._read(conn)
         while self.newcomers:
             self._welcome(*self.newcomers.popleft())
+        if self.leases.lost:  # read without the lock: take_lost() takes it
+            self._disown(self.leases.take_lost())
         if self.leases.cancels:  # read without the lock: take_cancels() takes it
             self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
@@ -214,7 +220,7 @@ class Pusher:
                 self.fetcher.room.set()
             for slot, jobs in outgoing.items():
                 try:
-                    send_many(slot.conn, [Job(d.id, d.attempts, d.payload) for d in jobs])
+                    send_many(slot.conn, [Job(d.id, d.attempts, d.payload, d.start_by) for d in jobs])
                 except OSError:
                     # Not _gone() yet: the worker's last outcomes may
                     # still be unread, and dropping them would run its task again.
@@ -225,6 +231,7 @@ class Pusher:
         buffer = self.fetcher.buffer
         while buffer:
             delivery = buffer.popleft()
+            self.disowned.discard(delivery.id)  # delivered to this cluster again: its own once more
             if self._admissible(delivery):
                 return delivery
         return None
@@ -260,6 +267,9 @@ class Pusher:
         elif isinstance(msg, AlreadyDone):
             slot.finish()
             self.leases.ack_later([msg.delivery_id])
+        elif isinstance(msg, Late):
+            slot.finish()
+            self.leases.defer_later(msg.delivery_id)
         elif isinstance(msg, Rejected):
             delivery = slot.finish()
             if delivery is not None:
@@ -287,7 +297,7 @@ class Pusher:
         took = slot.taken(seen)
         # Jobs it never took go to the front of the buffer, in their order.
         self.fetcher.buffer.extendleft(reversed(list(slot.jobs)[len(took):]))
-        lost = [d.id for d in took if d is not slot.running]
+        lost = [d.id for d in took if d is not slot.running and d.id not in self.disowned]
         if lost:  # they may have run, but no outcome came: they are delivered again
             logger.warning("worker pid %s went with %s unanswered jobs; handing them back", slot.pid, len(lost))
             self._broker_call(self.broker.requeue, lost)
@@ -296,6 +306,9 @@ class Pusher:
 
     def _lost_running(self, slot: Slot, delivery: Delivery) -> None:
         """The worker went while it ran `delivery`: record why, or hand it back to run again."""
+        if delivery.id in self.disowned:  # another cluster holds it now: nothing to record or hand back
+            self.disowned.discard(delivery.id)
+            return
         if slot.killed and slot.cancel_id == delivery.id:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
                        cancelled=True)
@@ -346,24 +359,50 @@ class Pusher:
             reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        logger.error("package %s of queue %s set aside: %s", delivery.id, self.config.name, reason)
+        queue = queue_of(delivery.id, self.config.name)
+        logger.error("package %s of queue %s set aside: %s", delivery.id, queue, reason)
         # A package over package_limit crosses to the monitor as its header only.
-        self._pend(deadletters.note(delivery.id, self.config.name, delivery.payload, reason, self.config.package_limit))
+        self._pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
 
     # --- the monitor: save, then ack ---
 
     def _pend(self, msg: Outcome | DeadLetterNote) -> None:
+        if msg.delivery_id in self.disowned:
+            self.disowned.discard(msg.delivery_id)
+            logger.warning("delivery %s finished here after it went to another cluster; its result is dropped",
+                           msg.delivery_id)
+            return
         self.tally.finished(msg)
         self.unsaved.add(msg)
 
+    def _may_save(self) -> bool:
+        """Whether results may go to be saved: the lease thread confirmed lately that every held lease is
+        still this cluster's (Leases.in_touch). A stop saves what it has either way."""
+        return self.stopping or self.leases.in_touch(self.clock())
+
     def _to_monitor(self, now: bool = False) -> None:
         """Send the monitor what waits to be saved (see cluster.unsaved); all of it when stopping."""
+        if not self._may_save():
+            return
         if not self.unsaved.send(self.monitor, now or self.stopping) and self.monitor is not None:
             self._gone(self.monitor)
 
     def _saved(self, saved: Saved) -> None:
         self.watch.cancelling.difference_update(self.unsaved.settle(saved))
-        self.leases.ack_later(saved.ack_ids)
+        disowned = self.disowned.intersection(saved.ack_ids)
+        self.disowned -= disowned
+        self.leases.ack_later([i for i in saved.ack_ids if i not in disowned])
+
+    def _disown(self, lost: set[str]) -> None:
+        """Deliveries released to other clusters while this one was silent: forget those not started, and drop
+        the results of the others (those already sent to be saved are saved once: Recorder keeps the first)."""
+        unstarted = [d for d in list(self.fetcher.buffer) if d.id in lost]  # list(): the fetcher appends meanwhile
+        for delivery in unstarted:
+            self.fetcher.buffer.remove(delivery)
+        unsent = [i for i in lost if i in self.unsaved.messages and i not in self.unsaved.sent]
+        self.unsaved.settle(Saved(ack_ids=(), release_ids=tuple(unsent)))
+        # Still to come: the outcomes of jobs sent to workers, and the answers of results sent to be saved.
+        self.disowned |= lost - {d.id for d in unstarted} - set(unsent)
 
     def _hand_back(self) -> None:
         """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""
@@ -373,8 +412,14 @@ class Pusher:
 
     def _holding(self) -> list[str]:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
-        sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs)]
+        disowned = self.disowned  # another cluster holds these now: not renewed here
+        sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs) if job.id not in disowned]
         return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
+
+    def _free_workers(self) -> int:
+        """Workers the next deal sends a job to. Called from the fetcher thread: list() copies in one step."""
+        most = depth(self.mean_run)
+        return sum(1 for slot in list(self.slots.values()) if slot.open and len(slot.jobs) <= most // 2)
 
     def _running(self) -> set[str]:
         """The deliveries running now. Called from the lease thread."""

@@ -98,7 +98,7 @@ class Scheduler:
     def _due(self, now: datetime) -> list[Schedule]:
         clock = time.monotonic()
         self.paused = {pk: until for pk, until in self.paused.items() if until > clock}
-        mine = Q(cluster__isnull=True) | Q(cluster="") | Q(cluster=self.config.name)
+        mine = Q(cluster__isnull=True) | Q(cluster="") | Q(cluster__in=self.config.served_queues)
         rows = (
             Schedule.objects.using(self.alias)
             .filter(mine, next_run__lte=self._db(now))
@@ -124,7 +124,7 @@ class Scheduler:
         """Claim the row and enqueue its task; the task id, or None if it was skipped or claimed elsewhere."""
         # The call (args, kwargs, options) is read once, and only when needed: to see where a run that may
         # not overlap went, or to send one.
-        call = None if self._may_overlap(row) else schedule_call(row)
+        call = None if self._may_overlap(row) else self._call(row)
         busy = call is not None and self._busy(row, call[2].get("cluster"))
         step = plan(
             row.schedule_type, self._utc(row.next_run), row.repeats, now, self.tz,
@@ -143,7 +143,7 @@ class Scheduler:
                             step.next_run)
             return None
         task_id = row.enqueuing or new_id()
-        args, kwargs, options = call or schedule_call(row)  # a ScheduleError stops the row before it is claimed
+        args, kwargs, options = call or self._call(row)  # a ScheduleError stops the row before it is claimed
         options["sync"] = False  # the cluster's scheduler always goes through the broker
 
         def send() -> None:
@@ -166,6 +166,14 @@ class Scheduler:
             self._settle(row, step, {"enqueuing": task_id}, task_id)
         logger.info("schedule %s (id %s): task %s enqueued, next run %s", row, row.pk, task_id, step.next_run)
         return task_id
+
+    def _call(self, row: Schedule) -> tuple[tuple, dict, dict]:
+        """schedule_call(row), sent to the row's queue: the scheduler serves every queue of its cluster, and
+        a task enqueued without `cluster` goes to the cluster's name."""
+        args, kwargs, options = schedule_call(row)
+        if row.cluster and row.cluster != self.config.name:
+            options.setdefault("cluster", row.cluster)
+        return args, kwargs, options
 
     @staticmethod
     def _may_overlap(row: Schedule) -> bool:

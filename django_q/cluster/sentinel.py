@@ -131,8 +131,8 @@ class Sentinel:
         for i in range(self.config.workers):
             self.workers[i] = self._spawn_worker(i)
         logger.info(
-            "cluster %s started: pid %s, %s workers, %s broker", self.config.name, os.getpid(), len(self.workers),
-            self.config.broker_kind,
+            "cluster %s started: pid %s, %s workers, %s broker, queues %s", self.config.name, os.getpid(),
+            len(self.workers), self.config.broker_kind, ", ".join(self.config.served_queues),
         )
 
     def request_stop(self, *_: Any) -> None:

@@ -29,7 +29,7 @@ from .channels import (
     CANCEL_SIGNAL, Notice, cancel_path, decode_cancels, encode_module, encode_notice, folder_of, state_path,
     task_modules_path,
 )
-from .messages import STOP, AlreadyDone, Exit, Hello, Job, Outcome, Rejected, Role, send_many, unbatch
+from .messages import STOP, AlreadyDone, Exit, Hello, Job, Late, Outcome, Rejected, Role, send_many, unbatch
 from .runstate import RunState
 
 __all__ = ["TaskCancelled", "main"]  # TaskCancelled lives in django_q.exceptions; importable here as before
@@ -168,6 +168,11 @@ class Worker:
             except Exception:
                 pass  # call() records why it does not import
             ask_for_spare(self.notice_fd, self.index)
+        if job.start_by and time.time() > job.start_by:
+            # Its rate limit counted its start when it was fetched: run later, it could crowd a later window.
+            self._write_state()
+            self.say(Late(job.delivery_id))
+            return None
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
         self._write_state()
         self.say(outcome)

@@ -12,15 +12,19 @@ DEFAULTS = {
     "max_attempts": "`0` (no limit)",
     "package_limit": "`16777216` (16 MiB)",
     "cluster_name": "—",
+    "queues": "`[name]`",
+    "rate_limits": "`{}`",
 }
 
 MEANINGS = {
     "name": "cluster / queue name; clusters with the same name share one queue",
+    "queues": "the queues the cluster serves, in order: a ready task of an earlier queue starts before any of a "
+    "later one (how-to: several queues in one cluster); `qcluster -q` overrides it",
     "workers": "worker processes",
     "timeout": "seconds a task may run before its worker is killed and replaced",
-    "retry": "seconds after which a task whose cluster stopped renewing its lease (the worker or the whole host "
-    "died) is delivered again; a running task's lease is renewed while it runs, so a long task is never "
-    "delivered twice",
+    "retry": "seconds after which a task whose cluster stopped renewing its lease is delivered again; a running "
+    "task's lease is renewed while it runs, so a long task is never delivered twice. A whole cluster that dies "
+    "(its host, every process) loses its leases sooner, within about 7 s (delivery guarantees: a dead host)",
     "max_attempts": "deliveries of one task before it is recorded as failed for good",
     "compress": "zlib-compress packages before they go to the broker",
     "save_limit": "successful results kept (oldest pruned); `0` keeps all, `-1` keeps none; failures are always kept",
@@ -61,4 +65,6 @@ MEANINGS = {
     "django_redis": "a `CACHES` alias of a django-redis cache: use the Redis broker on the connection "
     "django-redis keeps for it",
     "cluster_name": "django-q2's queue name: the same as `name` here",
+    "rate_limits": "at most N starts a second, minute or hour of a function or a group, across every cluster of "
+    "the queue: `{\"app.tasks.send_mail\": \"100/m\", \"group:reports\": \"5/h\"}` (how-to: rate limits)",
 }

@@ -198,3 +198,12 @@ def wait_for_file(path, timeout=60.0):
             return False
         time.sleep(0.05)
     return True
+
+
+def note_then_sleep(folder, n, seconds):
+    """Create the file `n-<parent pid>-<epoch>` in `folder` as it starts (the parent is the cluster's sentinel),
+    then sleep `seconds`; return `n`."""
+    with open(os.path.join(folder, f"{n}-{os.getppid()}-{time.time()}"), "w"):
+        pass
+    time.sleep(seconds)
+    return n

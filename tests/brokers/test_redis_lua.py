@@ -29,6 +29,8 @@ from django_q.brokers.redis_lua import (
     STATUSES,
     Lua,
 )
+from django_q.brokers.redis_rates import DEFER, TAKE_STARTS, take_call
+from django_q.rates import parse_limit
 
 # Replies of the two paths run a few milliseconds apart on the server's clock,
 # so a value near the current time in epoch milliseconds (a lease end, a due
@@ -113,6 +115,27 @@ def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
     pair.call(PUBLISH_STATUS, ["c1", b"status \x00", 5_000], status=True)
     pair.call(PUBLISH_STATUS, ["c2", "état", 10_000], status=True)
     assert sorted(pair.call(STATUSES, [], status=True)) == [b"status \x00", "état".encode()]
+
+
+def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, queue_name: str) -> None:
+    base = 100 * PRIORITY_SHIFT
+    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
+    pair.call(COMMON + DEQUEUE, [2, 30_000])
+    pair.call(COMMON + DEFER, [first, 60_000, second, 0, "999", 0])
+    assert pair.call(COMMON + LOOKUP, ["k1"])[:4] == [b"delayed", first, b"a", 0]
+    limits = {"app.f": parse_limit("2/h", "f"), "group:g": parse_limit("1/h", "g")}
+    wanted = [("app.f", "group:g"), ("app.f",), ("app.f",), ("group:g",)]
+    replies, used = [], []
+    for name, call in ((queue_name + "a", pair.lua.script(TAKE_STARTS)),
+                       (queue_name + "b", pair.client.register_script(TAKE_STARTS))):
+        keys, args = take_call(name, wanted, limits)
+        used += keys
+        replies.append(call(keys=keys, args=args))
+    pair.client.delete(*used)
+    ours, theirs = replies
+    assert ours[:2] == theirs[:2] == [0, 0]
+    # Waits in µs, the two calls a moment apart.
+    assert all(0 < a and abs(a - b) <= CLOCK_SLACK_MS * 1000 for a, b in zip(ours[2:], theirs[2:]))
 
 
 def test_a_failing_script_raises_the_same_error(pair: Pair) -> None:

@@ -478,3 +478,23 @@ def test_sigterm_ends_the_scheduler_while_the_monitor_goes_on_saving(cluster):
     time.sleep(2.5)  # two more passes of a scheduler that had not stopped
     assert Schedule.objects.get(pk=later.pk).last_run() is None
     assert running.view().monitor.alive
+
+
+@stepped(*ATOMIC[:2], *SPLIT[:1])
+def test_a_cluster_of_several_queues_runs_the_schedules_of_each_into_their_own_queue(env, queue_name):
+    other = f"{queue_name}-low"
+    every = {"schedule_type": "I", "minutes": 1}  # kept after the run, with the id of its task
+    env.add(name="mine", cluster=queue_name, **every)
+    env.add(name="low", cluster=other, **every)
+    env.add(name="anyone", **every)
+    env.add(name="elsewhere", cluster=f"{queue_name}-unserved", **every)
+    try:
+        enqueued = env.scheduler(queues=(other, queue_name)).loop(BASE)
+        assert len(enqueued) == 3
+        rows = {row.name: row.task for row in env.rows.all()}
+        assert rows["elsewhere"] is None
+        in_low = get_broker(other, env.config).dequeue(count=10)
+        assert [unpack(d.payload, env.config.package_limit).id for d in in_low] == [rows["low"]]
+        assert sorted(p.id for p in env.drain()) == sorted([rows["mine"], rows["anyone"]])
+    finally:
+        get_broker(other, env.config).purge()

@@ -204,3 +204,27 @@ def test_cancel_makes_a_task_failed(cluster):
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert result.errors[-1].exception_class_path == "django_q.exceptions.TaskCancelled"
+
+
+def test_one_cluster_serving_every_queue_of_the_backend_runs_them_in_order(cluster, queue_name, key, redis_client):
+    from django.tasks import task_backends
+    from django.test import override_settings
+
+    from django_q.brokers import get_broker
+
+    urgent, bulk = f"{queue_name}-urgent", f"{queue_name}-bulk"
+    backend_setting = {"BACKEND": "django_q.tasks_backend.DjangoQBackend", "QUEUES": [urgent, "default", bulk]}
+    with override_settings(TASKS={"default": backend_setting}):
+        backend = task_backends["default"]
+        served = tuple(backend.cluster_of(q) for q in backend_setting["QUEUES"])  # backend.queues is a set
+        assert served == (urgent, get_config().name, bulk)
+        try:
+            results = [dj_tasks.record_order.using(queue_name=q).enqueue(key, q) for q in (bulk, "default", urgent)]
+            cluster(workers=1, queue_limit=1, queues=served)
+            for result in results:
+                assert finished(result).status == TaskResultStatus.SUCCESSFUL
+            assert [v.decode() for v in redis_client.lrange(key, 0, -1)] == [urgent, "default", bulk]
+            assert backend.get_result(results[0].id).task.queue_name == bulk
+        finally:
+            for name in served:
+                get_broker(name).purge()

@@ -146,6 +146,7 @@ class Rig:
         self.task_ids = itertools.count(1)
         self.monitor = FakeConn()
         self.pusher.newcomers.append((self.monitor, Hello(Role.MONITOR, 999)))
+        self.leases()  # the lease thread's first beat: results may go to be saved from now on
 
     def worker(self, index: int | None = None) -> FakeWorker:
         index = len(self.workers) if index is None else index
@@ -171,7 +172,10 @@ class Rig:
         self.pusher.step([conn for conn in conns if conn.ready])
 
     def to_monitor(self) -> list[object]:
-        """Step, and step again past the monitor's linger; what the monitor got so far."""
+        """Step, and step again past the monitor's linger; what the monitor got so far.
+
+        The lease thread, beating every second meanwhile, keeps the cluster in touch (Leases.in_touch)."""
+        self.pusher.leases.touched = self.clock.now
         self.step()
         self.clock.advance(MONITOR_LINGER * 2)
         self.step()

@@ -48,6 +48,8 @@ def test_an_explicit_queue_limit_wins(q_cluster):
 
 GOOD_VALUES = [
     ("name", "emails", "emails"),
+    ("queues", ["high", "default"], ("high", "default")),
+    ("queues", ("only",), ("only",)),
     ("workers", 4, 4),
     ("timeout", 30, 30.0),
     ("timeout", None, None),
@@ -180,6 +182,13 @@ BAD_VALUES = [
     ("error_reporter", {"sentry": "https://key@sentry.example/1"}),
     ("django_redis", "no-such-cache"),
     ("django_redis", 1),
+    ("rate_limits", ["app.tasks.send_mail", "1/s"]),
+    ("queues", []),
+    ("queues", "high"),
+    ("queues", ["high", "high"]),
+    ("queues", ["high", ""]),
+    ("queues", ["a:b"]),
+    ("queues", [None]),
 ]
 
 

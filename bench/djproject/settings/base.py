@@ -1,16 +1,16 @@
-"""What both Django Q systems share. The environment picks the broker and the database:
+"""What the Django projects share (Django Q, django-q2, django-tasks-db). The environment picks the broker and the database:
 
 BENCH_BROKER      "redis" (the broker database, db 12) or "orm" (the `default` database)
 BENCH_DB          "sqlite" (the file BENCH_SQLITE names) or "postgres" (BENCH_PG_NAME on 127.0.0.1)
 BENCH_SAVE_LIMIT  Q_CLUSTER["save_limit"], when set (W2b uses 0)
-BENCH_RETRY       Q_CLUSTER["retry"] in seconds, when set (W5 uses 5)
+BENCH_REDELIVERY  Q_CLUSTER["retry"] in seconds, when set (W5)
 """
 
 import os
 
 SECRET_KEY = "bench-secret-key"
 USE_TZ = True
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_q"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_q"]  # djtasks: its own app
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 BROKER = os.environ.get("BENCH_BROKER", "redis")
@@ -41,6 +41,6 @@ def cluster_options() -> dict:
     options = {"name": "bench", "workers": 2}
     if os.environ.get("BENCH_SAVE_LIMIT"):
         options["save_limit"] = int(os.environ["BENCH_SAVE_LIMIT"])
-    if os.environ.get("BENCH_RETRY"):
-        options["retry"] = int(os.environ["BENCH_RETRY"])
+    if os.environ.get("BENCH_REDELIVERY"):
+        options["retry"] = int(os.environ["BENCH_REDELIVERY"])
     return options

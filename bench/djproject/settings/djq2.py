@@ -13,7 +13,7 @@ if BROKER == "redis":
     Q_CLUSTER["redis"] = {"host": _url.hostname, "port": _url.port or 6379, "db": int(_url.path.strip("/") or 0)}
 else:
     Q_CLUSTER["orm"] = "default"
-if os.environ.get("BENCH_RETRY"):
+if os.environ.get("BENCH_REDELIVERY"):
     # django-q2 wants timeout < retry; a W5 task takes 5 ms.
     Q_CLUSTER["timeout"] = max(1, Q_CLUSTER["retry"] - 2)
 else:

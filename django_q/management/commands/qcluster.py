@@ -25,12 +25,16 @@ class Command(BaseCommand):
             "-n", "--name", help="cluster (queue) name; overrides Q_CLUSTER['name'], with its ALT_CLUSTERS entry"
         )
         parser.add_argument(
+            "-q", "--queue", action="append", dest="queues", metavar="QUEUE",
+            help="a queue to serve; repeat it for several, served in the order given (overrides Q_CLUSTER['queues'])",
+        )
+        parser.add_argument(
             "--start-method", choices=["fork", "spawn", "forkserver"], help="multiprocessing start method"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            config = build_config(check_name(options["name"]) if options["name"] else None)
+            config = build_config(check_name(options["name"]) if options["name"] else None, options["queues"])
             reporters.load(config)  # made here, so that forked workers inherit them
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None

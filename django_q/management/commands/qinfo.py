@@ -1,4 +1,4 @@
-"""manage.py qinfo: the queue at a glance, the effective settings, or the running clusters' ids."""
+"""manage.py qinfo: the queues at a glance, the effective settings, or the running clusters' ids."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("-n", "--name", help="queue (cluster) name; Q_CLUSTER['name'] by default")
+        parser.add_argument("-n", "--name", help="queue (cluster) name; Q_CLUSTER['name'] by default, and with "
+                            "Q_CLUSTER['queues'] each of those")
         what = parser.add_mutually_exclusive_group()
         what.add_argument("--config", action="store_true", help="print the effective settings, secrets masked")
         what.add_argument("--ids", action="store_true", help="print the ids of the running clusters, one a line")
@@ -29,21 +30,21 @@ class Command(BaseCommand):
             return
         if options["ids"]:
             try:
-                statuses = cluster_statuses(config.name, config)
+                statuses = [s for queue in config.served_queues for s in cluster_statuses(queue, config)]
             except BrokerError as exc:
                 raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
-            for status in statuses:
-                self.stdout.write(status.id)
+            for cluster_id in dict.fromkeys(s.id for s in statuses):
+                self.stdout.write(cluster_id)
             return
-        view = overview(config.name, config)
-        unknown = "unreachable"
+        view = overview(config.served_queues, config)
+        several = len(view.queues) > 1
         rows = [
-            ("queue", view.name),
+            ("queues" if several else "queue", ", ".join(q.name for q in view.queues)),
             ("broker", view.broker),
             ("clusters", len(view.clusters)),
             ("workers", view.workers),
-            ("queued", unknown if view.queued is None else view.queued),
-            ("leased", unknown if view.leased is None else view.leased),
+            ("queued", _count(view.queued, {q.name: q.queued for q in view.queues} if several else None)),
+            ("leased", _count(view.leased, {q.name: q.leased for q in view.queues} if several else None)),
             ("running", view.running),
             ("successes", view.successes),
             ("failures", view.failures),
@@ -55,6 +56,14 @@ class Command(BaseCommand):
         width = max(len(label) for label, _ in rows) + 2
         for label, value in rows:
             self.stdout.write(f"{label + ':':<{width}}{value}")
+
+
+def _count(total: int | None, each: dict[str, int | None] | None) -> str:
+    """A count, with each queue's when there are several: '8 (high 3, default 0, low 5)'."""
+    text = "unreachable" if total is None else str(total)
+    if each:
+        text += " (" + ", ".join(f"{q} {'unreachable' if n is None else n}" for q, n in each.items()) + ")"
+    return text
 
 
 def _config(name: str | None) -> Config:

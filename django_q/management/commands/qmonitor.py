@@ -90,29 +90,41 @@ class Sheet:
 
 
 def sheets(config: Config, wide: bool, memory: bool = False, live: bool = False) -> list[Sheet]:
-    """What qmonitor shows now: the clusters and workers tables (or the memory table), and a footer."""
-    broker = get_broker(config.name, config)
+    """What qmonitor shows now, for every queue of `config` (served_queues): the clusters and workers tables
+    (or the memory table), and a footer."""
+    names = config.served_queues
+    found: dict[str, Any] = {}
+    sizes = {}
     try:
-        statuses = cluster_statuses(config.name, config)
-        queued: Any = broker.size()
+        for name in names:
+            for status in cluster_statuses(name, config):
+                found.setdefault(status.id, status)  # a cluster serving several queues is in each
+            sizes[name] = get_broker(name, config).size()
     except BrokerError as exc:
-        return [Sheet(f"{config.broker_kind} broker of queue {config.name!r} unreachable: {exc}", style="bold red")]
-    footer = f"queue {config.name} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
+        return [Sheet(f"{config.broker_kind} broker of queue {name!r} unreachable: {exc}", style="bold red")]
+    statuses = sorted(found.values(), key=lambda s: (s.started, s.id))
+    several = len(names) > 1
+    what = f"queues {', '.join(map(repr, names))}" if several else f"queue {names[0]!r}"
+    queued = ", ".join(f"{q} {n}" for q, n in sizes.items()) if several else str(sizes[names[0]])
+    plain = f"queues {', '.join(names)}" if several else f"queue {names[0]}"
+    footer = f"{plain} · {config.broker_kind} broker · queued: {queued} · {time.strftime('%H:%M:%S')}"
     if live:
         footer += " · q quits"
     if not statuses:
-        return [Sheet(f"No cluster of queue {config.name!r} is running."), Sheet(footer, style="dim")]
+        return [Sheet(f"No cluster of {what} is running."), Sheet(footer, style="dim")]
     if memory:
         return [memory_sheet(config, statuses, wide), Sheet(footer, style="dim")]
-    clusters = Sheet(f"Django Q clusters of queue {config.name!r}", CLUSTER_COLUMNS)
+    columns = CLUSTER_COLUMNS[:4] + ("Queues",) + CLUSTER_COLUMNS[4:] if several else CLUSTER_COLUMNS
+    clusters = Sheet(f"Django Q clusters of {what}", columns)
     workers = Sheet("Workers", WORKER_COLUMNS)
     now = time.time()
     for status in statuses:
         short = status.id if wide else status.id[:8]
+        serves = (", ".join(status.queues or (status.name,)),) if several else ()
         clusters.rows.append((
-            short, status.host, str(status.pid), status.state, str(len(status.workers)), str(status.running),
-            str(status.queued), str(status.done), str(status.failed), f"{status.rate:.2f}", mib(status.rss),
-            duration(status.uptime),
+            short, status.host, str(status.pid), status.state, *serves, str(len(status.workers)),
+            str(status.running), str(status.queued), str(status.done), str(status.failed), f"{status.rate:.2f}",
+            mib(status.rss), duration(status.uptime),
         ))
         for w in status.workers:
             running = duration(now - w.started) if w.task_name and w.started else ""

@@ -1,0 +1,80 @@
+"""The database broker's owners: which cluster leased each row (OrmQ.owner), and releasing a dead cluster's leases.
+
+Each cluster's beat updates its LeaseOwner row. The release is one UPDATE of
+the dead owners' live leases, made so that an owner beating at that moment
+either keeps every lease or sees that it lost them:
+
+- SQLite: one UPDATE whose subquery picks the silent owners; a write
+  statement holds the database's write lock from its first read, so no beat
+  can land between the subquery and the update.
+- PostgreSQL, MariaDB: in one transaction, the silent owners' LeaseOwner rows
+  are locked (SELECT ... FOR UPDATE, which skips a row whose beat committed
+  while it waited), then their rows are released.
+
+An owner still publishing a status that has not expired is not dead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from ..models import Heartbeat, LeaseOwner
+from . import wakeup
+
+
+class OrmOwners:
+    """The database broker's `beat` and `held`, mixed into OrmBroker (they use its `_db`, `_rows`, `_leased_rows`)."""
+
+    name: str
+    alias: str
+    lease: float
+
+    def beat(self, owner: str, dead_after: float) -> bool:
+        """Record `owner` alive now; release the leases of owners silent for `dead_after` seconds."""
+        now = time.time()
+        beats = LeaseOwner.objects.using(self.alias).filter(queue=self.name)
+        with self._db() as conn:
+            last = beats.filter(cluster_id=owner).values_list("seen", flat=True).first()
+            # One beater per owner: an update that finds no row cannot race a create.
+            if not beats.filter(cluster_id=owner).update(seen=now):
+                LeaseOwner.objects.using(self.alias).create(queue=self.name, cluster_id=owner, seen=now)
+            silent = set(beats.filter(seen__lte=now - dead_after).values_list("cluster_id", flat=True))
+            if silent:
+                statuses = Heartbeat.objects.using(self.alias).filter(queue=self.name, expires__gt=now)
+                dead = silent - set(statuses.filter(cluster_id__in=silent).values_list("cluster_id", flat=True))
+                if dead:
+                    self._release(conn, dead, now, dead_after)
+        return last is None or last <= now - dead_after
+
+    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+        """Those of `ids` still leased by `owner`."""
+        if not ids:
+            return []
+        with self._db():
+            found = self._leased_rows(ids).filter(owner=owner, visible__gt=time.time()).values_list("id", flat=True)
+            mine = {str(pk) for pk in found}
+        return [i for i in ids if i in mine]
+
+    def _release(self, conn: BaseDatabaseWrapper, dead: set[str], now: float, dead_after: float) -> None:
+        """Make ready the live leases of the `dead` owners that are still silent, but those leased or renewed
+        within `dead_after`; forget the owners left with none."""
+        silent = LeaseOwner.objects.using(self.alias).filter(
+            queue=self.name, cluster_id__in=dead, seen__lte=now - dead_after
+        )
+        # A row's lease ends `lease` seconds after it was leased or last renewed.
+        old = self._rows().filter(leased=True, visible__gt=now, visible__lte=now + self.lease - dead_after)
+        release = {"leased": False, "visible": now, "running": None, "owner": None}
+        if conn.vendor == "sqlite":
+            released = old.filter(owner__in=silent.values("cluster_id")).update(**release)
+        else:
+            with transaction.atomic(using=self.alias):
+                owners = list(silent.select_for_update().values_list("cluster_id", flat=True))
+                released = old.filter(owner__in=owners).update(**release) if owners else 0
+        if released:
+            wakeup.notify(conn, self.name)
+        live = self._rows().filter(leased=True, visible__gt=now, owner__in=dead)
+        silent.exclude(cluster_id__in=set(live.values_list("owner", flat=True))).delete()
