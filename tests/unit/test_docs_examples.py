@@ -95,6 +95,25 @@ def test_every_q_cluster_of_the_guides_is_valid(name, settings):
     assert config.broker_kind == ("redis" if "redis" in expected else "orm")
 
 
+def test_the_queues_guide_settings_serve_their_queues_in_order():
+    from docs.examples import queues
+
+    with override_settings(Q_CLUSTER=queues.Q_CLUSTER):
+        assert build_config().served_queues == ("high", "default", "low")
+    with override_settings(Q_CLUSTER=queues.WITH_ALT_CLUSTERS):
+        fast = build_config(cluster="fast")
+        assert (fast.name, fast.served_queues, fast.workers) == ("fast", ("urgent", "fast"), 8)
+        assert build_config(queues=["default", "low"]).served_queues == ("default", "low")  # qcluster -q
+
+
+def test_the_rate_limits_guide_settings_are_valid():
+    from docs.examples import rate_limits
+
+    with override_settings(Q_CLUSTER=rate_limits.Q_CLUSTER):
+        limits = build_config().rate_limits
+    assert set(limits) == set(rate_limits.Q_CLUSTER["rate_limits"])
+
+
 def test_the_sentinel_example_makes_a_sentinel_client():
     from redis.sentinel import SentinelConnectionPool
 
