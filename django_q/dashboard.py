@@ -80,8 +80,8 @@ def queue_data(queue: str, config: Config, now: float | None = None) -> dict[str
 
 
 def queues(request: HttpRequest, config: Config) -> list[str]:
-    """The configured queue, then those the request names with ?queue= (any number)."""
-    return list(dict.fromkeys([config.name, *(q for q in request.GET.getlist("queue") if q)]))
+    """The configured queues (served_queues), then those the request names with ?queue= (any number)."""
+    return list(dict.fromkeys([*config.served_queues, *(q for q in request.GET.getlist("queue") if q)]))
 
 
 class DashboardAdmin(admin.ModelAdmin):

@@ -22,6 +22,7 @@ from django.db import DatabaseError
 
 from ..backoff import Outage
 from ..brokers import get_broker
+from ..brokers.queues import queue_of
 from ..conf import Config
 from ..enqueue import continue_chain
 from ..exceptions import BrokerError
@@ -55,7 +56,10 @@ class Monitor:
         self.early_at = BIG_BATCH if config.save_limit <= 0 else BATCH
         # A writer replaces its own records whole: a monitor made anew in this process (its
         # pusher was replaced) must not take the records of the one before, hence new_id().
-        self.history = HistoryWriter(get_broker(config.name, config), f"{new_id()[:8]}:{worker_id()}"[:64])
+        # One history per queue the cluster serves: an outcome counts in its delivery's queue.
+        writer = f"{new_id()[:8]}:{worker_id()}"[:64]
+        self.histories = {q: HistoryWriter(get_broker(q, config), writer) for q in config.served_queues}
+        self.queue = config.served_queues[0] if len(self.histories) > 1 else config.name
         self.history_outage = Outage(logger, "queue history not written: %s", level=logging.WARNING)
 
     def loop(self, timeout: float = 1.0) -> bool:
@@ -85,20 +89,31 @@ class Monitor:
             big = len(outcomes) + len(dead) >= BIG_BATCH
             self.linger = min(LINGER_MAX, self.linger * 2) if big else max(LINGER_MIN, self.linger / 2)
             send(self.conn, self.save(outcomes, dead))
-            self.history.add(outcomes)  # after the answer: the pusher's acks do not wait for it
+            self._add_history(outcomes)  # after the answer: the pusher's acks do not wait for it
         elif self.recorder.prune_pending:
             self._idle_prune()
         self.write_history(force=stop)
         return not stop
 
+    def _add_history(self, outcomes: list[Outcome]) -> None:
+        if len(self.histories) == 1:
+            next(iter(self.histories.values())).add(outcomes)
+            return
+        by_queue: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_queue.setdefault(queue_of(o.delivery_id, self.queue), []).append(o)
+        for queue, some in by_queue.items():
+            if queue in self.histories:
+                self.histories[queue].add(some)
+
     def write_history(self, force: bool = False) -> None:
         """Write the history if it is due; a broker outage only puts it off (the minutes are kept)."""
         try:
-            wrote = self.history.flush(force)
+            wrote = [history.flush(force) for history in self.histories.values()]
         except BrokerError as exc:
             self.history_outage.failed(exc)
             return
-        if wrote:
+        if any(wrote):
             self.history_outage.recovered()
 
     def _idle_prune(self) -> None:

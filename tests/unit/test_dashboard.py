@@ -95,3 +95,12 @@ def test_the_data_holds_the_history_dead_letters_and_due_schedules(client, histo
     other = client.get(reverse(DATA) + "?queue=elsewhere").json()["queues"]
     assert [q["queue"] for q in other] == [name, "elsewhere"]
     assert other[1]["totals"]["started"] == 0 and other[1]["dead_letters"]["count"] == 1
+
+
+def test_every_queue_the_cluster_serves_is_shown_then_those_asked_for(rf):
+    from django_q.conf import Config
+    from django_q.dashboard import queues
+
+    config = Config(name="high", queues=("high", "default", "low"))
+    assert queues(rf.get("/", {"queue": ["other", "low"]}), config) == ["high", "default", "low", "other"]
+    assert queues(rf.get("/"), Config(name="solo")) == ["solo"]

@@ -150,3 +150,28 @@ def test_a_record_round_trips_and_ignores_unknown_keys():
     minute = Minute(started=2, funcs={"f": [1, 0] + [0] * (len(BUCKETS) + 1)})
     assert Minute.from_json(minute.to_json()) == minute
     assert Minute.from_json(b'{"started": 3, "later": 1}').started == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_monitor_serving_several_queues_counts_each_outcome_in_its_own_queues_history():
+    from django_q.brokers import get_broker
+    from django_q.cluster.monitor import Monitor
+    from django_q.conf import Config
+
+    config = Config(name="hq-high", queues=("hq-high", "hq-low"))
+    monitor = Monitor(None, config)
+    now = monitor.histories["hq-high"].clock()
+    high = outcome("math.floor", now, 0.1)._replace(delivery_id="hq-high:1")
+    low = outcome("math.ceil", now, 0.1)._replace(delivery_id="hq-low:2")
+    monitor._add_history([high, low, low])
+    monitor.write_history(force=True)
+
+    def functions(queue: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, data in get_broker(queue, config).read_history(int(now // 60) - 1):
+            for func, row in Minute.from_json(data).funcs.items():
+                counts[func] = counts.get(func, 0) + row[0]
+        return counts
+
+    assert functions("hq-high") == {"math.floor": 1}
+    assert functions("hq-low") == {"math.ceil": 2}
