@@ -111,7 +111,9 @@ def test_a_waiting_dequeue_wakes_for_an_enqueue_to_any_queue(make_broker: MakeBr
 
 def test_a_delayed_package_becomes_ready_in_its_own_queue(three) -> None:
     high, default, low = three
-    default.enqueue(b"soon", delay=0.3)
+    # Due well after the first dequeue, even on a loaded machine (at 0.3 s, a slow MariaDB
+    # round trip let it come due first, and both came out of the first dequeue).
+    default.enqueue(b"soon", delay=2.0)
     low.enqueue(b"now")
     queues = Queues(three)
     assert [d.payload for d in queues.dequeue(count=5)] == [b"now"]
