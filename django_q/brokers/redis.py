@@ -184,9 +184,17 @@ class RedisBroker(RedisOwners, QueueBackend):
             return []
         deadline = time.monotonic() + timeout
         lease_ms = max(1, round(self.lease * 1000))
+        args = [count, lease_ms, owner or ""]
+        block = None  # seconds of the BLPOP that goes before the next dequeue
         with _translate():
             while True:
-                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms, owner or ""])
+                if block is None:
+                    hint_ms, *flat = self._dequeue(keys=self._keys, args=args)
+                else:
+                    # The dequeue rides behind the BLPOP on the wake list: the
+                    # server runs it as soon as a token arrives or the wait ends.
+                    blpop = ("BLPOP", self._keys[6], f"{block:.3f}")
+                    hint_ms, *flat = self._lua.call_after(blpop, self._dequeue.script, self._keys, args)
                 self.hint_ms = hint_ms
                 if flat:
                     return [
@@ -201,7 +209,7 @@ class RedisBroker(RedisOwners, QueueBackend):
                 wait = remaining if hint_ms < 0 else min(remaining, hint_ms / 1000)
                 if self._max_block is not None:
                     wait = min(wait, self._max_block)
-                self._client.blpop([self._keys[6]], timeout=max(wait, MIN_BLOCK))
+                block = max(wait, MIN_BLOCK)
 
     def renew(self, ids: Sequence[str]) -> None:
         """Extend the leases of `ids` to `lease` seconds from now."""

@@ -334,6 +334,7 @@ class Lua:
         def call(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
             return self.call(script, keys, args)
 
+        call.script = script  # type: ignore[attr-defined]  # for call_after
         return call
 
     def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -357,6 +358,44 @@ class Lua:
                 self.close()
                 raise
         raise redis.exceptions.NoScriptError("the script was lost again as soon as it was loaded")
+
+    def call_after(self, first: Sequence[Any], script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Send the command `first` (a blocking BLPOP) and then the script in one write; the script's reply.
+
+        The server runs the script the moment `first` returns, without this
+        client reading that reply and asking: one round trip and thread wake-up
+        fewer than two calls. `first`'s reply is read and dropped. When the
+        pair cannot be sent, or the script's reply is lost, the script is
+        called alone (as `call`, with its reload and retry).
+        """
+        if self.conn is None:
+            self.conn = self.client.connection_pool.get_connection()
+        conn = self.conn
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            packed = [_pack(tuple(first)), _pack(command)] if _pack else conn.pack_commands([first, command])
+            conn.send_packed_command(packed, False)
+            conn.read_response()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # A stale connection, or a read that timed out on a busy machine (as
+            # redis-py's own client retries it): the script alone, on a new one.
+            self.close()
+            return self.call(script, keys, args)
+        except BaseException:  # an error reply to `first`, or an interrupt: the script's reply is unread
+            self.close()
+            raise
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            pass  # the server lost the script (a restart): `call` loads it
+        except redis.exceptions.ResponseError:
+            raise  # the script failed; its reply was read, the connection is fine
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self.close()
+        except BaseException:
+            self.close()
+            raise
+        return self.call(script, keys, args)
 
     def close(self) -> None:
         if self.conn is not None:

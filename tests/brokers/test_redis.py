@@ -98,3 +98,27 @@ def test_idle_consumer_wakes_within_milliseconds(broker: RedisBroker, queue_name
             latencies.append(received.result(timeout=10) - sent)
     consumer.close()
     assert statistics.median(latencies) < 0.05
+
+
+def test_the_wait_and_the_dequeue_after_it_go_in_one_write(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting dequeue sends each BLPOP with the dequeue that follows it: the server runs that dequeue the
+    moment the wait ends, with no round trip between (W3's pick-up latency)."""
+    writes: list[list[bytes]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        writes.append([bytes(part) for part in command] if isinstance(command, list) else [bytes(command)])
+        send(conn, command, check_health)
+
+    redis_client.lpush(f"django_q:{{{queue_name}}}:wake", 1)  # a token with nothing ready: one wake for nothing
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    assert broker.dequeue(timeout=1.0) == []
+    monkeypatch.undo()
+    writes = [write for write in writes if any(b"EVALSHA" in part or b"BLPOP" in part for part in write)]  # not a connect's
+    # Dequeue; BLPOP (the token) + dequeue; BLPOP (until the time is up) + dequeue. Each BLPOP in a call of its
+    # own would make five writes.
+    assert len(writes) == 3
+    assert [b"BLPOP" in b"".join(write) for write in writes] == [False, True, True]
+    assert all(b"EVALSHA" in b"".join(write) for write in writes)

@@ -169,3 +169,21 @@ def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...])
     # Python packer is redis-py's own rule, which hiredis must keep to.
     python = PythonRespSerializer(6000, Connection().encoder.encode)
     assert ours == b"".join(python.pack(*command))
+
+
+def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: Pair, queue_name: str) -> None:
+    wake = pair.ours[KEY_NAMES.index("wake")]
+    pair.client.lpush(wake, 1)
+    enqueue = pair.lua.script(COMMON + ENQUEUE)
+    enqueue(keys=pair.ours, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    dequeue = pair.lua.script(COMMON + DEQUEUE)
+    # BLPOP's reply (the token) is dropped; the script's is the dequeue's, as through redis-py's Script.
+    pair.client.register_script(COMMON + ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    ours = pair.lua.call_after(("BLPOP", wake, "0.5"), dequeue.script, pair.ours, [1, 30_000, ""])
+    theirs = pair.client.register_script(COMMON + DEQUEUE)(keys=pair.theirs, args=[1, 30_000, ""])
+    assert same(ours, theirs), (ours, theirs)
+    assert ours[2] == b"body"
+    # A script the server has not seen (as after a restart) is loaded, then run.
+    unseen = pair.lua.script(f"return '{queue_name}'")
+    assert pair.lua.call_after(("BLPOP", wake, "0.01"), unseen.script, [], []) == queue_name.encode()
+    assert pair.lua.call(unseen.script, [], []) == queue_name.encode()  # the connection is still in step
