@@ -193,7 +193,7 @@ class RedisBroker(RedisOwners, QueueBackend):
                 else:
                     # The dequeue rides behind the BLPOP on the wake list: the
                     # server runs it as soon as a token arrives or the wait ends.
-                    blpop = ("BLPOP", self._keys[6], f"{block:.3f}")
+                    blpop = ("BLPOP", self._keys[6], f"{block + 0.0005:.3f}")  # rounded up to the ms
                     hint_ms, *flat = self._lua.call_after(blpop, self._dequeue.script, self._keys, args)
                 self.hint_ms = hint_ms
                 if flat:
