@@ -72,6 +72,7 @@ from .base import (
 from .redis_lua import (
     ACK,
     CANCEL,
+    CLOCK_AND_WAKE,
     COMMON,
     COUNTS,
     DEQUEUE,
@@ -125,7 +126,7 @@ class RedisBroker(RedisOwners, QueueBackend):
         # that does not answer, instead of waiting out the retries and long
         # reads that keep a cluster's own calls going through a short stall.
         self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
-        self._enqueue = self._sender.script(COMMON + ENQUEUE)
+        self._enqueue = self._sender.script(CLOCK_AND_WAKE + ENQUEUE)
         self._enqueue_unique = self._sender.script(COMMON + ENQUEUE_UNIQUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)

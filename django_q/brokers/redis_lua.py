@@ -25,11 +25,20 @@ RELEASE_BATCH = 1000
 
 # Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
 # KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats.
-COMMON = f"""
+# The helpers ENQUEUE needs, apart: every `local function` of a prelude is made
+# again at each call, and an enqueue (async_task's one round trip) uses only these.
+CLOCK_AND_WAKE = f"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- A token for a blocked consumer; the list is trimmed only once it outgrows the cap.
+local function wake()
+  if redis.call('LPUSH', KEYS[7], 1) > {WAKE_CAP} then redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1}) end
+end
+"""
+
+COMMON = CLOCK_AND_WAKE + f"""
 -- Put ids of a timed ZSET whose time has come back in ready, at their own place.
 local function release(zset, now)
   local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, {RELEASE_BATCH})
@@ -40,10 +49,6 @@ local function release(zset, now)
       redis.call('ZADD', KEYS[2], id, id)
     end
   end
-end
-local function wake()
-  redis.call('LPUSH', KEYS[7], 1)
-  redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1})
 end
 -- Forget everything kept about id but its place in the sorted sets.
 local function forget(id)
@@ -86,6 +91,17 @@ local base = tonumber(ARGV[1])
 local delay = tonumber(ARGV[2])
 local due = nil
 if delay > 0 then due = now_ms() + delay end
+if #ARGV == 4 then  -- one message (async_task): the same commands, without the tables
+  local id = string.format('%d', base + redis.call('INCR', KEYS[1]))
+  redis.call('HSET', KEYS[3], id, ARGV[3])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[8], ARGV[4], id)
+    redis.call('HSET', KEYS[9], id, ARGV[4])
+  end
+  redis.call('ZADD', due and KEYS[6] or KEYS[2], due or id, id)
+  wake()
+  return {id}
+end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
 -- Field-value lists: payloads by id, ids by key, keys by id, and the sorted set's score-member pairs.

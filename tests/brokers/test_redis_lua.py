@@ -15,6 +15,8 @@ from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
 from django_q.brokers.redis_lua import (
     ACK,
     CANCEL,
+    CLOCK_AND_WAKE,
+    
     COMMON,
     COUNTS,
     DEQUEUE,
@@ -91,9 +93,9 @@ def pair(queue_name: str, redis_url: str) -> Iterator[Pair]:
 
 def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
     base = 100 * PRIORITY_SHIFT  # priority 0
-    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
-    pair.call(COMMON + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
-    (third,) = pair.call(COMMON + ENQUEUE, [base, 0, "third é", "k4"])
+    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
+    pair.call(CLOCK_AND_WAKE + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
+    (third,) = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, "third é", "k4"])
     assert pair.call(COMMON + COUNTS, []) == [3, 0]
     for key in ("k1", "k3", "nope"):
         pair.call(COMMON + LOOKUP, [key])
@@ -119,7 +121,7 @@ def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
 
 def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, queue_name: str) -> None:
     base = 100 * PRIORITY_SHIFT
-    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
+    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
     pair.call(COMMON + DEQUEUE, [2, 30_000])
     pair.call(COMMON + DEFER, [first, 60_000, second, 0, "999", 0])
     assert pair.call(COMMON + LOOKUP, ["k1"])[:4] == [b"delayed", first, b"a", 0]
@@ -140,7 +142,7 @@ def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, qu
 
 def test_a_failing_script_raises_the_same_error(pair: Pair) -> None:
     errors = []
-    for call in (pair.lua.script(COMMON + ENQUEUE), pair.client.register_script(COMMON + ENQUEUE)):
+    for call in (pair.lua.script(CLOCK_AND_WAKE + ENQUEUE), pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)):
         with pytest.raises(redis.exceptions.ResponseError) as info:
             call(keys=pair.ours[: len(KEY_NAMES)], args=["not a number", 0, b"x", ""])
         errors.append(type(info.value))
@@ -174,11 +176,11 @@ def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...])
 def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: Pair, queue_name: str) -> None:
     wake = pair.ours[KEY_NAMES.index("wake")]
     pair.client.lpush(wake, 1)
-    enqueue = pair.lua.script(COMMON + ENQUEUE)
+    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
     enqueue(keys=pair.ours, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
     dequeue = pair.lua.script(COMMON + DEQUEUE)
     # BLPOP's reply (the token) is dropped; the script's is the dequeue's, as through redis-py's Script.
-    pair.client.register_script(COMMON + ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
     ours = pair.lua.call_after(("BLPOP", wake, "0.5"), dequeue.script, pair.ours, [1, 30_000, ""])
     theirs = pair.client.register_script(COMMON + DEQUEUE)(keys=pair.theirs, args=[1, 30_000, ""])
     assert same(ours, theirs), (ours, theirs)
@@ -187,3 +189,27 @@ def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: 
     unseen = pair.lua.script(f"return '{queue_name}'")
     assert pair.lua.call_after(("BLPOP", wake, "0.01"), unseen.script, [], []) == queue_name.encode()
     assert pair.lua.call(unseen.script, [], []) == queue_name.encode()  # the connection is still in step
+
+
+@pytest.mark.parametrize("delay", [0, 60_000])
+def test_one_message_at_a_time_leaves_the_keys_a_batch_leaves(pair: Pair, delay: int) -> None:
+    """ENQUEUE's one-message path (async_task) against its batch path (async_many), key by key."""
+    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
+    base = 90 * PRIORITY_SHIFT
+    singles = [enqueue(keys=pair.ours, args=[base, delay, body, key])[0] for body, key in ((b"a", "k1"), (b"b", ""))]
+    batch = enqueue(keys=pair.theirs, args=[base, delay, b"a", "k1", b"b", ""])
+    assert singles == batch
+    for name in KEY_NAMES:
+        ours, theirs = pair.ours[KEY_NAMES.index(name)], pair.theirs[KEY_NAMES.index(name)]
+        kind = pair.client.type(ours)
+        assert kind == pair.client.type(theirs), name
+        if name == "wake":  # a token per call
+            assert (pair.client.llen(ours), pair.client.llen(theirs)) == (2, 1)
+        elif kind == b"hash":
+            assert pair.client.hgetall(ours) == pair.client.hgetall(theirs), name
+        elif kind == b"zset":
+            ours_z, theirs_z = ([[m, int(score)] for m, score in pair.client.zrange(key, 0, -1, withscores=True)]
+                                for key in (ours, theirs))
+            assert same(ours_z, theirs_z), (name, ours_z, theirs_z)  # a due time may be a few ms apart
+        elif kind == b"string":
+            assert pair.client.get(ours) == pair.client.get(theirs), name
