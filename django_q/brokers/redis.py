@@ -86,9 +86,9 @@ from .redis_lua import (
     REQUEUE,
     RETRY,
     STATUSES,
-    Lua,
 )
-from .redis_lua import translate as _translate
+from .redis_calls import Lua
+from .redis_calls import translate as _translate
 from .redis_owners import RedisOwners
 from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
 

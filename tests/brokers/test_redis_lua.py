@@ -1,4 +1,4 @@
-"""redis_lua's hand-packed EVALSHA calls, pinned to redis-py's own Script and command packer on real Redis."""
+"""redis_lua's scripts run through redis_calls' hand-packed EVALSHA calls, pinned to redis-py's own Script and command packer on real Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.connection import Connection, PythonRespSerializer
 
-from django_q.brokers import redis_lua
+from django_q.brokers import redis_calls
 from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
 from django_q.brokers.redis_lua import (
     ACK,
@@ -29,8 +29,8 @@ from django_q.brokers.redis_lua import (
     REQUEUE,
     RETRY,
     STATUSES,
-    Lua,
 )
+from django_q.brokers.redis_calls import Lua
 from django_q.brokers.redis_rates import DEFER, TAKE_STARTS, take_call
 from django_q.rates import parse_limit
 
@@ -61,7 +61,7 @@ def _server_time(value: int | bytes) -> bool:
 
 
 class Pair:
-    """The same script calls on two fresh queues: one through redis_lua.Lua, one through redis-py's Script."""
+    """The same script calls on two fresh queues: one through redis_calls.Lua, one through redis-py's Script."""
 
     def __init__(self, client: redis.Redis, queue_name: str) -> None:
         self.client = client
@@ -161,11 +161,25 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("args", COMMANDS)
+def test_the_evalsha_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
+    """pack_evalsha (the packer without hiredis) against redis-py's Connection.pack_command, its head cached."""
+    heads: dict[tuple, bytes] = {}
+    encode = Connection().encoder.encode
+    for keys in (["django_q:{q}:seq", "django_q:{q}:ready"], ["django_q:{q}:seq", "django_q:{é}:ready"], []):
+        for _ in range(2):  # the second from the cached head
+            command = ("EVALSHA", "0" * 40, len(keys), *keys, *args)
+            assert redis_calls.pack_evalsha("0" * 40, keys, args, encode, heads) == b"".join(
+                Connection().pack_command(*command)
+            )
+    assert len(heads) == 3
+
+
+@pytest.mark.parametrize("args", COMMANDS)
 def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
-    if redis_lua._pack is None:
+    if redis_calls._pack is None:
         pytest.skip("without hiredis redis_lua packs with redis-py's own Connection.pack_command")
     command = ("EVALSHA", "0" * 40, 2, "django_q:{q}:seq", "django_q:{q}:ready", *args)
-    ours = redis_lua._pack(command)
+    ours = redis_calls._pack(command)
     assert ours == b"".join(Connection().pack_command(*command))
     # With hiredis installed, Connection packs through hiredis too: the pure
     # Python packer is redis-py's own rule, which hiredis must keep to.
@@ -213,3 +227,11 @@ def test_one_message_at_a_time_leaves_the_keys_a_batch_leaves(pair: Pair, delay:
             assert same(ours_z, theirs_z), (name, ours_z, theirs_z)  # a due time may be a few ms apart
         elif kind == b"string":
             assert pair.client.get(ours) == pair.client.get(theirs), name
+
+
+def test_without_hiredis_the_scripts_reply_as_through_redis_pys_script(
+    pair: Pair, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_calls, "_pack", None)  # as installed without hiredis: pack_evalsha writes the calls
+    test_every_script_replies_as_through_redis_pys_script(pair)
+    test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair, queue_name)
