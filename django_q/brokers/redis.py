@@ -72,6 +72,7 @@ from .base import (
 from .redis_lua import (
     ACK,
     CANCEL,
+    CLOCK_AND_WAKE,
     COMMON,
     COUNTS,
     DEQUEUE,
@@ -85,9 +86,9 @@ from .redis_lua import (
     REQUEUE,
     RETRY,
     STATUSES,
-    Lua,
 )
-from .redis_lua import translate as _translate
+from .redis_calls import Lua
+from .redis_calls import translate as _translate
 from .redis_owners import RedisOwners
 from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
 
@@ -125,7 +126,7 @@ class RedisBroker(RedisOwners, QueueBackend):
         # that does not answer, instead of waiting out the retries and long
         # reads that keep a cluster's own calls going through a short stall.
         self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
-        self._enqueue = self._sender.script(COMMON + ENQUEUE)
+        self._enqueue = self._sender.script(CLOCK_AND_WAKE + ENQUEUE)
         self._enqueue_unique = self._sender.script(COMMON + ENQUEUE_UNIQUE)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
@@ -184,9 +185,17 @@ class RedisBroker(RedisOwners, QueueBackend):
             return []
         deadline = time.monotonic() + timeout
         lease_ms = max(1, round(self.lease * 1000))
+        args = [count, lease_ms, owner or ""]
+        block = None  # seconds of the BLPOP that goes before the next dequeue
         with _translate():
             while True:
-                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms, owner or ""])
+                if block is None:
+                    hint_ms, *flat = self._dequeue(keys=self._keys, args=args)
+                else:
+                    # The dequeue rides behind the BLPOP on the wake list: the
+                    # server runs it as soon as a token arrives or the wait ends.
+                    blpop = ("BLPOP", self._keys[6], f"{block + 0.0005:.3f}")  # rounded up to the ms
+                    hint_ms, *flat = self._lua.call_after(blpop, self._dequeue.script, self._keys, args)
                 self.hint_ms = hint_ms
                 if flat:
                     return [
@@ -201,7 +210,7 @@ class RedisBroker(RedisOwners, QueueBackend):
                 wait = remaining if hint_ms < 0 else min(remaining, hint_ms / 1000)
                 if self._max_block is not None:
                     wait = min(wait, self._max_block)
-                self._client.blpop([self._keys[6]], timeout=max(wait, MIN_BLOCK))
+                block = max(wait, MIN_BLOCK)
 
     def renew(self, ids: Sequence[str]) -> None:
         """Extend the leases of `ids` to `lease` seconds from now."""

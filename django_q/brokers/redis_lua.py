@@ -1,4 +1,4 @@
-"""The Redis broker's Lua scripts, and the caller that runs them on a connection of the broker's own.
+"""The Redis broker's Lua scripts (redis_calls runs them).
 
 Every script gets the keys in `redis.KEY_NAMES` order (the key layout is in
 the docstring of django_q.brokers.redis); each move of a message between the
@@ -7,14 +7,6 @@ every cluster shares.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
-
-import redis
-
-from ..exceptions import BrokerConnectionError, BrokerError
 
 # Enough tokens to wake every consumer of a busy queue; more would only be
 # popped and found stale.
@@ -25,11 +17,20 @@ RELEASE_BATCH = 1000
 
 # Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
 # KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats.
-COMMON = f"""
+# The helpers ENQUEUE needs, apart: every `local function` of a prelude is made
+# again at each call, and an enqueue (async_task's one round trip) uses only these.
+CLOCK_AND_WAKE = f"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- A token for a blocked consumer; the list is trimmed only once it outgrows the cap.
+local function wake()
+  if redis.call('LPUSH', KEYS[7], 1) > {WAKE_CAP} then redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1}) end
+end
+"""
+
+COMMON = CLOCK_AND_WAKE + f"""
 -- Put ids of a timed ZSET whose time has come back in ready, at their own place.
 local function release(zset, now)
   local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, {RELEASE_BATCH})
@@ -40,10 +41,6 @@ local function release(zset, now)
       redis.call('ZADD', KEYS[2], id, id)
     end
   end
-end
-local function wake()
-  redis.call('LPUSH', KEYS[7], 1)
-  redis.call('LTRIM', KEYS[7], 0, {WAKE_CAP - 1})
 end
 -- Forget everything kept about id but its place in the sorted sets.
 local function forget(id)
@@ -86,6 +83,17 @@ local base = tonumber(ARGV[1])
 local delay = tonumber(ARGV[2])
 local due = nil
 if delay > 0 then due = now_ms() + delay end
+if #ARGV == 4 then  -- one message (async_task): the same commands, without the tables
+  local id = string.format('%d', base + redis.call('INCR', KEYS[1]))
+  redis.call('HSET', KEYS[3], id, ARGV[3])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[8], ARGV[4], id)
+    redis.call('HSET', KEYS[9], id, ARGV[4])
+  end
+  redis.call('ZADD', due and KEYS[6] or KEYS[2], due or id, id)
+  wake()
+  return {id}
+end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
 -- Field-value lists: payloads by id, ids by key, keys by id, and the sorted set's score-member pairs.
@@ -305,73 +313,3 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(ids))
 """
-
-
-try:  # hiredis packs a command in C; redis-py's own encoder checks each argument's type in Python
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover - hiredis is an optional extra
-    _pack = None
-
-
-class Lua:
-    """Calls the broker's Lua scripts straight on one connection of its own: EVALSHA written, reply read.
-
-    redis-py's client path (command lookup, pool checkout, response callbacks,
-    observability hooks) costs about twice what the call itself does: an
-    `async_task` spent most of its time there. A broker is used by one thread
-    at a time, so one connection serves all its scripts. A script the server
-    lost (a restart) is loaded again; a call on a connection that went stale
-    is made once more on a new one. Other failures raise redis-py's errors.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.conn: Any = None
-
-    def script(self, source: str) -> Callable[..., Any]:
-        script = self.client.register_script(source)  # computes the SHA; nothing is sent
-
-        def call(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
-            return self.call(script, keys, args)
-
-        return call
-
-    def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        for attempt in range(3):
-            if self.conn is None:
-                # From the pool, which connects it: a Sentinel pool asks where the primary is now.
-                self.conn = self.client.connection_pool.get_connection()
-            try:
-                command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-                self.conn.send_packed_command([_pack(command)] if _pack else self.conn.pack_command(*command), False)
-                return self.conn.read_response()
-            except redis.exceptions.NoScriptError:
-                self.client.script_load(script.script)
-            except redis.exceptions.ResponseError:
-                raise  # the script failed; its reply was read, the connection is fine
-            except redis.exceptions.ConnectionError:
-                self.close()  # the next call takes a new connection
-                if attempt:
-                    raise
-            except BaseException:  # a timeout, or an interrupted read, leaves a reply unread
-                self.close()
-                raise
-        raise redis.exceptions.NoScriptError("the script was lost again as soon as it was loaded")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            conn, self.conn = self.conn, None
-            conn.disconnect()
-            self.client.connection_pool.release(conn)
-
-
-@contextmanager
-def translate() -> Iterator[None]:
-    """Turn redis-py errors into the broker error tree, keeping the original as the cause."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError) as exc:
-        # ReadOnlyError: a primary was demoted under us during a failover.
-        raise BrokerConnectionError(f"Redis: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise BrokerError(f"Redis: {exc}") from exc

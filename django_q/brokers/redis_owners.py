@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .redis_lua import COMMON, Lua, translate
+from .redis_calls import Lua, translate
+from .redis_lua import COMMON
 
 # KEYS: KEY_NAMES, then status_expiry.  ARGV: owner, dead_after ms, lease ms.
 # Returns 1 if the owner had not beaten within dead_after (or never had), else 0.

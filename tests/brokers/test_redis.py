@@ -98,3 +98,28 @@ def test_idle_consumer_wakes_within_milliseconds(broker: RedisBroker, queue_name
             latencies.append(received.result(timeout=10) - sent)
     consumer.close()
     assert statistics.median(latencies) < 0.05
+
+
+def test_the_wait_and_the_dequeue_after_it_go_in_one_write(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting dequeue sends each BLPOP with the dequeue that follows it: the server runs that dequeue the
+    moment the wait ends, with no round trip between (W3's pick-up latency)."""
+    writes: list[list[bytes]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        writes.append([bytes(part) for part in command] if isinstance(command, list) else [bytes(command)])
+        send(conn, command, check_health)
+
+    redis_client.lpush(f"django_q:{{{queue_name}}}:wake", 1)  # a token with nothing ready: one wake for nothing
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    assert broker.dequeue(timeout=1.0) == []
+    monkeypatch.undo()
+    writes = [write for write in writes if any(b"EVALSHA" in part or b"BLPOP" in part for part in write)]  # not a connect's
+    # Dequeue; BLPOP (the token) + dequeue; BLPOP (until the time is up) + dequeue (and maybe one more short
+    # wait, as the server ends a wait to the millisecond): never a BLPOP without the dequeue after it.
+    joined = [b"".join(write) for write in writes]
+    assert len(joined) >= 3
+    assert b"BLPOP" not in joined[0]
+    assert all(b"BLPOP" in write and write.index(b"BLPOP") < write.index(b"EVALSHA") for write in joined[1:])

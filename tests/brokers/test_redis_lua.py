@@ -1,4 +1,4 @@
-"""redis_lua's hand-packed EVALSHA calls, pinned to redis-py's own Script and command packer on real Redis."""
+"""redis_lua's scripts run through redis_calls' hand-packed EVALSHA calls, pinned to redis-py's own Script and command packer on real Redis."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 import redis
 from redis.connection import Connection, PythonRespSerializer
 
-from django_q.brokers import redis_lua
+from django_q.brokers import redis_calls
 from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
 from django_q.brokers.redis_lua import (
     ACK,
     CANCEL,
+    CLOCK_AND_WAKE,
+    
     COMMON,
     COUNTS,
     DEQUEUE,
@@ -27,8 +29,8 @@ from django_q.brokers.redis_lua import (
     REQUEUE,
     RETRY,
     STATUSES,
-    Lua,
 )
+from django_q.brokers.redis_calls import Lua
 from django_q.brokers.redis_rates import DEFER, TAKE_STARTS, take_call
 from django_q.rates import parse_limit
 
@@ -59,7 +61,7 @@ def _server_time(value: int | bytes) -> bool:
 
 
 class Pair:
-    """The same script calls on two fresh queues: one through redis_lua.Lua, one through redis-py's Script."""
+    """The same script calls on two fresh queues: one through redis_calls.Lua, one through redis-py's Script."""
 
     def __init__(self, client: redis.Redis, queue_name: str) -> None:
         self.client = client
@@ -91,9 +93,9 @@ def pair(queue_name: str, redis_url: str) -> Iterator[Pair]:
 
 def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
     base = 100 * PRIORITY_SHIFT  # priority 0
-    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
-    pair.call(COMMON + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
-    (third,) = pair.call(COMMON + ENQUEUE, [base, 0, "third é", "k4"])
+    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
+    pair.call(CLOCK_AND_WAKE + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
+    (third,) = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, "third é", "k4"])
     assert pair.call(COMMON + COUNTS, []) == [3, 0]
     for key in ("k1", "k3", "nope"):
         pair.call(COMMON + LOOKUP, [key])
@@ -119,7 +121,7 @@ def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
 
 def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, queue_name: str) -> None:
     base = 100 * PRIORITY_SHIFT
-    first, second = pair.call(COMMON + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
+    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
     pair.call(COMMON + DEQUEUE, [2, 30_000])
     pair.call(COMMON + DEFER, [first, 60_000, second, 0, "999", 0])
     assert pair.call(COMMON + LOOKUP, ["k1"])[:4] == [b"delayed", first, b"a", 0]
@@ -140,7 +142,7 @@ def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, qu
 
 def test_a_failing_script_raises_the_same_error(pair: Pair) -> None:
     errors = []
-    for call in (pair.lua.script(COMMON + ENQUEUE), pair.client.register_script(COMMON + ENQUEUE)):
+    for call in (pair.lua.script(CLOCK_AND_WAKE + ENQUEUE), pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)):
         with pytest.raises(redis.exceptions.ResponseError) as info:
             call(keys=pair.ours[: len(KEY_NAMES)], args=["not a number", 0, b"x", ""])
         errors.append(type(info.value))
@@ -159,13 +161,77 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("args", COMMANDS)
+def test_the_evalsha_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
+    """pack_evalsha (the packer without hiredis) against redis-py's Connection.pack_command, its head cached."""
+    heads: dict[tuple, bytes] = {}
+    encode = Connection().encoder.encode
+    for keys in (["django_q:{q}:seq", "django_q:{q}:ready"], ["django_q:{q}:seq", "django_q:{é}:ready"], []):
+        for _ in range(2):  # the second from the cached head
+            command = ("EVALSHA", "0" * 40, len(keys), *keys, *args)
+            assert redis_calls.pack_evalsha("0" * 40, keys, args, encode, heads) == b"".join(
+                Connection().pack_command(*command)
+            )
+    assert len(heads) == 3
+
+
+@pytest.mark.parametrize("args", COMMANDS)
 def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
-    if redis_lua._pack is None:
+    if redis_calls._pack is None:
         pytest.skip("without hiredis redis_lua packs with redis-py's own Connection.pack_command")
     command = ("EVALSHA", "0" * 40, 2, "django_q:{q}:seq", "django_q:{q}:ready", *args)
-    ours = redis_lua._pack(command)
+    ours = redis_calls._pack(command)
     assert ours == b"".join(Connection().pack_command(*command))
     # With hiredis installed, Connection packs through hiredis too: the pure
     # Python packer is redis-py's own rule, which hiredis must keep to.
     python = PythonRespSerializer(6000, Connection().encoder.encode)
     assert ours == b"".join(python.pack(*command))
+
+
+def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: Pair, queue_name: str) -> None:
+    wake = pair.ours[KEY_NAMES.index("wake")]
+    pair.client.lpush(wake, 1)
+    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
+    enqueue(keys=pair.ours, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    dequeue = pair.lua.script(COMMON + DEQUEUE)
+    # BLPOP's reply (the token) is dropped; the script's is the dequeue's, as through redis-py's Script.
+    pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    ours = pair.lua.call_after(("BLPOP", wake, "0.5"), dequeue.script, pair.ours, [1, 30_000, ""])
+    theirs = pair.client.register_script(COMMON + DEQUEUE)(keys=pair.theirs, args=[1, 30_000, ""])
+    assert same(ours, theirs), (ours, theirs)
+    assert ours[2] == b"body"
+    # A script the server has not seen (as after a restart) is loaded, then run.
+    unseen = pair.lua.script(f"return '{queue_name}'")
+    assert pair.lua.call_after(("BLPOP", wake, "0.01"), unseen.script, [], []) == queue_name.encode()
+    assert pair.lua.call(unseen.script, [], []) == queue_name.encode()  # the connection is still in step
+
+
+@pytest.mark.parametrize("delay", [0, 60_000])
+def test_one_message_at_a_time_leaves_the_keys_a_batch_leaves(pair: Pair, delay: int) -> None:
+    """ENQUEUE's one-message path (async_task) against its batch path (async_many), key by key."""
+    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
+    base = 90 * PRIORITY_SHIFT
+    singles = [enqueue(keys=pair.ours, args=[base, delay, body, key])[0] for body, key in ((b"a", "k1"), (b"b", ""))]
+    batch = enqueue(keys=pair.theirs, args=[base, delay, b"a", "k1", b"b", ""])
+    assert singles == batch
+    for name in KEY_NAMES:
+        ours, theirs = pair.ours[KEY_NAMES.index(name)], pair.theirs[KEY_NAMES.index(name)]
+        kind = pair.client.type(ours)
+        assert kind == pair.client.type(theirs), name
+        if name == "wake":  # a token per call
+            assert (pair.client.llen(ours), pair.client.llen(theirs)) == (2, 1)
+        elif kind == b"hash":
+            assert pair.client.hgetall(ours) == pair.client.hgetall(theirs), name
+        elif kind == b"zset":
+            ours_z, theirs_z = ([[m, int(score)] for m, score in pair.client.zrange(key, 0, -1, withscores=True)]
+                                for key in (ours, theirs))
+            assert same(ours_z, theirs_z), (name, ours_z, theirs_z)  # a due time may be a few ms apart
+        elif kind == b"string":
+            assert pair.client.get(ours) == pair.client.get(theirs), name
+
+
+def test_without_hiredis_the_scripts_reply_as_through_redis_pys_script(
+    pair: Pair, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_calls, "_pack", None)  # as installed without hiredis: pack_evalsha writes the calls
+    test_every_script_replies_as_through_redis_pys_script(pair)
+    test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair, queue_name)
