@@ -24,7 +24,7 @@ from django import db
 
 from ..conf import Config
 from ..names import Identity
-from . import process
+from . import process, worker
 from .channels import GRACEFUL_STOP, STOP_SIGNALS, decode_modules, decode_notices, socket_path, task_modules_path
 from .messages import Exit
 
@@ -91,6 +91,10 @@ class Sentinel:
         broker = "django_q.brokers.redis" if self.config.broker_kind == "redis" else "django_q.brokers.orm"
         for module in ("django_q.cluster.pusher", "django_q.cluster.worker", "django_q.tasks", broker):
             importlib.import_module(module)
+        if self.config.preload_tasks:
+            # Before the first fork, once: filling the set writes a reference count
+            # to every module's name, which must not copy pages a child shares.
+            worker.know_modules(sys.modules)
 
     def _preload_tasks(self) -> None:
         """Import the modules of the tasks workers ran so far, so that the next worker forks with them.
@@ -117,6 +121,8 @@ class Sentinel:
                 self.unloadable.add(name)
                 logger.warning("task module %s does not import in the sentinel (%s: %s); workers import it "
                                "themselves", name, type(exc).__name__, exc)
+                continue
+            worker.know_modules([name])  # the next worker forks with it: it needs no mention
 
     def _spawn_worker(self, index: int) -> BaseProcess:
         # Under spawn and forkserver the child does not inherit the notice pipe.
