@@ -184,9 +184,10 @@ class RedisBroker(RedisOwners, QueueBackend):
             return []
         deadline = time.monotonic() + timeout
         lease_ms = max(1, round(self.lease * 1000))
+        args = [count, lease_ms, owner or ""]
         with _translate():
+            hint_ms, *flat = self._dequeue(keys=self._keys, args=args)
             while True:
-                hint_ms, *flat = self._dequeue(keys=self._keys, args=[count, lease_ms, owner or ""])
                 self.hint_ms = hint_ms
                 if flat:
                     return [
@@ -201,7 +202,10 @@ class RedisBroker(RedisOwners, QueueBackend):
                 wait = remaining if hint_ms < 0 else min(remaining, hint_ms / 1000)
                 if self._max_block is not None:
                     wait = min(wait, self._max_block)
-                self._client.blpop([self._keys[6]], timeout=max(wait, MIN_BLOCK))
+                # The wait and the next dequeue in one write: the dequeue runs on the server as soon as the
+                # wake-up token (or the timeout) ends the BLPOP, a round trip sooner than a second call.
+                block = ("BLPOP", self._keys[6], max(wait, MIN_BLOCK))
+                hint_ms, *flat = self._dequeue.after(block, keys=self._keys, args=args)
 
     def renew(self, ids: Sequence[str]) -> None:
         """Extend the leases of `ids` to `lease` seconds from now."""

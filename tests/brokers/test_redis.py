@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,3 +99,38 @@ def test_idle_consumer_wakes_within_milliseconds(broker: RedisBroker, queue_name
             latencies.append(received.result(timeout=10) - sent)
     consumer.close()
     assert statistics.median(latencies) < 0.05
+
+
+def test_a_woken_dequeue_gets_its_delivery_in_the_write_of_its_wait(
+    broker: RedisBroker, queue_name: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BLPOP and the next dequeue script go to the server in one write: one round trip from wake-up to delivery.
+
+    With the broker a round trip away, two calls (BLPOP, then the script) made
+    every task enqueued to an idle cluster start a round trip later.
+    """
+    consumer = RedisBroker(queue_name, 30.0, redis_url)
+    assert consumer.dequeue(timeout=0.01) == []  # connected, the script loaded: only the calls below count
+    writes: list[int] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "consumer":
+            writes.append(1)
+        return send(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(consumer.dequeue(timeout=10)), name="consumer")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(writes) < 2 and time.monotonic() < deadline:  # the first dequeue found nothing; it waits
+            time.sleep(0.01)
+        broker.enqueue(b"x")
+        thread.join(15)
+        assert [d.payload for d in got[0]] == [b"x"]
+        assert len(writes) == 2  # the first dequeue; the wait with the dequeue that found it
+    finally:
+        thread.join(15)
+        consumer.close()
