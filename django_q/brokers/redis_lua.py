@@ -363,21 +363,14 @@ class Lua:
         raise redis.exceptions.NoScriptError("the script was lost again as soon as it was loaded")
 
     def call_after(self, first: Sequence[Any], script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Send the command `first` (a BLPOP) and the script call in one write; return the script's reply.
-
-        The server runs the script as soon as `first` returns (a blocked
-        client's next command waits in its buffer), so the reply comes one
-        round trip sooner than from two calls: with the broker a round trip
-        away, a task enqueued while the dequeue blocks starts that much sooner.
-        """
+        """Send the command `first` (a BLPOP) and the script call in one write; the script's reply, a round trip
+        sooner than two calls: the server runs the script as soon as `first` returns (it waits in the buffer)."""
         if self.conn is None:
             self.conn = self.client.connection_pool.get_connection()
         calls = (tuple(first), ("EVALSHA", script.sha, len(keys), *keys, *args))
         try:
-            if _pack:
-                self.conn.send_packed_command([_pack(c) for c in calls], False)
-            else:
-                self.conn.send_packed_command([part for c in calls for part in self.conn.pack_command(*c)], False)
+            packed = [_pack(c) for c in calls] if _pack else [p for c in calls for p in self.conn.pack_command(*c)]
+            self.conn.send_packed_command(packed, False)
             try:
                 self.conn.read_response()
                 failed = None
