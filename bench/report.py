@@ -85,7 +85,8 @@ class Results:
                 ours = rows.get(self.ours_of.get(label, ""))
                 if ours and not label.startswith(OURS + " "):
                     ours_median = statistics.median(ours)
-                    row["ratio_to_ours"] = row["median"] / ours_median if ours_median else None
+                    same = ours_median and ours_median == ours_median and row["median"] == row["median"]  # nan: never
+                    row["ratio_to_ours"] = row["median"] / ours_median if same else None
                 partial = self.partial.get(fig.key, {}).get(label)
                 if partial:
                     row["partial_runs"] = partial

@@ -118,3 +118,12 @@ def test_w5_recovery_is_a_column_of_the_overview_and_never_where_a_task_was_lost
     header, ours, huey = results.overview().splitlines()[:3]
     assert header.split()[-3:] == ["W5", "recovery", "s"]
     assert ours.split()[-1] == "5.40" and huey.split()[-1] == "never"
+
+
+def test_a_recovery_that_never_came_has_no_ratio_to_ours():
+    results = Results()
+    results.add("W5-recovery", "django-q redis/sqlite", "django-q redis/sqlite", 5.0)
+    results.add("W5-recovery", "huey redis", "django-q redis/sqlite", float("nan"))
+    results.add("W5-recovery", "celery redis", "django-q redis/sqlite", 5.5)
+    targets_ = results.summary()["W5-recovery"]["targets"]
+    assert targets_["huey redis"]["ratio_to_ours"] is None and targets_["celery redis"]["ratio_to_ours"] == 1.1
