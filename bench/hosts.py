@@ -8,7 +8,8 @@ which adds `--delay-ms` to every round trip (this kernel has no netem). Once
 the clusters have run `--kill-at` of the tasks, every process in `dq-h1` is
 stopped and killed at once, as a host dying; the others drain the rest.
 Everything set up (namespaces, links, proxies, clusters, the database) is
-taken down on the way out, also after Ctrl-C. Needs root (`ip netns`).
+taken down on the way out, also after Ctrl-C. Needs root (`ip netns`); takes
+the bench lock (bench/lock.py).
 
     sudo .venv/bin/python bench/hosts.py --clusters 2 --broker redis --tasks 400
 
@@ -30,6 +31,8 @@ import tempfile
 import time
 from contextlib import ExitStack, suppress
 
+import lock
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFIX = "dq-h"
 
@@ -41,9 +44,11 @@ def sh(*command: str, check: bool = True) -> str:
 class Hosts:
     """The namespaces and their links; `close()` removes them (deleting a namespace removes its veth pair)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, first: int = 1) -> None:
+        """Namespaces dq-h<first> ... dq-h<first + count - 1>, each linked over 10.77.<n>.0/24."""
         self.names: list[str] = []
-        for n in range(1, count + 1):
+        self.numbers = list(range(first, first + count))
+        for n in self.numbers:
             ns, here, there = f"{PREFIX}{n}", f"dq-v{n}", f"dq-v{n}p"
             self.close_one(ns, here)  # left over from a run that was killed
             sh("ip", "netns", "add", ns)
@@ -73,7 +78,7 @@ class Hosts:
                     os.kill(pid, signum)
 
     def close(self) -> None:
-        for n, ns in enumerate(self.names, 1):
+        for n, ns in zip(self.numbers, self.names):
             self.close_one(ns, f"dq-v{n}")
 
 
@@ -201,6 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.clusters < 2:
         parser.error("--clusters must be 2 or more: one is killed, the others drain")
+    lock.acquire()  # held until this process exits: bench runs share Redis and PostgreSQL
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the clean-up below runs on SIGTERM too
     with ExitStack() as stack:
         result = run(args, stack)

@@ -4,6 +4,7 @@ HOSTS_BROKER   "redis" (Redis db 13) or "orm" (the database broker)
 HOSTS_REDIS    host:port of Redis as this process reaches it (through a delay proxy from a namespace)
 HOSTS_PG       host:port of PostgreSQL as this process reaches it; HOSTS_PG_NAME the database
 HOSTS_QUEUE    the queue name
+HOSTS_SAVE_LIMIT  Q_CLUSTER's save_limit (default 0: every result kept)
 """
 
 import os
@@ -24,7 +25,9 @@ DATABASES = {
         "PORT": _pg_port,
     }
 }
-Q_CLUSTER = {"name": os.environ.get("HOSTS_QUEUE", "hosts"), "workers": 2, "save_limit": 0}  # retry: the default 60
+# retry: the default 60; save_limit 0 (every result kept) unless HOSTS_SAVE_LIMIT says otherwise
+Q_CLUSTER = {"name": os.environ.get("HOSTS_QUEUE", "hosts"), "workers": 2,
+             "save_limit": int(os.environ.get("HOSTS_SAVE_LIMIT", "0"))}
 if os.environ.get("HOSTS_BROKER", "redis") == "redis":
     Q_CLUSTER["redis"] = f"redis://{os.environ.get('HOSTS_REDIS', '127.0.0.1:6379')}/13"
 LOGGING = {
@@ -40,3 +43,15 @@ def mark(n: int, seconds: float, folder: str) -> int:
         pass
     time.sleep(seconds)
     return n
+
+
+def tally(folder: str) -> None:
+    """bench/hosts_share.py's task: one byte onto this host's file in `folder` (its size counts the host's runs)."""
+    with open(os.path.join(folder, f"tally-{os.environ.get('HOSTS_HOST', '?')}"), "ab") as f:
+        f.write(b".")
+
+
+def occurrence(n: int, folder: str) -> None:
+    """bench/hosts_share.py's scheduled task: note a run of schedule n (schedule, host, epoch) as a file."""
+    with open(os.path.join(folder, f"sched-{n}-{os.environ.get('HOSTS_HOST', '?')}-{time.time()}"), "w"):
+        pass

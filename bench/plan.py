@@ -62,6 +62,7 @@ def record_crash(results: Results, label: str, ours: str, out: dict) -> None:
     results.add("W5-lost", label, ours, out["lost"])
     results.add("W5-twice", label, ours, out["twice"])
     results.add("W5-killed-at", label, ours, out["killed_at"])
+    results.add("W5-recovery", label, ours, out["recovery_s"])
 
 
 def record_bulk(results: Results, label: str, ours: str, out: dict) -> None:

@@ -37,6 +37,7 @@ FIGURES = [
     Figure("W5-lost", "W5 tasks lost", "tasks", False),
     Figure("W5-twice", "W5 tasks run twice", "tasks", False),
     Figure("W5-killed-at", "W5 ran before the SIGKILL", "tasks", True),
+    Figure("W5-recovery", "W5 recovery, kill to all run", "s", False),  # nan: a task never ran
     Figure("W6", "W6 drain, 100,000 tasks", "tasks/s", True),
     Figure("W6-rss", "W6 peak RSS", "MiB", False),
     Figure("W6-rss-end", "W6 RSS at the end", "MiB", False),
@@ -84,7 +85,8 @@ class Results:
                 ours = rows.get(self.ours_of.get(label, ""))
                 if ours and not label.startswith(OURS + " "):
                     ours_median = statistics.median(ours)
-                    row["ratio_to_ours"] = row["median"] / ours_median if ours_median else None
+                    same = ours_median and ours_median == ours_median and row["median"] == row["median"]  # nan: never
+                    row["ratio_to_ours"] = row["median"] / ours_median if same else None
                 partial = self.partial.get(fig.key, {}).get(label)
                 if partial:
                     row["partial_runs"] = partial
@@ -128,16 +130,19 @@ class Results:
             columns += [(k, f"W2 {int(k.partition('@')[2]):,} /s") for k in keys_in_order(summary)
                         if k.partition("@")[0] == w2 and "@" in k]
             columns += [(start, "first task s"), ("W4-idle-pss", "idle PSS MiB"), ("W3-p50", "W3 p50 ms"),
-                        ("W3-p99", "W3 p99 ms"), ("W5-lost", "W5 lost"), ("W5-twice", "W5 twice")]
-            labels = sorted({label for key, _ in columns[:-5] for label in summary.get(key, {}).get("targets", {})},
+                        ("W3-p99", "W3 p99 ms"), ("W5-lost", "W5 lost"), ("W5-twice", "W5 twice"),
+                        ("W5-recovery", "W5 recovery s")]
+            labels = sorted({label for key, _ in columns[:-6] for label in summary.get(key, {}).get("targets", {})},
                             key=order)
             if not labels:
                 continue
             lines.append(f"{kind + ' (medians)':<30}" + "".join(f"{title:>14}" for _, title in columns))
             for label in labels:
                 cells = [summary.get(key, {}).get("targets", {}).get(label, {}).get("median") for key, _ in columns]
-                lines.append(f"{label:<30}" + "".join(f"{'-' if c is None else fmt(c):>14}" for c in cells))
+                lines.append(f"{label:<30}" + "".join(f"{cell(key, c):>14}" for (key, _), c in zip(columns, cells)))
             lines.append("")
+        if lines:
+            lines.append("W5 recovery: from the SIGKILL (the restart follows at once) to every task run at least once")
         return "\n".join(lines)
 
     def targets(self) -> list[dict]:
@@ -159,6 +164,15 @@ def order(label: str) -> tuple:
     if system == OURS or is_baseline(system):
         return (0, where, system != OURS)
     return (1, label, False)
+
+
+def cell(key: str, value: float | None) -> str:
+    """An overview cell: '-' not measured; a W5 recovery that never came (a task was lost) is 'never'."""
+    if value is None:
+        return "-"
+    if key == "W5-recovery" and value != value:
+        return "never"
+    return fmt(value)
 
 
 def fmt(value: float) -> str:

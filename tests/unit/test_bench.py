@@ -107,3 +107,23 @@ def test_a_peer_median_from_a_run_cut_short_is_marked_in_the_targets_table():
     rows = rows_by_name(results.summary())
     assert rows["database broker W2 on PostgreSQL, N=1,000: >= 5x procrastinate"]["against"] == "5 x 96*"
     assert rows["database broker W2 on PostgreSQL, N=1,000: >= 5x procrastinate"]["met"] is True
+
+
+def test_w5_recovery_is_a_column_of_the_overview_and_never_where_a_task_was_lost():
+    results = Results()
+    for label, w2, lost, recovery in (("django-q redis/sqlite", 2000.0, 0, 5.4), ("huey redis", 1500.0, 20, float("nan"))):
+        results.add("W2@5000", label, "django-q redis/sqlite", w2)
+        results.add("W5-lost", label, "django-q redis/sqlite", lost)
+        results.add("W5-recovery", label, "django-q redis/sqlite", recovery)
+    header, ours, huey = results.overview().splitlines()[:3]
+    assert header.split()[-3:] == ["W5", "recovery", "s"]
+    assert ours.split()[-1] == "5.40" and huey.split()[-1] == "never"
+
+
+def test_a_recovery_that_never_came_has_no_ratio_to_ours():
+    results = Results()
+    results.add("W5-recovery", "django-q redis/sqlite", "django-q redis/sqlite", 5.0)
+    results.add("W5-recovery", "huey redis", "django-q redis/sqlite", float("nan"))
+    results.add("W5-recovery", "celery redis", "django-q redis/sqlite", 5.5)
+    targets_ = results.summary()["W5-recovery"]["targets"]
+    assert targets_["huey redis"]["ratio_to_ours"] is None and targets_["celery redis"]["ratio_to_ours"] == 1.1

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""W7, a far broker: W2 and W3 of each Redis system with its workers a round trip away from Redis, against loopback.
+
+For the far runs the workers start in a network namespace of their own
+(`dq-h9`, hosts.Hosts) and reach Redis through the link's far end: the broker (db 12) through
+bench/delay_proxy.py, which adds `--delay-ms` to every round trip, the bench's
+counter (db 15, the task bodies' INCR and the W3 list) through socat, which
+adds nothing (and costs the 2 cores little), so only the broker is far. The driver
+enqueues on loopback, as an application next to Redis would. The loopback runs
+are bench/run.py's, unchanged. Each repeat runs every system loopback then far
+(far first in the 2nd, 4th ... repeat). Takes the bench lock; needs root
+(`ip netns`). Namespace, link and proxies are removed on the way out, also on
+Ctrl-C and SIGTERM.
+
+    python3 bench/far.py -n 2000 --peers huey,dramatiq --delay-ms 1.2 --out /tmp/far.json
+
+Prints per system: W2 loopback and far (tasks/s, start of the workers to the
+N-th run), far as a share of loopback, W3 p50 loopback and far, and the far
+p50's excess over loopback in round trips of the proxy (its `--check`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import lock  # noqa: E402
+import venvs  # noqa: E402
+
+REDIS_SYSTEMS = ("django-q", "django-q2", "celery", "rq", "huey", "dramatiq", "saq")
+HOST = 9  # namespace dq-h9, link 10.77.9.0/24: apart from bench/hosts.py's dq-h1 ...
+BROKER_PORT, COUNTER_PORT = 16379, 16380
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", default=",".join(REDIS_SYSTEMS[1:]), help="Redis peers ('' for ours only)")
+    parser.add_argument("-n", type=int, default=2000, help="tasks per W2 drain (default 2000)")
+    parser.add_argument("--lat-tasks", type=int, default=200, help="W3 tasks, 20 ms apart (default 200)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--delay-ms", type=float, default=1.0, help="round trip the proxy adds (default 1.0)")
+    parser.add_argument("--deadline", type=float, default=12.0, help="seconds a drain may take (then cut short)")
+    parser.add_argument("--out", default="", help="a JSON file for every run's figures")
+    opts = parser.parse_args(argv)
+    opts.peers = [p.strip() for p in opts.peers.split(",") if p.strip()]
+    bad = set(opts.peers) - set(REDIS_SYSTEMS[1:])
+    if bad:
+        parser.error(f"unknown Redis peer(s) {', '.join(sorted(bad))}; known: {', '.join(REDIS_SYSTEMS[1:])}")
+    if opts.n < 1 or opts.lat_tasks < 1 or opts.repeats < 1:
+        parser.error("-n, --lat-tasks and --repeats must be at least 1")
+    return opts
+
+
+def bootstrap(opts: argparse.Namespace) -> None:
+    """As run.py: take the lock, make the venvs, continue in the harness venv with the lock held."""
+    if os.environ.get("BENCH_IN_VENV") == "1":
+        lock.inherited()
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench/far.py needs root: it makes a network namespace (ip netns)")
+    fd = lock.acquire()
+    for system in ("harness", "django-q", *opts.peers):
+        venvs.ensure(system)
+    python = str(venvs.python("harness"))
+    env = {**os.environ, "BENCH_IN_VENV": "1", lock.ENV: str(fd)}
+    os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+
+
+def far_runner(scratch: Path, ns: str, link: str):
+    """A workloads.Runner whose workers, while `far` is set, run in namespace `ns` and reach Redis through the proxies."""
+    import procs
+    from systems import BROKER_URL
+    from workloads import Runner
+
+    broker_url, counter_url = f"redis://{link}:{BROKER_PORT}/12", f"redis://{link}:{COUNTER_PORT}/15"
+
+    class FarRunner(Runner):
+        far = False
+
+        def start(self, target):
+            if not self.far:
+                return super().start(target)
+            self.serial += 1
+            log = self.scratch / f"{self.serial:03d}-far-{target.label.replace(' ', '_').replace('/', '-')}.log"
+            env = {**target.env(self.scratch), "BENCH_BROKER_URL": broker_url, "BENCH_COUNTER_URL": counter_url}
+            cmd = [broker_url if part == BROKER_URL else part for part in target.worker_cmd()]  # rq's -u
+            return procs.Group(["ip", "netns", "exec", ns, *cmd], env, BENCH, log)
+
+    return FarRunner(scratch, log=lambda *_: None)
+
+
+def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
+    """system -> {"loopback"|"far" -> {"W2": [...], "W3-p50": [...], ...}}, and the proxy's measured round trip."""
+    import hosts
+    from run import settings
+    from systems import Target
+
+    hostset = hosts.Hosts(1, first=HOST)
+    stack.callback(hostset.close)
+    ns, link = hostset.names[0], f"10.77.{HOST}.1"
+    proxies: list[subprocess.Popen] = []
+
+    def stop_proxies() -> None:
+        for proc in proxies:
+            with suppress(ProcessLookupError):
+                if proc.args[0] == "socat":
+                    os.killpg(proc.pid, signal.SIGKILL)  # and the process it forked for each connection
+                else:
+                    proc.kill()
+            proc.wait(10)
+
+    stack.callback(stop_proxies)
+    proxies.append(subprocess.Popen([sys.executable, str(BENCH / "delay_proxy.py"), "--listen", f"{link}:{BROKER_PORT}",
+                                     "--to", "127.0.0.1:6379", "--delay-ms", str(opts.delay_ms)]))
+    # The counter's path is not part of what is measured: socat (C, a process per connection) costs the
+    # 2 cores far less than the Python proxy would for the task bodies' INCR each.
+    if shutil.which("socat"):
+        plain = ["socat", f"TCP-LISTEN:{COUNTER_PORT},bind={link},fork,reuseaddr,nodelay", "TCP:127.0.0.1:6379,nodelay"]
+    else:
+        plain = [sys.executable, str(BENCH / "delay_proxy.py"), "--listen", f"{link}:{COUNTER_PORT}", "--to",
+                 "127.0.0.1:6379", "--delay-ms", "0"]
+    proxies.append(subprocess.Popen(plain, start_new_session=True))
+    for port in (BROKER_PORT, COUNTER_PORT):
+        hosts.wait_port(link, port)
+    rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
+                   f"{link}:{BROKER_PORT}", "--to", "unused:0", "--check").strip()
+    loop_rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
+                        f"{link}:{COUNTER_PORT}", "--to", "unused:0", "--check").strip()
+    print(f"round trip to Redis from {ns}: {rtt} through the delaying proxy, {loop_rtt} through the plain one")
+
+    scratch = Path(tempfile.mkdtemp(prefix="django_q_far-"))
+    stack.callback(shutil.rmtree, scratch, True)
+    runner = far_runner(scratch, ns, link)
+    stack.callback(runner.counter.flushdb)
+    stack.callback(runner.broker.flushdb)
+    conf = settings(argparse.Namespace(quick=False, n=None, repeats=None, w5_repeats=None))
+    figures: dict = {}
+    for rep in range(opts.repeats):
+        for system in ("django-q", *opts.peers):
+            target = Target(system)
+            for where in (("loopback", "far") if rep % 2 == 0 else ("far", "loopback")):
+                runner.far = where == "far"
+                row = figures.setdefault(system, {}).setdefault(where, {})
+                drain = runner.drain(target, opts.n, opts.deadline, conf["enqueue_cap"])
+                row.setdefault("W2", []).append(drain["rate"])
+                row.setdefault("W2 complete", []).append(drain["complete"])
+                row.setdefault("first task s", []).append(drain["first_s"])
+                lat = runner.latency(target, opts.lat_tasks)
+                for key in ("p50", "p90", "p99"):
+                    row.setdefault(f"W3-{key}", []).append(lat[key])
+                print(f"  rep {rep + 1} {system:<10} {where:<8} W2 {drain['rate']:,.0f}/s first {drain['first_s']:.2f} s"
+                      f"{'' if drain['complete'] else ' (cut short)'}  W3 p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms",
+                      flush=True)
+    return figures, rtt
+
+
+def table(figures: dict, rtt: str) -> str:
+    rtt_ms = float(rtt.split()[0])
+    med = statistics.median
+    lines = [f"{'system':<12}{'W2 loop /s':>12}{'W2 far /s':>12}{'far/loop':>10}{'W3 p50 loop':>13}"
+             f"{'W3 p50 far':>12}{'+RTTs':>8}{'W3 p99 far':>12}"]
+    for system, rows in figures.items():
+        loop, far = rows["loopback"], rows["far"]
+        cut = "*" if not all(loop["W2 complete"] + far["W2 complete"]) else ""
+        w2l, w2f, p50l, p50f = med(loop["W2"]), med(far["W2"]), med(loop["W3-p50"]), med(far["W3-p50"])
+        lines.append(f"{system:<12}{w2l:>12,.0f}{w2f:>11,.0f}{cut:1}{w2f / w2l:>10.0%}{p50l:>13.2f}{p50f:>12.2f}"
+                     f"{(p50f - p50l) / rtt_ms:>8.1f}{med(far['W3-p99']):>12.2f}")
+    lines.append(f"medians; +RTTs: (far p50 - loopback p50) / the proxy's round trip ({rtt}); "
+                 "* a drain cut short at the deadline (rate over what it ran)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    opts = parse(sys.argv[1:])
+    bootstrap(opts)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the clean-up below runs on SIGTERM too
+    started = time.monotonic()
+    with ExitStack() as stack:
+        figures, rtt = measure(opts, stack)
+    print()
+    print(table(figures, rtt))
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (2 cores shared: other work skews every figure)")
+    if opts.out:
+        doc = {"command": " ".join(sys.argv), "rtt": rtt, "n": opts.n, "delay_ms": opts.delay_ms,
+               "seconds": round(time.monotonic() - started), "figures": figures}
+        Path(opts.out).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    with suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
