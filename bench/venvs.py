@@ -148,12 +148,13 @@ def ensure(system: str, log=print) -> Path:
     stamp = root / ".pins"
     if not (stamp.exists() and stamp.read_text() == _stamp(system) and python(system).exists()):
         log(f"==> creating bench venv {system} ({' '.join(PINS[system])})")
+        if python(system).exists() and venv_version(system) != PYTHON_VERSION:
+            # Made by an older bench on another Python: its pins would not install there.
+            log(f"    {system} venv runs Python {venv_version(system)}, not {PYTHON_VERSION}: made anew")
+            shutil.rmtree(root)
         if not python(system).exists():
             subprocess.run([find_python(), "-m", "venv", str(root)], check=True)
-        version = subprocess.run(
-            [str(python(system)), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip()
+        version = venv_version(system)
         if version != PYTHON_VERSION:
             log(f"    warning: {system} venv runs Python {version}, not {PYTHON_VERSION}")
         package = package_root(system)
@@ -174,6 +175,14 @@ def ensure(system: str, log=print) -> Path:
             _pip(system, *PINS[system])
             marker.write_text(now)
     return python(system)
+
+
+def venv_version(system: str) -> str:
+    """'3.12', say: the Python of `system`'s venv."""
+    return subprocess.run(
+        [str(python(system)), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
 
 
 def _pip(system: str, *args: str) -> None:
