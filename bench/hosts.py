@@ -103,6 +103,19 @@ def starts(folder: str) -> list[tuple[int, str, float]]:
     return sorted(found, key=lambda s: s[2])
 
 
+def stop_clusters(clusters: list[subprocess.Popen]) -> None:
+    """SIGTERM each cluster's process group, then SIGKILL those not gone within 15 s."""
+    for cluster in clusters:
+        with suppress(ProcessLookupError):
+            os.killpg(cluster.pid, signal.SIGTERM)
+    for cluster in clusters:
+        try:
+            cluster.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(5)
+
+
 def run(args: argparse.Namespace, stack: ExitStack) -> dict:
     queue = f"hosts{os.getpid()}"
     db_name = f"dq_hosts_bench_{os.getpid()}"
@@ -148,19 +161,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict:
 
     began = time.monotonic()
     clusters: list[subprocess.Popen] = []
-
-    def stop_clusters() -> None:
-        for cluster in clusters:
-            with suppress(ProcessLookupError):
-                os.killpg(cluster.pid, signal.SIGTERM)
-        for cluster in clusters:
-            try:
-                cluster.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
-                cluster.wait(5)
-
-    stack.callback(stop_clusters)
+    stack.callback(stop_clusters, clusters)
     for n in range(1, args.clusters + 1):
         host_env = {**env, "HOSTS_HOST": f"h{n}", "HOSTS_REDIS": f"10.77.{n}.1:16379", "HOSTS_PG": f"10.77.{n}.1:15432"}
         clusters.append(subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}{n}", sys.executable, "-m", "django",

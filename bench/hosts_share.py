@@ -94,19 +94,7 @@ def one(count: int, args: argparse.Namespace, env: dict) -> dict:
         async_many("hosts_settings.tally", [(folder,)] * args.tasks)
 
         clusters: list[subprocess.Popen] = []
-
-        def stop_clusters() -> None:
-            for cluster in clusters:
-                with suppress(ProcessLookupError):
-                    os.killpg(cluster.pid, signal.SIGTERM)
-            for cluster in clusters:
-                try:
-                    cluster.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(cluster.pid, signal.SIGKILL)
-                    cluster.wait(5)
-
-        local.callback(stop_clusters)
+        local.callback(hosts.stop_clusters, clusters)
         began = time.monotonic()
         start = timezone.now()
         # A dozen seconds' margin for the start-up: each occurrence comes due while every cluster runs.

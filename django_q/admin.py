@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import get_config
 from .context import describe
-from .dashboard import DashboardAdmin
+from .dashboard import DashboardAdmin, PageAdmin
 from .deadletters import requeue as send_back
 from .enqueue import run_now as enqueue_now
 from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
@@ -345,22 +345,13 @@ admin.site.register(Dashboard, DashboardAdmin)
 
 
 @admin.register(InFlight)
-class InFlightAdmin(admin.ModelAdmin):
+class InFlightAdmin(PageAdmin):
     """Tasks still in the broker of each cluster, read from the broker (either kind): queued, deferred, running.
 
     Users with the change permission of failed tasks may cancel them here.
     """
 
     LIMIT = 200  # tasks listed per cluster
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
 

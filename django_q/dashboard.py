@@ -84,11 +84,8 @@ def queues(request: HttpRequest, config: Config) -> list[str]:
     return list(dict.fromkeys([*config.served_queues, *(q for q in request.GET.getlist("queue") if q)]))
 
 
-class DashboardAdmin(admin.ModelAdmin):
-    """The dashboard page (the model's changelist) and its data endpoint, `data/`."""
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return may_view(request)
+class PageAdmin(admin.ModelAdmin):
+    """The admin of a page drawn from the broker, not of rows: nothing to add, change or delete."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -98,6 +95,13 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class DashboardAdmin(PageAdmin):
+    """The dashboard page (the model's changelist) and its data endpoint, `data/`."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may_view(request)
 
     def get_urls(self) -> list:
         """The page and its data only: the proxy model's rows are tasks, shown by their own admin pages."""

@@ -59,7 +59,6 @@ class Monitor:
         # One history per queue the cluster serves: an outcome counts in its delivery's queue.
         writer = f"{new_id()[:8]}:{worker_id()}"[:64]
         self.histories = {q: HistoryWriter(get_broker(q, config), writer) for q in config.served_queues}
-        self.queue = config.served_queues[0] if len(self.histories) > 1 else config.name
         self.history_outage = Outage(logger, "queue history not written: %s", level=logging.WARNING)
 
     def loop(self, timeout: float = 1.0) -> bool:
@@ -96,12 +95,12 @@ class Monitor:
         return not stop
 
     def _add_history(self, outcomes: list[Outcome]) -> None:
-        if len(self.histories) == 1:
+        if len(self.histories) == 1:  # a single-queue cluster's delivery ids name no queue
             next(iter(self.histories.values())).add(outcomes)
             return
         by_queue: dict[str, list[Outcome]] = {}
         for o in outcomes:
-            by_queue.setdefault(queue_of(o.delivery_id, self.queue), []).append(o)
+            by_queue.setdefault(queue_of(o.delivery_id, ""), []).append(o)
         for queue, some in by_queue.items():
             if queue in self.histories:
                 self.histories[queue].add(some)
