@@ -5,7 +5,8 @@
 #   make test PY=311           one interpreter only (PY=312 for the other)
 #   make test ARGS="-k redis"  extra pytest arguments (TESTS="tests/unit" picks the tests)
 #   make test WORKERS=0        no pytest-xdist: one process per run (the default is 3), e.g. for --pdb
-#   make check                 manage.py check and makemigrations --check, both Pythons
+#   make check                 manage.py check and makemigrations --check, both Pythons, and make typecheck
+#   make typecheck             mypy with django-stubs over django_q/ (Python 3.12)
 #   make bench                 the benchmark (bench/README.md); ARGS=--quick: a few minutes
 #   make docs                  the documentation site into docs/_build/html (Sphinx, warnings are errors)
 #   make release-check         build the sdist and wheel, twine check, run the demo on the installed wheel
@@ -32,7 +33,7 @@ VENV_311 := .venv
 VENV_312 := .venv312
 STAMP := .installed
 
-.PHONY: help test demo check venv clean bench docs release-check
+.PHONY: help test demo check typecheck venv clean bench docs release-check
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -83,7 +84,7 @@ demo: $(VENV_311)/$(STAMP)
 
 # The example project checks against a throwaway database so that it never
 # creates or touches example/db.sqlite3.
-check: venv
+check: venv typecheck
 	@for v in $(PY); do \
 		venv=$$([ $$v = 311 ] && echo $(VENV_311) || echo $(VENV_312)); \
 		py=$$PWD/$$venv/bin/python; \
@@ -98,17 +99,26 @@ check: venv
 		rm -rf "$$tmp"; \
 	done
 
+# mypy's cache is .mypy_cache (ignored by git); a warm run takes a few seconds.
+typecheck: $(VENV_312)/.installed-typecheck
+	$(VENV_312)/bin/python -m mypy
+
 clean:
-	rm -rf $(VENV_311) $(VENV_312) .pytest_cache example/db.sqlite3 example/db.sqlite3-* example/*.log docs/_build dist
+	rm -rf $(VENV_311) $(VENV_312) .pytest_cache .mypy_cache example/db.sqlite3 example/db.sqlite3-* example/*.log docs/_build dist
 
 # --- docs and release ----------------------------------------------------------
 
-# Both use .venv312 (Python 3.12, Django 6: the reference documents the
-# Django 6 backend), with the [docs] or [release] extra on top of [test].
+# They use .venv312 (Python 3.12, Django 6: the reference documents the
+# Django 6 backend), with the [docs], [release] or [typecheck] extra on top of [test].
 # The docs are read afresh every time (-E): the reference is drawn from the code.
 $(VENV_312)/.installed-docs: $(VENV_312)/$(STAMP)
 	@echo "==> installing -e .[docs] into $(VENV_312)"
 	@$(VENV_312)/bin/python -m pip install -q -e '.[docs]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
+	@touch $@
+
+$(VENV_312)/.installed-typecheck: $(VENV_312)/$(STAMP)
+	@echo "==> installing -e .[typecheck] into $(VENV_312)"
+	@$(VENV_312)/bin/python -m pip install -q -e '.[typecheck]' 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
 	@touch $@
 
 $(VENV_312)/.installed-release: $(VENV_312)/$(STAMP)

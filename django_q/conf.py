@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from . import guard, oldsettings, package, rates
+from . import extras, guard, oldsettings, package, rates
 from .exceptions import ConfigurationError, UnsupportedBroker
 
 # Keys of django-q / django-q2 that this project accepts but does not use, so
@@ -212,6 +212,7 @@ def build_config(cluster: str | None = None, queues: list[str] | None = None) ->
         values["queues"] = _checked("queues", list(queues), "qcluster -q")
     for key in unused_broker_keys(values):
         del values[key]
+    _check_extras(values)
     # django-q2's queue name, kept apart from `name` there because `name` salted the
     # signature; here the signature does not depend on it, so it simply is the name.
     if "cluster_name" in values:
@@ -220,6 +221,14 @@ def build_config(cluster: str | None = None, queues: list[str] | None = None) ->
         values["workers"] = os.cpu_count() or 1
     values.setdefault("queue_limit", values["workers"] ** 2)
     return Config(**values)
+
+
+def _check_extras(values: dict[str, Any]) -> None:
+    """Raise MissingExtra if a setting needs a package that is not installed (found without importing it)."""
+    needs = [("redis", "redis"), ("django_redis", "redis"), ("max_rss", "psutil")]
+    for key, module in needs:
+        if values.get(key) is not None and not extras.installed(module):
+            raise extras.missing(module, f"Q_CLUSTER['{key}']")
 
 
 # With several broker keys, django-q2 used the first of these; so does Django Q

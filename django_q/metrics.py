@@ -29,14 +29,19 @@ from collections.abc import Iterator, Sequence
 
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .brokers import get_broker
 from .conf import get_config
 from .exceptions import BrokerError
+from .extras import missing
 from .models import DeadLetter, Schedule, Task
 from .status import DURATION_BUCKETS, ClusterStatus, cluster_statuses
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+except ImportError as exc:  # django_q.urls imports this module: the project's URLconf fails, saying why
+    raise missing("prometheus_client", "django_q.urls (the Prometheus metrics)") from exc
 
 logger = logging.getLogger("django_q")
 

@@ -12,9 +12,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import get_config
+from .extras import installed, missing
 from .funcs import importable
 from .guard import denied, refusal
-from .schedules import CRON, Recurrence, ScheduleError, parse_args, parse_kwargs
+from .schedules import CRON, CRON_FEATURE, Recurrence, ScheduleError, parse_args, parse_kwargs
 
 
 class PickledObjectField(models.BinaryField):
@@ -165,7 +166,9 @@ class Failure(Task):
 
 
 def validate_cron(value: str) -> None:
-    """Raise ValidationError unless `value` is a cron expression croniter accepts."""
+    """Raise ValidationError unless `value` is a cron expression croniter accepts (the [cron] extra)."""
+    if not installed("croniter"):
+        raise ValidationError(str(missing("croniter", CRON_FEATURE)))
     from croniter import croniter  # cron schedules alone need croniter
 
     if not croniter.is_valid(value):
@@ -174,9 +177,11 @@ def validate_cron(value: str) -> None:
 
 def validate_cron_occurs(value: str | None) -> str | None:
     """Why a valid cron expression never runs (e.g. "0 0 30 2 *"), or None."""
+    if not value or not installed("croniter"):
+        return None  # the field's validator reports it
     from croniter import croniter  # only cron schedules need croniter
 
-    if not value or not croniter.is_valid(value):
+    if not croniter.is_valid(value):
         return None  # the field's validator reports it
     now = timezone.now() if settings.USE_TZ else timezone.make_aware(timezone.now())
     try:

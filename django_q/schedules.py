@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from .exceptions import ScheduleError
+from .extras import installed, missing
 
 __all__ = ["ScheduleError", "Recurrence", "plan", "parse_args", "parse_kwargs"]
 
@@ -42,6 +43,7 @@ MONTHLY, BIMONTHLY, QUARTERLY, YEARLY, CRON = "M", "BM", "Q", "Y", "C"
 DAYS = {DAILY: 1, WEEKLY: 7, BIWEEKLY: 14}
 MONTHS = {MONTHLY: 1, BIMONTHLY: 2, QUARTERLY: 3, YEARLY: 12}
 TYPES = frozenset({ONCE, MINUTES, HOURLY, CRON, *DAYS, *MONTHS})
+CRON_FEATURE = "A cron schedule"  # what the error names when croniter (the [cron] extra) is missing
 
 # With catch_up off, an occurrence at most this late still runs: it was due
 # during one of the scheduler's last passes (or a short outage), not missed
@@ -69,6 +71,8 @@ class Recurrence:
         if self.kind == MINUTES and not (isinstance(self.minutes, int) and self.minutes > 0):
             raise ScheduleError(f"a minutes schedule needs a positive number of minutes, not {self.minutes!r}")
         if self.kind == CRON:
+            if not installed("croniter"):  # the scheduler logs this and tries the row again later
+                raise missing("croniter", CRON_FEATURE)
             from croniter import croniter  # cron schedules alone need croniter
 
             if not self.cron or not croniter.is_valid(self.cron):

@@ -12,7 +12,7 @@ cluster starts again from zero. Per-function counters are kept only with
 `metrics_functions` on (their labels can be many).
 
 The publisher also measures each worker's memory (RSS) and CPU with psutil
-once per PERIOD, and the cluster's finished tasks per second over RATE_SPAN
+(the [monitor] extra; without it they are None) once per PERIOD, and the cluster's finished tasks per second over RATE_SPAN
 seconds: in its own thread, off the pusher's loop.
 """
 
@@ -25,20 +25,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 from django.db import connections
 
 from .backoff import Outage
 from .brokers import cluster_broker, get_broker
 from .conf import Config, get_config
 from .context import Progress
+from .extras import installed
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter, Schedule, Task
 from .names import Identity
 from .outcomes import DeadLetterNote
 from .package import unpack
+
+MEASURED = installed("psutil")  # the workers' RSS and CPU: psutil comes with the [monitor] extra
+if TYPE_CHECKING or MEASURED:
+    import psutil
 
 logger = logging.getLogger("django_q")
 
@@ -298,7 +302,11 @@ class Publisher(threading.Thread):
         )
 
     def _usage(self, pid: int) -> tuple[int | None, float | None]:
-        """A worker's resident memory (KiB) and CPU percent since the last look (None the first time)."""
+        """A worker's resident memory (KiB) and CPU percent since the last look (None the first time).
+
+        Both are None without psutil (the [monitor] extra)."""
+        if not MEASURED:
+            return None, None
         try:
             process = self._processes.get(pid)
             if process is None:

@@ -16,11 +16,16 @@ from typing import Any
 
 import django
 from django.apps import apps
-from setproctitle import setproctitle
 
 from .. import signals
 from .channels import STOP_SIGNALS
 from .messages import Hello
+
+try:
+    from setproctitle import setproctitle
+except ImportError:  # without the [monitor] extra each process keeps the title Python gave it
+    def setproctitle(title: str) -> None:
+        pass
 
 logger = logging.getLogger("django_q")
 

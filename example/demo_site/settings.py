@@ -59,9 +59,11 @@ DATABASES = {
     }
 }
 
-# No 'redis' or 'orm' key: the database broker on the default database.
+# No 'redis' or 'orm' key: the database broker on the default database, which
+# needs nothing but Django. DEMO_REDIS (a redis URL; the [redis] extra) runs the
+# demo on the Redis broker instead, DEMO_QUEUE names its queue (default "demo").
 Q_CLUSTER = {
-    "name": "demo",
+    "name": os.environ.get("DEMO_QUEUE", "demo"),
     "workers": 2,
     "timeout": 30,
     "retry": 60,
@@ -69,6 +71,8 @@ Q_CLUSTER = {
     # keeps the newest 100 successes).
     "save_limit": 0,
 }
+if os.environ.get("DEMO_REDIS"):
+    Q_CLUSTER["redis"] = os.environ["DEMO_REDIS"]
 
 LOGGING = {
     "version": 1,

@@ -3,7 +3,8 @@
 On a terminal it draws rich tables in place. Into a pipe or a file it prints
 plain text tables, one set every interval: a title line, a header line and a
 line per row, cells separated by two spaces or more (a cell never holds two
-spaces in a row; an empty one is "-"), sets separated by a blank line.
+spaces in a row; an empty one is "-"), sets separated by a blank line. Without
+rich (the [monitor] extra) it prints the plain tables on a terminal too.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from django_q.brokers import get_broker
 from django_q.conf import Config
 from django_q.context import describe
 from django_q.exceptions import BrokerError
+from django_q.extras import installed, missing
 from django_q.management.commands.qinfo import _config
 from django_q.status import ClusterStatus, cluster_statuses
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 REFRESH = 1.0  # seconds between two redraws, by default
 WIDE = 140  # columns from which cluster ids are shown whole
@@ -53,9 +54,16 @@ class Command(BaseCommand):
             raise CommandError(f"--interval must be a positive number of seconds, got {options['interval']!r}")
         config = _config(options["name"])
         out = getattr(self.stdout, "_out", self.stdout)
-        console = Console(file=out)
         interval, memory = options["interval"], options["memory"]
-        if not console.is_terminal:
+        if not installed("rich"):
+            if out.isatty():
+                self.stderr.write(f"{missing('rich', 'The live view')}; plain tables instead")
+            console = None
+        else:
+            from rich.console import Console
+
+            console = Console(file=out)
+        if console is None or not console.is_terminal:
             # Into a pipe or a file: plain tables, one set after another, each as it is made.
             try:
                 while True:
@@ -69,6 +77,8 @@ class Command(BaseCommand):
         if options["run_once"]:
             console.print(rich_view(sheets(config, console.width >= WIDE, memory)))
             return
+        from rich.live import Live
+
         try:
             with keys(sys.stdin) as pressed, Live(console=console, auto_refresh=False) as live:
                 while True:
@@ -160,6 +170,10 @@ STATE_STYLES = {"running": "green", "starting": "yellow", "stopping": "yellow"}
 
 def rich_view(found: list[Sheet]) -> RenderableType:
     """The sheets as rich tables (and text lines), for a terminal."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     parts: list[RenderableType] = []
     for sheet in found:
         if not sheet.columns:
