@@ -30,10 +30,12 @@ DJANGO = "Django==6.1.3"  # django.tasks (django-tasks-db) needs Django 6, so Py
 POSTGRES = "psycopg[binary]==3.3.9"
 BENCH_REDIS = "redis==8.1.0"  # the harness's own client, and the counter client of the database peers' jobs
 
-# system -> pip requirements. Ours is `pip install .[postgres]` from the work
-# tree, not editable: a user's install (pip compiles it, as it does the peers').
+# system -> pip requirements. Ours is `pip install .[redis,postgres]` from the work
+# tree, not editable: a user's install (pip compiles it, as it does the peers'),
+# with the extras the installation docs name for Redis and PostgreSQL (redis-py
+# came with Django alone before it became the [redis] extra).
 PINS: dict[str, list[str]] = {
-    "django-q": [f"{REPO}[postgres]", DJANGO],
+    "django-q": [f"{REPO}[redis,postgres]", DJANGO],
     "django-q2": ["django-q2==1.11.1", "redis", DJANGO, POSTGRES],  # its docs: pip install django-q2, redis for Redis
     "celery": ["celery[redis]==5.7.0"],
     "rq": ["rq==3.0.0"],
