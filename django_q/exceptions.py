@@ -15,6 +15,10 @@ class UnsupportedBroker(ConfigurationError):
     """Q_CLUSTER selects a broker of django-q / django-q2 that Django Q does not have."""
 
 
+class MissingExtra(ConfigurationError):
+    """A feature is used whose optional package is not installed; the message names the pip line of its extra."""
+
+
 class TaskTypeError(DjangoQError, TypeError):
     """A task's function or arguments cannot be sent to a worker."""
 

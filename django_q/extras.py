@@ -12,7 +12,7 @@ import importlib
 from importlib.util import find_spec
 from types import ModuleType
 
-from .exceptions import ConfigurationError
+from .exceptions import MissingExtra
 
 DISTRIBUTION = "django-q-cluster"
 
@@ -25,10 +25,6 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "prometheus_client": ("prometheus-client", "metrics"),
     "croniter": ("croniter", "cron"),
 }
-
-
-class MissingExtra(ConfigurationError):
-    """A feature is used whose optional package is not installed; the message names the pip line."""
 
 
 def pip_line(module: str) -> str:

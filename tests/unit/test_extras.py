@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import call_command
 
 from django_q import extras
+from django_q.exceptions import MissingExtra
 from django_q.conf import build_config
 from django_q.models import Schedule
 from django_q.schedules import CRON, Recurrence
@@ -55,7 +56,7 @@ def test_a_redis_broker_without_redis_names_the_redis_extra(settings, monkeypatc
     settings.Q_CLUSTER = {"redis": "redis://127.0.0.1:6379/14"} if key == "redis" else {"django_redis": "default"}
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     without(monkeypatch, "redis")
-    with pytest.raises(extras.MissingExtra) as caught:
+    with pytest.raises(MissingExtra) as caught:
         build_config()
     assert str(caught.value) == (
         f"Q_CLUSTER['{key}'] needs the redis package: pip install 'django-q-cluster[redis]'")
@@ -64,7 +65,7 @@ def test_a_redis_broker_without_redis_names_the_redis_extra(settings, monkeypatc
 def test_max_rss_without_psutil_names_the_monitor_extra(settings, monkeypatch):
     settings.Q_CLUSTER = {"max_rss": 200_000}
     without(monkeypatch, "psutil")
-    with pytest.raises(extras.MissingExtra, match=r"pip install 'django-q-cluster\[monitor\]'"):
+    with pytest.raises(MissingExtra, match=r"pip install 'django-q-cluster\[monitor\]'"):
         build_config()
     settings.Q_CLUSTER = {}
     assert build_config().max_rss is None  # without max_rss psutil is not needed
@@ -78,7 +79,7 @@ def test_a_cron_schedule_without_croniter_names_the_cron_extra(monkeypatch):
         schedule.full_clean()
     assert caught.value.message_dict["cron"] == [
         "A cron schedule needs the croniter package: pip install 'django-q-cluster[cron]'"]
-    with pytest.raises(extras.MissingExtra, match=r"pip install 'django-q-cluster\[cron\]'"):  # as it runs
+    with pytest.raises(MissingExtra, match=r"pip install 'django-q-cluster\[cron\]'"):  # as it runs
         Recurrence(CRON, datetime(2026, 1, 1, tzinfo=UTC), UTC, cron="0 3 * * *")
     Schedule(func="math.floor", args="1", schedule_type=Schedule.HOURLY).full_clean()  # other types need nothing
 
