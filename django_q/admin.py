@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.functional import Promise
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -327,7 +328,7 @@ class QueueAdmin(PackageAdmin):
     readonly_fields = fields
 
     @admin.display(description=_("state"))
-    def state(self, obj: OrmQ) -> str:
+    def state(self, obj: OrmQ) -> str | Promise:
 
         now = time.time()
         if obj.leased and obj.visible > now:

@@ -46,7 +46,7 @@ def describe(progress: dict | None) -> str:
     """A progress report (Progress.as_dict()) for people: '3/10 (30%) copying', '3 copying'; '' for None."""
     if not progress:
         return ""
-    done, total = progress.get("done"), progress.get("total")
+    done, total = progress.get("done", 0), progress.get("total")
     text = _shown(done) if total is None else f"{_shown(done)}/{_shown(total)}"
     if total:
         text += f" ({100 * done / total:.0f}%)"

@@ -74,7 +74,7 @@ def queue_data(queue: str, config: Config, now: float | None = None) -> dict[str
     # A schedule without a cluster runs on the configured queue.
     mine = Q(cluster__in=("", queue)) | Q(cluster__isnull=True) if queue == config.name else Q(cluster=queue)
     soon = soon.filter(mine)
-    data["schedules"] = [{"id": s.pk, "name": str(s), "func": s.func, "next_run": s.next_run.isoformat()}
+    data["schedules"] = [{"id": s.pk, "name": str(s), "func": s.func, "next_run": s.next_run.isoformat() if s.next_run else None}
                          for s in soon.order_by("next_run")[:LISTED]]
     return data
 

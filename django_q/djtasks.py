@@ -46,7 +46,7 @@ def run_task(obj: Any, package: TaskPackage, attempt: int) -> Any:
     task = obj.using(priority=package.priority, queue_name=info.get("queue", DEFAULT_TASK_QUEUE_NAME))
     now = timezone.now()
     errors, workers = earlier_attempts(package.history)
-    result = TaskResult(
+    result: TaskResult[..., Any] = TaskResult(
         task=task,
         id=package.id,
         status=TaskResultStatus.RUNNING,

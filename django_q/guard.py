@@ -59,7 +59,7 @@ def _walk(path: str) -> list[Any]:
     parts = path.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
-            obj = importlib.import_module(".".join(parts[:split]))
+            obj: Any = importlib.import_module(".".join(parts[:split]))
         except Exception:  # noqa: BLE001, S112 - importing runs the module's code: anything can go wrong
             continue
         seen = [obj]

@@ -58,7 +58,9 @@ def task_of(pending: Pending, config: Config, reports: Reports | None = None) ->
     except PackageError:
         return None
     running = RunningInfo.decode(pending.running) if pending.state == LEASED else None
-    task = Task(
+    # Unsaved, of a task still in the broker: not started, stopped nor decided yet,
+    # where django-stubs types the fields of a saved row (never None).
+    task = Task(  # type: ignore[misc]
         **row_fields(package),
         cluster=running.cluster if running else package.cluster or config.name,
         started=epoch_datetime(running.started) if running else None,

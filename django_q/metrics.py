@@ -139,7 +139,8 @@ def _buckets(status: ClusterStatus) -> list[tuple[str, float]]:
 
 def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
     """Per-bucket counts over DURATION_BUCKETS as Prometheus's cumulative buckets."""
-    out, total = [], 0
+    out: list[tuple[str, float]] = []
+    total = 0
     for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), counts):
         total += count
         out.append((bound, total))
@@ -165,5 +166,5 @@ def metrics(request: HttpRequest, queues: Sequence[str] | None = None) -> HttpRe
         return HttpResponseForbidden("metrics: log in as staff, or send Authorization: Bearer <metrics_token>\n",
                                      content_type="text/plain")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(queues))  # type: ignore[arg-type]
+    registry.register(QueueCollector(queues))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

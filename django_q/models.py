@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from .conf import get_config
@@ -16,6 +17,11 @@ from .extras import installed, missing
 from .funcs import importable
 from .guard import denied, refusal
 from .schedules import CRON, CRON_FEATURE, Recurrence, ScheduleError, parse_args, parse_kwargs
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .package import TaskPackage
 
 
 class PickledObjectField(models.BinaryField):
@@ -91,6 +97,12 @@ class Task(models.Model):
     # Not a field: the last progress report of a running task (a dict of done,
     # total, note), set on the unsaved Tasks of django_q.inflight; None otherwise.
     progress: dict | None = None
+    # Nor these, set on those unsaved Tasks alone: the broker's state of the
+    # package, when a deferred one is due, the package, and the progress as text (the admin).
+    broker_state: str
+    due: datetime | None
+    package: TaskPackage
+    progress_text: str
 
     class Meta:
         app_label = "django_q"
@@ -148,7 +160,7 @@ class FailureManager(models.Manager):
 
 
 class Success(Task):
-    objects = SuccessManager()
+    objects: ClassVar[SuccessManager] = SuccessManager()
 
     class Meta:
         app_label = "django_q"
@@ -157,7 +169,7 @@ class Success(Task):
 
 
 class Failure(Task):
-    objects = FailureManager()
+    objects: ClassVar[FailureManager] = FailureManager()
 
     class Meta:
         app_label = "django_q"
@@ -283,7 +295,7 @@ class Schedule(models.Model):
 
     def clean(self) -> None:
         """Check what the scheduler needs: the type's settings, literal arguments, functions it may import and run."""
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[str | Promise]] = {}
         if self.schedule_type == self.CRON and not self.cron:
             errors.setdefault("cron", []).append(_("A cron schedule needs a cron expression."))
         elif self.schedule_type == self.CRON and (never := validate_cron_occurs(self.cron)):

@@ -256,7 +256,8 @@ class Recorder:
             return {}
         connection = db.connections[self.alias]
         quote = connection.ops.quote_name
-        id_column, success_column = (quote(Task._meta.get_field(name).column) for name in ("id", "success"))
+        columns = {field.name: field.column for field in Task._meta.concrete_fields if field.column}
+        id_column, success_column = quote(columns["id"]), quote(columns["success"])
         sql = (f"SELECT {id_column}, {success_column} FROM {quote(Task._meta.db_table)} "
                f"WHERE {id_column} IN ({', '.join(['%s'] * len(ids))})")
         with connection.cursor() as cursor:
@@ -326,11 +327,12 @@ class Recorder:
     def _fold(self, task: TaskPackage) -> None:
         """Once every part of an async_iter ran, save the list of results under the parent id."""
         tasks = Task.objects.using(self.alias)
-        parts = list(tasks.filter(parent=task.parent).order_by("id"))
-        if len(parts) < task.iter_count or tasks.filter(id=task.parent).exists():
+        parent = task.parent
+        parts = list(tasks.filter(parent=parent).order_by("id"))
+        if parent is None or len(parts) < task.iter_count or tasks.filter(id=parent).exists():
             return
         row = Task(
-            id=task.parent,
+            id=parent,
             name=task.name.rsplit("-", 1)[0],
             func=task.func_name[:256],
             hook=task.hook,
@@ -347,7 +349,7 @@ class Recorder:
         )
         if task.iter_cached:
             fields = {f.attname: getattr(row, f.attname) for f in _concrete_fields()}
-            cached.store(self.config, row.cluster, fields, task.iter_cached)
+            cached.store(self.config, row.cluster or self.config.name, fields, task.iter_cached)
             tasks.filter(parent=task.parent).delete()
             self._finish(task.hook, row)
             return

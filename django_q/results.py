@@ -60,11 +60,11 @@ def check_group(group: Any) -> None:
         raise TaskTypeError(f"group must be a group name (a str), got {type(group).__name__}: {group!r}")
 
 
-def _use_cache(cached: bool | None) -> bool:
+def _use_cache(cached: bool | int | None) -> bool:
     return bool(get_config().cached) if cached is None else bool(cached)
 
 
-def result(task_id: str, wait: int = 0, cached: bool | None = None) -> Any:
+def result(task_id: str, wait: int = 0, cached: bool | int | None = None) -> Any:
     """The result of a task, or None until it ran; waits up to `wait` ms (-1: forever)."""
     if _use_cache(cached):
         return result_cached(task_id, wait)
@@ -75,7 +75,7 @@ def result(task_id: str, wait: int = 0, cached: bool | None = None) -> Any:
 
 
 def fetch(task_id: str, wait: int = 0, in_flight: bool = False, cluster: str | None = None,
-          cached: bool | None = None) -> Any:
+          cached: bool | int | None = None) -> Any:
     """The stored Task of an id or name once it finished, else None; waits up to `wait` ms (-1: forever).
 
     As in django-q, a task that has not finished gives None. With
@@ -114,7 +114,7 @@ def _group_tasks(group: str, failures: bool, wait: int, count: int | None) -> li
 
 
 def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | None = None,
-                cached: bool | None = None) -> list | None:
+                cached: bool | int | None = None) -> list | None:
     """The stored Tasks of a group (successes only unless `failures`), or None.
 
     With `count`, None until there are that many: waits up to `wait` ms for
@@ -127,7 +127,7 @@ def fetch_group(group: str, failures: bool = True, wait: int = 0, count: int | N
 
 
 def result_group(group: str, failures: bool = False, wait: int = 0, count: int | None = None,
-                 cached: bool | None = None) -> list | None:
+                 cached: bool | int | None = None) -> list | None:
     """The results of a group's tasks in start order, or None; `count` waits for that many (see fetch_group)."""
     check_group(group)
     if _use_cache(cached):
@@ -136,7 +136,7 @@ def result_group(group: str, failures: bool = False, wait: int = 0, count: int |
     return None if tasks is None else [t.result for t in tasks]
 
 
-def count_group(group: str, failures: bool = False, cached: bool | None = None) -> int:
+def count_group(group: str, failures: bool = False, cached: bool | int | None = None) -> int:
     """How many tasks of a group succeeded (or failed, with `failures`)."""
     check_group(group)
     if _use_cache(cached):
@@ -144,11 +144,12 @@ def count_group(group: str, failures: bool = False, cached: bool | None = None) 
     return Task.objects.filter(group=group, success=not failures).count()
 
 
-def delete_group(group: str, tasks: bool = False, cached: bool | None = None) -> int | None:
+def delete_group(group: str, tasks: bool = False, cached: bool | int | None = None) -> int | None:
     """Remove the group label from its tasks, or delete the tasks with `tasks=True`; with `cached`, forget them."""
     check_group(group)
     if _use_cache(cached):
-        return delete_group_cached(group)
+        delete_group_cached(group)
+        return None
     rows = Task.objects.filter(group=group)
     return rows.delete()[0] if tasks else rows.update(group=None)
 

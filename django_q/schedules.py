@@ -83,7 +83,7 @@ class Recurrence:
         """The first occurrence strictly after `t`, in UTC."""
         t = _utc(t)
         if self.kind in (MINUTES, HOURLY):
-            step = timedelta(minutes=self.minutes if self.kind == MINUTES else 60)
+            step = timedelta(minutes=self.minutes if self.kind == MINUTES and self.minutes else 60)
             return self.anchor + ((t - self.anchor) // step + 1) * step
         if self.kind == CRON:
             return self._cron_after(t)
@@ -131,8 +131,8 @@ class Recurrence:
 
         # Start as far back as a DST gap in the last day moved the clock forward:
         # a wall-clock match in the gap runs after it, possibly after `t`.
-        gap = t.astimezone(self.tz).utcoffset() - (t - timedelta(days=1)).astimezone(self.tz).utcoffset()
-        matches = croniter(self.cron, self._wall(t) - max(gap, timedelta(0)))
+        gap = _offset(t.astimezone(self.tz)) - _offset((t - timedelta(days=1)).astimezone(self.tz))
+        matches = croniter(self.cron or "", self._wall(t) - max(gap, timedelta(0)))
         for _ in range(CRON_STEPS):
             try:
                 candidate = self._local(matches.get_next(datetime))
@@ -215,7 +215,7 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     if len(set(names)) < len(names):
         raise ScheduleError(f"kwargs: a name is given twice: {text!r}")
     if not call.args:
-        return {kw.arg: _literal(kw.value, "kwargs") for kw in call.keywords}
+        return {str(kw.arg): _literal(kw.value, "kwargs") for kw in call.keywords}  # _call refused **
     # django-q2 also took a dict literal: "{'x': 1}".
     if len(call.args) == 1 and not call.keywords:
         value = _literal(call.args[0], "kwargs")
@@ -246,6 +246,11 @@ def _literal(node: ast.AST, what: str) -> Any:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
         raise ScheduleError(f"{what}: {ast.unparse(node)[:80]} is not a Python literal") from exc
+
+
+def _offset(t: datetime) -> timedelta:
+    """The UTC offset of an aware datetime (utcoffset() is None only for a naive one)."""
+    return t.utcoffset() or timedelta(0)
 
 
 def _utc(t: datetime) -> datetime:

@@ -122,7 +122,7 @@ class DjangoQBackend(BaseTaskBackend):
         }
         django = {"backend": self.alias, "queue": task.queue_name, "context": task.takes_context}
         task_id, now = new_id(), time.time()
-        result = TaskResult(
+        result: TaskResult[..., Any] = TaskResult(
             task=task,
             id=task_id,
             status=TaskResultStatus.READY,
@@ -169,7 +169,7 @@ class DjangoQBackend(BaseTaskBackend):
             path = CANCELLED if row.status == Task.CANCELLED else row.exception or LOST
             errors.append(TaskError(exception_class_path=path, traceback=str(row.result or "")))
         workers += [row.worker] if row.worker else []
-        result = TaskResult(
+        result: TaskResult[..., Any] = TaskResult(
             task=task,
             id=row.id,
             status=_STATUS[row.status],

@@ -10,6 +10,7 @@ import redis
 
 from ..exceptions import BrokerConnectionError, BrokerError
 
+_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's own encoder checks each argument's type in Python
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - hiredis is an optional extra

@@ -89,8 +89,7 @@ def _rebuild(schema_editor: Any, model: type[models.Model], convert: Any) -> Non
         _execute(conn, f"DROP TABLE {_q(conn, table)}")
     schema_editor.create_model(model)
     have = _columns(conn, hold)
-    fields = [f for f in model._meta.concrete_fields if f.column in have or f.column in FALLBACK]
-    columns = [f.column for f in fields]
+    columns = [f.column for f in model._meta.concrete_fields if f.column and (f.column in have or f.column in FALLBACK)]
     read = [c for c in columns if c in have]
     insert = (
         f"INSERT INTO {_q(conn, table)} ({', '.join(_q(conn, c) for c in columns)}) "

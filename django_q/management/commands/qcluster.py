@@ -49,8 +49,10 @@ class Command(BaseCommand):
             logger.warning(warning)
         if config.broker_kind == "redis":
             # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
+            from django_q.brokers.redis import RedisBroker
             from django_q.legacy import take_redis_list
 
+            assert isinstance(broker, RedisBroker)  # get_broker's for broker_kind "redis"
             take_redis_list(broker.client, config.name)
         run(config, run_once=options["run_once"], start_method=options["start_method"])
 

@@ -18,7 +18,7 @@ import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         if not options["interval"] > 0:
             raise CommandError(f"--interval must be a positive number of seconds, got {options['interval']!r}")
         config = _config(options["name"])
-        out = getattr(self.stdout, "_out", self.stdout)
+        out = cast(TextIO, getattr(self.stdout, "_out", self.stdout))  # the stream OutputWrapper wraps
         interval, memory = options["interval"], options["memory"]
         if not installed("rich"):
             if out.isatty():
