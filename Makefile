@@ -9,7 +9,7 @@
 #   make typecheck             mypy with django-stubs over django_q/ (Python 3.12)
 #   make bench                 the benchmark (bench/README.md); ARGS=--quick: a few minutes
 #   make docs                  the documentation site into docs/_build/html (Sphinx, warnings are errors)
-#   make release-check         build the sdist and wheel, twine check, run the demo on the installed wheel
+#   make release-check         build the sdist and wheel, twine check, run them installed without extras, then with [all]
 #
 # Each interpreter has its own virtualenv (.venv, .venv312). It is (re)installed
 # when it is missing or when pyproject.toml is newer than its stamp file.
