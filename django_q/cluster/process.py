@@ -30,6 +30,11 @@ except ImportError:  # without the [monitor] extra each process keeps the title 
 logger = logging.getLogger("django_q")
 
 CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
+# Seconds between tries while the pusher's socket is not there yet: a try costs
+# microseconds, and at start the workers are forked just after the pusher, which
+# binds its socket some tens of milliseconds later; a longer pause would be
+# waited out in full after it is there, before the first job.
+CONNECT_PAUSE = 0.01
 HANDSHAKE = 5.0  # seconds either side of a new connection has to take its turn in the handshake
 
 
@@ -90,12 +95,10 @@ def orphaned(parent_pid: int | None = None) -> bool:
 def connect(address: str, authkey: bytes, hello: Hello) -> Connection | None:
     """Connect to the pusher and introduce ourselves; None if the cluster went away first."""
     deadline = time.monotonic() + CONNECT_PATIENCE
-    pause = 0.005
     while time.monotonic() < deadline and not orphaned():
         conn = _client(address, authkey)
         if conn is None:
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
+            time.sleep(CONNECT_PAUSE)
             continue
         conn.send(hello)
         return conn

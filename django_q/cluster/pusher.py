@@ -115,9 +115,12 @@ class Pusher:
     def start(self) -> None:
         """Wire the process: the wake pipe, the socket, and the fetcher, lease and status threads."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
+        # The socket first: a pusher that cannot bind it must have leased nothing.
+        # Then the fetcher, before the other threads: its connection and first
+        # lease are the longest step before the first job.
         self.listener = process.Listener(self.address, self.authkey, self._arrived)
-        self.leases.start()
         self.fetcher.start()
+        self.leases.start()
         # The status thread has its own broker; it reads the loop's state through _status_snapshot.
         self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
         self.status.start()

@@ -141,10 +141,14 @@ class Sentinel:
     def start(self) -> None:
         """Start every process of the cluster."""
         self._preload()
+        # The first task needs the pusher and a worker, not the monitor (it saves
+        # results, which come later): the monitor, whose start-up is the longest
+        # (its modules, the scheduler's first pass), is forked last, so that on a
+        # machine with few cores it does not hold up the others.
         self._spawn_pusher()
-        self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i in range(self.config.workers):
             self.workers[i] = self._spawn_worker(i)
+        self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         logger.info(
             "cluster %s started: pid %s, %s workers, %s broker, queues %s", self.config.name, os.getpid(),
             len(self.workers), self.config.broker_kind, ", ".join(self.config.served_queues),

@@ -76,6 +76,30 @@ def test_dict_setting_and_decoding_client_still_carry_bytes(queue_name: str, red
         broker.close()
 
 
+@pytest.mark.skipif(not hasattr(redis, "driver_info"), reason="redis-py before 7.1 reads its version once")
+@pytest.mark.parametrize("setting", ["url", "dict"])
+def test_connections_share_one_driver_info_that_names_redis_py_as_it_would(
+    setting: str, queue_name: str, redis_url: str, redis_kwargs: dict[str, Any]
+) -> None:
+    """Made once per process (redis-py makes one per connection, each reading the package metadata), and
+    what CLIENT SETINFO sends is what redis-py would send by itself."""
+    from redis.utils import get_lib_version
+
+    given = redis_url if setting == "url" else redis_kwargs
+    brokers = [RedisBroker(queue_name, 30.0, given) for _ in range(2)]
+    try:
+        made = [b.client.connection_pool.make_connection() for b in brokers]
+        assert made[0].driver_info is made[1].driver_info
+        own = redis.Redis(host="127.0.0.1").connection_pool.make_connection().driver_info
+        assert (made[0].driver_info.formatted_name, made[0].driver_info.lib_version) == (
+            own.formatted_name, get_lib_version())
+        for conn in made:
+            conn.disconnect()
+    finally:
+        for b in brokers:
+            b.close()
+
+
 def test_blocking_wait_longer_than_the_socket_timeout(queue_name: str, redis_kwargs: dict[str, Any]) -> None:
     broker = RedisBroker(queue_name, 30.0, {**redis_kwargs, "socket_timeout": 0.4})
     try:

@@ -1,0 +1,56 @@
+"""The start path: the order in which the sentinel starts the processes, and how they reach the pusher
+(no process is started here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from django_q.cluster import process
+from django_q.cluster.messages import Hello, Role
+from django_q.cluster.sentinel import Sentinel
+from django_q.conf import build_config
+
+
+def test_the_monitor_is_started_after_the_pusher_and_the_workers(settings: Any) -> None:
+    """The first task needs the pusher and a worker; the monitor, the slowest to start, must not delay them."""
+    settings.Q_CLUSTER = {"name": "order", "workers": 2}
+    sentinel = Sentinel(build_config(), start_method="fork")
+    started: list[str] = []
+
+    def spawn(name: str, role: str, *args: Any) -> None:
+        started.append(name)
+
+    sentinel._preload = lambda: None  # type: ignore[method-assign]
+    sentinel._spawn = spawn  # type: ignore[method-assign,assignment]
+    try:
+        sentinel.start()
+    finally:
+        shutil.rmtree(sentinel.dir, ignore_errors=True)
+        os.close(sentinel.notice_r)
+        os.close(sentinel.notice_w)
+    assert started == ["pusher", "worker-0", "worker-1", "monitor"]
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, msg: object) -> None:
+        self.sent.append(msg)
+
+
+def test_a_process_waiting_for_the_pusher_s_socket_tries_again_every_connect_pause(monkeypatch: Any) -> None:
+    """At start the socket comes some tens of milliseconds after the workers; no longer pause is waited out
+    after it is there (a growing pause did: up to twice the wait)."""
+    conn = _Conn()
+    answers = iter([None] * 6 + [conn])
+    pauses: list[float] = []
+    monkeypatch.setattr(process, "_client", lambda address, authkey: next(answers))
+    monkeypatch.setattr(process.time, "sleep", pauses.append)
+    hello = Hello(Role.WORKER, os.getpid(), 0)
+    assert process.connect("/nowhere", b"", hello) is conn
+    assert conn.sent == [hello]
+    assert pauses == [process.CONNECT_PAUSE] * 6
+    assert process.CONNECT_PAUSE <= 0.01
