@@ -18,7 +18,7 @@ RELEASE_BATCH = 1000
 UNPACK_BATCH = 1000
 
 # Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
-# KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats.
+# KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats (ENQUEUE only the first 9).
 # The helpers ENQUEUE needs, apart: every `local function` of a prelude is made
 # again at each call, and an enqueue (async_task's one round trip) uses only these.
 CLOCK_AND_WAKE = f"""
@@ -86,8 +86,9 @@ local function describe(id, now)
 end
 """
 
-# ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for none).
-# Returns the new ids. Each hash and sorted set gets one command for the whole
+# KEYS: the first ENQUEUE_KEYS of KEY_NAMES (each key a call sends costs the server a
+# string). ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for
+# none). Returns the new ids; one message (async_task): its id, not a list. Each hash and sorted set gets one command for the whole
 # batch (a command per message costs several times its work in Lua calls).
 ENQUEUE = """
 local base = tonumber(ARGV[1])
@@ -103,7 +104,7 @@ if #ARGV == 4 then  -- one message (async_task): the same commands, without the 
   end
   redis.call('ZADD', due and KEYS[6] or KEYS[2], due or id, id)
   wake()
-  return {id}
+  return id
 end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from django_q.brokers.redis import KEY_NAMES, RedisBroker
+from django_q.brokers.redis import ENQUEUE_BATCH, KEY_NAMES, RedisBroker
 from django_q.brokers.redis_lua import UNPACK_BATCH, WAKE_CAP
 
 
@@ -56,6 +56,13 @@ def test_a_dequeue_and_an_ack_past_the_scripts_command_batch_leave_nothing_behin
     broker.ack([d.id for d in got])
     left = [k.decode().rsplit(":", 1)[1] for k in redis_client.keys(f"django_q:{{{queue_name}}}:*")]
     assert sorted(left) == ["seq", "wake"]
+
+
+def test_a_batch_whose_last_call_carries_one_message_returns_every_id(broker: RedisBroker) -> None:
+    # The script answers one message with its id alone, a batch with a list.
+    ids = broker.enqueue_many([b"m"] * (ENQUEUE_BATCH + 1))
+    assert len(set(ids)) == ENQUEUE_BATCH + 1 and all(i.isdigit() for i in ids)
+    assert broker.enqueue(b"one").isdigit()
 
 
 def test_id_is_the_ready_score(broker: RedisBroker, queue_name: str, redis_client: redis.Redis) -> None:
