@@ -81,7 +81,7 @@ class TaskPackage:
     def __reduce__(self) -> tuple:
         # Between cluster processes (inside an Outcome): a tuple of values is
         # several times cheaper to unpickle than the dataclass's own state.
-        return (TaskPackage, _values(self))
+        return (_rebuild, _values(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskPackage:
@@ -103,6 +103,18 @@ class TaskPackage:
 _FIELDS = tuple(f.name for f in fields(TaskPackage))
 _values = operator.attrgetter(*_FIELDS)  # every field's value, in order, in one call
 _REQUIRED = object()
+# Each field's slot setter, in order. A frozen dataclass's __init__ sets each field through
+# object.__setattr__, about twice what the slot's own setter costs: the pusher and the
+# monitor each unpickle every task's package inside its Outcome.
+_SETTERS = tuple(TaskPackage.__dict__[name].__set__ for name in _FIELDS)
+
+
+def _rebuild(*values: Any) -> TaskPackage:
+    """The TaskPackage whose fields are `values`, in field order (what __reduce__ gives), without __init__."""
+    task = object.__new__(TaskPackage)
+    for set_field, value in zip(_SETTERS, values, strict=True):
+        set_field(task, value)
+    return task
 _DEFAULTS = tuple(
     (f.name, f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING
      else _REQUIRED)

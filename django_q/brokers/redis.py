@@ -103,6 +103,7 @@ KEY_NAMES = (
 )
 PRIORITY_SHIFT = 2**44
 ENQUEUE_BATCH = 1000
+ENQUEUE_KEYS = 9
 # Shortest BLPOP: its timeout 0 would mean "forever".
 MIN_BLOCK = 0.005
 
@@ -118,6 +119,7 @@ class RedisBroker(RedisOwners, QueueBackend):
         super().__init__(name, lease)
         self._client = _make_client(redis_setting)
         self._keys = [f"django_q:{{{name}}}:{key}" for key in KEY_NAMES]
+        self._enqueue_keys = self._keys[:ENQUEUE_KEYS]  # seq ... key: all that ENQUEUE names
         socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
         # A BLPOP must end before the socket read times out, or redis-py raises.
         self._max_block = 0.8 * socket_timeout if socket_timeout else None
@@ -158,8 +160,7 @@ class RedisBroker(RedisOwners, QueueBackend):
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key or ""]
         with _translate():
-            (msg_id,) = self._enqueue(keys=self._keys, args=args)
-        return msg_id.decode()
+            return self._enqueue(keys=self._enqueue_keys, args=args).decode()
 
     def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
         """Add the package unless the message holding `unique` is still here; the key of the holder (one script)."""
@@ -181,7 +182,8 @@ class RedisBroker(RedisOwners, QueueBackend):
                 args: list[Any] = [base, delay_ms]
                 for payload, key in zip(payloads[start : start + ENQUEUE_BATCH], keys[start : start + ENQUEUE_BATCH]):
                     args += (payload, key or "")
-                ids.extend(i.decode() for i in self._enqueue(keys=self._keys, args=args))
+                reply = self._enqueue(keys=self._enqueue_keys, args=args)
+                ids.extend([reply.decode()] if isinstance(reply, bytes) else [i.decode() for i in reply])
         return ids
 
     def dequeue(self, count: int = 1, timeout: float = 0.0, owner: str | None = None) -> list[Delivery]:

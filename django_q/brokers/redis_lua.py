@@ -14,9 +14,11 @@ WAKE_CAP = 64
 # Scripts move at most this many due or lapsed ids per call, so one call never
 # blocks the server for long; the next call moves the rest.
 RELEASE_BATCH = 1000
+# Most arguments a script hands one command from a table: Lua's unpack() fails far beyond.
+UNPACK_BATCH = 1000
 
 # Every script gets the keys in KEY_NAMES order: KEYS[1] seq ... KEYS[7] wake ... KEYS[11] cancel,
-# KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats.
+# KEYS[12] unique, KEYS[13] unique_of, KEYS[14] owner, KEYS[15] beats (ENQUEUE only the first 9).
 # The helpers ENQUEUE needs, apart: every `local function` of a prelude is made
 # again at each call, and an enqueue (async_task's one round trip) uses only these.
 CLOCK_AND_WAKE = f"""
@@ -42,22 +44,31 @@ local function release(zset, now)
     end
   end
 end
--- Forget everything kept about id but its place in the sorted sets.
-local function forget(id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('HDEL', KEYS[10], id)
-  redis.call('HDEL', KEYS[14], id)
-  redis.call('SREM', KEYS[11], id)
-  local key = redis.call('HGET', KEYS[9], id)
-  if key then
-    if redis.call('HGET', KEYS[8], key) == id then redis.call('HDEL', KEYS[8], key) end
-    redis.call('HDEL', KEYS[9], id)
-  end
-  local unique = redis.call('HGET', KEYS[13], id)
-  if unique then
-    if redis.call('HGET', KEYS[12], unique) == id then redis.call('HDEL', KEYS[12], unique) end
-    redis.call('HDEL', KEYS[13], id)
+-- Forget everything kept about each of ids but its place in the sorted sets: one
+-- variadic command per hash for the batch (a command per id cost several times
+-- its work in Lua calls), at most UNPACK_BATCH ids to a command.
+local function forget(ids)
+  for first = 1, #ids, {UNPACK_BATCH} do
+    local some = {{unpack(ids, first, math.min(#ids, first + {UNPACK_BATCH} - 1))}}
+    for _, hash in ipairs({{KEYS[3], KEYS[4], KEYS[10], KEYS[14]}}) do redis.call('HDEL', hash, unpack(some)) end
+    redis.call('SREM', KEYS[11], unpack(some))
+    -- The task key and the unique key of each, released where this id still holds them.
+    for _, pair in ipairs({{{{KEYS[9], KEYS[8]}}, {{KEYS[13], KEYS[12]}}}}) do
+      local keys = redis.call('HMGET', pair[1], unpack(some))
+      local owned, holders = {{}}, {{}}
+      for i, key in ipairs(keys) do
+        if key then owned[#owned + 1] = some[i]; holders[#holders + 1] = key end
+      end
+      if #owned > 0 then
+        local held = redis.call('HMGET', pair[2], unpack(holders))
+        local released = {{}}
+        for i, key in ipairs(holders) do
+          if held[i] == owned[i] then released[#released + 1] = key end
+        end
+        if #released > 0 then redis.call('HDEL', pair[2], unpack(released)) end
+        redis.call('HDEL', pair[1], unpack(owned))
+      end
+    end
   end
 end
 -- (state, id, payload, attempts, due ms or -1, running or false) of a message still held.
@@ -75,8 +86,9 @@ local function describe(id, now)
 end
 """
 
-# ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for none).
-# Returns the new ids. Each hash and sorted set gets one command for the whole
+# KEYS: the first ENQUEUE_KEYS of KEY_NAMES (each key a call sends costs the server a
+# string). ARGV: priority base, delay ms, payload, key, payload, key...  (key '' for
+# none). Returns the new ids; one message (async_task): its id, not a list. Each hash and sorted set gets one command for the whole
 # batch (a command per message costs several times its work in Lua calls).
 ENQUEUE = """
 local base = tonumber(ARGV[1])
@@ -92,7 +104,7 @@ if #ARGV == 4 then  -- one message (async_task): the same commands, without the 
   end
   redis.call('ZADD', due and KEYS[6] or KEYS[2], due or id, id)
   wake()
-  return {id}
+  return id
 end
 local n = (#ARGV - 2) / 2
 local first = redis.call('INCRBY', KEYS[1], n) - n
@@ -153,33 +165,53 @@ return ARGV[4]
 # ARGV: count, lease ms, owner ('' for none).  Returns {hint ms, id, payload,
 # attempts, id, ...}; hint is how long until a delayed message is due or a lease
 # lapses (-1: never).
-DEQUEUE = """
+DEQUEUE = f"""
 local count = tonumber(ARGV[1])
 local owner = ARGV[3] or ''
 local now = now_ms()
 release(KEYS[6], now)
 release(KEYS[5], now)
-local out = {-1}
+local out = {{-1}}
 local got = 0
+local deadline = now + tonumber(ARGV[2])
 while got < count do
-  local popped = redis.call('ZPOPMIN', KEYS[2], count - got)
+  local popped = redis.call('ZPOPMIN', KEYS[2], math.min(count - got, {UNPACK_BATCH}))
   if #popped == 0 then break end
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local body = redis.call('HGET', KEYS[3], id)
-    if body then
-      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
-      if owner ~= '' then redis.call('HSET', KEYS[14], id, owner) else redis.call('HDEL', KEYS[14], id) end
-      out[#out + 1] = id
-      out[#out + 1] = body
-      out[#out + 1] = redis.call('HINCRBY', KEYS[4], id, 1)
-      got = got + 1
+  local ids = {{}}
+  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+  -- One command per hash and sorted set for the batch, as in forget().
+  local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
+  local held, found, leases, owners = {{}}, {{}}, {{}}, {{}}
+  for i, id in ipairs(ids) do
+    if bodies[i] then
+      held[#held + 1] = id
+      found[#held] = bodies[i]
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
+      owners[#owners + 1] = id
+      owners[#owners + 1] = owner
     end
+  end
+  if #held > 0 then
+    redis.call('ZADD', KEYS[5], unpack(leases))
+    if owner ~= '' then redis.call('HSET', KEYS[14], unpack(owners)) else redis.call('HDEL', KEYS[14], unpack(held)) end
+    local counts = redis.call('HMGET', KEYS[4], unpack(held))
+    local attempts = {{}}
+    for i, id in ipairs(held) do
+      local n = tonumber(counts[i] or '0') + 1
+      attempts[2 * i - 1] = id
+      attempts[2 * i] = n
+      out[#out + 1] = id
+      out[#out + 1] = found[i]
+      out[#out + 1] = n
+    end
+    redis.call('HSET', KEYS[4], unpack(attempts))
+    got = got + #held
   end
 end
 -- Pass the baton: another blocked consumer can take what this one left.
 if redis.call('ZCARD', KEYS[2]) > 0 then wake() end
-for _, key in ipairs({KEYS[6], KEYS[5]}) do
+for _, key in ipairs({{KEYS[6], KEYS[5]}}) do
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if first[2] then
     local wait = tonumber(first[2]) - now
@@ -196,9 +228,11 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[5], 'XX', deadline, ARGV[i]) end
 """
 
 ACK = """
+local gone = {}
 for _, id in ipairs(ARGV) do
-  if redis.call('ZREM', KEYS[5], id) == 1 then forget(id) end
+  if redis.call('ZREM', KEYS[5], id) == 1 then gone[#gone + 1] = id end
 end
+forget(gone)
 """
 
 REQUEUE = """
@@ -254,7 +288,7 @@ end
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[6], id)
-forget(id)
+forget({id})
 return {'removed', unpack(found)}
 """
 

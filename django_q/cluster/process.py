@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
+import select
 import signal
 import socket
 import sys
@@ -172,3 +174,30 @@ class Listener:
             conn.close()
             return
         self.arrived(conn, hello)
+
+
+class Poller:
+    """multiprocessing.connection.wait() on a poll object kept between calls.
+
+    wait() makes a selector and registers every connection on each call: about
+    9 us for the pusher's five, against 1 us for a poll that only the changes
+    are registered with. The pusher waits once or more for every few tasks.
+    """
+
+    def __init__(self) -> None:
+        self.poll = select.poll()
+        self.conns: dict[int, Connection] = {}  # registered file descriptor -> its connection
+
+    def wait(self, conns: list[Connection], timeout: float | None) -> list[Connection]:
+        """The connections of `conns` ready to read, or closed by the other end, waiting up to `timeout` seconds."""
+        wanted = {conn.fileno(): conn for conn in conns}
+        for fd in [fd for fd, conn in self.conns.items() if wanted.get(fd) is not conn]:
+            del self.conns[fd]  # gone (closed: its number may already name a new connection)
+            self.poll.unregister(fd)
+        for fd, conn in wanted.items():
+            if fd not in self.conns:
+                self.conns[fd] = conn
+                self.poll.register(fd, select.POLLIN)
+        # As wait(): any event (a hang-up, an error) makes a connection ready, so that its read fails.
+        events = self.poll.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000))
+        return [self.conns[fd] for fd, _ in events]

@@ -27,7 +27,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from multiprocessing.connection import Connection, Pipe, wait
+from multiprocessing.connection import Connection, Pipe
 
 from .. import deadletters, reporters
 from ..backoff import Outage
@@ -93,6 +93,7 @@ class Pusher:
         self.wake_r: Connection | None = None
         self.wake_w: Connection | None = None
         self.listener: process.Listener | None = None
+        self.poller = process.Poller()
         self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
         self.fetcher = Fetcher(config, self._wake, self._free_workers, owner=self.identity.id)
@@ -155,7 +156,7 @@ class Pusher:
         linger = self.unsaved.linger() if self._may_save() else None
         if linger is not None:
             timeout = min(timeout, linger)
-        ready = wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout)
+        ready = self.poller.wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout)
         if self.wake_r in ready:
             while self.wake_r.poll():
                 self.wake_r.recv_bytes()

@@ -161,16 +161,21 @@ class Worker:
         if not isinstance(job, Job):
             return None
         self.taken += 1
-        self._write_state()
+        # The state says a job was taken once it is running (one write), or once it is answered
+        # without running: until then the pusher counts it as not taken, which is true of a
+        # job that has not started, and hands it to another worker if this one dies.
         try:
             task = unpack(job.payload, self.config.package_limit, verified=True)
         except PackageError as exc:
+            self._write_state()
             self.say(Rejected(job.delivery_id, str(exc)))
             return None
         if job.attempts > 1 and succeeded_before(task.id):
+            self._write_state()
             self.say(AlreadyDone(job.delivery_id))  # its cluster died between save and ack
             return None
         if job.delivery_id in _cancel_wanted():  # cancelled while it waited behind the running job
+            self._write_state()
             now = time.time()
             self.say(Outcome(job.delivery_id, task, False, "cancelled before it started", now, now, job.attempts,
                              task.cluster or self.config.name, cancelled=True, worker=worker_id()))

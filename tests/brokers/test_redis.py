@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from django_q.brokers.redis import KEY_NAMES, RedisBroker
-from django_q.brokers.redis_lua import WAKE_CAP
+from django_q.brokers.redis import ENQUEUE_BATCH, KEY_NAMES, RedisBroker
+from django_q.brokers.redis_lua import UNPACK_BATCH, WAKE_CAP
 
 
 @pytest.fixture
@@ -41,6 +41,28 @@ def test_keys_follow_the_layout_and_purge_deletes_them(
     assert names <= set(KEY_NAMES) and {"seq", "payload", "leased", "delayed"} <= names
     broker.purge()
     assert redis_client.keys(pattern) == []
+
+
+def test_a_dequeue_and_an_ack_past_the_scripts_command_batch_leave_nothing_behind(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis
+) -> None:
+    # The scripts hand at most UNPACK_BATCH ids to one command; a call over it takes several.
+    n = 2 * UNPACK_BATCH + 7
+    broker.enqueue_many([b"p%d" % i for i in range(n)], keys=[f"k{i}" for i in range(n)])
+    got = broker.dequeue(n, owner="c1")
+    assert [d.payload for d in got] == [b"p%d" % i for i in range(n)]
+    assert {d.attempts for d in got} == {1}
+    assert redis_client.hlen(f"django_q:{{{queue_name}}}:owner") == n
+    broker.ack([d.id for d in got])
+    left = [k.decode().rsplit(":", 1)[1] for k in redis_client.keys(f"django_q:{{{queue_name}}}:*")]
+    assert sorted(left) == ["seq", "wake"]
+
+
+def test_a_batch_whose_last_call_carries_one_message_returns_every_id(broker: RedisBroker) -> None:
+    # The script answers one message with its id alone, a batch with a list.
+    ids = broker.enqueue_many([b"m"] * (ENQUEUE_BATCH + 1))
+    assert len(set(ids)) == ENQUEUE_BATCH + 1 and all(i.isdigit() for i in ids)
+    assert broker.enqueue(b"one").isdigit()
 
 
 def test_id_is_the_ready_score(broker: RedisBroker, queue_name: str, redis_client: redis.Redis) -> None:

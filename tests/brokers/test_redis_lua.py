@@ -95,7 +95,7 @@ def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
     base = 100 * PRIORITY_SHIFT  # priority 0
     first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
     pair.call(CLOCK_AND_WAKE + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
-    (third,) = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, "third é", "k4"])
+    third = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, "third é", "k4"])  # one message: its id alone
     assert pair.call(COMMON + COUNTS, []) == [3, 0]
     for key in ("k1", "k3", "nope"):
         pair.call(COMMON + LOOKUP, [key])
@@ -210,7 +210,7 @@ def test_one_message_at_a_time_leaves_the_keys_a_batch_leaves(pair: Pair, delay:
     """ENQUEUE's one-message path (async_task) against its batch path (async_many), key by key."""
     enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
     base = 90 * PRIORITY_SHIFT
-    singles = [enqueue(keys=pair.ours, args=[base, delay, body, key])[0] for body, key in ((b"a", "k1"), (b"b", ""))]
+    singles = [enqueue(keys=pair.ours, args=[base, delay, body, key]) for body, key in ((b"a", "k1"), (b"b", ""))]
     batch = enqueue(keys=pair.theirs, args=[base, delay, b"a", "k1", b"b", ""])
     assert singles == batch
     for name in KEY_NAMES:

@@ -301,3 +301,15 @@ def test_unknown_fields_of_a_newer_sender_are_ignored():
 def test_func_name_is_the_dotted_path_of_any_callable():
     assert make_task().func_name == "math.copysign"
     assert make_task(func=callable_path).func_name == "django_q.funcs.callable_path"
+
+
+def test_a_package_pickled_between_processes_comes_back_equal_and_still_frozen():
+    # __reduce__ rebuilds it through the slots' setters, not __init__: the same
+    # object as the constructor makes, every field set, none settable after.
+    task = make_task(chain=(("math.floor", (1.5,), {}),), retries=2, retry_on=("builtins.ValueError",),
+                     history=({"attempt": 1},), priority=5)
+    back = pickle.loads(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
+    assert back == task
+    assert repr(back) == repr(task)
+    with pytest.raises(AttributeError):
+        back.name = "other"
