@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from django_q.brokers import wakeup
 from django_q.brokers.orm import SQLITE_BUSY_TIMEOUT_MS, OrmBroker
@@ -161,6 +162,40 @@ def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, 
         assert waiting.dequeue(timeout=0.5) == []
     finally:
         waiting.close()
+
+
+@pytest.mark.django_db(databases=["pg"], transaction=True)
+def test_pg_enqueue_and_claim_are_one_statement_each_and_only_a_claim_of_its_own_skips_the_flush(
+    queue_name: str,
+) -> None:
+    """On PostgreSQL an enqueue is one statement (its INSERT and its NOTIFY); a claim is one statement whose
+    commit does not wait for the disk, a setting that ends with it; inside the caller's transaction a claim
+    leaves that transaction's setting alone."""
+    conn = connections["pg"]
+    broker = OrmBroker(queue_name, 30.0, alias="pg")
+
+    def setting() -> str:
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    try:
+        with CaptureQueriesContext(conn) as enqueued:
+            broker.enqueue(b"first")
+        with CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"first"]
+        assert len(enqueued) == 1 and "pg_notify" in enqueued[0]["sql"]
+        assert "synchronous_commit" not in enqueued[0]["sql"]
+        assert len(claimed) == 1 and "synchronous_commit" in claimed[0]["sql"]
+        assert setting() == "on"
+        broker.enqueue(b"second")
+        with transaction.atomic(using="pg"):
+            with CaptureQueriesContext(conn) as claimed:
+                assert [d.payload for d in broker.dequeue()] == [b"second"]
+            assert setting() == "on"
+        assert "synchronous_commit" not in claimed[0]["sql"]
+    finally:
+        broker.purge()
 
 
 @pytest.mark.django_db(databases=["pg"], transaction=True)
