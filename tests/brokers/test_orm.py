@@ -149,6 +149,30 @@ def test_idle_dequeue_wakes_on_enqueue_long_before_its_poll(alias: str, queue_na
     assert took < 5.0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+@pytest.mark.django_db(databases=["default"], transaction=True)
+def test_idle_sqlite_wait_sleeps_until_the_file_is_written(queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux an idle dequeue on a SQLite file reads PRAGMA data_version when inotify reports a write, not
+    every SQLITE_CHECK seconds; an enqueue from another connection still wakes it."""
+    reads = []
+    real = wakeup._data_version
+
+    def counted(raw: object) -> int | None:
+        reads.append(time.monotonic())
+        return real(raw)
+
+    monkeypatch.setattr(wakeup, "_data_version", counted)
+    waiting = OrmBroker(queue_name, 30.0, poll=30.0)
+    try:
+        assert waiting.dequeue(timeout=0.5) == []
+        assert len(reads) <= 3  # polling read it about 50 times
+        payloads, took = woken_dequeue(waiting, OrmBroker(queue_name, 30.0), b"wake")
+    finally:
+        waiting.close()
+    assert payloads == [b"wake"]
+    assert took < 5.0
+
+
 @pytest.mark.parametrize("alias", WAKING)
 def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, queue_name: str) -> None:
     """No wake-up for a row that is not ready: the waiting dequeue still claims every `poll` seconds."""
