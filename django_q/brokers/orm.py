@@ -20,7 +20,7 @@ Claims, by database:
   the database's write lock before it reads, so the select and the update are
   one atomic step; run in autocommit, it never upgrades a read transaction to a
   write one (which fails at once with "database is locked", whatever the busy
-  timeout).
+  timeout). A claim skips the fsync too, in WAL mode (orm_sqlite.py).
 - MySQL/MariaDB and others: `SELECT ... FOR UPDATE SKIP LOCKED` then `UPDATE`
   in one transaction (MariaDB cannot `UPDATE ... RETURNING`).
 
@@ -36,21 +36,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from django.db import DatabaseError, Error, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
 from django.db.models import F, Q, QuerySet
-from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
 from ..rates import Limit
-from . import orm_rates, wakeup
+from . import orm_rates, orm_sqlite, wakeup
 from .base import (
     HISTORY_MINUTES,
     DELAYED,
@@ -69,9 +66,6 @@ from .base import (
 )
 from .orm_owners import OrmOwners
 
-# Long enough to outwait any other writer of the cluster: each of them holds
-# the write lock for one short statement.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Rows per INSERT of enqueue_many, so that big packages stay under MySQL's
 # max_allowed_packet.
 BULK_BATCH = 100
@@ -376,7 +370,7 @@ class OrmBroker(OrmOwners, QueueBackend):
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
             f"RETURNING id, payload, attempts, priority{quick}"
         )
-        with conn.cursor() as cursor:
+        with conn.cursor() as cursor, orm_sqlite.unsynced(conn, cursor):
             cursor.execute(sql, [now + self.lease, True, owner, self.name, now, count])
             return [row[:4] for row in cursor.fetchall()]
 
@@ -400,7 +394,7 @@ class OrmBroker(OrmOwners, QueueBackend):
         try:
             if conn.vendor == "sqlite":
                 conn.ensure_connection()
-                prepare_sqlite(conn)
+                orm_sqlite.prepare(conn)
             yield conn
         except (OperationalError, InterfaceError) as exc:
             # The connection may be broken for good: drop it, so that the next
@@ -411,41 +405,6 @@ class OrmBroker(OrmOwners, QueueBackend):
             raise BrokerConnectionError(f"database {self.alias!r}: {exc}") from exc
         except DatabaseError as exc:
             raise BrokerError(f"database {self.alias!r}: {exc}") from exc
-
-
-# The raw connection each wrapper was prepared with: a reconnect brings a new
-# raw connection, which needs preparing again.
-_prepared: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
-
-
-def prepare_sqlite(conn: BaseDatabaseWrapper) -> None:
-    """Make an open SQLite connection wait for the write lock, and put file databases in WAL mode.
-
-    The cluster writes from many processes at once (claims, acks, results).
-    A busy timeout makes each writer wait its turn instead of failing with
-    "database is locked"; WAL lets readers go on while one of them writes.
-    Idempotent; a timeout the project set higher is kept.
-    """
-    raw = conn.connection
-    if raw is None or _prepared.get(conn) is raw:
-        return
-    (current,) = raw.execute("PRAGMA busy_timeout").fetchone()
-    if current < SQLITE_BUSY_TIMEOUT_MS:
-        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    if not conn.is_in_memory_db() and not raw.in_transaction:
-        # WAL is a speed-up, not a need (a read-only directory refuses it).
-        with suppress(sqlite3.Error):
-            if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                raw.execute("PRAGMA journal_mode = WAL")
-    _prepared[conn] = raw
-
-
-@receiver(connection_created, dispatch_uid="django_q.brokers.orm.prepare_sqlite")
-def _prepare_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    # Every SQLite connection of a process that uses this broker, not only the
-    # broker's own: workers save results to the same file.
-    if connection.vendor == "sqlite":
-        prepare_sqlite(connection)
 
 
 def _pending(row: OrmQ, now: float) -> Pending:

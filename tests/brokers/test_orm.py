@@ -14,8 +14,9 @@ import pytest
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_q.brokers import wakeup
-from django_q.brokers.orm import SQLITE_BUSY_TIMEOUT_MS, OrmBroker
+from django_q.brokers import orm_sqlite, wakeup
+from django_q.brokers.orm import OrmBroker
+from django_q.brokers.orm_sqlite import SQLITE_BUSY_TIMEOUT_MS
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import OrmQ
 
@@ -218,6 +219,37 @@ def test_pg_enqueue_and_claim_are_one_statement_each_and_only_a_claim_of_its_own
                 assert [d.payload for d in broker.dequeue()] == [b"second"]
             assert setting() == "on"
         assert "synchronous_commit" not in claimed[0]["sql"]
+    finally:
+        broker.purge()
+
+
+@pytest.mark.django_db(databases=["default"], transaction=True)
+def test_sqlite_claim_of_its_own_commits_without_fsync_and_restores_the_setting(queue_name: str) -> None:
+    """In WAL mode a claim outside a transaction runs at synchronous = NORMAL, and the connection's own setting
+    is back afterwards; inside the caller's transaction nothing is changed."""
+    conn = connections["default"]
+    broker = OrmBroker(queue_name, 30.0)
+
+    def setting() -> int:
+        with conn.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            return cursor.fetchone()[0]
+
+    try:
+        broker.enqueue(b"first")
+        before = setting()
+        assert before > orm_sqlite.SQLITE_NORMAL  # SQLite's default, FULL
+        with CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"first"]
+        sqls = [q["sql"] for q in claimed]
+        claim = next(i for i, sql in enumerate(sqls) if sql.startswith("UPDATE"))
+        assert f"PRAGMA synchronous = {orm_sqlite.SQLITE_NORMAL}" in sqls[:claim]
+        assert f"PRAGMA synchronous = {before}" in sqls[claim:]
+        assert setting() == before
+        broker.enqueue(b"second")
+        with transaction.atomic(), CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"second"]
+        assert not [q for q in claimed if "synchronous" in q["sql"]]
     finally:
         broker.purge()
 
