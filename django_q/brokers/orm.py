@@ -9,11 +9,18 @@ Claims, by database:
 
 - PostgreSQL: one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
   RETURNING`; concurrent claimers skip each other's rows instead of waiting.
+  A claim made outside a transaction commits with `synchronous_commit` off:
+  it returns without waiting for its WAL to reach the disk (an fsync, about
+  1 ms here, most of the time a lone task waits). Only a crash of the
+  PostgreSQL server within a moment of the claim (at most three times
+  `wal_writer_delay`, 0.6 s by default) can undo it: the row is then ready
+  again, and its task may run twice, as after the death of its cluster.
+  Enqueues, acks and results commit as the database is configured.
 - SQLite: the same statement without the lock clause. A write statement takes
   the database's write lock before it reads, so the select and the update are
   one atomic step; run in autocommit, it never upgrades a read transaction to a
   write one (which fails at once with "database is locked", whatever the busy
-  timeout).
+  timeout). A claim skips the fsync too, in WAL mode (orm_sqlite.py).
 - MySQL/MariaDB and others: `SELECT ... FOR UPDATE SKIP LOCKED` then `UPDATE`
   in one transaction (MariaDB cannot `UPDATE ... RETURNING`).
 
@@ -29,21 +36,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from django.db import DatabaseError, Error, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
 from django.db.models import F, Q, QuerySet
-from django.dispatch import receiver
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
 from ..rates import Limit
-from . import orm_rates, wakeup
+from . import orm_rates, orm_sqlite, wakeup
 from .base import (
     HISTORY_MINUTES,
     DELAYED,
@@ -62,9 +66,6 @@ from .base import (
 )
 from .orm_owners import OrmOwners
 
-# Long enough to outwait any other writer of the cluster: each of them holds
-# the write lock for one short statement.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Rows per INSERT of enqueue_many, so that big packages stay under MySQL's
 # max_allowed_packet.
 BULK_BATCH = 100
@@ -87,10 +88,11 @@ class OrmBroker(OrmOwners, QueueBackend):
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         check_priority(priority)
+        row = OrmQ(queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key)
         with self._db() as conn:
-            row = OrmQ.objects.using(self.alias).create(
-                queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key
-            )
+            if delay <= 0 and conn.vendor == "postgresql":
+                return str(wakeup.insert_notify(conn, row, self.name))
+            row.save(using=self.alias, force_insert=True)
             if delay <= 0:
                 wakeup.notify(conn, self.name)
         return str(row.pk)
@@ -358,15 +360,19 @@ class OrmBroker(OrmOwners, QueueBackend):
             raise BrokerError(f"the database broker needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}")
         table = conn.ops.quote_name(OrmQ._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if conn.vendor == "postgresql" else ""
+        # PostgreSQL: the claim's commit does not wait for the disk (module
+        # docstring). Set for this statement's transaction only, and evaluated
+        # only for a claimed row, the one case that writes a commit record.
+        quick = ", set_config('synchronous_commit', 'off', true)" if lock and not conn.in_atomic_block else ""
         sql = (
             f"UPDATE {table} SET visible = %s, leased = %s, attempts = attempts + 1, running = NULL, owner = %s "
             f"WHERE id IN (SELECT id FROM {table} WHERE queue = %s AND visible <= %s "
             f"ORDER BY priority DESC, id LIMIT %s{lock}) "
-            "RETURNING id, payload, attempts, priority"
+            f"RETURNING id, payload, attempts, priority{quick}"
         )
-        with conn.cursor() as cursor:
+        with conn.cursor() as cursor, orm_sqlite.unsynced(conn, cursor):
             cursor.execute(sql, [now + self.lease, True, owner, self.name, now, count])
-            return list(cursor.fetchall())
+            return [row[:4] for row in cursor.fetchall()]
 
     def _claim_locking(self, conn: BaseDatabaseWrapper, count: int, now: float, owner: str | None) -> list[Row]:
         skip = conn.features.has_select_for_update_skip_locked
@@ -388,7 +394,7 @@ class OrmBroker(OrmOwners, QueueBackend):
         try:
             if conn.vendor == "sqlite":
                 conn.ensure_connection()
-                prepare_sqlite(conn)
+                orm_sqlite.prepare(conn)
             yield conn
         except (OperationalError, InterfaceError) as exc:
             # The connection may be broken for good: drop it, so that the next
@@ -399,41 +405,6 @@ class OrmBroker(OrmOwners, QueueBackend):
             raise BrokerConnectionError(f"database {self.alias!r}: {exc}") from exc
         except DatabaseError as exc:
             raise BrokerError(f"database {self.alias!r}: {exc}") from exc
-
-
-# The raw connection each wrapper was prepared with: a reconnect brings a new
-# raw connection, which needs preparing again.
-_prepared: weakref.WeakKeyDictionary[BaseDatabaseWrapper, Any] = weakref.WeakKeyDictionary()
-
-
-def prepare_sqlite(conn: BaseDatabaseWrapper) -> None:
-    """Make an open SQLite connection wait for the write lock, and put file databases in WAL mode.
-
-    The cluster writes from many processes at once (claims, acks, results).
-    A busy timeout makes each writer wait its turn instead of failing with
-    "database is locked"; WAL lets readers go on while one of them writes.
-    Idempotent; a timeout the project set higher is kept.
-    """
-    raw = conn.connection
-    if raw is None or _prepared.get(conn) is raw:
-        return
-    (current,) = raw.execute("PRAGMA busy_timeout").fetchone()
-    if current < SQLITE_BUSY_TIMEOUT_MS:
-        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    if not conn.is_in_memory_db() and not raw.in_transaction:
-        # WAL is a speed-up, not a need (a read-only directory refuses it).
-        with suppress(sqlite3.Error):
-            if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                raw.execute("PRAGMA journal_mode = WAL")
-    _prepared[conn] = raw
-
-
-@receiver(connection_created, dispatch_uid="django_q.brokers.orm.prepare_sqlite")
-def _prepare_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    # Every SQLite connection of a process that uses this broker, not only the
-    # broker's own: workers save results to the same file.
-    if connection.vendor == "sqlite":
-        prepare_sqlite(connection)
 
 
 def _pending(row: OrmQ, now: float) -> Pending:

@@ -11,12 +11,15 @@ when they become ready).
 
 - PostgreSQL: `LISTEN` on a channel per queue (on each queue's channel, for a
   cluster serving several), on a connection of its own
-  (opened by the first waiting dequeue, closed by `close`). Enqueues send
-  `pg_notify` in the transaction of their INSERT, so the notice arrives once
+  (opened by the first waiting dequeue, closed by `close`). An enqueue
+  sends `pg_notify` in the statement of its INSERT (`insert_notify`: one
+  round trip), a batch right after its INSERTs, so the notice arrives once
   the row is visible, and never for a rolled-back row.
 - SQLite: `PRAGMA data_version` on the broker's connection changes when any
-  other connection commits to the file; reading it costs microseconds, so the
-  wait reads it every `SQLITE_CHECK` seconds. In-memory databases poll.
+  other connection commits to the file. On Linux the wait sleeps until
+  inotify reports a write to the file or its WAL (inotify.py), then reads the
+  counter; elsewhere it reads it every `SQLITE_CHECK` seconds (it costs
+  microseconds). In-memory databases poll.
 - MySQL/MariaDB and others poll: they have no notification, and asking
   whether a table changed takes a query about as costly as the claim itself
   (an index range read on the queue's ready rows).
@@ -35,16 +38,21 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
 
+from . import inotify
 from .base import ReadyWatch
 
 logger = logging.getLogger("django_q")
 
-# Seconds between two reads of PRAGMA data_version while idle: adds about half
-# of it to an idle cluster's pick-up latency. At 0.01 an idle cluster uses
-# about 1.5 % of one core more than plain polling (bench/idle_cpu.py: mostly
-# the wakeup itself; a read of the pragma costs ~5 us warm, ~100 us after a sleep).
+# Seconds between two reads of PRAGMA data_version while idle without inotify:
+# adds about half of it to an idle cluster's pick-up latency. At 0.01 an idle
+# cluster uses about 1.5 % of one core more than plain polling
+# (bench/idle_cpu.py: mostly the wakeup itself; a read of the pragma costs ~5 us
+# warm, ~100 us after a sleep). With inotify, the seconds after a write to the
+# file during which the counter is read every SQLITE_SETTLE seconds.
 SQLITE_CHECK = 0.01
+SQLITE_SETTLE = 0.001
 # Seconds to wait before opening a LISTEN connection again after one failed.
 LISTEN_RETRY = 30.0
 
@@ -61,6 +69,24 @@ def notify(conn: BaseDatabaseWrapper, queue: str) -> None:
     if conn.vendor == "postgresql":
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [channel(queue)])
+
+
+def insert_notify(conn: BaseDatabaseWrapper, row: Model, queue: str) -> int:
+    """PostgreSQL: insert `row` and notify the listeners of `queue` in one statement, so one round trip and one
+    transaction (the caller's, if one is open); the new row's id."""
+    fields = [f for f in row._meta.concrete_fields if not f.primary_key]
+    table, quote = row._meta.db_table, conn.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    pk = quote(row._meta.pk.column)
+    sql = (
+        f"WITH new AS (INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"RETURNING {pk}) SELECT {pk}, pg_notify(%s, '') FROM new"
+    )
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), conn) for f in fields]
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [*values, channel(queue)])
+        row.pk = cursor.fetchone()[0]
+    return row.pk
 
 
 class Waiter:
@@ -116,23 +142,51 @@ class QueuesWatch(ReadyWatch):
 
 
 class DataVersionWatch(Waiter):
-    """Wakes when another SQLite connection committed to the file."""
+    """Wakes when another SQLite connection committed to the file: told by inotify where it can, else by
+    reading the counter every SQLITE_CHECK seconds."""
 
     def __init__(self) -> None:
         self._raw: Any = None
         self._version: int | None = None
+        self._files: inotify.FolderWrites | None = None
+        self._watched = False  # a watch was tried (made or not) in this process
 
     def arm(self, conn: BaseDatabaseWrapper) -> None:
+        if self._files is not None and self._files.pid != os.getpid():
+            self._files, self._watched = None, False  # inherited through fork
+        if not self._watched:
+            self._watched = True
+            self._files = _watch_file(str(conn.settings_dict["NAME"]))  # before the counter: no commit slips by
         self._raw = conn.connection
         self._version = _data_version(self._raw)
 
     def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
         end = time.monotonic() + seconds
+        often_until = 0.0  # a file was just written: read the counter often until then
         while (left := end - time.monotonic()) > 0:
-            time.sleep(min(SQLITE_CHECK, left))
+            if self._files is not None and time.monotonic() >= often_until:
+                if self._files.wait(left):
+                    # A commit writes its pages, then publishes them: allow it SQLITE_CHECK to publish.
+                    often_until = time.monotonic() + SQLITE_CHECK
+            else:
+                time.sleep(min(SQLITE_SETTLE if self._files is not None else SQLITE_CHECK, left))
             # A new raw connection (a reconnect) has its own counter: wake to re-arm.
             if conn.connection is not self._raw or _data_version(self._raw) != self._version:
                 return
+
+    def close(self) -> None:
+        files, self._files, self._watched = self._files, None, False
+        if files is not None:
+            files.close()
+
+
+def _watch_file(name: str) -> inotify.FolderWrites | None:
+    """Writes to the SQLite file `name` and to its WAL, or None (a URI name; no inotify)."""
+    if name.startswith("file:"):
+        return None
+    path = os.path.abspath(name)
+    base = os.path.basename(path)
+    return inotify.watch(os.path.dirname(path), [base, base + "-wal"])
 
 
 def _data_version(raw: sqlite3.Connection) -> int | None:

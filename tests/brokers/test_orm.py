@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
 
-from django_q.brokers import wakeup
-from django_q.brokers.orm import SQLITE_BUSY_TIMEOUT_MS, OrmBroker
+from django_q.brokers import orm_sqlite, wakeup
+from django_q.brokers.orm import OrmBroker
+from django_q.brokers.orm_sqlite import SQLITE_BUSY_TIMEOUT_MS
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import OrmQ
 
@@ -148,6 +150,30 @@ def test_idle_dequeue_wakes_on_enqueue_long_before_its_poll(alias: str, queue_na
     assert took < 5.0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+@pytest.mark.django_db(databases=["default"], transaction=True)
+def test_idle_sqlite_wait_sleeps_until_the_file_is_written(queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux an idle dequeue on a SQLite file reads PRAGMA data_version when inotify reports a write, not
+    every SQLITE_CHECK seconds; an enqueue from another connection still wakes it."""
+    reads = []
+    real = wakeup._data_version
+
+    def counted(raw: object) -> int | None:
+        reads.append(time.monotonic())
+        return real(raw)
+
+    monkeypatch.setattr(wakeup, "_data_version", counted)
+    waiting = OrmBroker(queue_name, 30.0, poll=30.0)
+    try:
+        assert waiting.dequeue(timeout=0.5) == []
+        assert len(reads) <= 3  # polling read it about 50 times
+        payloads, took = woken_dequeue(waiting, OrmBroker(queue_name, 30.0), b"wake")
+    finally:
+        waiting.close()
+    assert payloads == [b"wake"]
+    assert took < 5.0
+
+
 @pytest.mark.parametrize("alias", WAKING)
 def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, queue_name: str) -> None:
     """No wake-up for a row that is not ready: the waiting dequeue still claims every `poll` seconds."""
@@ -161,6 +187,71 @@ def test_delayed_rows_come_with_the_poll_and_rolled_back_ones_never(alias: str, 
         assert waiting.dequeue(timeout=0.5) == []
     finally:
         waiting.close()
+
+
+@pytest.mark.django_db(databases=["pg"], transaction=True)
+def test_pg_enqueue_and_claim_are_one_statement_each_and_only_a_claim_of_its_own_skips_the_flush(
+    queue_name: str,
+) -> None:
+    """On PostgreSQL an enqueue is one statement (its INSERT and its NOTIFY); a claim is one statement whose
+    commit does not wait for the disk, a setting that ends with it; inside the caller's transaction a claim
+    leaves that transaction's setting alone."""
+    conn = connections["pg"]
+    broker = OrmBroker(queue_name, 30.0, alias="pg")
+
+    def setting() -> str:
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    try:
+        with CaptureQueriesContext(conn) as enqueued:
+            broker.enqueue(b"first")
+        with CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"first"]
+        assert len(enqueued) == 1 and "pg_notify" in enqueued[0]["sql"]
+        assert "synchronous_commit" not in enqueued[0]["sql"]
+        assert len(claimed) == 1 and "synchronous_commit" in claimed[0]["sql"]
+        assert setting() == "on"
+        broker.enqueue(b"second")
+        with transaction.atomic(using="pg"):
+            with CaptureQueriesContext(conn) as claimed:
+                assert [d.payload for d in broker.dequeue()] == [b"second"]
+            assert setting() == "on"
+        assert "synchronous_commit" not in claimed[0]["sql"]
+    finally:
+        broker.purge()
+
+
+@pytest.mark.django_db(databases=["default"], transaction=True)
+def test_sqlite_claim_of_its_own_commits_without_fsync_and_restores_the_setting(queue_name: str) -> None:
+    """In WAL mode a claim outside a transaction runs at synchronous = NORMAL, and the connection's own setting
+    is back afterwards; inside the caller's transaction nothing is changed."""
+    conn = connections["default"]
+    broker = OrmBroker(queue_name, 30.0)
+
+    def setting() -> int:
+        with conn.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            return cursor.fetchone()[0]
+
+    try:
+        broker.enqueue(b"first")
+        before = setting()
+        assert before > orm_sqlite.SQLITE_NORMAL  # SQLite's default, FULL
+        with CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"first"]
+        sqls = [q["sql"] for q in claimed]
+        claim = next(i for i, sql in enumerate(sqls) if sql.startswith("UPDATE"))
+        assert f"PRAGMA synchronous = {orm_sqlite.SQLITE_NORMAL}" in sqls[:claim]
+        assert f"PRAGMA synchronous = {before}" in sqls[claim:]
+        assert setting() == before
+        broker.enqueue(b"second")
+        with transaction.atomic(), CaptureQueriesContext(conn) as claimed:
+            assert [d.payload for d in broker.dequeue()] == [b"second"]
+        assert not [q for q in claimed if "synchronous" in q["sql"]]
+    finally:
+        broker.purge()
 
 
 @pytest.mark.django_db(databases=["pg"], transaction=True)
