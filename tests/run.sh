@@ -24,6 +24,7 @@ WORKERS=${WORKERS:-3}
 # Where results, schedules and the database broker live: these tests run again
 # with PostgreSQL (a cluster end to end, how results are written, sync mode)
 # and with MariaDB (how results are written, sync mode) as the default database.
+# tests/integration/conftest.py leaves out there what would repeat the SQLite run.
 TESTS_PG="tests/integration tests/unit/test_recorder.py tests/unit/test_sync.py"
 TESTS_MYSQL="tests/unit/test_recorder.py tests/unit/test_sync.py"
 

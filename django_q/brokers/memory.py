@@ -347,6 +347,8 @@ class MemoryBroker(QueueBackend):
         # A lapsed lease's running record was the dead cluster's, not the new one's.
         message.leased, message.visible, message.running = True, now + self.lease, None
         message.owner, message.leased_at = owner, now
+        if owner is not None:  # an owner that leases before its first beat is known from now on, as never seen
+            self._queue().beats.setdefault(owner, float("-inf"))
         message.attempts += 1
         return Delivery(id=str(message.seq), payload=message.payload, attempts=message.attempts)
 

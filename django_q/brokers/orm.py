@@ -42,7 +42,7 @@ from typing import Any
 
 from django.db import DatabaseError, Error, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Q, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
@@ -212,12 +212,14 @@ class OrmBroker(OrmOwners, QueueBackend):
             return orm_rates.take_starts(self.alias, self.name, wanted, limits)
 
     def mark_running(self, running: dict[str, bytes]) -> None:
-        """Store each delivery's running record in its row (one UPDATE per row, one transaction)."""
-        if not running:
-            return
-        with self._db(), transaction.atomic(using=self.alias):
-            for delivery_id, info in running.items():
-                self._leased_rows([delivery_id]).update(running=info)
+        """Store each delivery's running record in its row, in one UPDATE: no transaction holds SQLite's
+        write lock across the Python between statements (a process paused there would stop every writer)."""
+        field = OrmQ._meta.get_field("running")
+        cases = [When(pk=int(k), then=Value(v, output_field=field)) for k, v in running.items()
+                 if k.isascii() and k.isdigit()]
+        if cases:
+            with self._db():
+                self._leased_rows(list(running)).update(running=Case(*cases, output_field=field))
 
     def lookup(self, key: str) -> Pending | None:
         """The newest row enqueued under `key`."""

@@ -1,6 +1,7 @@
 """The database broker's owners: which cluster leased each row (OrmQ.owner), and releasing a dead cluster's leases.
 
-Each cluster's beat updates its LeaseOwner row. The release is one UPDATE of
+Each cluster's beat updates its LeaseOwner row; an owner of old leases that
+never beat is given a row as never seen. The release is one UPDATE of
 the dead owners' live leases, made so that an owner beating at that moment
 either keeps every lease or sees that it lost them:
 
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import QuerySet
 
 from ..models import Heartbeat, LeaseOwner
 from . import wakeup
@@ -42,6 +44,14 @@ class OrmOwners:
             # One beater per owner: an update that finds no row cannot race a create.
             if not beats.filter(cluster_id=owner).update(seen=now):
                 LeaseOwner.objects.using(self.alias).create(queue=self.name, cluster_id=owner, seen=now)
+            # An owner whose leases are old but who never beat (paused or killed between its first
+            # lease and its first beat) gets a row as never seen: silent like any other.
+            unbeaten = self._old_leases(now, dead_after).exclude(owner__in=beats.values("cluster_id"))
+            unbeaten = set(unbeaten.filter(owner__isnull=False).values_list("owner", flat=True).distinct())
+            if unbeaten:
+                LeaseOwner.objects.using(self.alias).bulk_create(
+                    [LeaseOwner(queue=self.name, cluster_id=o, seen=0.0) for o in unbeaten], ignore_conflicts=True
+                )
             silent = set(beats.filter(seen__lte=now - dead_after).values_list("cluster_id", flat=True))
             if silent:
                 statuses = Heartbeat.objects.using(self.alias).filter(queue=self.name, expires__gt=now)
@@ -59,14 +69,18 @@ class OrmOwners:
             mine = {str(pk) for pk in found}
         return [i for i in ids if i in mine]
 
+    def _old_leases(self, now: float, dead_after: float) -> QuerySet:
+        """The live leases taken or last renewed `dead_after` seconds ago or more (a lease ends `lease` seconds
+        after that)."""
+        return self._rows().filter(leased=True, visible__gt=now, visible__lte=now + self.lease - dead_after)
+
     def _release(self, conn: BaseDatabaseWrapper, dead: set[str], now: float, dead_after: float) -> None:
         """Make ready the live leases of the `dead` owners that are still silent, but those leased or renewed
         within `dead_after`; forget the owners left with none."""
         silent = LeaseOwner.objects.using(self.alias).filter(
             queue=self.name, cluster_id__in=dead, seen__lte=now - dead_after
         )
-        # A row's lease ends `lease` seconds after it was leased or last renewed.
-        old = self._rows().filter(leased=True, visible__gt=now, visible__lte=now + self.lease - dead_after)
+        old = self._old_leases(now, dead_after)
         release = {"leased": False, "visible": now, "running": None, "owner": None}
         if conn.vendor == "sqlite":
             released = old.filter(owner__in=silent.values("cluster_id")).update(**release)

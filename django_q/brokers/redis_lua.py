@@ -209,6 +209,8 @@ while got < count do
     got = got + #held
   end
 end
+-- An owner that leases before its first beat is known from now on, as never seen (BEAT, redis_owners.py).
+if got > 0 and owner ~= '' then redis.call('ZADD', KEYS[15], 'NX', 0, owner) end
 -- Pass the baton: another blocked consumer can take what this one left.
 if redis.call('ZCARD', KEYS[2]) > 0 then wake() end
 for _, key in ipairs({{KEYS[6], KEYS[5]}}) do

@@ -1,7 +1,8 @@
 """The Redis broker's owners: which cluster leased each message, and releasing a dead cluster's leases.
 
 The `owner` hash (id -> cluster id) is written by DEQUEUE and cleared by
-forget(); the `beats` sorted set (cluster id -> ms of its last beat) by BEAT
+forget(); the `beats` sorted set (cluster id -> ms of its last beat) by BEAT,
+and by DEQUEUE, as 0 (never), for an owner that leases before it ever beat
 (see the key layout in django_q.brokers.redis). BEAT is the whole decision, in
 one script: record the caller's beat; if some owner has been silent for
 `dead_after` ms and has no status that has not expired either, move its

@@ -27,15 +27,31 @@ def test_a_silent_owner_loses_its_leases_to_the_next_beat(make_broker: MakeBroke
     assert live.held(ids, "b") == ids and dead.held(ids, "a") == []
 
 
+def test_an_owner_that_leased_before_its_first_beat_loses_its_leases_when_silent(make_broker: MakeBroker) -> None:
+    # A cluster's fetcher may lease before its lease thread first beats: paused (or killed) in between,
+    # it left no beat to be found silent, yet its leases go as those of one that beat once.
+    dead, live = make_broker(), make_broker()
+    ids = [dead.enqueue(b"%d" % i) for i in range(2)]
+    assert [d.id for d in dead.dequeue(count=2, owner="a")] == ids
+    live.beat("b", DEAD_AFTER)
+    assert live.dequeue(timeout=0) == []  # leased just now
+    time.sleep(DEAD_AFTER + 0.2)
+    live.beat("b", DEAD_AFTER)
+    assert [d.id for d in live.dequeue(count=5, owner="b")] == ids
+    assert dead.beat("a", DEAD_AFTER) is True and dead.held(ids, "a") == []
+
+
 def test_an_owner_that_keeps_beating_keeps_its_leases(make_broker: MakeBroker) -> None:
     mine, other = make_broker(), make_broker()
     mine.enqueue(b"x")
-    mine.beat("a", DEAD_AFTER)
+    # Beats 0.3 s apart outlast a dead_after of 1.5 s, with room for a slow round trip on a busy machine.
+    dead_after = 1.5
+    mine.beat("a", dead_after)
     (delivery,) = mine.dequeue(owner="a")
-    for _ in range(4):
-        time.sleep(DEAD_AFTER / 2)
-        assert mine.beat("a", DEAD_AFTER) is False
-        other.beat("b", DEAD_AFTER)
+    for _ in range(6):
+        time.sleep(0.3)
+        assert mine.beat("a", dead_after) is False
+        other.beat("b", dead_after)
     assert other.dequeue(timeout=0) == []
     assert mine.held([delivery.id], "a") == [delivery.id]
 

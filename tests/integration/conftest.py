@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import NamedTuple
 
 import psutil
@@ -24,6 +25,29 @@ from django_q.cluster.sentinel import Sentinel
 from django_q.conf import Config, get_config
 
 STOP_PATIENCE = 60.0  # seconds a cluster gets to stop before the test fails
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With PostgreSQL or MariaDB as the default database (DQ_DEFAULT_DB, tests/run.sh), leave out the tests
+    here that would only do again what the run with SQLite as the default did:
+
+    - those on the Redis broker: the default database holds only their results,
+      schedules and dead letters, which their twins on the database broker
+      write to the same database, and tests/unit/test_recorder.py too;
+    - the stepped scheduler tests (`env`): each names the database it runs on,
+      and the run with SQLite runs them on all three already.
+    """
+    if not os.environ.get("DQ_DEFAULT_DB"):
+        return
+    kept, again = [], []
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        repeat = item.path.is_relative_to(HERE) and params and (params.get("broker_kind") == "redis" or "env" in params)
+        (again if repeat else kept).append(item)
+    if again:
+        config.hook.pytest_deselected(items=again)
+        items[:] = kept
 
 
 @pytest.fixture(params=["orm", "redis"])

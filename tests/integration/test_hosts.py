@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 
 import psutil
+import pytest
+from django.db import connection
 
 from django_q.cluster.leases import BEAT, DEAD_AFTER
 from django_q.models import Task
@@ -16,6 +19,7 @@ from django_q.tasks import async_task
 from .conftest import Running, wait_until
 
 RETRY = 60  # the default: a lease that lapsed on its own would take this long
+PAUSE_TRIES = 50  # pauses let go because they caught the cluster inside a write to SQLite
 
 
 def starts(folder) -> list[tuple[int, int, float]]:
@@ -35,6 +39,37 @@ def signal_whole(running: Running, signum: int) -> None:
             proc.send_signal(signum)
         except psutil.NoSuchProcess:
             pass
+
+
+def pause_outside_writes(running: Running) -> None:
+    """SIGSTOP the whole cluster at a moment when none of its processes holds SQLite's write lock.
+
+    SQLite's lock is held by the writing process itself: one paused inside a
+    write stops every other writer, the other cluster too, until it resumes,
+    and no code can take the lock from it. Clusters on several hosts share a
+    database server (PostgreSQL, MariaDB), which ends a statement whatever its
+    client does; only the tests' SQLite puts two "hosts" on one file. So a
+    pause that caught a write is let go and taken again.
+    """
+    for _ in range(PAUSE_TRIES):
+        signal_whole(running, signal.SIGSTOP)
+        if connection.vendor != "sqlite" or not sqlite_write_locked(connection.settings_dict["NAME"]):
+            return
+        signal_whole(running, signal.SIGCONT)
+        time.sleep(0.02)
+    pytest.fail(f"the cluster was inside a write to SQLite at each of {PAUSE_TRIES} pauses")
+
+
+def sqlite_write_locked(path: str) -> bool:
+    probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:  # "database is locked"
+        return True
+    finally:
+        probe.close()
 
 
 def enqueue(folder, count: int, seconds: float) -> dict[str, int]:
@@ -67,7 +102,7 @@ def test_a_paused_cluster_saves_no_result_for_tasks_that_went_elsewhere(cluster,
     ids = enqueue(folder, 4, 2.0)
     paused = cluster(retry=RETRY)
     wait_until(lambda: sum(ppid == paused.pid for _, ppid, _ in starts(folder)) >= 2)
-    signal_whole(paused, signal.SIGSTOP)
+    pause_outside_writes(paused)
     try:
         started_there = {n for n, ppid, _ in starts(folder) if ppid == paused.pid}
         other = cluster(retry=RETRY)
