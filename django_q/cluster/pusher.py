@@ -388,6 +388,10 @@ class Pusher:
         """Send the monitor what waits to be saved (see cluster.unsaved); all of it when stopping."""
         if not self._may_save():
             return
+        # The beat that put this cluster in touch marked what it lost first; it may have come after
+        # step() looked, so look again now that `touched` is read.
+        if self.leases.lost:
+            self._disown(self.leases.take_lost())
         if not self.unsaved.send(self.monitor, now or self.stopping) and self.monitor is not None:
             self._gone(self.monitor)
 
