@@ -55,7 +55,9 @@ def test_a_dequeue_and_an_ack_past_the_scripts_command_batch_leave_nothing_behin
     assert redis_client.hlen(f"django_q:{{{queue_name}}}:owner") == n
     broker.ack([d.id for d in got])
     left = [k.decode().rsplit(":", 1)[1] for k in redis_client.keys(f"django_q:{{{queue_name}}}:*")]
-    assert sorted(left) == ["seq", "wake"]
+    # What stays: the id sequence, the wake list, and the owner's beat (a cluster's, not a task's).
+    assert sorted(left) == ["beats", "seq", "wake"]
+    assert redis_client.zrange(f"django_q:{{{queue_name}}}:beats", 0, -1) == [b"c1"]
 
 
 def test_a_batch_whose_last_call_carries_one_message_returns_every_id(broker: RedisBroker) -> None:
