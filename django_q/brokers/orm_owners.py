@@ -62,8 +62,8 @@ class OrmOwners:
                 LeaseOwner.objects.using(self.alias).create(queue=self.name, cluster_id=owner, seen=now)
             # An owner whose leases are old but who never beat (paused or killed between its first
             # lease and its first beat) gets a row as never seen: silent like any other.
-            unbeaten = self._old_leases(now, dead_after).exclude(owner__in=beats.values("cluster_id"))
-            unbeaten = set(unbeaten.filter(owner__isnull=False).values_list("owner", flat=True).distinct())
+            old = self._old_leases(now, dead_after).exclude(owner__in=beats.values("cluster_id"))
+            unbeaten = set(old.filter(owner__isnull=False).values_list("owner", flat=True).distinct())
             if unbeaten:
                 LeaseOwner.objects.using(self.alias).bulk_create(
                     [LeaseOwner(queue=self.name, cluster_id=o, seen=0.0) for o in unbeaten], ignore_conflicts=True
