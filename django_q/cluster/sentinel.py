@@ -18,8 +18,8 @@ import sys
 import tempfile
 import time
 from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
 from multiprocessing.context import DefaultContext, ForkContext, ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeGuard, cast
 
 from django import db
