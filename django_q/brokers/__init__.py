@@ -45,7 +45,7 @@ def _create(name: str, config: Config) -> QueueBackend:
         from .redis import RedisBroker, django_redis_client
 
         return RedisBroker(name, config.retry, django_redis_client(config.django_redis), config.enqueue_timeout)
-    if config.broker_kind == "redis":
+    if config.redis is not None:  # (broker_kind "redis" with the django_redis client handled above)
         from .redis import RedisBroker
 
         return RedisBroker(name, config.retry, config.redis, config.enqueue_timeout)

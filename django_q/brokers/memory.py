@@ -30,6 +30,7 @@ from .base import (
     QUEUED,
     REMOVED,
     REQUESTED,
+    Broker,
     Cancelled,
     Delivery,
     Pending,
@@ -235,7 +236,7 @@ class MemoryBroker(QueueBackend):
     def ping(self) -> None:
         """Return: memory always answers."""
 
-    def watch(self, brokers: Sequence[QueueBackend]) -> ReadyWatch:
+    def watch(self, brokers: Sequence[Broker]) -> ReadyWatch:
         """Wakes on any change of any queue (they share one condition)."""
         return _ChangeWatch()
 

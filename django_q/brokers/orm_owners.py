@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -28,14 +30,28 @@ from ..models import Heartbeat, LeaseOwner
 from . import wakeup
 
 
-class OrmOwners:
-    """The database broker's `beat` and `held`, mixed into OrmBroker (they use its `_db`, `_rows`, `_leased_rows`)."""
+class _Host(Protocol):
+    """What OrmOwners uses of the broker it is mixed into."""
 
     name: str
     alias: str
     lease: float
 
-    def beat(self, owner: str, dead_after: float) -> bool:
+    def _db(self) -> AbstractContextManager[BaseDatabaseWrapper]: ...
+
+    def _rows(self) -> QuerySet: ...
+
+    def _leased_rows(self, ids: Sequence[str]) -> QuerySet: ...
+
+    def _old_leases(self, now: float, dead_after: float) -> QuerySet: ...
+
+    def _release(self, conn: BaseDatabaseWrapper, dead: set[str], now: float, dead_after: float) -> None: ...
+
+
+class OrmOwners:
+    """The database broker's `beat` and `held`, mixed into OrmBroker (they use its `_db`, `_rows`, `_leased_rows`)."""
+
+    def beat(self: _Host, owner: str, dead_after: float) -> bool:
         """Record `owner` alive now; release the leases of owners silent for `dead_after` seconds."""
         now = time.time()
         beats = LeaseOwner.objects.using(self.alias).filter(queue=self.name)
@@ -46,8 +62,8 @@ class OrmOwners:
                 LeaseOwner.objects.using(self.alias).create(queue=self.name, cluster_id=owner, seen=now)
             # An owner whose leases are old but who never beat (paused or killed between its first
             # lease and its first beat) gets a row as never seen: silent like any other.
-            unbeaten = self._old_leases(now, dead_after).exclude(owner__in=beats.values("cluster_id"))
-            unbeaten = set(unbeaten.filter(owner__isnull=False).values_list("owner", flat=True).distinct())
+            old = self._old_leases(now, dead_after).exclude(owner__in=beats.values("cluster_id"))
+            unbeaten = set(old.filter(owner__isnull=False).values_list("owner", flat=True).distinct())
             if unbeaten:
                 LeaseOwner.objects.using(self.alias).bulk_create(
                     [LeaseOwner(queue=self.name, cluster_id=o, seen=0.0) for o in unbeaten], ignore_conflicts=True
@@ -60,7 +76,7 @@ class OrmOwners:
                     self._release(conn, dead, now, dead_after)
         return last is None or last <= now - dead_after
 
-    def held(self, ids: Sequence[str], owner: str) -> list[str]:
+    def held(self: _Host, ids: Sequence[str], owner: str) -> list[str]:
         """Those of `ids` still leased by `owner`."""
         if not ids:
             return []
@@ -69,12 +85,12 @@ class OrmOwners:
             mine = {str(pk) for pk in found}
         return [i for i in ids if i in mine]
 
-    def _old_leases(self, now: float, dead_after: float) -> QuerySet:
+    def _old_leases(self: _Host, now: float, dead_after: float) -> QuerySet:
         """The live leases taken or last renewed `dead_after` seconds ago or more (a lease ends `lease` seconds
         after that)."""
         return self._rows().filter(leased=True, visible__gt=now, visible__lte=now + self.lease - dead_after)
 
-    def _release(self, conn: BaseDatabaseWrapper, dead: set[str], now: float, dead_after: float) -> None:
+    def _release(self: _Host, conn: BaseDatabaseWrapper, dead: set[str], now: float, dead_after: float) -> None:
         """Make ready the live leases of the `dead` owners that are still silent, but those leased or renewed
         within `dead_after`; forget the owners left with none."""
         silent = LeaseOwner.objects.using(self.alias).filter(

@@ -16,11 +16,14 @@ import sqlite3
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
+
+if TYPE_CHECKING:
+    from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 
 # Long enough to outwait any other writer of the cluster: each of them holds
 # the write lock for one short statement.
@@ -65,7 +68,7 @@ def prepare(conn: BaseDatabaseWrapper) -> None:
     (current,) = raw.execute("PRAGMA busy_timeout").fetchone()
     if current < SQLITE_BUSY_TIMEOUT_MS:
         raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    if not conn.is_in_memory_db() and not raw.in_transaction:
+    if not cast("SQLiteWrapper", conn).is_in_memory_db() and not raw.in_transaction:
         # WAL is a speed-up, not a need (a read-only directory refuses it).
         with suppress(sqlite3.Error):
             if raw.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":

@@ -191,7 +191,11 @@ class Queues(QueueBackend):
         return sum(b.leased() for b in self.brokers)
 
     def lookup(self, key: str) -> Pending | None:
-        return self._first(lambda b: _renamed(b.name, b.lookup(key)))
+        def one(broker: QueueBackend) -> Pending | None:
+            found = broker.lookup(key)
+            return None if found is None else _renamed(broker.name, found)
+
+        return self._first(one)
 
     def pending(self, limit: int = 100) -> list[Pending]:
         """Up to `limit` packages, queue after queue (each in the order of `Tracking.pending`)."""
@@ -255,9 +259,7 @@ class Queues(QueueBackend):
             broker.close()
 
 
-def _renamed(queue: str, pending: Pending | None) -> Pending | None:
+def _renamed(queue: str, pending: Pending) -> Pending:
     """`pending` with the id Queues gives it."""
-    if pending is None:
-        return None
     return Pending(delivery_id(queue, pending.id), pending.state, pending.payload, pending.attempts, pending.due,
                    pending.running)

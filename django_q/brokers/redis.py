@@ -55,11 +55,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-try:
-    from redis.driver_info import DriverInfo  # redis-py 7.1+
-except ImportError:  # older releases read their version once, at import
-    DriverInfo = None
-
 from ..exceptions import ConfigurationError
 from ..rates import Limit
 from .base import (
@@ -96,6 +91,18 @@ from .redis_calls import Lua
 from .redis_calls import translate as _translate
 from .redis_owners import RedisOwners
 from .redis_rates import DEFER, TAKE_STARTS, defer_args, rate_keys, take_call
+
+# What CLIENT SETINFO tells the server, made once per process. Without it
+# redis-py makes its own for every new connection, reading its version from the
+# installed package's metadata (a walk of sys.path and a parse of METADATA with
+# the email package): four times as the pusher starts, on the way to the first
+# task, and about 1 MiB of memory a forked process no longer shares.
+try:
+    from redis.driver_info import DriverInfo  # redis-py 7.1+
+except ImportError:  # older releases read their version once, at import
+    _DRIVER_INFO: DriverInfo | None = None
+else:
+    _DRIVER_INFO = DriverInfo(lib_version=redis.__version__)
 
 KEY_NAMES = (
     "seq", "ready", "payload", "attempts", "leased", "delayed", "wake", "task", "key", "running", "cancel",
@@ -286,7 +293,7 @@ class RedisBroker(RedisOwners, QueueBackend):
             return []
         with _translate():
             flagged = self._client.smembers(self._keys[10])
-        wanted = {i.decode() for i in flagged}
+        wanted = {_text(i) for i in flagged}
         return [i for i in ids if i in wanted]
 
     def size(self) -> int:
@@ -316,7 +323,8 @@ class RedisBroker(RedisOwners, QueueBackend):
             config = self._client.config_get("appendonly") | self._client.config_get("maxmemory-policy")
         except redis.exceptions.RedisError:
             return []  # CONFIG is often disabled on managed Redis; nothing to tell then
-        found = {_text(k): _text(v) for k, v in config.items()}
+        # redis-py types the reply as str or None; this client (decode_responses off) gets bytes.
+        found = {_text(k): _text(v) for k, v in config.items()}  # type: ignore[arg-type]
         warnings = []
         if found.get("appendonly") == "no":
             warnings.append("Redis has appendonly off: queued tasks are lost if Redis restarts")
@@ -412,12 +420,6 @@ def django_redis_client(alias: str) -> redis.Redis:
     return client
 
 
-# What CLIENT SETINFO tells the server, made once per process. Without it
-# redis-py makes its own for every new connection, reading its version from the
-# installed package's metadata (a walk of sys.path and a parse of METADATA with
-# the email package): four times as the pusher starts, on the way to the first
-# task, and about 1 MiB of memory a forked process no longer shares.
-_DRIVER_INFO = DriverInfo(lib_version=redis.__version__) if DriverInfo is not None else None
 _DRIVER_KEYS = {"driver_info", "lib_name", "lib_version"}  # a setting with any of them keeps its own
 
 

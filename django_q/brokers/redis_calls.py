@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import redis
 
 from ..exceptions import BrokerConnectionError, BrokerError
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's own encoder checks each argument's type in Python
@@ -46,6 +49,14 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+class ScriptCall(Protocol):
+    """A script of `Lua.script`: called with its keys and args, the reply; `script`, for `Lua.call_after`."""
+
+    script: Script
+
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any: ...
+
+
 class Lua:
     """Calls the broker's Lua scripts straight on one connection of its own: EVALSHA written, reply read.
 
@@ -62,14 +73,15 @@ class Lua:
         self.conn: Any = None
         self.heads: dict[tuple, bytes] = {}  # see pack_evalsha
 
-    def script(self, source: str) -> Callable[..., Any]:
+    def script(self, source: str) -> ScriptCall:
         script = self.client.register_script(source)  # computes the SHA; nothing is sent
 
         def call(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
             return self.call(script, keys, args)
 
-        call.script = script  # type: ignore[attr-defined]  # for call_after
-        return call
+        typed = cast(ScriptCall, call)  # a plain function (the fastest call); its `script` is set here
+        typed.script = script
+        return typed
 
     def call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         for attempt in range(3):

@@ -35,13 +35,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 
 from . import inotify
 from .base import ReadyWatch
+
+if TYPE_CHECKING:
+    from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 
 logger = logging.getLogger("django_q")
 
@@ -76,8 +79,9 @@ def insert_notify(conn: BaseDatabaseWrapper, row: Model, queue: str) -> int:
     transaction (the caller's, if one is open); the new row's id."""
     fields = [f for f in row._meta.concrete_fields if not f.primary_key]
     table, quote = row._meta.db_table, conn.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    pk = quote(row._meta.pk.column)
+    # A concrete field has a column; the stubs type Field.column as optional.
+    columns = ", ".join(quote(cast(str, f.column)) for f in fields)
+    pk = quote(cast(str, row._meta.pk.column))
     sql = (
         f"WITH new AS (INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
         f"RETURNING {pk}) SELECT {pk}, pg_notify(%s, '') FROM new"
@@ -107,7 +111,7 @@ def waiter_for(conn: BaseDatabaseWrapper, queues: Sequence[str]) -> Waiter:
     """The best waiter for new rows of any of `queues` in the database of `conn`."""
     if conn.vendor == "postgresql":
         return PgListener(queues)
-    if conn.vendor == "sqlite" and not conn.is_in_memory_db():
+    if conn.vendor == "sqlite" and not cast("SQLiteWrapper", conn).is_in_memory_db():
         return DataVersionWatch()
     return Waiter()
 
@@ -239,9 +243,10 @@ class PgListener(Waiter):
                 pass
 
     def _listen(self, conn: BaseDatabaseWrapper) -> None:
-        self._errors = (conn.Database.Error, OSError)
+        database = conn.Database  # type: ignore[attr-defined]  # every backend has it; the stubs leave it out
+        self._errors = (database.Error, OSError)
         try:
-            raw = conn.Database.connect(**conn.get_connection_params())
+            raw = database.connect(**conn.get_connection_params())
         except self._errors as exc:
             self._failed(conn.alias, exc)
             return

@@ -111,15 +111,15 @@ def decode_modules(data: bytes) -> tuple[list[str], int]:
 
 
 class Notice(NamedTuple):
-    """Worker to sentinel, through the notice pipe: worker `index`, process `pid`, is about to be recycled."""
+    """Worker to sentinel, through the notice pipe: worker number `worker`, process `pid`, is about to be recycled."""
 
-    index: int
+    worker: int  # not `index`, which would hide tuple.index
     pid: int
 
 
 def encode_notice(notice: Notice) -> bytes:
     """A line well under PIPE_BUF, so that writes of several workers never interleave."""
-    return f"{notice.index} {notice.pid}\n".encode()
+    return f"{notice.worker} {notice.pid}\n".encode()
 
 
 def decode_notices(data: bytes) -> list[Notice]:

@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection, Pipe
 from .. import deadletters, reporters
 from ..backoff import Outage
 from ..brokers import cluster_broker
-from ..brokers.base import Broker, Delivery
+from ..brokers.base import Delivery, QueueBackend
 from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError, PackageError, WorkerLost
@@ -78,7 +78,7 @@ class Pusher:
         run_once: bool = False,
         identity: Identity | None = None,
         *,
-        broker: Broker | None = None,
+        broker: QueueBackend | None = None,
         clock: Callable[[], float] = time.monotonic,
         kill: Callable[[int, int], None] = os.kill,
     ) -> None:
@@ -342,6 +342,7 @@ class Pusher:
             "task %s (%s) failed attempt %s with %s; retrying in %.1fs",
             outcome.task.name, outcome.task.id, outcome.attempts, outcome.exception, outcome.retry_in,
         )
+        assert outcome.retry_payload is not None  # only outcomes with a retry come here
         self.leases.retry_later(outcome.delivery_id, outcome.retry_payload, outcome.retry_in)
 
     def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None, cancelled: bool = False) -> None:

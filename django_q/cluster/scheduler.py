@@ -124,6 +124,7 @@ class Scheduler:
         """Claim the row and enqueue its task; the task id, or None if it was skipped or claimed elsewhere."""
         # The call (args, kwargs, options) is read once, and only when needed: to see where a run that may
         # not overlap went, or to send one.
+        assert row.next_run is not None  # _due picks rows by next_run
         call = None if self._may_overlap(row) else self._call(row)
         busy = call is not None and self._busy(row, call[2].get("cluster"))
         step = plan(
@@ -189,6 +190,7 @@ class Scheduler:
         scheduler act on an occurrence, and a previous run that ends in
         between only makes it skip a run it could have made.
         """
+        assert row.task is not None  # a row with no previous run may overlap: only others are looked up
         return get_broker(queue or self.config.name, self.config).lookup(row.task) is not None
 
     def _settle(self, row: Schedule, step: Step, where: dict, task_id: str | None = None) -> bool:
@@ -196,7 +198,7 @@ class Scheduler:
         rows = self._rows(row, **where)
         if step.delete:
             return rows.delete()[0] > 0
-        values = {
+        values: dict[str, object] = {
             "next_run": step.next_run and self._db(step.next_run),
             "repeats": step.repeats,
             "anchor": step.anchor and self._db(step.anchor),

@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 from multiprocessing.connection import wait
+from multiprocessing.context import DefaultContext, ForkContext, ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from django import db
 
@@ -41,7 +42,9 @@ class Sentinel:
     def __init__(self, config: Config, run_once: bool = False, start_method: str | None = None) -> None:
         self.config = config
         self.run_once = run_once
-        self.ctx = multiprocessing.get_context(start_method)
+        # The stubs type get_context(str) as BaseContext, which has no Process; every real context has one.
+        self.ctx = cast(DefaultContext | ForkContext | ForkServerContext | SpawnContext,
+                        multiprocessing.get_context(start_method))
         self.dir = tempfile.mkdtemp(prefix="django_q-")
         self.address = socket_path(self.dir)
         self.authkey = os.urandom(32)
@@ -169,10 +172,7 @@ class Sentinel:
                 self.stopping = True
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
                 if self.pusher.is_alive():
-                    try:
-                        os.kill(self.pusher.pid, GRACEFUL_STOP)
-                    except ProcessLookupError:  # it exited (and was reaped, by the forkserver) since is_alive()
-                        pass
+                    _signal(self.pusher, GRACEFUL_STOP)
                 self._stop_scheduler()
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
@@ -184,7 +184,7 @@ class Sentinel:
                 self._start_spares()
         self._wind_down()
 
-    def _needs_replacing(self, proc: BaseProcess | None) -> bool:
+    def _needs_replacing(self, proc: BaseProcess | None) -> TypeGuard[BaseProcess]:
         # Exit code 0 means the pusher told the process to stop: the cluster is
         # ending, so it is not replaced. Recycled workers and crashes are.
         return proc is not None and not proc.is_alive() and proc.exitcode != Exit.STOPPED
@@ -220,11 +220,10 @@ class Sentinel:
                     logger.warning("worker-%s's replacement (pid %s) exited with code %s before it took over",
                                    i, spare.pid, spare.exitcode)
                 self.spares[i] = None
-        gone = [i for i, proc in enumerate(self.workers) if self._needs_replacing(proc)]
-        if any(self.spares[i] is None for i in gone):
+        gone = [(i, proc) for i, proc in enumerate(self.workers) if self._needs_replacing(proc)]
+        if any(self.spares[i] is None for i, _ in gone):
             self._preload_tasks()
-        for i in gone:
-            proc = self.workers[i]
+        for i, proc in gone:
             if proc.exitcode != Exit.RECYCLED:
                 logger.warning("worker-%s (pid %s) died with exit code %s; replacing it", i, proc.pid, proc.exitcode)
             spare, self.spares[i] = self.spares[i], None
@@ -235,10 +234,7 @@ class Sentinel:
         # pusher: SIGTERM makes the monitor end it after its pass under way (an
         # interrupted pass would be safe too; see cluster.scheduler).
         if self.monitor is not None and self.monitor.is_alive():
-            try:
-                os.kill(self.monitor.pid, GRACEFUL_STOP)
-            except ProcessLookupError:  # it exited (and was reaped, by the forkserver) since is_alive()
-                pass
+            _signal(self.monitor, GRACEFUL_STOP)
 
     def _wind_down(self) -> None:
         """Wait for the processes to exit once the pusher is gone; kill those that do not."""
@@ -282,3 +278,12 @@ def run(config: Config, run_once: bool = False, start_method: str | None = None)
         for proc in sentinel.processes():
             if proc.is_alive():
                 proc.kill()
+
+
+def _signal(proc: BaseProcess, signum: int) -> None:
+    """Send `signum` to the started process `proc`, unless it exited (and was reaped, by the forkserver) since."""
+    assert proc.pid is not None  # started
+    try:
+        os.kill(proc.pid, signum)
+    except ProcessLookupError:
+        pass

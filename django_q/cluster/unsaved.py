@@ -61,8 +61,10 @@ class Unsaved:
             if self.clock() - self.unsent_since < MONITOR_LINGER:
                 return True
         self.unsent_since = None
+        if monitor is None:
+            return True
         batch: list[Outcome | DeadLetterNote] = []
-        while monitor is not None and self.unsent and len(self.sent) + len(batch) < MONITOR_WINDOW:
+        while self.unsent and len(self.sent) + len(batch) < MONITOR_WINDOW:
             delivery_id = self.unsent.popleft()
             msg = self.messages.get(delivery_id)
             if msg is None or delivery_id in self.sent:
