@@ -24,6 +24,20 @@ def other_cluster_beats(rig: Rig) -> None:
     MemoryBroker(QUEUE, LEASE, clock=rig.clock).beat("another cluster", DEAD_AFTER)
 
 
+def pause_with_one_running(rig: Rig, n: int):
+    """n tasks fetched and the first started on a worker; then the cluster is paused past DEAD_AFTER (the lease
+    thread and the loop do nothing) while another cluster beats and takes them. Returns (worker, job, taken)."""
+    worker = rig.worker()
+    rig.enqueue(n)
+    rig.fetch()
+    rig.step()
+    job = worker.jobs()[0]
+    worker.start(job)
+    rig.clock.advance(DEAD_AFTER + BEAT)
+    other_cluster_beats(rig)
+    return worker, job, rig.other_cluster_gets()
+
+
 def test_a_cluster_that_stops_beating_loses_its_leases_after_dead_after(rig):
     rig.enqueue(3)
     rig.fetch()
@@ -63,15 +77,7 @@ def test_results_wait_for_a_beat_once_the_last_is_older_than_in_touch(rig):
 
 
 def test_a_paused_cluster_drops_the_results_of_what_went_elsewhere_and_never_acks_them(rig):
-    worker = rig.worker()
-    rig.enqueue(3)
-    rig.fetch()
-    rig.step()
-    job = worker.jobs()[0]
-    worker.start(job)
-    rig.clock.advance(DEAD_AFTER + BEAT)  # paused: the lease thread and the loop do nothing
-    other_cluster_beats(rig)
-    taken = rig.other_cluster_gets()
+    worker, job, taken = pause_with_one_running(rig, 3)
     assert len(taken) == 3
     worker.finish(job)
     rig.step()  # resumed: the outcome came before the lease thread's beat
@@ -91,15 +97,8 @@ def test_a_paused_cluster_drops_the_results_of_what_went_elsewhere_and_never_ack
 
 
 def test_a_worker_dying_on_a_task_that_went_elsewhere_hands_nothing_back(rig):
-    worker = rig.worker()
-    rig.enqueue(2)
-    rig.fetch()
-    rig.step()
-    job = worker.jobs()[0]
-    worker.start(job)
-    rig.clock.advance(DEAD_AFTER + BEAT)
-    other_cluster_beats(rig)
-    assert len(rig.other_cluster_gets()) == 2  # the other cluster holds both now
+    worker, job, taken = pause_with_one_running(rig, 2)
+    assert len(taken) == 2  # the other cluster holds both now
     rig.leases()
     rig.step()
     worker.die()
@@ -112,15 +111,8 @@ def test_a_beat_between_the_loops_look_at_lost_and_its_send_to_the_monitor_sends
     # The lease thread's beat marks deliveries lost and then the cluster in touch. If it lands after the
     # loop's step looked for lost deliveries and before it sends results to be saved, the send must still
     # leave out what was lost (seen once in CI: the paused cluster's results were saved).
-    worker = rig.worker()
-    rig.enqueue(1)
-    rig.fetch()
-    rig.step()
-    job = worker.jobs()[0]
-    worker.start(job)
-    rig.clock.advance(DEAD_AFTER + BEAT)  # paused
-    other_cluster_beats(rig)
-    assert len(rig.other_cluster_gets()) == 1
+    worker, job, taken = pause_with_one_running(rig, 1)
+    assert len(taken) == 1
     worker.finish(job)
     rig.step()  # resumed: the outcome waits for a beat
     assert rig.monitor.messages() == []
