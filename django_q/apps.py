@@ -17,10 +17,10 @@ class DjangoQConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported for its receiver, once the models may be (the app registry):
-        # the database broker prepares every SQLite connection (busy timeout,
-        # WAL), including those a worker's tasks and the monitor use.
-        from .brokers import orm  # noqa: F401
+        # Imported for its receiver: every SQLite connection is prepared (busy
+        # timeout, WAL), including those a worker's tasks and the monitor use.
+        # The database broker's own module waits until a broker is made.
+        from .brokers import orm_sqlite  # noqa: F401
 
         self.verbose_name = _label()
         checks.register(check_settings, checks.Tags.compatibility)

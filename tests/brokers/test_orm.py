@@ -76,6 +76,28 @@ def test_sqlite_connections_wait_for_locks_and_use_wal(queue_name: str) -> None:
     assert prepared == [(SQLITE_BUSY_TIMEOUT_MS, "wal")]
 
 
+def test_django_setup_prepares_sqlite_connections_without_importing_the_broker(tmp_path) -> None:
+    """Every process of a project loads the app, most never use the database broker: setup registers the
+    SQLite receiver (orm_sqlite) alone, not the broker with its wake-up code (about 35 ms of imports)."""
+    script = f"""
+import sys, django
+from django.conf import settings
+django.setup()
+from django.db import connections
+settings.DATABASES["default"]["NAME"] = {str(tmp_path / "fresh.sqlite3")!r}
+raw = connections["default"]
+raw.ensure_connection()
+pragmas = [raw.connection.execute(f"PRAGMA {{name}}").fetchone()[0] for name in ("busy_timeout", "journal_mode")]
+broker = [m for m in ("django_q.brokers.orm", "django_q.brokers.wakeup", "django_q.brokers.inotify") if m in sys.modules]
+print(*pragmas, *broker)
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(SQLITE_BUSY_TIMEOUT_MS), "wal"]
+
+
 @pytest.mark.parametrize("alias", [p for p in ORM_BACKENDS if p.values[0] != "default"])
 def test_broken_connection_raises_then_reconnects(broker: OrmBroker, alias: str) -> None:
     broker.ping()
