@@ -1,8 +1,11 @@
 """The pusher's fetch thread: keeps leased deliveries ready for the workers, `queue_limit` or more.
 
-It owns its own broker instance (brokers are used by one thread at a time)
-and wakes the pusher's loop (channels.Wake) whenever deliveries arrive. One
-round is `fetch(broker, count)`, which a test calls instead of the thread.
+It owns its own broker instance (brokers are used by one thread at a time).
+When deliveries arrive it asks the pusher to deal them out at once (`deal`,
+which does so unless the pusher's loop is busy), and otherwise wakes the loop
+(channels.Wake): a task sent to an idle worker from this thread does not wait
+for the loop's thread to wake and take the GIL. One round is
+`fetch(broker, count)`, which a test calls instead of the thread.
 
 The buffer holds the most of `queue_limit`, the workers' prefetch (set by the
 pusher while tasks are short) and `ahead`: AHEAD_TRIPS times what the pusher
@@ -47,12 +50,13 @@ class Fetcher(threading.Thread):
 
     def __init__(
         self, config: Config, wake: Callable[[Wake], None], free: Callable[[], int] | None = None,
-        owner: str | None = None,
+        owner: str | None = None, deal: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(name="django_q-fetcher", daemon=True)
         self.config = config
         self.owner = owner  # the cluster id the broker records as holding what this fetcher leases
         self.wake = wake
+        self.deal = deal  # deals the buffer out now and says True, or says False if the loop is busy
         self.buffer: deque[Delivery] = deque()
         self.room = threading.Event()  # set by the pusher when it took deliveries out
         self.stopping = threading.Event()
@@ -87,7 +91,8 @@ class Fetcher(threading.Thread):
         if first or rest:
             self.buffer.extendleft(reversed(first))  # their starts are counted from now
             self.buffer.extend(rest)
-            self.wake(Wake.FETCHED)
+            if self.deal is None or not self.deal():
+                self.wake(Wake.FETCHED)
 
     def _measure(self, taken: int, drained: bool) -> None:
         """Size `ahead` by the `taken` deliveries the pusher took out of the buffer during one dequeue.
