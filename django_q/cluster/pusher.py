@@ -476,6 +476,7 @@ class Pusher:
 
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
+        self.fetcher.deal = None  # a fetcher still running (the loop failed) deals nothing after the STOPs
         if self.status is not None:
             self.status.stop()
         self.leases.close(self.broker)  # and what the lease thread had no time for
