@@ -15,7 +15,9 @@ broker, and any job it had not started goes back to the front of the buffer.
 
 `Pusher(...)` starts nothing; `start()` binds the socket and starts the
 fetcher, lease and status threads, and `loop()` waits for connections and
-calls `step(ready)`, which makes every decision. A test calls `step()` with
+calls `step(ready)`, which makes every decision (all but one: while the loop
+waits, the fetcher thread deals out what it fetched itself, under the same
+lock, see `_deal_now`). A test calls `step()` with
 connections of its own, a clock of its own and a `kill` that records signals.
 """
 
