@@ -54,6 +54,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=float, default=1.0, help="round trip the proxy adds (default 1.0)")
     parser.add_argument("--deadline", type=float, default=12.0, help="seconds a drain may take (then cut short)")
     parser.add_argument("--out", default="", help="a JSON file for every run's figures")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also measure this package as it was at REF (a git commit-ish) as the system "
+                             "django-q@<hash>, right after ours (as run.py's --baseline: its own venv of `git archive REF`)")
     opts = parser.parse_args(argv)
     opts.peers = [p.strip() for p in opts.peers.split(",") if p.strip()]
     bad = set(opts.peers) - set(REDIS_SYSTEMS[1:])
@@ -61,6 +64,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown Redis peer(s) {', '.join(sorted(bad))}; known: {', '.join(REDIS_SYSTEMS[1:])}")
     if opts.n < 1 or opts.lat_tasks < 1 or opts.repeats < 1:
         parser.error("-n, --lat-tasks and --repeats must be at least 1")
+    opts.baseline_system = None
+    if opts.baseline is not None:
+        # Resolved once, before the re-exec: REF (main, HEAD~1 ...) may move during the run.
+        commit = os.environ.get("BENCH_BASELINE_COMMIT") if os.environ.get("BENCH_IN_VENV") == "1" else None
+        if not commit:
+            try:
+                commit = venvs.resolve(opts.baseline)
+            except ValueError as exc:
+                parser.error(f"--baseline: {exc}")
+        opts.baseline_commit = commit
+        opts.baseline_system = venvs.add_baseline(commit)
     return opts
 
 
@@ -72,10 +86,16 @@ def bootstrap(opts: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/far.py needs root: it makes a network namespace (ip netns)")
     fd = lock.acquire()
-    for system in ("harness", "django-q", *opts.peers):
+    ours = ["django-q"]
+    if opts.baseline_system:
+        venvs.export(opts.baseline_commit)
+        ours.append(opts.baseline_system)
+    for system in ("harness", *ours, *opts.peers):
         venvs.ensure(system)
     python = str(venvs.python("harness"))
     env = {**os.environ, "BENCH_IN_VENV": "1", lock.ENV: str(fd)}
+    if opts.baseline_system:
+        env["BENCH_BASELINE_COMMIT"] = opts.baseline_commit
     os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
@@ -149,7 +169,7 @@ def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
     conf = settings(argparse.Namespace(quick=False, n=None, repeats=None, w5_repeats=None))
     figures: dict = {}
     for rep in range(opts.repeats):
-        for system in ("django-q", *opts.peers):
+        for system in ("django-q", *([opts.baseline_system] if opts.baseline_system else []), *opts.peers):
             target = Target(system)
             for where in (("loopback", "far") if rep % 2 == 0 else ("far", "loopback")):
                 runner.far = where == "far"

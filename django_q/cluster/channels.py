@@ -137,5 +137,5 @@ class Wake(enum.Enum):
 
     ARRIVED = b"a"  # the listener queued a new connection
     CANCELS = b"c"  # the lease thread took new cancel requests, or found deliveries lost
-    FETCHED = b"f"  # the fetcher added deliveries to the buffer
+    FETCHED = b"f"  # the fetcher added deliveries to the buffer and the loop was busy: it deals them out
     FETCHER_EXITED = b"x"  # the fetcher stopped (a graceful stop can hand back the buffer)

@@ -15,7 +15,9 @@ broker, and any job it had not started goes back to the front of the buffer.
 
 `Pusher(...)` starts nothing; `start()` binds the socket and starts the
 fetcher, lease and status threads, and `loop()` waits for connections and
-calls `step(ready)`, which makes every decision. A test calls `step()` with
+calls `step(ready)`, which makes every decision (all but one: while the loop
+waits, the fetcher thread deals out what it fetched itself, under the same
+lock, see `_deal_now`). A test calls `step()` with
 connections of its own, a clock of its own and a `kill` that records signals.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -96,6 +99,9 @@ class Pusher:
         self.poller = process.Poller()
         self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
+        # Held while the loop's decisions are made: by loop()'s step(), or by the fetcher thread
+        # dealing out what it just fetched (_deal_now, from start() on) while the loop waits.
+        self.lock = threading.Lock()
         self.fetcher = Fetcher(config, self._wake, self._free_workers, owner=self.identity.id)
         self.slots: dict[Connection, Slot] = {}
         self.monitor: Connection | None = None
@@ -120,6 +126,7 @@ class Pusher:
         # Then the fetcher, before the other threads: its connection and first
         # lease are the longest step before the first job.
         self.listener = process.Listener(self.address, self.authkey, self._arrived)
+        self.fetcher.deal = self._deal_now
         self.fetcher.start()
         self.leases.start()
         # The status thread has its own broker; it reads the loop's state through _status_snapshot.
@@ -148,7 +155,22 @@ class Pusher:
 
     def loop(self, timeout: float = TICK) -> None:
         """One pass of the process: wait up to `timeout` seconds for connections to read, then `step()`."""
-        self.step(self.wait(timeout))
+        ready = self.wait(timeout)
+        with self.lock:
+            self.step(ready)
+
+    def _deal_now(self) -> bool:
+        """Called from the fetcher thread as deliveries arrive: deal them out unless the loop is making a
+        pass (then False: the fetcher wakes it). A worker that waits for its next task gets it without
+        the loop's thread waking in between. Only jobs are sent here: connections are closed, and
+        results sent to be saved, by the loop alone."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self._deal_out()
+        finally:
+            self.lock.release()
+        return True
 
     def wait(self, timeout: float) -> list[Connection]:
         """The connections ready to read (or closed), waiting up to `timeout` (less while outcomes linger)."""
@@ -214,6 +236,11 @@ class Pusher:
             self.slots[conn] = Slot(conn, hello.pid, hello.index, state, standby=standby)
 
     def _dispatch(self) -> None:
+        self._deal_out()
+        self._to_monitor()
+
+    def _deal_out(self) -> None:
+        """Deal the buffer out to the workers with room for more jobs."""
         most = depth(self.mean_run)
         # Short tasks drain a small buffer faster than one broker round trip refills it.
         self.fetcher.prefetch = self.config.workers * most if most > 1 else 0
@@ -229,7 +256,6 @@ class Pusher:
                     # Not _gone() yet: the worker's last outcomes may
                     # still be unread, and dropping them would run its task again.
                     slot.closing = True
-        self._to_monitor()
 
     def _next_admissible(self) -> Delivery | None:
         buffer = self.fetcher.buffer
@@ -452,6 +478,7 @@ class Pusher:
 
     def close(self) -> None:
         """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
+        self.fetcher.deal = None  # a fetcher still running (the loop failed) deals nothing after the STOPs
         if self.status is not None:
             self.status.stop()
         self.leases.close(self.broker)  # and what the lease thread had no time for

@@ -35,7 +35,8 @@ MEANINGS = {
     "poll": "the database broker's idle poll interval, seconds (PostgreSQL and SQLite also wake on an enqueue)",
     "recycle": "tasks a worker runs before it is replaced",
     "max_rss": "KiB; a worker above it is replaced after its task",
-    "queue_limit": "tasks the pusher holds in memory ahead of the workers",
+    "queue_limit": "tasks the pusher holds in memory ahead of the workers, at least (more for short tasks, and "
+    "as many as the workers take in three round trips to the broker)",
     "ack_failures": "a task that raised is recorded as failed and not run again (`False`: it is delivered again "
     "until `max_attempts`)",
     "catch_up": "run missed schedule occurrences once after downtime",

@@ -86,6 +86,22 @@ class TestDispatch:
         assert len(rig.pusher.fetcher.buffer) == 3
         assert rig.pusher.fetcher.prefetch == 0
 
+    def test_what_the_fetcher_brings_goes_to_an_idle_worker_from_its_thread_unless_the_loop_is_busy(self, rig):
+        workers = [rig.worker(), rig.worker()]
+        rig.step()  # both connected, idle
+        rig.pusher.fetcher.deal = rig.pusher._deal_now  # as start() wires it
+        woken = []
+        rig.pusher._wake = woken.append
+        rig.pusher.fetcher.wake = rig.pusher._wake
+        rig.enqueue(3)
+        with rig.pusher.lock:  # the loop is making a pass: it is woken and deals them itself
+            rig.fetch()
+        assert [len(w.jobs()) for w in workers] == [0, 0] and len(woken) == 1
+        rig.pusher.fetcher.buffer.clear()
+        rig.enqueue(2)
+        rig.fetch()  # the loop waits: dealt at once, without waking it
+        assert [len(w.jobs()) for w in workers] == [1, 1] and len(woken) == 1
+
     def test_short_tasks_go_several_to_a_message_and_are_topped_up_at_half(self, rig):
         worker = rig.worker()
         rig.warm(worker, 60)  # run times known: 10 jobs a worker
