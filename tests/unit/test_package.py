@@ -142,6 +142,22 @@ class TestSignature:
             with pytest.raises(BadSignature):
                 verify(framed("never-a-key"), LIMIT)
 
+    def test_without_openssls_inner_hmac_the_python_wrapper_signs_alike(self, settings, monkeypatch):
+        """package.py copies OpenSSL's HMAC object where hmac.HMAC has one, else the wrapper itself."""
+        from django.utils.crypto import salted_hmac
+
+        from django_q import package
+
+        body = b"any body \x00\xff"
+        expected = salted_hmac(package.SALT, bytes((FLAG_JSON,)) + body, secret=settings.SECRET_KEY,
+                               algorithm="sha256").digest()
+        package.reset_keys()
+        monkeypatch.setattr(package, "_inner", lambda mac: mac)
+        try:
+            assert sign(body, FLAG_JSON)[len(MAGIC) + 1 : HEADER_BYTES] == expected
+        finally:
+            package.reset_keys()
+
     @pytest.mark.parametrize("compress", [False, True])
     @pytest.mark.parametrize("serializer", ["pickle", "json"])
     def test_a_flipped_bit_anywhere_is_a_bad_signature(self, serializer, compress):
