@@ -11,6 +11,7 @@ import redis
 from ..exceptions import BrokerConnectionError, BrokerError
 
 if TYPE_CHECKING:
+    from redis._parsers.encoders import Encoder
     from redis.commands.core import Script
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -23,43 +24,52 @@ except ImportError:  # pragma: no cover - hiredis is an optional extra
 HEADS_MAX = 256
 
 
-def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[Any], encode: Callable[[Any], bytes],
+def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[Any], encoder: Encoder,
                  heads: dict[tuple, bytes]) -> bytes:
     """EVALSHA sha len(keys) *keys *args in RESP, as redis-py's Connection.pack_command writes it.
 
     Without hiredis, redis-py encodes every argument in Python on every call: ~30 us
     for an enqueue, whose 15 keys never change. Here the head (command, SHA and keys)
     is encoded once per script and keys, in `heads`; each call encodes only its
-    `args`, with `encode` (the connection's own Encoder.encode).
+    `args`, as `encoder` (the connection's own Encoder) would.
     """
     head_key = (sha, *keys)
     head = heads.get(head_key)
     if head is None:
         if len(heads) >= HEADS_MAX:
             heads.clear()
-        head = heads[head_key] = evalsha_head(sha, keys, encode)
-    return pack_args(head, len(keys), args, encode)
+        head = heads[head_key] = evalsha_head(sha, keys, encoder)
+    return pack_args(head, len(keys), args, encoder)
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def evalsha_head(sha: str, keys: Sequence[str], encode: Callable[[Any], bytes]) -> bytes:
+def evalsha_head(sha: str, keys: Sequence[str], encoder: Encoder) -> bytes:
     """The part of an EVALSHA in RESP that names the script and its keys (pack_args adds the rest)."""
-    return b"".join(_bulk(encode(part)) for part in ("EVALSHA", sha, len(keys), *keys))
+    return b"".join(_bulk(encoder.encode(part)) for part in ("EVALSHA", sha, len(keys), *keys))
 
 
-def pack_args(head: bytes, key_count: int, args: Sequence[Any], encode: Callable[[Any], bytes]) -> bytes:
+def pack_args(head: bytes, key_count: int, args: Sequence[Any], encoder: Encoder) -> bytes:
     """An EVALSHA in RESP from its `head` (evalsha_head, naming `key_count` keys) and its `args`.
 
-    Bytes go as they are and ints as their digits, which is what `encode` makes
-    of them (a bool is not an int here: `encode` refuses it); the rest through `encode`.
+    Bytes, ints and str are written here as Encoder.encode writes them (a bool
+    is not an int here: it goes to Encoder.encode, which refuses it), the rest
+    through it: its method calls and type checks cost more than the packing.
     """
+    encoding, errors, encode = encoder.encoding, encoder.encoding_errors, encoder.encode
     parts = [b"*%d\r\n" % (3 + key_count + len(args)), head]
     for arg in args:
         kind = type(arg)
-        value = arg if kind is bytes else b"%d" % arg if kind is int else encode(arg)
+        if kind is bytes:
+            value = arg
+        elif kind is str:
+            value = arg.encode(encoding, errors)
+        elif kind is int:
+            value = b"%d" % arg
+        else:
+            value = encode(arg)
         parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
     return b"".join(parts)
 
@@ -91,7 +101,7 @@ class Lua:
         self.conn: Any = None
         self.heads: dict[tuple, bytes] = {}  # see pack_evalsha
         # What the pool's connections encode arguments with (their Encoder, from the same settings).
-        self.encode = client.get_encoder().encode
+        self.encoder = client.get_encoder()
 
     def script(self, source: str) -> ScriptCall:
         script = self.client.register_script(source)  # computes the SHA; nothing is sent
@@ -106,13 +116,13 @@ class Lua:
     def bind(self, source: str, keys: Sequence[str]) -> BoundCall:
         """A script whose keys never change (an enqueue's): called with its args alone, its keys packed once."""
         script = self.client.register_script(source)
-        encode = self.encode
-        head = evalsha_head(script.sha, keys, encode)
+        encoder = self.encoder
+        head = evalsha_head(script.sha, keys, encoder)
         prefix = ("EVALSHA", script.sha, len(keys), *keys)
         key_count = len(keys)
 
         def call(args: Sequence[Any]) -> Any:
-            return self.send(script, _pack((*prefix, *args)) if _pack else pack_args(head, key_count, args, encode))
+            return self.send(script, _pack((*prefix, *args)) if _pack else pack_args(head, key_count, args, encoder))
 
         return call
 
@@ -181,7 +191,7 @@ class Lua:
     def _packed(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> bytes:
         if _pack:
             return _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return pack_evalsha(script.sha, keys, args, self.encode, self.heads)
+        return pack_evalsha(script.sha, keys, args, self.encoder, self.heads)
 
     def close(self) -> None:
         if self.conn is not None:

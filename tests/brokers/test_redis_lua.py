@@ -163,23 +163,35 @@ COMMANDS = [
 def test_the_evalsha_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
     """pack_evalsha (the packer without hiredis) against redis-py's Connection.pack_command, its head cached."""
     heads: dict[tuple, bytes] = {}
-    encode = Connection().encoder.encode
+    encoder = Connection().encoder
     for keys in (["django_q:{q}:seq", "django_q:{q}:ready"], ["django_q:{q}:seq", "django_q:{é}:ready"], []):
         for _ in range(2):  # the second from the cached head
             command = ("EVALSHA", "0" * 40, len(keys), *keys, *args)
-            assert redis_calls.pack_evalsha("0" * 40, keys, args, encode, heads) == b"".join(
+            assert redis_calls.pack_evalsha("0" * 40, keys, args, encoder, heads) == b"".join(
                 Connection().pack_command(*command)
             )
     assert len(heads) == 3
 
 
+def test_the_evalsha_packer_encodes_text_as_the_connections_encoder_does() -> None:
+    """A client set up with another `encoding` (and `encoding_errors`): str arguments follow it."""
+    from redis._parsers.encoders import Encoder
+
+    encoder = Encoder("latin-1", "replace", False)
+    args = ("é ☃", "plain", b"\xe9", 5)
+    command = ("EVALSHA", "0" * 40, 1, "django_q:{é}:seq", *args)
+    expected = b"".join(PythonRespSerializer(6000, encoder.encode).pack(*command))
+    assert b"\xe9 ?" in expected
+    assert redis_calls.pack_evalsha("0" * 40, ["django_q:{é}:seq"], args, encoder, {}) == expected
+
+
 @pytest.mark.parametrize("value", [True, None, object()])
 def test_the_evalsha_packer_refuses_what_redis_py_refuses(value: Any) -> None:
-    encode = Connection().encoder.encode
+    encoder = Connection().encoder
     with pytest.raises(redis.exceptions.DataError):
-        encode(value)
+        encoder.encode(value)
     with pytest.raises(redis.exceptions.DataError):
-        redis_calls.pack_evalsha("0" * 40, [], [value], encode, {})
+        redis_calls.pack_evalsha("0" * 40, [], [value], encoder, {})
 
 
 @pytest.mark.parametrize("hiredis", [True, False], ids=["hiredis", "python"])
