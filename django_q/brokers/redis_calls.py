@@ -29,7 +29,7 @@ def pack_evalsha(sha: str, keys: Sequence[str], args: Sequence[Any], encoder: En
     """EVALSHA sha len(keys) *keys *args in RESP, as redis-py's Connection.pack_command writes it.
 
     Without hiredis, redis-py encodes every argument in Python on every call: ~30 us
-    for an enqueue, whose 15 keys never change. Here the head (command, SHA and keys)
+    for an enqueue, whose 15 keys never change. Here the head (command, SHA, keys)
     is encoded once per script and keys, in `heads`; each call encodes only its
     `args`, as `encoder` (the connection's own Encoder) would.
     """
