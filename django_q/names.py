@@ -44,13 +44,15 @@ def new_ids(count: int) -> list[str]:
         raw[at] = raw[at] & 0x0F | 0x40  # version 4
         raw[at + 2] = raw[at + 2] & 0x3F | 0x80  # the RFC 4122 variant
     text = raw.hex()
+    if count == 1:  # async_task's
+        return [text]
     return [text[at : at + 32] for at in range(0, 32 * count, 32)]
 
 
 def humanize(task_id: str) -> str:
     """The readable name of a task id."""
-    raw = bytes.fromhex(task_id[:8])
-    return "-".join(WORDS[b] for b in raw) + "-" + task_id[-6:]
+    a, b, c, d = bytes.fromhex(task_id[:8])
+    return f"{WORDS[a]}-{WORDS[b]}-{WORDS[c]}-{WORDS[d]}-{task_id[-6:]}"
 
 
 _HOST = socket.gethostname()

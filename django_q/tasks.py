@@ -79,6 +79,8 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
       key of your own: while a task of that key is queued or running on the
       queue, return its id and send nothing (see django_q.unique).
     """
+    if not kwargs:  # most calls: no options, no keyword arguments
+        return enqueue(func, [args])[0]
     q_options = kwargs.pop("q_options", None)
     if q_options is not None:
         options = dict(q_options)

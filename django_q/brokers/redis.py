@@ -72,7 +72,6 @@ from .base import (
 from .redis_lua import (
     ACK,
     CANCEL,
-    CLOCK_AND_WAKE,
     COMMON,
     COUNTS,
     DEQUEUE,
@@ -140,8 +139,8 @@ class RedisBroker(RedisOwners, QueueBackend):
         # that does not answer, instead of waiting out the retries and long
         # reads that keep a cluster's own calls going through a short stall.
         self._sender = Lua(_make_client(redis_setting, enqueue_timeout)) if enqueue_timeout else self._lua
-        self._enqueue = self._sender.script(CLOCK_AND_WAKE + ENQUEUE)
-        self._enqueue_unique = self._sender.script(COMMON + ENQUEUE_UNIQUE)
+        self._enqueue = self._sender.bind(ENQUEUE, self._enqueue_keys)
+        self._enqueue_unique = self._sender.bind(ENQUEUE_UNIQUE, self._keys)
         self._dequeue = register(COMMON + DEQUEUE)
         self._renew = register(COMMON + RENEW)
         self._ack = register(COMMON + ACK)
@@ -167,13 +166,13 @@ class RedisBroker(RedisOwners, QueueBackend):
         """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
         args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key or ""]
         with _translate():
-            return self._enqueue(keys=self._enqueue_keys, args=args).decode()
+            return self._enqueue(args).decode()
 
     def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
         """Add the package unless the message holding `unique` is still here; the key of the holder (one script)."""
         args = [_priority_base(priority), max(0, round(delay * 1000)), payload, key, check_unique(unique)]
         with _translate():
-            holder = self._enqueue_unique(keys=self._keys, args=args)
+            holder = self._enqueue_unique(args)
         return _text(holder)
 
     def enqueue_many(
@@ -189,7 +188,7 @@ class RedisBroker(RedisOwners, QueueBackend):
                 args: list[Any] = [base, delay_ms]
                 for payload, key in zip(payloads[start : start + ENQUEUE_BATCH], keys[start : start + ENQUEUE_BATCH]):
                     args += (payload, key or "")
-                reply = self._enqueue(keys=self._enqueue_keys, args=args)
+                reply = self._enqueue(args)
                 ids.extend([reply.decode()] if isinstance(reply, bytes) else [i.decode() for i in reply])
         return ids
 

@@ -75,18 +75,28 @@ def test_id_is_the_ready_score(broker: RedisBroker, queue_name: str, redis_clien
     assert int(high) < int(low)
 
 
-def test_the_wake_list_holds_a_token_per_enqueue_up_to_its_cap(
+def test_the_wake_list_holds_a_token_per_enqueue_and_enqueues_trim_it_once_past_twice_its_cap(
     broker: RedisBroker, queue_name: str, redis_client: redis.Redis
 ) -> None:
+    """While nobody pops the tokens, an enqueue trims the list back to WAKE_CAP only once it grew past twice
+    that (a command in WAKE_CAP enqueues, not one each); a dequeue that passes the baton trims it to WAKE_CAP."""
     wake = f"django_q:{{{queue_name}}}:wake"
     for payload in (b"a", b"b", b"c"):
         broker.enqueue(payload)
     assert redis_client.llen(wake) == 3
-    for _ in range(WAKE_CAP + 5):
+    for _ in range(2 * WAKE_CAP - 3):
         broker.enqueue(b"x")
+    assert redis_client.llen(wake) == 2 * WAKE_CAP
+    broker.enqueue(b"x")
     assert redis_client.llen(wake) == WAKE_CAP
     broker.enqueue_many([b"y"] * 10)
+    broker.enqueue_unique(b"z", "one", "k1")
+    assert redis_client.llen(wake) == WAKE_CAP + 2
+    broker.dequeue()
     assert redis_client.llen(wake) == WAKE_CAP
+    for _ in range(WAKE_CAP + 1):
+        broker.enqueue_unique(b"z", "two", "k2")  # held after the first: nothing sent, no token
+    assert redis_client.llen(wake) == WAKE_CAP + 1
 
 
 def test_dict_setting_and_decoding_client_still_carry_bytes(queue_name: str, redis_kwargs: dict[str, Any]) -> None:

@@ -15,12 +15,11 @@ from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
 from django_q.brokers.redis_lua import (
     ACK,
     CANCEL,
-    CLOCK_AND_WAKE,
-    
     COMMON,
     COUNTS,
     DEQUEUE,
     ENQUEUE,
+    ENQUEUE_UNIQUE,
     LOOKUP,
     MARK_RUNNING,
     PENDING,
@@ -93,9 +92,9 @@ def pair(queue_name: str, redis_url: str) -> Iterator[Pair]:
 
 def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
     base = 100 * PRIORITY_SHIFT  # priority 0
-    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
-    pair.call(CLOCK_AND_WAKE + ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
-    third = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, "third é", "k4"])  # one message: its id alone
+    first, second = pair.call(ENQUEUE, [base, 0, b"\x00first\xff", "k1", b"second", ""])
+    pair.call(ENQUEUE, [95 * PRIORITY_SHIFT, 60_000, b"later", "k3"])
+    third = pair.call(ENQUEUE, [base, 0, "third é", "k4"])  # one message: its id alone
     assert pair.call(COMMON + COUNTS, []) == [3, 0]
     for key in ("k1", "k3", "nope"):
         pair.call(COMMON + LOOKUP, [key])
@@ -121,7 +120,7 @@ def test_every_script_replies_as_through_redis_pys_script(pair: Pair) -> None:
 
 def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, queue_name: str) -> None:
     base = 100 * PRIORITY_SHIFT
-    first, second = pair.call(CLOCK_AND_WAKE + ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
+    first, second = pair.call(ENQUEUE, [base, 0, b"a", "k1", b"b", ""])
     pair.call(COMMON + DEQUEUE, [2, 30_000])
     pair.call(COMMON + DEFER, [first, 60_000, second, 0, "999", 0])
     assert pair.call(COMMON + LOOKUP, ["k1"])[:4] == [b"delayed", first, b"a", 0]
@@ -142,7 +141,7 @@ def test_the_rate_limit_scripts_reply_as_through_redis_pys_script(pair: Pair, qu
 
 def test_a_failing_script_raises_the_same_error(pair: Pair) -> None:
     errors = []
-    for call in (pair.lua.script(CLOCK_AND_WAKE + ENQUEUE), pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)):
+    for call in (pair.lua.script(ENQUEUE), pair.client.register_script(ENQUEUE)):
         with pytest.raises(redis.exceptions.ResponseError) as info:
             call(keys=pair.ours[: len(KEY_NAMES)], args=["not a number", 0, b"x", ""])
         errors.append(type(info.value))
@@ -160,18 +159,62 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("args", COMMANDS)
+@pytest.mark.parametrize("args", [*COMMANDS, pytest.param((memoryview(b"view"), bytearray(b"array")), id="buffers")])
 def test_the_evalsha_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...]) -> None:
     """pack_evalsha (the packer without hiredis) against redis-py's Connection.pack_command, its head cached."""
     heads: dict[tuple, bytes] = {}
-    encode = Connection().encoder.encode
+    encoder = Connection().encoder
     for keys in (["django_q:{q}:seq", "django_q:{q}:ready"], ["django_q:{q}:seq", "django_q:{é}:ready"], []):
         for _ in range(2):  # the second from the cached head
             command = ("EVALSHA", "0" * 40, len(keys), *keys, *args)
-            assert redis_calls.pack_evalsha("0" * 40, keys, args, encode, heads) == b"".join(
+            assert redis_calls.pack_evalsha("0" * 40, keys, args, encoder, heads) == b"".join(
                 Connection().pack_command(*command)
             )
     assert len(heads) == 3
+
+
+def test_the_evalsha_packer_encodes_text_as_the_connections_encoder_does() -> None:
+    """A client set up with another `encoding` (and `encoding_errors`): str arguments follow it."""
+    from redis._parsers.encoders import Encoder
+
+    encoder = Encoder("latin-1", "replace", False)
+    args = ("é ☃", "plain", b"\xe9", 5)
+    command = ("EVALSHA", "0" * 40, 1, "django_q:{é}:seq", *args)
+    expected = b"".join(PythonRespSerializer(6000, encoder.encode).pack(*command))
+    assert b"\xe9 ?" in expected
+    assert redis_calls.pack_evalsha("0" * 40, ["django_q:{é}:seq"], args, encoder, {}) == expected
+
+
+@pytest.mark.parametrize("value", [True, None, object()])
+def test_the_evalsha_packer_refuses_what_redis_py_refuses(value: Any) -> None:
+    encoder = Connection().encoder
+    with pytest.raises(redis.exceptions.DataError):
+        encoder.encode(value)
+    with pytest.raises(redis.exceptions.DataError):
+        redis_calls.pack_evalsha("0" * 40, [], [value], encoder, {})
+
+
+@pytest.mark.parametrize("hiredis", [True, False], ids=["hiredis", "python"])
+def test_a_bound_script_replies_as_through_redis_pys_script(
+    pair: Pair, hiredis: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lua.bind (the enqueues' call: its keys packed once) against redis-py's Script, with hiredis and without."""
+    if hiredis and redis_calls._pack is None:
+        pytest.skip("hiredis is not installed")
+    if not hiredis:
+        monkeypatch.setattr(redis_calls, "_pack", None)
+    keys = len(KEY_NAMES)
+    ours = pair.lua.bind(ENQUEUE, pair.ours[:keys])
+    theirs = pair.client.register_script(ENQUEUE)
+    base = 100 * PRIORITY_SHIFT
+    for args in ([base, 0, b"\x00one\xff", "k1"], [base, 60_000, "two é", ""], [base, 0, b"a", "k2", b"b", ""]):
+        assert same(ours(args), theirs(keys=pair.theirs[:keys], args=args))
+    assert pair.call(COMMON + PENDING, [10])[2] == b"\x00one\xff"
+    unique = pair.lua.bind(ENQUEUE_UNIQUE, pair.ours[:keys])
+    unique_theirs = pair.client.register_script(ENQUEUE_UNIQUE)
+    for args in ([base, 0, b"u", "k3", "one"], [base, 0, b"v", "k4", "one"]):
+        assert same(unique(args), unique_theirs(keys=pair.theirs[:keys], args=args))
+    assert unique([base, 0, b"w", "k5", "one"]) == b"k3"
 
 
 @pytest.mark.parametrize("args", COMMANDS)
@@ -190,11 +233,11 @@ def test_the_hand_packer_writes_the_bytes_redis_py_writes(args: tuple[Any, ...])
 def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: Pair, queue_name: str) -> None:
     wake = pair.ours[KEY_NAMES.index("wake")]
     pair.client.lpush(wake, 1)
-    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
+    enqueue = pair.lua.script(ENQUEUE)
     enqueue(keys=pair.ours, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
     dequeue = pair.lua.script(COMMON + DEQUEUE)
     # BLPOP's reply (the token) is dropped; the script's is the dequeue's, as through redis-py's Script.
-    pair.client.register_script(CLOCK_AND_WAKE + ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
+    pair.client.register_script(ENQUEUE)(keys=pair.theirs, args=[100 * PRIORITY_SHIFT, 0, b"body", "k1"])
     ours = pair.lua.call_after(("BLPOP", wake, "0.5"), dequeue.script, pair.ours, [1, 30_000, ""])
     theirs = pair.client.register_script(COMMON + DEQUEUE)(keys=pair.theirs, args=[1, 30_000, ""])
     assert same(ours, theirs), (ours, theirs)
@@ -208,7 +251,7 @@ def test_a_script_called_after_a_blocking_command_replies_as_called_alone(pair: 
 @pytest.mark.parametrize("delay", [0, 60_000])
 def test_one_message_at_a_time_leaves_the_keys_a_batch_leaves(pair: Pair, delay: int) -> None:
     """ENQUEUE's one-message path (async_task) against its batch path (async_many), key by key."""
-    enqueue = pair.lua.script(CLOCK_AND_WAKE + ENQUEUE)
+    enqueue = pair.lua.script(ENQUEUE)
     base = 90 * PRIORITY_SHIFT
     singles = [enqueue(keys=pair.ours, args=[base, delay, body, key]) for body, key in ((b"a", "k1"), (b"b", ""))]
     batch = enqueue(keys=pair.theirs, args=[base, delay, b"a", "k1", b"b", ""])

@@ -64,3 +64,9 @@ def test_async_iter_part_ids_get_distinct_names():
     parent = new_id()
     parts = [f"{parent[:24]}{i:08x}" for i in range(5000)]
     assert len({humanize(p) for p in parts}) == len(parts)
+
+
+def test_a_name_is_the_words_of_the_ids_first_four_bytes_and_its_last_six_digits():
+    """humanize's formatting, pinned to the plain rule it spells out."""
+    for task_id in [*new_ids(1000), "ff" * 16, "00" * 16, "3FA2C1D47E8B40A19C6D2E5F7A8B9C0D"]:
+        assert humanize(task_id) == "-".join(WORDS[b] for b in bytes.fromhex(task_id[:8])) + "-" + task_id[-6:]
