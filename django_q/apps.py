@@ -19,7 +19,7 @@ class DjangoQConfig(AppConfig):
     def ready(self) -> None:
         # Imported for its receiver, once the models may be (the app registry):
         # the database broker prepares every SQLite connection (busy timeout,
-        # WAL), including those a worker's tasks and the monitor use.
+        # WAL), including those a worker's tasks and the pusher's saver use.
         from .brokers import orm  # noqa: F401
 
         self.verbose_name = _label()
