@@ -4,7 +4,7 @@
 
 Writes bench/profiles/w2-redis.raw (py-spy's collapsed stacks: one line per
 stack, rooted in the process titles) and prints, for each role (sentinel,
-pusher with its fetcher thread, monitor, workers), the functions with the
+pusher with its fetcher, saver and scheduler threads, workers), the functions with the
 most samples of their own (self) and the django_q functions with the most
 samples under them (total). Idle waits are not sampled (py-spy without --idle).
 """
@@ -26,8 +26,9 @@ RATE = 100  # samples per second
 DURATION = 10  # seconds
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 TITLE = re.compile(r'^process (?P<pid>\d+):"django_q (?P<role>[a-z]+)(?P<slot>-\d+)?')
-ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("pusher.py", "pusher: main thread"),
-         ("monitor.py", "monitor"), ("scheduler.py", "scheduler"), ("sentinel.py", "sentinel"))
+ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("saving.py", "pusher: saver thread"),
+         ("scheduler.py", "pusher: scheduler thread"), ("pusher.py", "pusher: main thread"),
+         ("sentinel.py", "sentinel"))
 # Leaf frames where a thread blocks. py-spy's idle detection does not drop them
 # here, so they are counted apart from work (a Redis or database round trip
 # stays in the work lists: it is time a role spends per task).
@@ -112,7 +113,8 @@ def summarize(raw: str, top: int = 10) -> str:
         }:
             total_count[role][f] += c
     lines = []
-    for role in ("pusher: main thread", "pusher: fetcher thread", "monitor", "worker", "sentinel", "scheduler", "other"):
+    for role in ("pusher: main thread", "pusher: fetcher thread", "pusher: saver thread", "pusher: scheduler thread",
+                 "worker", "sentinel", "other"):
         if not samples[role]:
             continue
         slots = len(pids[role]) or 1  # worker-0 and worker-1, however often recycled
