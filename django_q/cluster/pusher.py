@@ -120,7 +120,7 @@ class Pusher:
         self.all_connected = False
 
     def start(self) -> None:
-        """Wire the process: the wake pipe, the socket, and the fetcher, lease and status threads."""
+        """Wire the process: the wake pipe, the socket, and the fetcher, lease, saver and status threads."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
         # The socket first: a pusher that cannot bind it must have leased nothing.
         # Then the fetcher, before the other threads: its connection and first

@@ -21,7 +21,7 @@ from django_q.brokers.memory import MemoryBroker, reset
 from django_q.cluster.channels import cancel_path, decode_cancels
 from django_q.cluster.leases import CANCEL_POLL
 from django_q.cluster.messages import STOP, Batch, Outcome
-from django_q.cluster.pusher import Pusher
+from django_q.cluster.pusher import SCHEDULER_DELAY, Pusher
 from django_q.cluster.unsaved import WINDOW
 from django_q.conf import Config
 from django_q.outcomes import DeadLetterNote
@@ -357,3 +357,55 @@ class TestStopAndLoss:
         rig.step()
         assert [j.delivery_id for j in second.jobs()[: len(held) - 1]] == [j.delivery_id for j in held[1:]]
         assert [d.id for d in rig.broker.dequeue(100, 0)] == [held[0].delivery_id]
+
+
+class NotedScheduler:
+    """Stands in for the scheduler's thread: notes when the pusher starts it."""
+
+    def __init__(self) -> None:
+        self.ident: int | None = None
+
+    def start(self) -> None:
+        self.ident = 1
+
+    def stop(self) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+class TestSchedulerStart:
+    """The scheduler's first pass must not compete with the first fetch, dispatch and task at start."""
+
+    def started(self, rig) -> NotedScheduler:
+        rig.pusher.scheduler = scheduler = NotedScheduler()
+        rig.pusher.started_at = rig.clock.now  # as start() sets it
+        return scheduler
+
+    def test_the_scheduler_starts_once_the_first_outcome_came_back(self, rig):
+        scheduler = self.started(rig)
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        assert worker.jobs() and scheduler.ident is None  # the first job went out: not yet
+        worker.run(worker.jobs()[0])
+        rig.step()
+        assert scheduler.ident is not None
+
+    def test_with_nothing_to_run_the_scheduler_starts_scheduler_delay_after_start(self, rig):
+        scheduler = self.started(rig)
+        rig.clock.advance(SCHEDULER_DELAY / 2)
+        rig.step()
+        assert scheduler.ident is None
+        rig.clock.advance(SCHEDULER_DELAY / 2)
+        rig.step()
+        assert scheduler.ident is not None
+
+    def test_a_stopping_pusher_starts_no_scheduler(self, rig):
+        scheduler = self.started(rig)
+        rig.pusher.stop()
+        rig.clock.advance(SCHEDULER_DELAY)
+        rig.step()
+        assert scheduler.ident is None
