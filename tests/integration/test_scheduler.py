@@ -34,7 +34,7 @@ from django_q.conf import Config, get_config
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import Failure, Schedule, Task
 from django_q.package import TaskPackage, unpack
-from django_q.tasks import async_task, result
+from django_q.tasks import async_task
 from tests.unit.helpers import REPORTER_DIST, received, reports
 
 from .conftest import wait_until
