@@ -47,7 +47,7 @@ from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import (
-    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Late, Outcome, Rejected, send, send_many,
+    STOP, AlreadyDone, Batch, Hello, Job, Late, Outcome, Rejected, send, send_many,
 )
 from .runstate import RunState
 from .saving import Saving
