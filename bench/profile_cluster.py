@@ -38,7 +38,7 @@ WAITS = ("Condition.wait", "socket.accept", "_PollLikeSelector.select", "_wait (
 def profile(runner: Runner, conf: dict) -> None:
     PROFILES.mkdir(exist_ok=True)
     target = Target(OURS)
-    n = max(conf["n"], 40_000)
+    n = max(*conf["ns"], 40_000)
     runner.prepare(target)
     sent, _ = runner.enqueue(target, "noop", n)
     pyspy = str(venvs.python("harness").parent / "py-spy")  # the harness venv has the tools
