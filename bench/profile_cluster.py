@@ -26,8 +26,9 @@ RATE = 100  # samples per second
 DURATION = 10  # seconds
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 TITLE = re.compile(r'^process (?P<pid>\d+):"django_q (?P<role>[a-z]+)(?P<slot>-\d+)?')
-ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("saving.py", "pusher: saver thread"),
-         ("scheduler.py", "pusher: scheduler thread"), ("pusher.py", "pusher: main thread"),
+# The saver's and the scheduler's threads by their run(): the loop's stacks pass through saving.py too.
+ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("Saver.run (", "pusher: saver thread"),
+         ("SchedulerThread.run (", "pusher: scheduler thread"), ("pusher.py", "pusher: main thread"),
          ("sentinel.py", "sentinel"))
 # Leaf frames where a thread blocks. py-spy's idle detection does not drop them
 # here, so they are counted apart from work (a Redis or database round trip
