@@ -4,7 +4,7 @@
 
 Writes bench/profiles/w2-redis.raw (py-spy's collapsed stacks: one line per
 stack, rooted in the process titles) and prints, for each role (sentinel,
-pusher with its fetcher thread, monitor, workers), the functions with the
+pusher with its fetcher, saver and scheduler threads, workers), the functions with the
 most samples of their own (self) and the django_q functions with the most
 samples under them (total). Idle waits are not sampled (py-spy without --idle).
 """
@@ -26,8 +26,10 @@ RATE = 100  # samples per second
 DURATION = 10  # seconds
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 TITLE = re.compile(r'^process (?P<pid>\d+):"django_q (?P<role>[a-z]+)(?P<slot>-\d+)?')
-ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("pusher.py", "pusher: main thread"),
-         ("monitor.py", "monitor"), ("scheduler.py", "scheduler"), ("sentinel.py", "sentinel"))
+# The saver's and the scheduler's threads by their run(): the loop's stacks pass through saving.py too.
+ROLES = (("worker.py", "worker"), ("fetcher.py", "pusher: fetcher thread"), ("Saver.run (", "pusher: saver thread"),
+         ("SchedulerThread.run (", "pusher: scheduler thread"), ("pusher.py", "pusher: main thread"),
+         ("sentinel.py", "sentinel"))
 # Leaf frames where a thread blocks. py-spy's idle detection does not drop them
 # here, so they are counted apart from work (a Redis or database round trip
 # stays in the work lists: it is time a role spends per task).
@@ -37,7 +39,7 @@ WAITS = ("Condition.wait", "socket.accept", "_PollLikeSelector.select", "_wait (
 def profile(runner: Runner, conf: dict) -> None:
     PROFILES.mkdir(exist_ok=True)
     target = Target(OURS)
-    n = max(conf["n"], 40_000)
+    n = max(*conf["ns"], 40_000)
     runner.prepare(target)
     sent, _ = runner.enqueue(target, "noop", n)
     pyspy = str(venvs.python("harness").parent / "py-spy")  # the harness venv has the tools
@@ -112,7 +114,8 @@ def summarize(raw: str, top: int = 10) -> str:
         }:
             total_count[role][f] += c
     lines = []
-    for role in ("pusher: main thread", "pusher: fetcher thread", "monitor", "worker", "sentinel", "scheduler", "other"):
+    for role in ("pusher: main thread", "pusher: fetcher thread", "pusher: saver thread", "pusher: scheduler thread",
+                 "worker", "sentinel", "other"):
         if not samples[role]:
             continue
         slots = len(pids[role]) or 1  # worker-0 and worker-1, however often recycled

@@ -18,7 +18,7 @@ class DjangoQConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported for its receiver: every SQLite connection is prepared (busy
-        # timeout, WAL), including those a worker's tasks and the monitor use.
+        # timeout, WAL), including those a worker's tasks and the pusher's saver use.
         # The database broker's own module waits until a broker is made.
         from .brokers import orm_sqlite  # noqa: F401
 

@@ -7,7 +7,7 @@ as django-q2 lays them out (the queue is the cluster name the task ran on):
     "{queue}:{task id}"      the Task's fields, a dict (the cache pickles it)
     "{queue}:{group}:keys"   the task keys of a group, in the order they were stored
 
-Only the monitor (or sync mode) writes; a group's key list is read, extended
+Only the saver (or sync mode) writes; a group's key list is read, extended
 and written back, so two clusters storing tasks of one group at the same
 moment can lose one of the keys (as in django-q2).
 """

@@ -1,7 +1,7 @@
 """The admin's live dashboard: a page that redraws itself from a JSON endpoint every few seconds.
 
 Per queue it shows the last hour from the queue's history (django_q.history,
-kept in the broker by the clusters' monitors, never read from the Task table),
+kept in the broker by the clusters' savers, never read from the Task table),
 the running clusters and their workers from their published statuses
 (django_q.status), the dead letters of the queue and the schedules due in the
 next hour. The charts are drawn in the browser as SVG by the app's own

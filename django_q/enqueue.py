@@ -2,7 +2,7 @@
 
 Every way in meets in `enqueue()`: `async_task`, `async_many`, `async_iter`,
 `async_chain`, schedules and their "run now", resubmitting from the admin,
-chains continued by the monitor, and the Django tasks backend. It checks
+chains continued by the saver, and the Django tasks backend. It checks
 the options, applies delay, priority and on-commit, and sends `pre_enqueue`.
 
 Packages of one call differ only in id, name, arguments and enqueue time, so

@@ -1,6 +1,6 @@
 """A queue's recent history: per-minute counts and time histograms, kept in the broker for the dashboard.
 
-Each cluster's monitor sees every outcome its cluster saves. A `HistoryWriter`
+Each cluster's saver (a thread of its pusher) sees every outcome its cluster saves. A `HistoryWriter`
 adds them up per minute in memory (a few integer additions per outcome, no I/O)
 and at most every FLUSH seconds writes the minutes that changed to the broker,
 with a sample of the queue's depth: one record per (minute, writer), which that
@@ -36,7 +36,7 @@ from .status import DURATION_BUCKETS
 logger = logging.getLogger("django_q")
 
 BUCKETS = DURATION_BUCKETS  # upper bounds, seconds; one more bucket past the last
-FLUSH = 5.0  # seconds between two writes of a monitor's history
+FLUSH = 5.0  # seconds between two writes of a saver's history
 FUNCS_MAX = 200  # functions told apart per writer per minute; the rest count as OTHER
 OTHER = "(other functions)"
 
@@ -96,7 +96,7 @@ def _add(into: list[int], more: list[int]) -> None:
 
 
 class HistoryWriter:
-    """A monitor's minutes not yet written, and when to write them. Not thread-safe: the monitor's loop owns it."""
+    """A saver's minutes not yet written, and when to write them. Not thread-safe: the saver's thread owns it."""
 
     def __init__(self, broker: QueueBackend, writer: str, clock=time.time) -> None:
         self.broker = broker

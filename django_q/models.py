@@ -416,7 +416,7 @@ class QueueHistory(models.Model):
 
     queue = models.CharField(max_length=100)
     minute = models.IntegerField()  # epoch seconds // 60
-    writer = models.CharField(max_length=64)  # the monitor that wrote it (cluster id and pid)
+    writer = models.CharField(max_length=64)  # the saver that wrote it (its id and the pusher's host and pid)
     data = models.BinaryField()
 
     class Meta:

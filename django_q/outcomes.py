@@ -16,7 +16,7 @@ from .package import TaskPackage
 # An Outcome passes between processes once or more per task: a named tuple
 # pickles and unpickles far cheaper than a dataclass.
 class Outcome(NamedTuple):
-    """A finished task: worker to pusher to monitor, which saves it."""
+    """A finished task: worker to pusher, whose saver thread saves it."""
 
     delivery_id: str
     task: TaskPackage

@@ -38,7 +38,7 @@ SALT = "django_q.package"
 
 @dataclass(frozen=True, slots=True)
 class TaskPackage:
-    """One task as enqueued: what the worker needs to run it and the monitor to record it."""
+    """One task as enqueued: what the worker needs to run it and the saver to record it."""
 
     id: str
     name: str
@@ -104,8 +104,8 @@ _FIELDS = tuple(f.name for f in fields(TaskPackage))
 _values = operator.attrgetter(*_FIELDS)  # every field's value, in order, in one call
 _REQUIRED = object()
 # Each field's slot setter, in order. A frozen dataclass's __init__ sets each field through
-# object.__setattr__, about twice what the slot's own setter costs: the pusher and the
-# monitor each unpickle every task's package inside its Outcome.
+# object.__setattr__, about twice what the slot's own setter costs: the pusher unpickles
+# every task's package inside its Outcome.
 _SETTERS = tuple(TaskPackage.__dict__[name].__set__ for name in _FIELDS)
 
 

@@ -1,7 +1,7 @@
 """Saving what became of tasks: Task rows in batches, pruning, hooks, chains and async_iter folding.
 
-The monitor records the outcomes the pusher sends it; sync mode and cancel()
-record theirs here too. A batch is saved in one transaction; hooks, chains
+The pusher's saver thread (cluster.saving) records the outcomes workers send;
+sync mode and cancel() record theirs here too. A batch is saved in one transaction; hooks, chains
 and post_execute follow for the results it stored.
 """
 
@@ -234,7 +234,7 @@ class Recorder:
             return {o.task.id for o in outcomes}
         except IntegrityError:
             pass
-        # Another monitor stored one of these ids meanwhile, or a task_name repeats:
+        # Another cluster's saver stored one of these ids meanwhile, or a task_name repeats:
         # save one by one, leave stored ids alone and make clashing names unique.
         inserted = set()
         for row in map(self._row, outcomes):
@@ -358,5 +358,5 @@ class Recorder:
                 row.save(using=self.alias, force_insert=True)
                 tasks.filter(parent=task.parent).delete()
         except IntegrityError:
-            return  # another monitor folded it first
+            return  # another saver folded it first
         self._finish(task.hook, row)

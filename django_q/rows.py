@@ -1,6 +1,6 @@
 """What a Task row holds of a package and of epoch times, the same for a finished task and one still queued.
 
-The monitor saves finished tasks (cluster.monitor.Recorder); fetch(in_flight=True) and the
+The pusher's saver thread saves finished tasks (recorder.Recorder); fetch(in_flight=True) and the
 admin show tasks still in the broker as unsaved rows (inflight.task_of); the
 Django tasks backend reports enqueue times. Each turns package fields and
 epoch seconds into row values through this module.

@@ -23,7 +23,7 @@ from .rows import epoch_datetime
 pre_enqueue = Signal()
 #: in the worker, before the function is called: func (the callable), task (a TaskInfo of the TaskPackage)
 pre_execute = Signal()
-#: in the monitor, after the result is saved (or cached): task (a TaskInfo of the Task)
+#: in the pusher's saver thread, after the result is saved (or cached): task (a TaskInfo of the Task)
 post_execute = Signal()
 #: in the worker, after the function returned or raised: func, task (a TaskInfo of the TaskPackage, with
 #: result, success and stopped); django-q2's

@@ -193,7 +193,7 @@ class Tally:
         self.started_count += 1
 
     def finished(self, msg: Any) -> None:
-        """Count an outcome or a dead letter on its way to the monitor."""
+        """Count an outcome or a dead letter on its way to be saved."""
         if isinstance(msg, DeadLetterNote):
             self.dead_lettered += 1
             return

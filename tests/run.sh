@@ -25,8 +25,8 @@ WORKERS=${WORKERS:-3}
 # with PostgreSQL (a cluster end to end, how results are written, sync mode)
 # and with MariaDB (how results are written, sync mode) as the default database.
 # tests/integration/conftest.py leaves out there what would repeat the SQLite run.
-TESTS_PG="tests/integration tests/unit/test_recorder.py tests/unit/test_sync.py"
-TESTS_MYSQL="tests/unit/test_recorder.py tests/unit/test_sync.py"
+TESTS_PG="tests/integration tests/unit/test_recorder.py tests/unit/test_saver.py tests/unit/test_sync.py"
+TESTS_MYSQL="tests/unit/test_recorder.py tests/unit/test_saver.py tests/unit/test_sync.py"
 
 venv_of() { if [ "$1" = 311 ]; then echo .venv; else echo .venv312; fi; }
 

@@ -236,7 +236,7 @@ class Tracking(abc.ABC):
     django_q.status): opaque bytes that expire unless published again.
 
     And the queue's recent history (`write_history`, `read_history`; see
-    django_q.history): one opaque record per writer (a cluster's monitor) per
+    django_q.history): one opaque record per writer (a cluster's saver) per
     minute, each writer replacing only its own, kept HISTORY_MINUTES minutes.
     Writers never share a record, so several clusters add up instead of
     overwriting each other, with no read-modify-write in the store.

@@ -245,7 +245,7 @@ class Queues(QueueBackend):
         return list(dict.fromkeys(data for broker in self.brokers for data in broker.statuses()))
 
     def write_history(self, minute: int, writer: str, data: bytes) -> None:
-        """The first queue's history (the monitor writes its cluster's through get_broker, not through this)."""
+        """The first queue's history (the saver writes its cluster's through get_broker, not through this)."""
         self.brokers[0].write_history(minute, writer, data)
 
     def read_history(self, since: int) -> list[tuple[int, bytes]]:

@@ -7,7 +7,7 @@ Each channel: what it is and how it is encoded; who writes it; who reads it.
 
 - `pusher.sock` (`socket_path`): a unix socket, authenticated, carrying the
   pickled messages of cluster.messages. The pusher binds and listens; workers
-  and the monitor connect.
+  connect.
 - `state-{pid}` (`state_path`): worker `pid`'s state, mapped into memory by
   both sides; a seqlock laid out as STATE_LAYOUT then STATE_PROGRESS (see
   cluster.runstate). Worker `pid` writes (its running task's progress
@@ -27,12 +27,12 @@ Each channel: what it is and how it is encoded; who writes it; who reads it.
   (`encode_notice`). A forked worker about to be recycled writes; the
   sentinel reads and forks its replacement early.
 - The wake pipe (multiprocessing.Pipe, inside the pusher's process): one
-  `Wake` byte a message. The pusher's listener, fetcher and lease threads
-  write; the pusher's loop reads, to stop waiting.
+  `Wake` byte a message. The pusher's listener, fetcher, lease and saver
+  threads write; the pusher's loop reads, to stop waiting.
 - STOP_SIGNALS (SIGTERM, SIGINT): from the user or a process manager to the
   sentinel, which stops the cluster gracefully; its children ignore both.
 - GRACEFUL_STOP (SIGTERM): the sentinel sends it to the pusher (stop taking
-  tasks, finish, exit) and to the monitor (stop the scheduler).
+  tasks and scheduling, finish, exit).
 """
 
 from __future__ import annotations
@@ -139,3 +139,4 @@ class Wake(enum.Enum):
     CANCELS = b"c"  # the lease thread took new cancel requests, or found deliveries lost
     FETCHED = b"f"  # the fetcher added deliveries to the buffer and the loop was busy: it deals them out
     FETCHER_EXITED = b"x"  # the fetcher stopped (a graceful stop can hand back the buffer)
+    SAVED = b"s"  # the saver thread saved a batch (its deliveries can be acked)

@@ -18,7 +18,7 @@ never acked, renewed or retried here, and the pusher drops their results.
 IN_TOUCH seconds of a beat that confirmed every held lease.
 
 A thread of its own, so that the pusher's loop never waits on a broker round
-trip, and a loop busy with a slow monitor or a broker outage does not let
+trip, and a loop busy with slow saves or a broker outage does not let
 leases lapse under tasks that are still running. The loop hands it work with
 `ack_later`, `started` and `retry_later`, and takes cancel requests with
 `take_cancels`; everything shared is guarded by one lock. The thread's
@@ -60,7 +60,7 @@ class Leases:
     """Broker calls for the pusher's held deliveries, made by a thread; `start()`, then `close()`.
 
     `holding` lists the deliveries the pusher's loop holds (fetched, sent to a
-    worker, or waiting for the monitor), `running` the ids running now, and
+    worker, or waiting to be saved), `running` the ids running now, and
     `woken` wakes the loop when cancel requests came. `clock` gives the
     monotonic seconds that `step()`'s `now` is counted in.
     """

@@ -1,6 +1,6 @@
 """What the cluster's processes say to each other.
 
-Workers and the monitor connect to the pusher over a local socket and speak
+Workers connect to the pusher over a local socket and speak
 in these frozen dataclasses and named tuples; several sent together go as one
 Batch; STOP ends a conversation.
 """
@@ -39,12 +39,12 @@ class Control(enum.Enum):
     STOP = "stop"
 
 
-#: sent by the pusher to a worker or the monitor: finish up and exit
+#: sent by the pusher to a worker: finish up and exit
 STOP = Control.STOP
 
 
 class Exit(enum.IntEnum):
-    """Exit codes of workers and the monitor, read by the sentinel."""
+    """Exit codes of workers, read by the sentinel."""
 
     STOPPED = 0  # told to stop: not replaced
     UNREACHABLE = 1  # the pusher did not answer: replaced
@@ -53,7 +53,6 @@ class Exit(enum.IntEnum):
 
 class Role(enum.Enum):
     WORKER = "worker"
-    MONITOR = "monitor"
 
 
 @dataclass(frozen=True, slots=True)

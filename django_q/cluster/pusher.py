@@ -1,24 +1,25 @@
 """The pusher: owns every lease the cluster holds, from dequeue to ack.
 
-Workers and the monitor connect to the pusher's local socket. The pusher
-hands each idle worker one verified job, forwards finished outcomes to the
-monitor, and acks a delivery only when the monitor says its result is saved.
-Until then the delivery's lease is renewed (by the lease thread of
-cluster.leases, which makes every broker call about held deliveries), so a
-long task or a slow save is never delivered twice while the cluster lives; if
-the cluster dies the renewals stop and the broker hands the delivery out
-again after `retry`.
+Workers connect to the pusher's local socket. The pusher hands each idle
+worker one verified job, hands finished outcomes to the saver thread of its
+own process (cluster.saving), and acks a delivery only when the saver says
+its result is saved. Until then the delivery's lease is renewed (by the lease
+thread of cluster.leases, which makes every broker call about held
+deliveries), so a long task or a slow save is never delivered twice while the
+cluster lives; if the cluster dies the renewals stop and the broker hands the
+delivery out again after `retry`. The process also runs the cluster's
+scheduler, in a thread (cluster.scheduler).
 
 A worker that dies mid-task (killed for its timeout, or crashed) closes its
 connection; its running job is recorded as failed or handed back to the
 broker, and any job it had not started goes back to the front of the buffer.
 
 `Pusher(...)` starts nothing; `start()` binds the socket and starts the
-fetcher, lease and status threads, and `loop()` waits for connections and
-calls `step(ready)`, which makes every decision (all but one: while the loop
-waits, the fetcher thread deals out what it fetched itself, under the same
-lock, see `_deal_now`). A test calls `step()` with
-connections of its own, a clock of its own and a `kill` that records signals.
+fetcher, lease, saver and status threads (the scheduler's follows the first
+outcome), and `loop()` waits for connections and calls `step(ready)`, which
+makes every decision (all but one: while the loop waits, the fetcher thread
+deals out what it fetched itself, under the same lock, see `_deal_now`). A
+test calls `step()` with connections of its own, a clock of its own and a `kill` that records signals.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import (
-    STOP, AlreadyDone, Batch, DeadLetterNote, Hello, Job, Late, Outcome, Rejected, Role, Saved, send, send_many,
+    STOP, AlreadyDone, Batch, Hello, Job, Late, Outcome, Rejected, send, send_many,
 )
 from .runstate import RunState
+from .saving import Saving
+from .scheduler import SchedulerThread
 from .slots import Slot, deal, depth
-from .unsaved import Unsaved
 from .watch import Watch
 
 logger = logging.getLogger("django_q")
@@ -63,6 +65,10 @@ TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
+# Seconds after start() the scheduler's thread starts if no outcome came back before: its first
+# pass (queries, imports) must not compete with the first fetch, dispatch and task at start.
+SCHEDULER_DELAY = 1.0
+SCHEDULER_PATIENCE = 5.0  # seconds close() waits for the scheduler's pass under way
 
 
 class Pusher:
@@ -104,8 +110,6 @@ class Pusher:
         self.lock = threading.Lock()
         self.fetcher = Fetcher(config, self._wake, self._free_workers, owner=self.identity.id)
         self.slots: dict[Connection, Slot] = {}
-        self.monitor: Connection | None = None
-        self.unsaved = Unsaved(clock)
         self.stopping = False
         self.mean_run: float | None = None  # seconds, a moving mean of task run times
         self.outage = Outage(logger, "broker %s failed, will retry: %s", "broker answers again after %.1fs",
@@ -114,13 +118,14 @@ class Pusher:
                              self.identity.id, clock)
         self.watch = Watch(config, self.folder, self.leases, clock, kill)
         self.tally = Tally(self.config.metrics_functions)
+        self.saving = Saving(config, self.leases, self.fetcher, self.watch, self.tally,
+                             lambda: self._wake(Wake.SAVED), clock)
+        self.scheduler = SchedulerThread(config)
+        self.started_at: float | None = None  # clock time of start(); None: never started (a test steps it)
         self.all_connected = False
-        # Deliveries released to other clusters while this one was silent (Leases.lost): their
-        # results here are dropped and they are never acked here.
-        self.disowned: set[str] = set()
 
     def start(self) -> None:
-        """Wire the process: the wake pipe, the socket, and the fetcher, lease and status threads."""
+        """Wire the process: the wake pipe, the socket, and the fetcher, lease, saver and status threads."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
         # The socket first: a pusher that cannot bind it must have leased nothing.
         # Then the fetcher, before the other threads: its connection and first
@@ -129,9 +134,11 @@ class Pusher:
         self.fetcher.deal = self._deal_now
         self.fetcher.start()
         self.leases.start()
+        self.saving.saver.start()  # it touches the database only once it is handed a result
         # The status thread has its own broker; it reads the loop's state through _status_snapshot.
         self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
         self.status.start()
+        self.started_at = self.clock()
 
     def _wake(self, reason: Wake) -> None:
         """Called from the other threads: end the loop's wait."""
@@ -147,6 +154,7 @@ class Pusher:
         if not self.stopping:
             self.stopping = True
             self.fetcher.stop()
+            self.scheduler.stop()  # after its pass under way (an interrupted pass would be safe too)
 
     @property
     def done(self) -> bool:
@@ -173,12 +181,9 @@ class Pusher:
         return True
 
     def wait(self, timeout: float) -> list[Connection]:
-        """The connections ready to read (or closed), waiting up to `timeout` (less while outcomes linger)."""
+        """The connections ready to read (or closed), waiting up to `timeout` seconds."""
         assert self.wake_r is not None, "start() first"
-        linger = self.unsaved.linger() if self._may_save() else None
-        if linger is not None:
-            timeout = min(timeout, linger)
-        ready = self.poller.wait([self.wake_r, *self.slots, *([self.monitor] if self.monitor else [])], timeout)
+        ready = self.poller.wait([self.wake_r, *self.slots], timeout)
         if self.wake_r in ready:
             while self.wake_r.poll():
                 self.wake_r.recv_bytes()
@@ -189,16 +194,20 @@ class Pusher:
         if stopping, dispatch, and watch timeouts."""
         for conn in ready:
             self._read(conn)
+        if self.saving.answers:
+            self.saving.settle()
         while self.newcomers:
             self._welcome(*self.newcomers.popleft())
         if self.leases.lost:  # read without the lock: take_lost() takes it
-            self._disown(self.leases.take_lost())
+            self.saving.disown(self.leases.take_lost())
         if self.leases.cancels:  # read without the lock: take_cancels() takes it
             self._carry_out_cancels()
         if self.stopping and not self.fetcher.is_alive() and self.fetcher.buffer:
             self._hand_back()
         self._dispatch()
         self.watch.timeouts(self.slots.values())
+        if self.scheduler.ident is None and self.started_at is not None and not self.stopping:
+            self._start_scheduler()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
@@ -208,36 +217,32 @@ class Pusher:
         except (EOFError, OSError):
             self._gone(conn)
             return
-        if conn is self.monitor:
-            self._saved(msg)
-        else:
-            self._from_worker(self.slots[conn], msg)
+        self._from_worker(self.slots[conn], msg)
+
+    def _start_scheduler(self) -> None:
+        """Start the scheduler's thread once the first outcome came back, or SCHEDULER_DELAY after start()."""
+        assert self.started_at is not None
+        if self.tally.started_count or self.clock() - self.started_at >= SCHEDULER_DELAY:
+            self.scheduler.start()
 
     def _idle(self) -> bool:
         return (
-            not self.fetcher.buffer and not self.unsaved.messages and not self.leases.retrying
+            not self.fetcher.buffer and not self.saving.unsaved.messages and not self.leases.retrying
             and not any(s.jobs for s in self.slots.values())
         )
 
     def _welcome(self, conn: Connection, hello: Hello) -> None:
-        if hello.role is Role.MONITOR:
-            if self.monitor is not None:
-                self.monitor.close()
-            self.monitor = conn
-            self.unsaved.resend_all()
-            self._to_monitor(now=True)
-        else:
-            try:
-                state = RunState(state_path(self.folder, hello.pid), writer=False)
-            except OSError as exc:  # timeouts and cancels of running jobs cannot be told apart for it
-                logger.error("cannot read the state of worker pid %s: %s", hello.pid, exc)
-                state = None
-            standby = any(s.index == hello.index and not s.standby for s in self.slots.values())
-            self.slots[conn] = Slot(conn, hello.pid, hello.index, state, standby=standby)
+        try:
+            state = RunState(state_path(self.folder, hello.pid), writer=False)
+        except OSError as exc:  # timeouts and cancels of running jobs cannot be told apart for it
+            logger.error("cannot read the state of worker pid %s: %s", hello.pid, exc)
+            state = None
+        standby = any(s.index == hello.index and not s.standby for s in self.slots.values())
+        self.slots[conn] = Slot(conn, hello.pid, hello.index, state, standby=standby)
 
     def _dispatch(self) -> None:
         self._deal_out()
-        self._to_monitor()
+        self.saving.hand_over(self.stopping)
 
     def _deal_out(self) -> None:
         """Deal the buffer out to the workers with room for more jobs."""
@@ -245,7 +250,7 @@ class Pusher:
         # Short tasks drain a small buffer faster than one broker round trip refills it.
         self.fetcher.prefetch = self.config.workers * most if most > 1 else 0
         # Stopping: what is left goes back to the broker. Backlog: wait for saves.
-        if not self.stopping and len(self.unsaved) < BACKLOG:
+        if not self.stopping and len(self.saving.unsaved) < BACKLOG:
             outgoing = deal(list(self.slots.values()), most, self._next_admissible)
             if outgoing:
                 self.fetcher.room.set()
@@ -261,13 +266,13 @@ class Pusher:
         buffer = self.fetcher.buffer
         while buffer:
             delivery = buffer.popleft()
-            self.disowned.discard(delivery.id)  # delivered to this cluster again: its own once more
+            self.saving.disowned.discard(delivery.id)  # delivered to this cluster again: its own once more
             if self._admissible(delivery):
                 return delivery
         return None
 
     def _admissible(self, delivery: Delivery) -> bool:
-        """Check the signature and the attempt limit; route what may not run to the monitor."""
+        """Check the signature and the attempt limit; route what may not run to be saved as such."""
         self.tally.received(delivery.attempts)
         try:
             verify(delivery.payload, self.config.package_limit)
@@ -293,7 +298,7 @@ class Pusher:
             if msg.retry_payload is not None:
                 self._retry_later(msg)
             else:
-                self._pend(msg)
+                self.saving.pend(msg)
         elif isinstance(msg, AlreadyDone):
             slot.finish()
             self.leases.ack_later([msg.delivery_id])
@@ -306,16 +311,13 @@ class Pusher:
                 self._dead_letter(delivery, msg.reason)
 
     def _gone(self, conn: Connection) -> None:
-        """A connection closed: a worker died or recycled, or the monitor went away.
+        """A connection closed: a worker died or recycled.
 
         Everything the worker sent before it went has been read. Of the jobs it
         did not answer for, its state tells those it took (the one it ran when
         it died, and any whose outcome died with it) from those it never took.
         """
         conn.close()
-        if conn is self.monitor:
-            self.monitor = None
-            return
         slot = self.slots.pop(conn)
         if not slot.standby:  # its replacement, if it is here already, takes over
             spare = next((s for s in self.slots.values() if s.index == slot.index and s.standby), None)
@@ -327,7 +329,7 @@ class Pusher:
         took = slot.taken(seen)
         # Jobs it never took go to the front of the buffer, in their order.
         self.fetcher.buffer.extendleft(reversed(list(slot.jobs)[len(took):]))
-        lost = [d.id for d in took if d is not slot.running and d.id not in self.disowned]
+        lost = [d.id for d in took if d is not slot.running and d.id not in self.saving.disowned]
         if lost:  # they may have run, but no outcome came: they are delivered again
             logger.warning("worker pid %s went with %s unanswered jobs; handing them back", slot.pid, len(lost))
             self._broker_call(self.broker.requeue, lost)
@@ -336,8 +338,8 @@ class Pusher:
 
     def _lost_running(self, slot: Slot, delivery: Delivery) -> None:
         """The worker went while it ran `delivery`: record why, or hand it back to run again."""
-        if delivery.id in self.disowned:  # another cluster holds it now: nothing to record or hand back
-            self.disowned.discard(delivery.id)
+        if delivery.id in self.saving.disowned:  # another cluster holds it now: nothing to record or hand back
+            self.saving.disowned.discard(delivery.id)
             return
         if slot.killed and slot.cancel_id == delivery.id:
             self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
@@ -385,59 +387,15 @@ class Pusher:
             cancelled=cancelled, worker=worker_id(slot.pid) if slot else None,
             exception=None if cancelled else _LOST,
         )
-        self._pend(outcome)
+        self.saving.pend(outcome)
         if not cancelled:
             reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         queue = queue_of(delivery.id, self.config.name)
         logger.error("package %s of queue %s set aside: %s", delivery.id, queue, reason)
-        # A package over package_limit crosses to the monitor as its header only.
-        self._pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
-
-    # --- the monitor: save, then ack ---
-
-    def _pend(self, msg: Outcome | DeadLetterNote) -> None:
-        if msg.delivery_id in self.disowned:
-            self.disowned.discard(msg.delivery_id)
-            logger.warning("delivery %s finished here after it went to another cluster; its result is dropped",
-                           msg.delivery_id)
-            return
-        self.tally.finished(msg)
-        self.unsaved.add(msg)
-
-    def _may_save(self) -> bool:
-        """Whether results may go to be saved: the lease thread confirmed lately that every held lease is
-        still this cluster's (Leases.in_touch). A stop saves what it has either way."""
-        return self.stopping or self.leases.in_touch(self.clock())
-
-    def _to_monitor(self, now: bool = False) -> None:
-        """Send the monitor what waits to be saved (see cluster.unsaved); all of it when stopping."""
-        if not self._may_save():
-            return
-        # The beat that put this cluster in touch marked what it lost first; it may have come after
-        # step() looked, so look again now that `touched` is read.
-        if self.leases.lost:
-            self._disown(self.leases.take_lost())
-        if not self.unsaved.send(self.monitor, now or self.stopping) and self.monitor is not None:
-            self._gone(self.monitor)
-
-    def _saved(self, saved: Saved) -> None:
-        self.watch.cancelling.difference_update(self.unsaved.settle(saved))
-        disowned = self.disowned.intersection(saved.ack_ids)
-        self.disowned -= disowned
-        self.leases.ack_later([i for i in saved.ack_ids if i not in disowned])
-
-    def _disown(self, lost: set[str]) -> None:
-        """Deliveries released to other clusters while this one was silent: forget those not started, and drop
-        the results of the others (those already sent to be saved are saved once: Recorder keeps the first)."""
-        unstarted = [d for d in list(self.fetcher.buffer) if d.id in lost]  # list(): the fetcher appends meanwhile
-        for delivery in unstarted:
-            self.fetcher.buffer.remove(delivery)
-        unsent = [i for i in lost if i in self.unsaved.messages and i not in self.unsaved.sent]
-        self.unsaved.settle(Saved(ack_ids=(), release_ids=tuple(unsent)))
-        # Still to come: the outcomes of jobs sent to workers, and the answers of results sent to be saved.
-        self.disowned |= lost - {d.id for d in unstarted} - set(unsent)
+        # A package over package_limit is kept as its header only.
+        self.saving.pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
 
     def _hand_back(self) -> None:
         """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""
@@ -447,9 +405,9 @@ class Pusher:
 
     def _holding(self) -> list[str]:
         """The deliveries this loop holds. Called from the lease thread: list() copies in one step."""
-        disowned = self.disowned  # another cluster holds these now: not renewed here
+        disowned = self.saving.disowned  # another cluster holds these now: not renewed here
         sent = [job.id for slot in list(self.slots.values()) for job in list(slot.jobs) if job.id not in disowned]
-        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.unsaved.messages)]
+        return [*(d.id for d in list(self.fetcher.buffer)), *sent, *list(self.saving.unsaved.messages)]
 
     def _free_workers(self) -> int:
         """Workers the next deal sends a job to. Called from the fetcher thread: list() copies in one step."""
@@ -477,12 +435,14 @@ class Pusher:
         return True
 
     def close(self) -> None:
-        """Ack what is saved, tell workers and the monitor to exit, and release the socket."""
+        """Ack what is saved, tell workers to exit, release the socket, and end the saver and scheduler."""
         self.fetcher.deal = None  # a fetcher still running (the loop failed) deals nothing after the STOPs
         if self.status is not None:
             self.status.stop()
+        self.scheduler.stop()
+        self.saving.close()  # its last answers are acked below
         self.leases.close(self.broker)  # and what the lease thread had no time for
-        for conn in [*self.slots, *([self.monitor] if self.monitor else [])]:
+        for conn in self.slots:
             try:
                 send(conn, STOP)
             except OSError:
@@ -494,6 +454,8 @@ class Pusher:
             except OSError:
                 pass
         self.broker.close()
+        if self.scheduler.is_alive():
+            self.scheduler.join(SCHEDULER_PATIENCE)  # its pass under way finishes
 
     def _status_snapshot(self) -> Snapshot:
         """State and workers for the status. Called from the status thread: list() copies in one step."""
@@ -519,7 +481,7 @@ def main(
             if orphaned_at is None and time.monotonic() >= next_orphan_check:
                 next_orphan_check = time.monotonic() + ORPHAN_CHECK
                 if process.orphaned():
-                    # The workers and the monitor outlive the sentinel for a moment:
+                    # The workers outlive the sentinel for a moment:
                     # stop as gracefully as they allow, then let any lease lapse.
                     logger.error("pusher: the sentinel is gone; stopping")
                     orphaned_at = time.monotonic()

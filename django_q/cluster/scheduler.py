@@ -4,7 +4,7 @@ A pass (`Scheduler.loop(now)`) reads the due schedules of this cluster (those
 whose `cluster` is unset or this cluster's name), decides with
 `django_q.schedules.plan` whether each runs and when it runs next, claims the
 row and enqueues its task. `SchedulerThread` runs a pass every INTERVAL seconds,
-in the monitor's process.
+in the pusher's process.
 
 Claiming: `UPDATE ... WHERE id = <id> AND next_run = <the value read>`. Of any
 number of schedulers that read a due row, only the one whose statement
@@ -238,13 +238,13 @@ class Scheduler:
 
 
 class SchedulerThread(threading.Thread):
-    """The scheduler, run in a thread of the monitor's process: a pass every INTERVAL seconds until stopped.
+    """The scheduler, run in a thread of the pusher's process: a pass every INTERVAL seconds until stopped.
 
     A thread rather than a process of its own: it costs the cluster no extra
-    copy of Django in memory. It lives in the monitor because the monitor
-    never forks; a thread of the sentinel, which forks workers, could leave a
-    child with a lock the thread held in a database driver. When the monitor
-    dies, its replacement starts a new scheduler.
+    copy of Django in memory. It lives in the pusher because the pusher never
+    forks; a thread of the sentinel, which forks workers, could leave a child
+    with a lock the thread held in a database driver. When the pusher dies,
+    its replacement starts a new scheduler.
     """
 
     def __init__(self, config: Config) -> None:

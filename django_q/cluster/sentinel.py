@@ -1,4 +1,4 @@
-"""The sentinel: starts the pusher, the monitor (which runs the scheduler) and the workers, and brings back any that die.
+"""The sentinel: starts the pusher (which saves results and runs the scheduler) and the workers, and brings back any that die.
 
 SIGTERM or SIGINT asks the pusher to stop gracefully (it hands back what did
 not start, lets running tasks finish and waits for every result to be saved);
@@ -32,7 +32,7 @@ from .messages import Exit
 
 logger = logging.getLogger("django_q")
 
-EXIT_PATIENCE = 10.0  # seconds the monitor gets to exit after the pusher stopped
+EXIT_PATIENCE = 10.0  # seconds every process gets to exit after the pusher stopped
 WORKER_PATIENCE = 2.0  # seconds workers get to exit after the pusher stopped (see _wind_down)
 
 
@@ -49,7 +49,6 @@ class Sentinel:
         self.address = socket_path(self.dir)
         self.authkey = os.urandom(32)
         self.pusher: BaseProcess | None = None
-        self.monitor: BaseProcess | None = None
         self.workers: list[BaseProcess | None] = [None] * config.workers
         # Replacements started before the worker they replace is recycled (see
         # worker.ask_for_spare); the pusher gives one no job while that worker is
@@ -95,8 +94,7 @@ class Sentinel:
         A recycled worker is a new fork: without this it would import its role's
         module and, on its first task, django_q.tasks and the broker's client
         library (redis-py takes about 80 ms of CPU) every `recycle` tasks. The
-        monitor is not recycled: it imports its own module (and the
-        scheduler's) in its process, beside the others starting up.
+        pusher's module brings what its saver and scheduler threads need.
         """
         if self.ctx.get_start_method() != "fork":
             return  # spawned children import everything afresh anyway
@@ -144,14 +142,11 @@ class Sentinel:
     def start(self) -> None:
         """Start every process of the cluster."""
         self._preload()
-        # The first task needs the pusher and a worker, not the monitor (it saves
-        # results, which come later): the monitor, whose start-up is the longest
-        # (its modules, the scheduler's first pass), is forked last, so that on a
-        # machine with few cores it does not hold up the others.
+        # The pusher saves results and runs the scheduler too, each in a thread
+        # that does no database work before the first outcome (see Pusher.start).
         self._spawn_pusher()
         for i in range(self.config.workers):
             self.workers[i] = self._spawn_worker(i)
-        self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         logger.info(
             "cluster %s started: pid %s, %s workers, %s broker, queues %s", self.config.name, os.getpid(),
             len(self.workers), self.config.broker_kind, ", ".join(self.config.served_queues),
@@ -162,7 +157,7 @@ class Sentinel:
         self.stop_requested = True
 
     def processes(self) -> list[BaseProcess]:
-        return [p for p in (self.pusher, self.monitor, *self.workers, *self.spares) if p is not None]
+        return [p for p in (self.pusher, *self.workers, *self.spares) if p is not None]
 
     def guard(self) -> None:
         """Watch the processes until the cluster stopped; replaces those that die."""
@@ -173,7 +168,6 @@ class Sentinel:
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
                 if self.pusher.is_alive():
                     _signal(self.pusher, GRACEFUL_STOP)
-                self._stop_scheduler()
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
                     break  # stopped, or a run-once cluster found the queue empty
@@ -210,9 +204,6 @@ class Sentinel:
                 self.spares[i] = self._spawn_worker(i)
 
     def _replace_dead(self) -> None:
-        if self._needs_replacing(self.monitor):
-            logger.warning("monitor exited (code %s); starting a new one", self.monitor.exitcode)
-            self.monitor = self._spawn("monitor", "monitor", self.address, self.authkey, self.config)
         for i, spare in enumerate(self.spares):
             if spare is not None and not spare.is_alive():  # it replaces nobody now; the worker gets another
                 # Recycled: the pusher had put it to work (its worker went) before we saw that worker go.
@@ -229,16 +220,8 @@ class Sentinel:
             spare, self.spares[i] = self.spares[i], None
             self.workers[i] = spare if spare is not None else self._spawn_worker(i)
 
-    def _stop_scheduler(self) -> None:
-        # The scheduler is a thread of the monitor and takes no orders from the
-        # pusher: SIGTERM makes the monitor end it after its pass under way (an
-        # interrupted pass would be safe too; see cluster.scheduler).
-        if self.monitor is not None and self.monitor.is_alive():
-            _signal(self.monitor, GRACEFUL_STOP)
-
     def _wind_down(self) -> None:
         """Wait for the processes to exit once the pusher is gone; kill those that do not."""
-        self._stop_scheduler()  # a run-once cluster ends without a stop request
         deadline = time.monotonic() + EXIT_PATIENCE
         # The pusher told every worker connected to it to stop, and it stopped
         # only with no job out. A worker still here never reached it (started

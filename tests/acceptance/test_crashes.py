@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 TASKS = 600
 # A whole cluster killed at once reruns the tasks it was running and those that
-# finished in the last moments before their results were committed (the monitor
+# finished in the last moments before their results were committed (the saver
 # saves in batches). How many that is depends on the machine's load; on a quiet
 # machine it is a handful (bench W5). The bound catches wholesale reruns.
 WINDOW = TASKS // 5

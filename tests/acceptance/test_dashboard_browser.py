@@ -44,7 +44,7 @@ class Clock:
 
 
 def an_hour_of_history(broker, now: float) -> None:
-    """Sixty minutes of a made-up but plausible load, written as a monitor writes it."""
+    """Sixty minutes of a made-up but plausible load, written as a saver writes it."""
     clock = Clock()
     writer = HistoryWriter(broker, "browser-test", clock)
     for back in range(59, -1, -1):

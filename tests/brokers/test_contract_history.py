@@ -14,7 +14,7 @@ def now_minute() -> int:
 
 
 def test_each_writer_keeps_its_own_record_of_a_minute(make_broker: MakeBroker) -> None:
-    one, two = make_broker(), make_broker()  # two clusters' monitors on one queue
+    one, two = make_broker(), make_broker()  # two clusters' savers on one queue
     minute = now_minute()
     one.write_history(minute, "a", b"first")
     two.write_history(minute, "b", b"\x00other")

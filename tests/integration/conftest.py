@@ -1,4 +1,4 @@
-"""A real cluster (sentinel, pusher, monitor, workers as processes) started by the test process."""
+"""A real cluster (sentinel, pusher, workers as processes) started by the test process."""
 
 from __future__ import annotations
 
@@ -79,7 +79,6 @@ class View(NamedTuple):
     """The sentinel's processes, as it last published them (see ObservedSentinel)."""
 
     pusher: Seen | None
-    monitor: Seen | None
     workers: list[Seen | None]
     spares: list[Seen | None]
     known: dict[int, Seen]  # by pid, every process the sentinel started, gone ones included
@@ -97,7 +96,7 @@ class ObservedSentinel(Sentinel):
         def seen(proc):
             return None if proc is None else (proc.pid, proc.is_alive(), proc.exitcode)
 
-        view = [seen(self.pusher), seen(self.monitor), [seen(p) for p in self.workers],
+        view = [seen(self.pusher), [seen(p) for p in self.workers],
                 [seen(p) for p in self.spares], [seen(p) for p in known.values()]]
         text = json.dumps(view)
         if text != self.__dict__.get("_published"):
@@ -160,12 +159,12 @@ class Running:
 
     def view(self) -> View:
         with open(self.sentinel.view_path) as f:
-            pusher, monitor, workers, spares, known = json.load(f)
+            pusher, workers, spares, known = json.load(f)
 
         def seen(item):
             return None if item is None else Seen(*item)
 
-        return View(seen(pusher), seen(monitor), [seen(w) for w in workers], [seen(s) for s in spares],
+        return View(seen(pusher), [seen(w) for w in workers], [seen(s) for s in spares],
                     {item[0]: Seen(*item) for item in known})
 
     def stop(self) -> None:

@@ -45,7 +45,7 @@ def test_the_data_endpoint_counts_a_known_workload(cluster, viewer, q_cluster):
         async_task("tests.app.tasks.sleep", 0.3)
     wait_until(lambda: Task.objects.count() == OK + BAD + SLOW, timeout=60)
 
-    # The monitor writes its history every few seconds, and the status comes every 2 s.
+    # The saver writes its history every few seconds, and the status comes every 2 s.
     def counted():
         queue = queue_data(viewer)
         done = sum(w["tasks"] for c in queue["clusters"] for w in c["workers"])

@@ -1,7 +1,7 @@
 """django-q2's class API and cached results against a real cluster.
 
 The cache is Redis (Django's RedisCache on the test Redis database): the
-results are written by the cluster's monitor and read here, in another process.
+results are written by the cluster's saver (in its pusher) and read here, in another process.
 """
 
 import pytest

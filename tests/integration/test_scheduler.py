@@ -28,12 +28,13 @@ from django_q import reporters
 from django_q import signals as q_signals
 from django_q.brokers import close_brokers, get_broker
 from django_q.cluster import scheduler as scheduler_module
+from django_q.cluster.pusher import SCHEDULER_DELAY
 from django_q.cluster.scheduler import CLAIM_HOLD, Scheduler
 from django_q.conf import Config, get_config
 from django_q.exceptions import BrokerConnectionError
 from django_q.models import Failure, Schedule, Task
 from django_q.package import TaskPackage, unpack
-from django_q.tasks import async_task, result
+from django_q.tasks import async_task
 from tests.unit.helpers import REPORTER_DIST, received, reports
 
 from .conftest import wait_until
@@ -412,13 +413,13 @@ def test_a_scheduler_killed_after_the_enqueue_repeats_only_the_same_id(env, monk
     assert (row.task, row.enqueuing, row.next_run) == (first.id, None, BASE + timedelta(days=1))
 
 
-# Real clusters: sentinel, pusher, monitor (with the scheduler thread) and workers as processes.
+# Real clusters: sentinel, pusher (with the scheduler thread) and workers as processes.
 
 
 def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
     clusters = [cluster(workers=1) for _ in range(4)]
-    wait_until(lambda: all(c.view().monitor.alive for c in clusters))
-    time.sleep(1.0)  # every scheduler is past its start and polling
+    wait_until(lambda: all(c.view().pusher.alive for c in clusters))
+    time.sleep(1.0 + SCHEDULER_DELAY)  # every scheduler is past its start and polling
     now = timezone.now()
     rows = Schedule.objects.bulk_create(
         [Schedule(name=f"once-{i}", func="tests.app.tasks.add", args=f"{i}, 1", repeats=1, next_run=now)
@@ -450,34 +451,34 @@ def test_four_clusters_run_each_schedule_once(cluster, q_cluster):
     assert Failure.objects.filter(group__in=["failing", "missing"]).count() == 2
 
 
-def test_a_replaced_monitor_brings_a_new_scheduler(cluster):
+def test_a_replaced_pusher_brings_a_new_scheduler(cluster):
     running = cluster()
-    first = wait_until(lambda: running.view().monitor.alive and running.view().monitor.pid)
+    first = wait_until(lambda: running.view().pusher.alive and running.view().pusher.pid)
     os.kill(first, signal.SIGKILL)
-    wait_until(lambda: running.view().monitor.pid != first and running.view().monitor.alive)
+    wait_until(lambda: running.view().pusher.pid != first and running.view().pusher.alive)
     row = Schedule.objects.create(func="tests.app.tasks.add", args="2, 3", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=row.pk).result() == 5)
-    replacement = running.view().monitor.pid
+    replacement = running.view().pusher.pid
     started = time.monotonic()
     running.stop()
     last = running.view().known[replacement]  # as the sentinel saw it last, having waited for it
-    assert last.exitcode == 0  # told to stop by the pusher, its scheduler's pass ended
+    assert last.exitcode == 0  # stopped gracefully, its scheduler's pass ended
     assert time.monotonic() - started < 10
 
 
-def test_sigterm_ends_the_scheduler_while_the_monitor_goes_on_saving(cluster):
-    """What the sentinel sends when the cluster stops: no new schedule runs, results are still saved."""
+def test_a_graceful_stop_ends_the_scheduler_at_once_while_the_pusher_goes_on_saving(cluster, tmp_path):
+    """What SIGTERM to the cluster does: no new schedule runs, the running task's result is still saved."""
     running = cluster()
     first = Schedule.objects.create(func="tests.app.tasks.add", args="1, 1", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=first.pk).result() == 2)  # the scheduler thread is up
-    os.kill(running.view().monitor.pid, signal.SIGTERM)
+    task_id = async_task("tests.app.tasks.touch_then_sleep", str(tmp_path), 5)
+    wait_until(lambda: any(tmp_path.iterdir()))  # it runs
+    os.kill(running.pid, signal.SIGTERM)  # the sentinel passes it on to the pusher
     time.sleep(1.5)  # past the scheduler's pass under way (INTERVAL is 1 s)
     later = Schedule.objects.create(func="tests.app.tasks.add", args="3, 3", repeats=1)
-    task_id = async_task("tests.app.tasks.add", 4, 4)
-    wait_until(lambda: result(task_id) == 8)
-    time.sleep(2.5)  # two more passes of a scheduler that had not stopped
-    assert Schedule.objects.get(pk=later.pk).last_run() is None
-    assert running.view().monitor.alive
+    wait_until(lambda: Task.get_task(task_id) is not None)  # saved during the stop
+    assert Schedule.objects.get(pk=later.pk).task is None  # never enqueued: the scheduler had ended
+    running.stop()
 
 
 @stepped(*ATOMIC[:2], *SPLIT[:1])

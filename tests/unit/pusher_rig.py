@@ -1,8 +1,9 @@
-"""A pusher stepped by hand, for tests/unit/test_pusher.py: fake worker connections, a fake monitor,
-the in-memory broker and a clock of our own.
+"""A pusher stepped by hand, for tests/unit/test_pusher.py: fake worker connections, a saver that only
+keeps what it is handed, the in-memory broker and a clock of our own.
 
 A `Rig` builds a Pusher that was never started (no socket, no thread),
-connects fake workers and a fake monitor, fills the buffer with `fetch()` and
+connects fake workers, puts a `HandedSaver` in place of the saver thread (a
+test answers for it with `saved()`), fills the buffer with `fetch()` and
 calls `Pusher.step()` with the connections that have something to read, as
 `Pusher.wait()` would. The lease thread's decisions are `Leases.step(broker,
 now)`, called the same way. Workers' state files are real files in the
@@ -20,10 +21,9 @@ from collections import deque
 
 from django_q.brokers.memory import MemoryBroker
 from django_q.cluster.channels import STATE_LAYOUT, state_path
-from django_q.cluster.messages import Batch, Hello, Job, Outcome, Role
+from django_q.cluster.messages import Batch, DeadLetterNote, Hello, Job, Outcome, Role, Saved
 from django_q.cluster.pusher import Pusher
 from django_q.cluster.runstate import RunState
-from django_q.cluster.unsaved import MONITOR_LINGER
 from django_q.conf import Config
 from django_q.package import TaskPackage, pack
 
@@ -74,6 +74,30 @@ class FakeConn:
     def messages(self) -> list[object]:
         """Everything received, batches unpacked, in order."""
         return [m for sent in self.sent for m in (sent.messages if type(sent) is Batch else (sent,))]
+
+
+class HandedSaver:
+    """Stands in for the saver thread (cluster.saving.Saver): keeps what the pusher hands it, saves nothing."""
+
+    def __init__(self) -> None:
+        self.handed: list[list[Outcome | DeadLetterNote]] = []
+        self.stopped = False
+
+    def hand(self, messages: list[Outcome | DeadLetterNote]) -> None:
+        self.handed.append(list(messages))
+
+    def messages(self) -> list[Outcome | DeadLetterNote]:
+        """Everything handed over so far, in order."""
+        return [m for batch in self.handed for m in batch]
+
+    def start(self) -> None:
+        raise AssertionError("a rig's pusher is never started")
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def join(self, timeout: float) -> None:
+        pass
 
 
 class WorkerConn(FakeConn):
@@ -132,7 +156,7 @@ def task_of(job: Job) -> TaskPackage:
 
 
 class Rig:
-    """A pusher that was never started, its broker, its workers, its monitor, and the signals it sent."""
+    """A pusher that was never started, its broker, its workers, its saver, and the signals it sent."""
 
     def __init__(self, folder: str, **options) -> None:
         self.folder = folder
@@ -144,8 +168,8 @@ class Rig:
                              kill=lambda pid, signum: self.signals.append((pid, signum)))
         self.workers: list[FakeWorker] = []
         self.task_ids = itertools.count(1)
-        self.monitor = FakeConn()
-        self.pusher.newcomers.append((self.monitor, Hello(Role.MONITOR, 999)))
+        self.saver = HandedSaver()
+        self.pusher.saving.saver = self.saver  # type: ignore[assignment]
         self.leases()  # the lease thread's first beat: results may go to be saved from now on
 
     def worker(self, index: int | None = None) -> FakeWorker:
@@ -168,18 +192,19 @@ class Rig:
 
     def step(self) -> None:
         """One pass of the loop, given the connections `wait()` would return."""
-        conns = [*self.pusher.slots, *([self.pusher.monitor] if self.pusher.monitor else [])]
-        self.pusher.step([conn for conn in conns if conn.ready])
+        self.pusher.step([conn for conn in self.pusher.slots if conn.ready])
 
-    def to_monitor(self) -> list[object]:
-        """Step, and step again past the monitor's linger; what the monitor got so far.
+    def to_saver(self) -> list[Outcome | DeadLetterNote]:
+        """Step; everything handed to the saver so far.
 
         The lease thread, beating every second meanwhile, keeps the cluster in touch (Leases.in_touch)."""
         self.pusher.leases.touched = self.clock.now
         self.step()
-        self.clock.advance(MONITOR_LINGER * 2)
-        self.step()
-        return self.monitor.messages()
+        return self.saver.messages()
+
+    def saved(self, *delivery_ids: str) -> None:
+        """The saver's answer: these are saved (the loop reads it on its next step)."""
+        self.pusher.saving.answer(Saved(tuple(delivery_ids)))
 
     def leases(self, advance: float = 0.0) -> None:
         self.clock.advance(advance)

@@ -31,7 +31,7 @@ def staff(name: str, *perms: str) -> User:
 
 @pytest.fixture
 def history():
-    """What a monitor would have written: 3 successes of app.ok, 1 failure of app.bad, this minute."""
+    """What a saver would have written: 3 successes of app.ok, 1 failure of app.bad, this minute."""
     config = get_config()
     broker = get_broker(config.name, config)
     writer = HistoryWriter(broker, "test-writer")

@@ -47,7 +47,7 @@ class TestPusherFailures:
         assert f"task t{task_id[-4:]} ({task_id}) math.floor passed its timeout" in killed.getMessage()
         worker.die()
         rig.step()
-        (done,) = rig.to_monitor()
+        (done,) = rig.to_saver()
         assert done.exception == LOST
         [report] = reports(path)
         assert report["type"] == "WorkerLost"
@@ -85,7 +85,7 @@ class TestPusherFailures:
         assert rig.broker.cancel(task_id).outcome == "requested"
         rig.leases(CANCEL_POLL)
         rig.step()
-        (done,) = rig.to_monitor()
+        (done,) = rig.to_saver()
         assert done.cancelled and reports(path) == []
 
 

@@ -1,4 +1,4 @@
-"""django_q.history: a monitor's per-minute history, written to the broker and read back merged."""
+"""django_q.history: a saver's per-minute history, written to the broker and read back merged."""
 
 from __future__ import annotations
 
@@ -153,18 +153,18 @@ def test_a_record_round_trips_and_ignores_unknown_keys():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_monitor_serving_several_queues_counts_each_outcome_in_its_own_queues_history():
+def test_a_saver_serving_several_queues_counts_each_outcome_in_its_own_queues_history():
     from django_q.brokers import get_broker
-    from django_q.cluster.monitor import Monitor
+    from django_q.cluster.saving import Saver
     from django_q.conf import Config
 
     config = Config(name="hq-high", queues=("hq-high", "hq-low"))
-    monitor = Monitor(None, config)
-    now = monitor.histories["hq-high"].clock()
+    saver = Saver(config, answer=lambda saved: None)
+    now = saver._histories()["hq-high"].clock()
     high = outcome("math.floor", now, 0.1)._replace(delivery_id="hq-high:1")
     low = outcome("math.ceil", now, 0.1)._replace(delivery_id="hq-low:2")
-    monitor._add_history([high, low, low])
-    monitor.write_history(force=True)
+    saver._add_history([high, low, low])
+    saver.write_history(force=True)
 
     def functions(queue: str) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -1,8 +1,8 @@
 """The pusher's decisions, stepped by hand (tests/unit/pusher_rig.py): no process is forked and nothing sleeps.
 
 A `Rig` builds a Pusher that was
-never started (no socket, no thread), connects fake workers and a fake
-monitor, fills the buffer with `fetch()` and calls `Pusher.step()` with the
+never started (no socket, no thread), connects fake workers and a saver
+that keeps what it is handed, fills the buffer with `fetch()` and calls `Pusher.step()` with the
 connections that have something to read, as `Pusher.wait()` would. The lease
 thread's decisions are `Leases.step(broker, now)`, called the same way.
 Workers' state files are real files in the test's folder, written with the
@@ -20,13 +20,14 @@ from django_q.brokers.base import LEASED
 from django_q.brokers.memory import MemoryBroker, reset
 from django_q.cluster.channels import cancel_path, decode_cancels
 from django_q.cluster.leases import CANCEL_POLL
-from django_q.cluster.messages import STOP, Batch, Hello, Outcome, Role, Saved
-from django_q.cluster.pusher import Pusher
+from django_q.cluster.messages import STOP, Batch, Outcome
+from django_q.cluster.pusher import SCHEDULER_DELAY, Pusher
+from django_q.cluster.unsaved import WINDOW
 from django_q.conf import Config
 from django_q.outcomes import DeadLetterNote
 from django_q.package import TaskPackage, pack, sign
 
-from .pusher_rig import LEASE, QUEUE, SHORT, FakeConn, Rig, task_of
+from .pusher_rig import LEASE, QUEUE, SHORT, Rig, task_of
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ class TestAdmit:
         rig.fetch()
         rig.step()
         assert worker.jobs() == []
-        (note,) = rig.to_monitor()
+        (note,) = rig.to_saver()
         assert isinstance(note, DeadLetterNote) and "signature" in note.reason
 
     def test_a_delivery_past_max_attempts_is_recorded_as_failed(self, make_rig):
@@ -71,7 +72,7 @@ class TestAdmit:
         rig.fetch()
         rig.step()
         assert worker.jobs() == []
-        (outcome,) = rig.to_monitor()
+        (outcome,) = rig.to_saver()
         assert outcome.success is False and outcome.attempts == 3
         assert "delivered 3 times without finishing (max_attempts=2)" in outcome.result
 
@@ -160,7 +161,7 @@ class TestTimeouts:
         assert rig.signals == [(worker.pid, signal.SIGKILL)]
         worker.die()
         rig.step()
-        (outcome,) = rig.to_monitor()
+        (outcome,) = rig.to_saver()
         assert outcome.success is False and "exceeded its timeout" in outcome.result
         assert outcome.worker.endswith(f":{worker.pid}")
 
@@ -176,7 +177,7 @@ class TestCancel:
         self.cancel_request(rig, task_id)
         rig.step()
         assert not rig.pusher.fetcher.buffer
-        (outcome,) = rig.to_monitor()
+        (outcome,) = rig.to_saver()
         assert outcome.cancelled and outcome.result == "cancelled before it started"
 
     def test_a_running_job_is_signalled_then_killed_after_the_grace_period(self, make_rig, tmp_path):
@@ -201,7 +202,7 @@ class TestCancel:
         assert rig.signals[-1] == (worker.pid, signal.SIGKILL)
         worker.die()
         rig.step()
-        (outcome,) = rig.to_monitor()
+        (outcome,) = rig.to_saver()
         assert outcome.cancelled and "killed after the grace period" in outcome.result
 
     def test_a_job_waiting_in_a_worker_is_named_in_its_cancel_file(self, rig):
@@ -245,21 +246,21 @@ class TestLeases:
         found = rig.broker.lookup(task_id)
         assert found.state == LEASED and found.running is not None
 
-    def test_a_delivery_is_acked_only_after_the_monitor_says_it_is_saved(self, rig):
+    def test_a_delivery_is_acked_only_after_the_saver_says_it_is_saved(self, rig):
         worker = rig.worker()
         (task_id,) = rig.enqueue()
         rig.fetch()
         rig.step()
         outcome = worker.run(worker.jobs()[0])
-        assert rig.to_monitor() == [outcome]
+        assert rig.to_saver() == [outcome]
         rig.leases(1)
         assert rig.broker.lookup(task_id) is not None  # not saved yet: still held
-        rig.monitor.inbox.append(Saved((outcome.delivery_id,)))
+        rig.saved(outcome.delivery_id)
         rig.step()
         assert rig.broker.lookup(task_id) is not None  # acks go through the lease thread
         rig.leases()
         assert rig.broker.lookup(task_id) is None
-        assert rig.pusher.done is False and not rig.pusher.unsaved.messages
+        assert rig.pusher.done is False and not rig.pusher.saving.unsaved.messages
 
     def test_a_failed_attempt_its_retry_policy_runs_again_is_handed_back_with_its_delay(self, rig):
         worker = rig.worker()
@@ -274,7 +275,7 @@ class TestLeases:
         worker.conn.inbox.append(Outcome(job.delivery_id, task_of(job), False, "boom", now, now, 1, QUEUE,
                                          retry_payload=again, retry_in=5.0))
         rig.step()
-        assert rig.to_monitor() == []  # not a result: the task runs again
+        assert rig.to_saver() == []  # not a result: the task runs again
         rig.leases()
         assert rig.other_cluster_gets() == []
         rig.clock.advance(5.0)
@@ -290,19 +291,20 @@ class TestLeases:
         rig.leases(CANCEL_POLL)
         assert rig.pusher.leases.take_cancels() == set()
 
-    def test_a_new_monitor_is_sent_everything_not_yet_saved(self, rig):
+    def test_at_most_a_window_of_results_waits_on_the_saver_the_rest_goes_as_it_answers(self, make_rig):
+        rig = make_rig(queue_limit=WINDOW + 10)
         worker = rig.worker()
-        rig.enqueue()
+        rig.enqueue(WINDOW + 3)
         rig.fetch()
-        rig.step()
-        outcome = worker.run(worker.jobs()[0])
-        assert rig.to_monitor() == [outcome]
-        rig.monitor.eof = True
-        rig.step()
-        again = FakeConn()
-        rig.pusher.newcomers.append((again, Hello(Role.MONITOR, 998)))
-        rig.step()
-        assert again.messages() == [outcome]
+        outcomes = []
+        while len(outcomes) < WINDOW + 3:
+            rig.step()
+            outcomes += [worker.run(job, took=SHORT) for job in worker.jobs()[len(outcomes):]]
+        handed = rig.to_saver()
+        assert handed == outcomes[:WINDOW] and len(rig.pusher.saving.unsaved) == WINDOW + 3
+        rig.saved(*(o.delivery_id for o in outcomes[:2]))
+        assert rig.to_saver() == outcomes[:WINDOW + 2]
+        assert rig.to_saver() == outcomes[:WINDOW + 2]  # each is handed once
 
 
 class TestStopAndLoss:
@@ -316,12 +318,12 @@ class TestStopAndLoss:
         assert not rig.pusher.fetcher.buffer
         assert len(rig.other_cluster_gets()) == 2  # ready again at once; the one in the worker is still held
         outcome = worker.run(worker.jobs()[0])
-        assert rig.to_monitor()[-1] == outcome
-        rig.monitor.inbox.append(Saved((outcome.delivery_id,)))
+        assert rig.to_saver()[-1] == outcome
+        rig.saved(outcome.delivery_id)
         rig.step()
         assert rig.pusher.done
         rig.pusher.close()
-        assert STOP in worker.conn.sent and STOP in rig.monitor.sent
+        assert STOP in worker.conn.sent and rig.saver.stopped
 
     def test_a_job_whose_worker_died_running_it_is_handed_back(self, rig):
         worker = rig.worker()
@@ -347,7 +349,7 @@ class TestStopAndLoss:
         rig.step()
         (again,) = rig.broker.dequeue(1, 0)
         assert again.attempts == 2
-        assert rig.to_monitor() == []
+        assert rig.to_saver() == []
 
     def test_a_worker_lost_at_max_attempts_is_recorded_as_failed(self, make_rig):
         rig = make_rig(max_attempts=1)
@@ -358,7 +360,7 @@ class TestStopAndLoss:
         worker.start(worker.jobs()[0])
         worker.die()
         rig.step()
-        (outcome,) = rig.to_monitor()
+        (outcome,) = rig.to_saver()
         assert outcome.success is False and outcome.result == "worker lost after 1 attempts"
 
     def test_jobs_a_dead_worker_never_took_go_to_another_worker_first(self, rig):
@@ -371,3 +373,55 @@ class TestStopAndLoss:
         rig.step()
         assert [j.delivery_id for j in second.jobs()[: len(held) - 1]] == [j.delivery_id for j in held[1:]]
         assert [d.id for d in rig.broker.dequeue(100, 0)] == [held[0].delivery_id]
+
+
+class NotedScheduler:
+    """Stands in for the scheduler's thread: notes when the pusher starts it."""
+
+    def __init__(self) -> None:
+        self.ident: int | None = None
+
+    def start(self) -> None:
+        self.ident = 1
+
+    def stop(self) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+class TestSchedulerStart:
+    """The scheduler's first pass must not compete with the first fetch, dispatch and task at start."""
+
+    def started(self, rig) -> NotedScheduler:
+        rig.pusher.scheduler = scheduler = NotedScheduler()
+        rig.pusher.started_at = rig.clock.now  # as start() sets it
+        return scheduler
+
+    def test_the_scheduler_starts_once_the_first_outcome_came_back(self, rig):
+        scheduler = self.started(rig)
+        worker = rig.worker()
+        rig.enqueue()
+        rig.fetch()
+        rig.step()
+        assert worker.jobs() and scheduler.ident is None  # the first job went out: not yet
+        worker.run(worker.jobs()[0])
+        rig.step()
+        assert scheduler.ident is not None
+
+    def test_with_nothing_to_run_the_scheduler_starts_scheduler_delay_after_start(self, rig):
+        scheduler = self.started(rig)
+        rig.clock.advance(SCHEDULER_DELAY / 2)
+        rig.step()
+        assert scheduler.ident is None
+        rig.clock.advance(SCHEDULER_DELAY / 2)
+        rig.step()
+        assert scheduler.ident is not None
+
+    def test_a_stopping_pusher_starts_no_scheduler(self, rig):
+        scheduler = self.started(rig)
+        rig.pusher.stop()
+        rig.clock.advance(SCHEDULER_DELAY)
+        rig.step()
+        assert scheduler.ident is None

@@ -13,8 +13,8 @@ from django_q.cluster.sentinel import Sentinel
 from django_q.conf import build_config
 
 
-def test_the_monitor_is_started_after_the_pusher_and_the_workers(settings: Any) -> None:
-    """The first task needs the pusher and a worker; the monitor, the slowest to start, must not delay them."""
+def test_the_sentinel_starts_the_pusher_then_the_workers_and_nothing_else(settings: Any) -> None:
+    """The pusher saves results and runs the scheduler itself: a cluster of 2 workers is 4 processes."""
     settings.Q_CLUSTER = {"name": "order", "workers": 2}
     sentinel = Sentinel(build_config(), start_method="fork")
     started: list[str] = []
@@ -30,7 +30,7 @@ def test_the_monitor_is_started_after_the_pusher_and_the_workers(settings: Any) 
         shutil.rmtree(sentinel.dir, ignore_errors=True)
         os.close(sentinel.notice_r)
         os.close(sentinel.notice_w)
-    assert started == ["pusher", "worker-0", "worker-1", "monitor"]
+    assert started == ["pusher", "worker-0", "worker-1"]
 
 
 class _Conn:

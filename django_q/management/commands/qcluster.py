@@ -14,7 +14,7 @@ from django_q.exceptions import BrokerError, ConfigurationError
 
 
 class Command(BaseCommand):
-    help = "Start a Django Q cluster: a pusher, the workers and a monitor."
+    help = "Start a Django Q cluster: a pusher (which saves results and runs schedules) and the workers."
     # Q_CLUSTER is validated in handle(), so that a bad key stops the command
     # with one line rather than the system check report.
     requires_system_checks: list[str] = []
