@@ -64,17 +64,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown Redis peer(s) {', '.join(sorted(bad))}; known: {', '.join(REDIS_SYSTEMS[1:])}")
     if opts.n < 1 or opts.lat_tasks < 1 or opts.repeats < 1:
         parser.error("-n, --lat-tasks and --repeats must be at least 1")
-    opts.baseline_system = None
-    if opts.baseline is not None:
-        # Resolved once, before the re-exec: REF (main, HEAD~1 ...) may move during the run.
-        commit = os.environ.get("BENCH_BASELINE_COMMIT") if os.environ.get("BENCH_IN_VENV") == "1" else None
-        if not commit:
-            try:
-                commit = venvs.resolve(opts.baseline)
-            except ValueError as exc:
-                parser.error(f"--baseline: {exc}")
-        opts.baseline_commit = commit
-        opts.baseline_system = venvs.add_baseline(commit)
+    venvs.take_baseline(parser, opts)
     return opts
 
 

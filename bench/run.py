@@ -74,17 +74,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     bad = set(opts.peers) - set(ALL_PEERS)
     if bad:
         parser.error(f"unknown peer(s) {', '.join(sorted(bad))}; known: {', '.join(ALL_PEERS)}")
-    opts.baseline_system = None
-    if opts.baseline is not None:
-        # Resolved once, before the re-exec: REF (main, HEAD~1 ...) may move during the run.
-        commit = os.environ.get("BENCH_BASELINE_COMMIT") if os.environ.get("BENCH_IN_VENV") == "1" else None
-        if not commit:
-            try:
-                commit = venvs.resolve(opts.baseline)
-            except ValueError as exc:
-                parser.error(f"--baseline: {exc}")
-        opts.baseline_commit = commit
-        opts.baseline_system = venvs.add_baseline(commit)
+    venvs.take_baseline(parser, opts)
     return opts
 
 

@@ -6,6 +6,7 @@ it re-executes itself in this project's venv (which has psutil and redis).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -94,6 +95,25 @@ def add_baseline(commit: str) -> str:
     PINS[name] = [f"{source(commit)}{ours[0][len(str(REPO)):]}", *ours[1:]]
     BASELINES[name] = commit
     return name
+
+
+def take_baseline(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Set opts.baseline_system (None without --baseline) and opts.baseline_commit from opts.baseline.
+
+    REF is resolved once, before the re-exec into the harness venv (which finds it in
+    $BENCH_BASELINE_COMMIT): main, HEAD~1 ... may move during the run.
+    """
+    opts.baseline_system = None
+    if opts.baseline is None:
+        return
+    commit = os.environ.get("BENCH_BASELINE_COMMIT") if os.environ.get("BENCH_IN_VENV") == "1" else None
+    if not commit:
+        try:
+            commit = resolve(opts.baseline)
+        except ValueError as exc:
+            parser.error(f"--baseline: {exc}")
+    opts.baseline_commit = commit
+    opts.baseline_system = add_baseline(commit)
 
 
 def source(commit: str) -> Path:

@@ -20,7 +20,7 @@ from django_q.models import Schedule, Task
 from django_q.tasks import async_task, cancel, fetch
 
 from .conftest import wait_until
-from .test_scheduler import ATOMIC, BASE, SPLIT, env, stepped  # noqa: F401 (env is a fixture)
+from .scheduler_env import ATOMIC, BASE, SPLIT, env, stepped  # noqa: F401 (env is a fixture)
 
 PRODUCERS = 4
 
