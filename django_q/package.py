@@ -137,7 +137,9 @@ _DEFAULTS = tuple(
 _REQUIRED_NAMES = tuple(name for name, default in _DEFAULTS if default is _REQUIRED)
 _BLANK: list[Any] = [None if default is _REQUIRED else default for _, default in _DEFAULTS]  # from_dict's start
 _PLACES = {name: place for place, name in enumerate(_FIELDS)}
-_FACTORIES = tuple((_PLACES[f.name], f.default_factory) for f in fields(TaskPackage) if f.default_factory is not MISSING)
+_FACTORIES = tuple(
+    (_PLACES[f.name], f.default_factory) for f in fields(TaskPackage) if f.default_factory is not MISSING
+)
 _TUPLES = tuple(_PLACES[name] for name in ("args", "retry_on", "history"))
 _CHAIN = _PLACES["chain"]
 

@@ -129,7 +129,7 @@ class RedisBroker(RedisOwners, QueueBackend):
         socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
         # A BLPOP must end before the socket read times out, or redis-py raises.
         self._max_block = 0.8 * socket_timeout if socket_timeout else None
-        self.hint_ms = -1  # of the last dequeue that found nothing: ms until a delay ends or a lease lapses; -1 none
+        self.hint_ms = -1  # of the last dequeue: ms until a delay ends or a lease lapses; -1 none
         self._emptied_at = 0.0  # monotonic time of the last dequeue that left nothing ready; 0: it left some
 
         self._lua = Lua(self._client)
