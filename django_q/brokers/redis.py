@@ -129,7 +129,8 @@ class RedisBroker(RedisOwners, QueueBackend):
         socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
         # A BLPOP must end before the socket read times out, or redis-py raises.
         self._max_block = 0.8 * socket_timeout if socket_timeout else None
-        self.hint_ms = -1  # of the last dequeue that found nothing: ms until a delay ends or a lease lapses; -1 none
+        self.hint_ms = -1  # of the last dequeue: ms until a delay ends or a lease lapses; -1 none
+        self._emptied_at = 0.0  # monotonic time of the last dequeue that left nothing ready; 0: it left some
 
         self._lua = Lua(self._client)
         register = self._lua.script
@@ -196,10 +197,16 @@ class RedisBroker(RedisOwners, QueueBackend):
         """Lease up to `count` packages, blocking on the wake list up to `timeout` seconds."""
         if count < 1:
             return []
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
         lease_ms = max(1, round(self.lease * 1000))
         args = [count, lease_ms, owner or ""]
-        block = None  # seconds of the BLPOP that goes before the next dequeue
+        # Seconds of the BLPOP that goes before the next dequeue. After a dequeue
+        # that emptied the queue, whatever became ready since pushed a wake token
+        # or comes due by that dequeue's hint: a dequeue now would find nothing
+        # else, so a waiting one starts with the BLPOP (an idle cluster's wake
+        # then costs one round trip, not two).
+        block = self._wait(deadline - now, now - self._emptied_at) if self._emptied_at and timeout > 0 else None
         with _translate():
             while True:
                 if block is None:
@@ -210,20 +217,26 @@ class RedisBroker(RedisOwners, QueueBackend):
                     blpop = ("BLPOP", self._keys[6], f"{block + 0.0005:.3f}")  # rounded up to the ms
                     hint_ms, *flat = self._lua.call_after(blpop, self._dequeue.script, self._keys, args)
                 self.hint_ms = hint_ms
+                now = time.monotonic()
+                self._emptied_at = now if len(flat) < 3 * count else 0.0
                 if flat:
                     return [
                         Delivery(id=flat[i].decode(), payload=flat[i + 1], attempts=int(flat[i + 2]))
                         for i in range(0, len(flat), 3)
                     ]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if deadline <= now:
                     return []
-                # Nobody pushes a token when a delay ends or a lease lapses, so
-                # wake up by then on our own.
-                wait = remaining if hint_ms < 0 else min(remaining, hint_ms / 1000)
-                if self._max_block is not None:
-                    wait = min(wait, self._max_block)
-                block = max(wait, MIN_BLOCK)
+                block = self._wait(deadline - now, 0.0)
+
+    def _wait(self, remaining: float, elapsed: float) -> float | None:
+        """Seconds the next BLPOP may wait: `remaining`, or until the last dequeue's hint, `elapsed` seconds
+        ago, comes due (nobody pushes a token when a delay ends or a lease lapses); None if it is due now."""
+        wait = remaining if self.hint_ms < 0 else min(remaining, self.hint_ms / 1000 - elapsed)
+        if self._max_block is not None:
+            wait = min(wait, self._max_block)
+        if elapsed and wait <= 0:
+            return None
+        return max(wait, MIN_BLOCK)
 
     def renew(self, ids: Sequence[str]) -> None:
         """Extend the leases of `ids` to `lease` seconds from now."""

@@ -62,12 +62,22 @@ class RunState:
         self.lock = threading.Lock()
 
     def write(self, taken: int, running: str | None = None, timeout: float | None = None) -> None:
-        """Record the jobs taken so far and the one running now (None: between jobs)."""
-        raw = running.encode()[:ID_MAX] if running is not None else b""
-        now = (time.time(), time.monotonic()) if running is not None else (0.0, 0.0)
-        with self._writing():
-            _LAYOUT.pack_into(self.map, 0, self.seq, taken, *now, timeout or 0.0, len(raw), raw)
-            _PROGRESS.pack_into(self.map, _LAYOUT.size, *_NO_PROGRESS)  # a new job has reported nothing yet
+        """Record the jobs taken so far and the one running now (None: between jobs).
+
+        Twice a task: the seqlock of _writing is written out here, without its generator.
+        """
+        with self.lock:
+            self.seq += 1
+            _SEQ.pack_into(self.map, 0, self.seq)
+            if running is None:  # no job, so its progress is not read
+                _LAYOUT.pack_into(self.map, 0, self.seq, taken, 0.0, 0.0, 0.0, 0, b"")
+            else:
+                raw = running.encode()[:ID_MAX]
+                _LAYOUT.pack_into(self.map, 0, self.seq, taken, time.time(), time.monotonic(), timeout or 0.0,
+                                  len(raw), raw)
+                _PROGRESS.pack_into(self.map, _LAYOUT.size, *_NO_PROGRESS)  # a new job has reported nothing yet
+            self.seq += 1
+            _SEQ.pack_into(self.map, 0, self.seq)
 
     def write_progress(self, progress: Progress) -> None:
         """Record the running job's last progress report (context.report_progress_to)."""

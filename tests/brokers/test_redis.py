@@ -158,26 +158,69 @@ def test_idle_consumer_wakes_within_milliseconds(broker: RedisBroker, queue_name
     assert statistics.median(latencies) < 0.05
 
 
+def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The scripts' and the waits' writes to Redis from now on (until monkeypatch.undo()), each joined."""
+    writes: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        parts = [bytes(part) for part in command] if isinstance(command, list) else [bytes(command)]
+        if any(b"EVALSHA" in part or b"BLPOP" in part for part in parts):  # not a connect's
+            writes.append(b"".join(parts))
+        send(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return writes
+
+
 def test_the_wait_and_the_dequeue_after_it_go_in_one_write(
     broker: RedisBroker, queue_name: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A waiting dequeue sends each BLPOP with the dequeue that follows it: the server runs that dequeue the
     moment the wait ends, with no round trip between (W3's pick-up latency)."""
-    writes: list[list[bytes]] = []
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-        writes.append([bytes(part) for part in command] if isinstance(command, list) else [bytes(command)])
-        send(conn, command, check_health)
-
     redis_client.lpush(f"django_q:{{{queue_name}}}:wake", 1)  # a token with nothing ready: one wake for nothing
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    writes = _record_writes(monkeypatch)
     assert broker.dequeue(timeout=1.0) == []
     monkeypatch.undo()
-    writes = [write for write in writes if any(b"EVALSHA" in part or b"BLPOP" in part for part in write)]  # not a connect's
     # Dequeue; BLPOP (the token) + dequeue; BLPOP (until the time is up) + dequeue (and maybe one more short
     # wait, as the server ends a wait to the millisecond): never a BLPOP without the dequeue after it.
-    joined = [b"".join(write) for write in writes]
-    assert len(joined) >= 3
-    assert b"BLPOP" not in joined[0]
-    assert all(b"BLPOP" in write and write.index(b"BLPOP") < write.index(b"EVALSHA") for write in joined[1:])
+    assert len(writes) >= 3
+    assert b"BLPOP" not in writes[0]
+    assert all(b"BLPOP" in write and write.index(b"BLPOP") < write.index(b"EVALSHA") for write in writes[1:])
+
+
+def test_after_a_dequeue_that_emptied_the_queue_the_next_wake_costs_one_round_trip(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What becomes ready after a dequeue that left nothing ready pushes a wake token (an enqueue) or comes
+    due by that dequeue's hint (a delay): the next waiting dequeue starts with the BLPOP, the dequeue behind
+    it, not with a dequeue that would find nothing first."""
+    wake = f"django_q:{{{queue_name}}}:wake"
+    broker.enqueue(b"a", delay=0.3)
+    assert broker.dequeue(4) == []  # its hint: "a" is due in 0.3 s
+    redis_client.delete(wake)  # the delayed enqueue's token, as an earlier wait would have popped it
+    writes = _record_writes(monkeypatch)
+    assert [d.payload for d in broker.dequeue(4, timeout=5.0)] == [b"a"]
+    monkeypatch.undo()
+    assert len(writes) == 1 and b"BLPOP" in writes[0]
+
+    redis_client.delete(wake)
+    broker.enqueue(b"b")
+    writes = _record_writes(monkeypatch)
+    assert [d.payload for d in broker.dequeue(4, timeout=5.0)] == [b"b"]
+    monkeypatch.undo()
+    assert len(writes) == 1 and b"BLPOP" in writes[0]
+
+
+def test_a_hint_that_came_due_since_the_last_dequeue_is_dequeued_without_a_wait(
+    broker: RedisBroker, queue_name: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delay that ended while nobody dequeued is ready now: the next dequeue takes it at once."""
+    broker.enqueue(b"a", delay=0.05)
+    assert broker.dequeue(4) == []
+    redis_client.delete(f"django_q:{{{queue_name}}}:wake")
+    time.sleep(0.1)  # past the hint
+    writes = _record_writes(monkeypatch)
+    assert [d.payload for d in broker.dequeue(4, timeout=5.0)] == [b"a"]
+    monkeypatch.undo()
+    assert len(writes) == 1 and b"BLPOP" not in writes[0]

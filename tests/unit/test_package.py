@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from dataclasses import fields
 
 import pytest
 
@@ -312,6 +313,40 @@ class TestCorrupt:
 def test_unknown_fields_of_a_newer_sender_are_ignored():
     data = {**make_task().to_dict(), "deadline_hint": 5}
     assert TaskPackage.from_dict(data) == make_task()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"id": "i", "name": "n", "func": "m.f"},
+        {"id": "i", "name": "n", "func": "m.f", "args": [1, [2]], "kwargs": {"k": 1}, "retry_on": ["a.B"],
+         "history": [{"attempt": 1}], "chain": [["m.g", [1], {}]], "priority": -5, "cached": 60},
+        {"id": "i", "name": "n", "func": "m.f", "args": None, "chain": None, "kwargs": None},
+    ],
+    ids=["required-only", "lists-from-json", "nones"],
+)
+def test_from_dict_makes_what_the_constructor_makes(data):
+    """from_dict fills the slots itself (for speed): pinned to the dataclass's own __init__."""
+    tuples = {name: tuple(data.get(name) or ()) for name in ("args", "retry_on", "history")}
+    chain = tuple(tuple(link) for link in data.get("chain") or ())
+    made = TaskPackage(**{**data, **tuples, "chain": chain})
+    got = TaskPackage.from_dict(data)
+    assert got == made
+    assert repr(got) == repr(made)
+    assert [type(getattr(got, f.name)) for f in fields(TaskPackage)] == [
+        type(getattr(made, f.name)) for f in fields(TaskPackage)
+    ]
+
+
+def test_from_dict_gives_each_package_its_own_default_kwargs():
+    first = TaskPackage.from_dict({"id": "i", "name": "n", "func": "m.f"})
+    first.kwargs["x"] = 1
+    assert TaskPackage.from_dict({"id": "j", "name": "n", "func": "m.f"}).kwargs == {}
+
+
+def test_from_dict_refuses_a_package_without_a_required_field():
+    with pytest.raises(TypeError, match="id"):
+        TaskPackage.from_dict({"name": "n", "func": "m.f"})
 
 
 def test_func_name_is_the_dotted_path_of_any_callable():
