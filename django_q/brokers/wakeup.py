@@ -51,11 +51,11 @@ logger = logging.getLogger("django_q")
 # adds about half of it to an idle cluster's pick-up latency. At 0.01 an idle
 # cluster uses about 1.5 % of one core more than plain polling
 # (bench/idle_cpu.py: mostly the wakeup itself; a read of the pragma costs ~5 us
-# warm, ~100 us after a sleep). With inotify, the seconds after a write to the
-# file during which the counter is read every SQLITE_SETTLE seconds: inotify
-# reports the commit's write, which comes before its fsync (0.3-1 ms here) and
-# before the commit is published, so the wake lags the commit by up to
-# SQLITE_SETTLE. The reads stop at the change, or after SQLITE_CHECK.
+# warm, ~100 us after a sleep). With inotify: inotify reports a commit's write,
+# which comes before its fsync (0.3-1 ms here, far longer under load) and before
+# the commit is published, and nothing once it is. So after a write the counter
+# is read every SQLITE_SETTLE seconds for SQLITE_CHECK, then every SQLITE_CHECK
+# until it changes or the wait ends: a slow commit is seen late, never missed.
 SQLITE_CHECK = 0.01
 SQLITE_SETTLE = 0.0002
 # Seconds to wait before opening a LISTEN connection again after one failed.
@@ -149,14 +149,14 @@ class DataVersionWatch(Waiter):
 
     def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
         end = time.monotonic() + seconds
-        often_until = 0.0  # a file was just written: read the counter often until then
+        written: float | None = None  # when inotify reported a write (monotonic seconds)
         while (left := end - time.monotonic()) > 0:
-            if self._files is not None and time.monotonic() >= often_until:
+            if self._files is not None and written is None:
                 if self._files.wait(left):
-                    # A commit writes its pages, then publishes them: allow it SQLITE_CHECK to publish.
-                    often_until = time.monotonic() + SQLITE_CHECK
+                    written = time.monotonic()
             else:
-                time.sleep(min(SQLITE_SETTLE if self._files is not None else SQLITE_CHECK, left))
+                soon = written is not None and time.monotonic() - written < SQLITE_CHECK
+                time.sleep(min(SQLITE_SETTLE if soon else SQLITE_CHECK, left))
             # A new raw connection (a reconnect) has its own counter: wake to re-arm.
             if conn.connection is not self._raw or _data_version(self._raw) != self._version:
                 return
