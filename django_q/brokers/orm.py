@@ -108,7 +108,9 @@ class OrmBroker(OrmOwners, QueueBackend):
             pg = conn.vendor == "postgresql"
             with conn.cursor() as cursor:
                 cursor.execute(_insert_sql(conn, notify), [*values, self._channel] if pg and notify else values)
-                return str(cursor.fetchone()[0] if pg else cursor.lastrowid)
+                if pg:
+                    return str(cursor.fetchone()[0])
+                return str(conn.ops.last_insert_id(cursor, OrmQ._meta.db_table, "id"))
 
     def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
         """Insert the row unless another row of the queue holds `unique`; the key of the row that holds it.
