@@ -43,6 +43,7 @@ from typing import Any
 from django.db import DatabaseError, Error, IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.utils import timezone
 
 from ..exceptions import BrokerConnectionError, BrokerError
 from ..models import Heartbeat, OrmQ, QueueHistory
@@ -75,6 +76,12 @@ UNIQUE_TRIES = 5
 
 Row = tuple[int, bytes, int, int]  # id, payload, attempts, priority
 
+# The columns enqueue() writes (the others are NULL), in the order of its values.
+INSERTED = ("queue", "payload", "priority", "visible", "leased", "attempts", "created", "key", "cancel")
+_CREATED = OrmQ._meta.get_field("created")
+_PAYLOAD = OrmQ._meta.get_field("payload")
+_inserts: dict[tuple[str, bool], str] = {}  # (vendor, notify) -> the INSERT of enqueue()
+
 
 class OrmBroker(OrmOwners, QueueBackend):
     """A queue in the OrmQ table of database `alias`, polled every `poll` seconds while empty."""
@@ -84,18 +91,26 @@ class OrmBroker(OrmOwners, QueueBackend):
         self.alias = alias
         self.poll = poll
         self._waiter: wakeup.Waiter | None = None  # made by the first waiting dequeue
+        self._channel = wakeup.channel(name)
 
     def enqueue(self, payload: bytes, priority: int = 0, delay: float = 0.0, key: str | None = None) -> str:
-        """Add a package; higher `priority` is handed out first; `delay` seconds hold it back."""
+        """Add a package; higher `priority` is handed out first; `delay` seconds hold it back.
+
+        One INSERT written here rather than by a model's save(), whose
+        machinery cost more than the statement itself; on PostgreSQL the
+        statement also sends the NOTIFY of a ready row (wakeup.py).
+        """
         check_priority(priority)
-        row = OrmQ(queue=self.name, payload=payload, priority=priority, visible=time.time() + max(delay, 0.0), key=key)
+        notify = delay <= 0  # a ready row: PostgreSQL's listeners hear of it
         with self._db() as conn:
-            if delay <= 0 and conn.vendor == "postgresql":
-                return str(wakeup.insert_notify(conn, row, self.name))
-            row.save(using=self.alias, force_insert=True)
-            if delay <= 0:
-                wakeup.notify(conn, self.name)
-        return str(row.pk)
+            values = [self.name, _PAYLOAD.get_db_prep_save(payload, conn), priority, time.time() + max(delay, 0.0),
+                      False, 0, _CREATED.get_db_prep_save(timezone.now(), conn), key, False]
+            pg = conn.vendor == "postgresql"
+            with conn.cursor() as cursor:
+                cursor.execute(_insert_sql(conn, notify), [*values, self._channel] if pg and notify else values)
+                if pg:
+                    return str(cursor.fetchone()[0])
+                return str(conn.ops.last_insert_id(cursor, OrmQ._meta.db_table, "id"))
 
     def enqueue_unique(self, payload: bytes, unique: str, key: str, priority: int = 0, delay: float = 0.0) -> str:
         """Insert the row unless another row of the queue holds `unique`; the key of the row that holds it.
@@ -407,6 +422,23 @@ class OrmBroker(OrmOwners, QueueBackend):
             raise BrokerConnectionError(f"database {self.alias!r}: {exc}") from exc
         except DatabaseError as exc:
             raise BrokerError(f"database {self.alias!r}: {exc}") from exc
+
+
+def _insert_sql(conn: BaseDatabaseWrapper, notify: bool) -> str:
+    """The INSERT of one row of INSERTED. On PostgreSQL it returns the id, and with `notify` it also sends
+    pg_notify(%s) in the same statement: one round trip, and no notice for a row that is rolled back."""
+    pg = conn.vendor == "postgresql"
+    sql = _inserts.get((conn.vendor, pg and notify))
+    if sql is None:
+        quote = conn.ops.quote_name
+        sql = (f"INSERT INTO {quote(OrmQ._meta.db_table)} ({', '.join(map(quote, INSERTED))}) "
+               f"VALUES ({', '.join(['%s'] * len(INSERTED))})")
+        if pg:
+            sql += " RETURNING id"
+            if notify:
+                sql = f"WITH new AS ({sql}) SELECT id, pg_notify(%s, '') FROM new"
+        _inserts[conn.vendor, pg and notify] = sql
+    return sql
 
 
 def _pending(row: OrmQ, now: float) -> Pending:

@@ -12,9 +12,9 @@ when they become ready).
 - PostgreSQL: `LISTEN` on a channel per queue (on each queue's channel, for a
   cluster serving several), on a connection of its own
   (opened by the first waiting dequeue, closed by `close`). An enqueue
-  sends `pg_notify` in the statement of its INSERT (`insert_notify`: one
-  round trip), a batch right after its INSERTs, so the notice arrives once
-  the row is visible, and never for a rolled-back row.
+  sends `pg_notify` in the statement of its INSERT (orm.py: one round
+  trip), a batch right after its INSERTs, so the notice arrives once the
+  row is visible, and never for a rolled-back row.
 - SQLite: `PRAGMA data_version` on the broker's connection changes when any
   other connection commits to the file. On Linux the wait sleeps until
   inotify reports a write to the file or its WAL (inotify.py), then reads the
@@ -38,7 +38,6 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Model
 
 from . import inotify
 from .base import ReadyWatch
@@ -52,10 +51,13 @@ logger = logging.getLogger("django_q")
 # adds about half of it to an idle cluster's pick-up latency. At 0.01 an idle
 # cluster uses about 1.5 % of one core more than plain polling
 # (bench/idle_cpu.py: mostly the wakeup itself; a read of the pragma costs ~5 us
-# warm, ~100 us after a sleep). With inotify, the seconds after a write to the
-# file during which the counter is read every SQLITE_SETTLE seconds.
+# warm, ~100 us after a sleep). With inotify: inotify reports a commit's write,
+# which comes before its fsync (0.3-1 ms here, far longer under load) and before
+# the commit is published, and nothing once it is. So after a write the counter
+# is read every SQLITE_SETTLE seconds for SQLITE_CHECK, then every SQLITE_CHECK
+# until it changes or the wait ends: a slow commit is seen late, never missed.
 SQLITE_CHECK = 0.01
-SQLITE_SETTLE = 0.001
+SQLITE_SETTLE = 0.0002
 # Seconds to wait before opening a LISTEN connection again after one failed.
 LISTEN_RETRY = 30.0
 
@@ -72,25 +74,6 @@ def notify(conn: BaseDatabaseWrapper, queue: str) -> None:
     if conn.vendor == "postgresql":
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [channel(queue)])
-
-
-def insert_notify(conn: BaseDatabaseWrapper, row: Model, queue: str) -> int:
-    """PostgreSQL: insert `row` and notify the listeners of `queue` in one statement, so one round trip and one
-    transaction (the caller's, if one is open); the new row's id."""
-    fields = [f for f in row._meta.concrete_fields if not f.primary_key]
-    table, quote = row._meta.db_table, conn.ops.quote_name
-    # A concrete field has a column; the stubs type Field.column as optional.
-    columns = ", ".join(quote(cast(str, f.column)) for f in fields)
-    pk = quote(cast(str, row._meta.pk.column))
-    sql = (
-        f"WITH new AS (INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"RETURNING {pk}) SELECT {pk}, pg_notify(%s, '') FROM new"
-    )
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), conn) for f in fields]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, [*values, channel(queue)])
-        row.pk = cursor.fetchone()[0]
-    return row.pk
 
 
 class Waiter:
@@ -166,14 +149,14 @@ class DataVersionWatch(Waiter):
 
     def wait(self, conn: BaseDatabaseWrapper, seconds: float) -> None:
         end = time.monotonic() + seconds
-        often_until = 0.0  # a file was just written: read the counter often until then
+        written: float | None = None  # when inotify reported a write (monotonic seconds)
         while (left := end - time.monotonic()) > 0:
-            if self._files is not None and time.monotonic() >= often_until:
+            if self._files is not None and written is None:
                 if self._files.wait(left):
-                    # A commit writes its pages, then publishes them: allow it SQLITE_CHECK to publish.
-                    often_until = time.monotonic() + SQLITE_CHECK
+                    written = time.monotonic()
             else:
-                time.sleep(min(SQLITE_SETTLE if self._files is not None else SQLITE_CHECK, left))
+                soon = written is not None and time.monotonic() - written < SQLITE_CHECK
+                time.sleep(min(SQLITE_SETTLE if soon else SQLITE_CHECK, left))
             # A new raw connection (a reconnect) has its own counter: wake to re-arm.
             if conn.connection is not self._raw or _data_version(self._raw) != self._version:
                 return

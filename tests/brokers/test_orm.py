@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from django_q.brokers import orm_sqlite, wakeup
 from django_q.brokers.orm import OrmBroker
@@ -50,6 +51,27 @@ def test_rows_record_lease_and_attempts(broker: OrmBroker, alias: str) -> None:
     broker.dequeue()
     broker.ack([delivery.id])
     assert not OrmQ.objects.using(alias).filter(pk=int(package_id)).exists()
+
+
+def test_enqueued_row_is_the_row_the_model_would_save(broker: OrmBroker, alias: str) -> None:
+    """enqueue() writes its INSERT itself, for speed: its row holds what OrmQ(...).save() would store."""
+    before = timezone.now()
+    ids = [broker.enqueue(b"\x00job", priority=-2, key="k1"), broker.enqueue(b"later", delay=60)]
+    after = timezone.now()
+    OrmQ(queue=broker.name, payload=b"\x00job", priority=-2, visible=time.time(), key="k1").save(using=alias)
+    OrmQ(queue=broker.name, payload=b"later", visible=time.time() + 60).save(using=alias)
+    rows = list(OrmQ.objects.using(alias).filter(queue=broker.name).order_by("id"))
+    assert [str(row.pk) for row in rows[:2]] == ids
+
+    def stored(row: OrmQ) -> dict:
+        values = {f.name: getattr(row, f.attname) for f in OrmQ._meta.concrete_fields}
+        return {k: bytes(v) if isinstance(v, memoryview) else v for k, v in values.items()
+                if k not in ("id", "created", "visible")}
+
+    for ours, model in zip(rows[:2], rows[2:]):
+        assert stored(ours) == stored(model)
+        assert before <= ours.created <= after
+        assert abs(ours.visible - model.visible) < 5
 
 
 @pytest.mark.django_db(databases=["default"], transaction=True)

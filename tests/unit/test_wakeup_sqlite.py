@@ -1,0 +1,67 @@
+"""django_q.brokers.wakeup.DataVersionWatch, stepped on a clock of its own: no sleeps, no database."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from django_q.brokers import wakeup
+
+
+class Clock:
+    """time.monotonic and time.sleep for wakeup: sleeping moves the clock on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class OneWrite:
+    """inotify.FolderWrites with one write reported at once; later waits run out their time."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.written = True
+        self.pid = os.getpid()
+
+    def wait(self, seconds: float) -> bool:
+        if self.written:
+            self.written = False
+            return True
+        self.clock.sleep(seconds)
+        return False
+
+
+class Conn:
+    connection = object()
+
+
+@pytest.mark.parametrize("publish_after", [0.0005, 0.05, 2.0])
+def test_a_commit_published_long_after_its_write_still_ends_the_wait(
+    monkeypatch: pytest.MonkeyPatch, publish_after: float
+) -> None:
+    """inotify reports a commit's write before its fsync; data_version changes only once the commit is
+    published, which under load can come long after. The wait reads the counter until it changes, however
+    late (up to its own end), rather than going back to inotify, which reports nothing more."""
+    clock = Clock()
+    monkeypatch.setattr(wakeup, "time", clock)
+
+    def data_version(raw: Any) -> int:
+        return 2 if clock.now >= publish_after else 1
+
+    monkeypatch.setattr(wakeup, "_data_version", data_version)
+    watch = wakeup.DataVersionWatch()
+    watch._files, watch._watched = OneWrite(clock), True  # type: ignore[assignment]
+    conn = Conn()
+    watch.arm(conn)  # type: ignore[arg-type]
+    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    assert publish_after <= clock.now < 30.0
+    assert clock.now <= publish_after + (wakeup.SQLITE_SETTLE if publish_after < wakeup.SQLITE_CHECK
+                                         else wakeup.SQLITE_CHECK) + 1e-9
