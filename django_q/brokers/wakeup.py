@@ -54,8 +54,9 @@ logger = logging.getLogger("django_q")
 # warm, ~100 us after a sleep). With inotify: inotify reports a commit's write,
 # which comes before its fsync (0.3-1 ms here, far longer under load) and before
 # the commit is published, and nothing once it is. So after a write the counter
-# is read every SQLITE_SETTLE seconds for SQLITE_CHECK, then every SQLITE_CHECK
-# until it changes or the wait ends: a slow commit is seen late, never missed.
+# is read every SQLITE_SETTLE seconds for SQLITE_CHECK, then at least every
+# SQLITE_CHECK until it changes or the wait ends: a slow commit is seen late,
+# never missed, and the next write starts the quick reads again.
 SQLITE_CHECK = 0.01
 SQLITE_SETTLE = 0.0002
 # Seconds to wait before opening a LISTEN connection again after one failed.
@@ -151,12 +152,15 @@ class DataVersionWatch(Waiter):
         end = time.monotonic() + seconds
         written: float | None = None  # when inotify reported a write (monotonic seconds)
         while (left := end - time.monotonic()) > 0:
-            if self._files is not None and written is None:
-                if self._files.wait(left):
+            since = None if written is None else time.monotonic() - written
+            if self._files is not None and (since is None or since >= SQLITE_CHECK):
+                # Past the settle reads a write may still be unpublished (or was this
+                # connection's own, which never moves its counter): read the counter
+                # every SQLITE_CHECK, and settle again at once on the next write.
+                if self._files.wait(left if since is None else min(left, SQLITE_CHECK)):
                     written = time.monotonic()
             else:
-                soon = written is not None and time.monotonic() - written < SQLITE_CHECK
-                time.sleep(min(SQLITE_SETTLE if soon else SQLITE_CHECK, left))
+                time.sleep(min(SQLITE_SETTLE if since is not None and since < SQLITE_CHECK else SQLITE_CHECK, left))
             # A new raw connection (a reconnect) has its own counter: wake to re-arm.
             if conn.connection is not self._raw or _data_version(self._raw) != self._version:
                 return

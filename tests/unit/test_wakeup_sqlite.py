@@ -65,3 +65,40 @@ def test_a_commit_published_long_after_its_write_still_ends_the_wait(
     assert publish_after <= clock.now < 30.0
     assert clock.now <= publish_after + (wakeup.SQLITE_SETTLE if publish_after < wakeup.SQLITE_CHECK
                                          else wakeup.SQLITE_CHECK) + 1e-9
+
+
+class Writes:
+    """inotify.FolderWrites reporting a write at each of `times` (clock seconds), as soon as it comes."""
+
+    def __init__(self, clock: Clock, times: list[float]) -> None:
+        self.clock = clock
+        self.times = times
+        self.pid = os.getpid()
+
+    def wait(self, seconds: float) -> bool:
+        due = [t for t in self.times if t >= self.clock.now]
+        if due and due[0] <= self.clock.now + seconds:
+            self.clock.now = due[0]
+            self.times.remove(due[0])
+            return True
+        self.clock.sleep(seconds)
+        return False
+
+
+def test_a_write_that_is_never_published_does_not_slow_the_wake_of_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection's own claim writes the file and never moves its counter; another connection's commit
+    written 15 ms later is seen within SQLITE_SETTLE of its publication, not at the next SQLITE_CHECK."""
+    clock = Clock()
+    monkeypatch.setattr(wakeup, "time", clock)
+    published = 0.0153
+
+    def data_version(raw: Any) -> int:
+        return 2 if clock.now >= published else 1
+
+    monkeypatch.setattr(wakeup, "_data_version", data_version)
+    watch = wakeup.DataVersionWatch()
+    watch._files, watch._watched = Writes(clock, [0.0, 0.015]), True  # type: ignore[assignment]
+    conn = Conn()
+    watch.arm(conn)  # type: ignore[arg-type]
+    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    assert published <= clock.now <= published + wakeup.SQLITE_SETTLE + 1e-9
