@@ -32,9 +32,10 @@ except ImportError:  # without the [monitor] extra each process keeps the title 
 logger = logging.getLogger("django_q")
 
 CONNECT_PATIENCE = 30.0  # seconds a process waits for the pusher's socket before giving up
-# Seconds between tries while the pusher's socket is not there yet (a pusher that
-# died is being replaced): a try costs microseconds. At start the pusher binds it
-# first thing (see `listen`), before the sentinel has forked the first worker.
+# Seconds between tries while the pusher's socket is not there yet: a try costs
+# microseconds, and at start the workers are forked just after the pusher, which
+# binds its socket some tens of milliseconds later; a longer pause would be
+# waited out in full after it is there, before the first job.
 CONNECT_PAUSE = 0.01
 HANDSHAKE = 5.0  # seconds either side of a new connection has to take its turn in the handshake
 
@@ -128,25 +129,8 @@ def _client(address: str, authkey: bytes) -> Connection | None:
     return conn
 
 
-def listen(address: str) -> socket.socket:
-    """The pusher's socket, bound to `address` and listening: the first thing a pusher process does.
-
-    A worker forked after that connects at once and waits in the backlog for
-    the challenge, which comes once the pusher has started (`Listener`),
-    instead of finding no socket and pausing CONNECT_PAUSE.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(address)
-        sock.listen(64)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class Listener:
-    """The pusher's side of `connect()`: takes connections on `sock` (see `listen`) in a thread of its own.
+    """The pusher's side of `connect()`: takes connections on `address` in a thread of its own.
 
     Each connection authenticates and introduces itself in a thread of its
     own, so that a client that dies or stalls mid-handshake never blocks the
@@ -154,11 +138,13 @@ class Listener:
     the handshake's thread.
     """
 
-    def __init__(self, sock: socket.socket, authkey: bytes, arrived: Callable[[Connection, Hello], None]) -> None:
+    def __init__(self, address: str, authkey: bytes, arrived: Callable[[Connection, Hello], None]) -> None:
         self.authkey = authkey
         self.arrived = arrived
         self.closed = False
-        self.sock = sock
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(address)
+        self.sock.listen(64)
         threading.Thread(target=self._accept, name="django_q-accept", daemon=True).start()
 
     def close(self) -> None:

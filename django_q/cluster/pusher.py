@@ -14,11 +14,10 @@ A worker that dies mid-task (killed for its timeout, or crashed) closes its
 connection; its running job is recorded as failed or handed back to the
 broker, and any job it had not started goes back to the front of the buffer.
 
-`Pusher(...)` starts nothing; `start()` takes connections on the socket
-its process bound first (`main`) and starts the fetcher, lease and saver
-threads (the scheduler's and status threads follow the first outcome), and
-`loop()` waits for connections and calls `step(ready)`, which makes every
-decision (all but one: while the loop waits, the fetcher thread
+`Pusher(...)` starts nothing; `start()` binds the socket and starts the
+fetcher, lease, saver and status threads (the scheduler's follows the first
+outcome), and `loop()` waits for connections and calls `step(ready)`, which
+makes every decision (all but one: while the loop waits, the fetcher thread
 deals out what it fetched itself, under the same lock, see `_deal_now`). A
 test calls `step()` with connections of its own, a clock of its own and a `kill` that records signals.
 """
@@ -28,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -67,9 +65,8 @@ TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
 ORPHAN_PATIENCE = 10.0  # seconds an orphaned pusher tries to finish before it leaves leases to lapse
 BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database is down)
-# Seconds after start() the scheduler's and status threads start if no outcome came back before:
-# their first pass (the scheduler's queries and imports, the status's broker connection and queue
-# size) must not compete with the first fetch, handshakes, dispatch and task at start.
+# Seconds after start() the scheduler's thread starts if no outcome came back before: its first
+# pass (queries, imports) must not compete with the first fetch, dispatch and task at start.
 SCHEDULER_DELAY = 1.0
 SCHEDULER_PATIENCE = 5.0  # seconds close() waits for the scheduler's pass under way
 
@@ -106,6 +103,7 @@ class Pusher:
         self.wake_w: Connection | None = None
         self.listener: process.Listener | None = None
         self.poller = process.Poller()
+        self.status: Publisher | None = None
         self.newcomers: deque[tuple[Connection, Hello]] = deque()  # connected and introduced, not yet welcomed
         # Held while the loop's decisions are made: by loop()'s step(), or by the fetcher thread
         # dealing out what it just fetched (_deal_now, from start() on) while the loop waits.
@@ -123,23 +121,23 @@ class Pusher:
         self.saving = Saving(config, self.leases, self.fetcher, self.watch, self.tally,
                              lambda: self._wake(Wake.SAVED), clock)
         self.scheduler = SchedulerThread(config)
-        # The status thread has its own broker; it reads the loop's state through _status_snapshot.
-        self.status = Publisher(config, self.identity, self._status_snapshot, self.tally)
         self.started_at: float | None = None  # clock time of start(); None: never started (a test steps it)
         self.all_connected = False
 
-    def start(self, listening: socket.socket) -> None:
-        """Wire the process: the wake pipe, the accepting of connections on `listening` (the socket
-        `process.listen` bound to the address), and the fetcher, lease and saver threads (the
-        scheduler's and status threads follow the first outcome, see `_start_later`)."""
+    def start(self) -> None:
+        """Wire the process: the wake pipe, the socket, and the fetcher, lease, saver and status threads."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
-        # The fetcher before the other threads: its connection and first lease
-        # are the longest step before the first job.
-        self.listener = process.Listener(listening, self.authkey, self._arrived)
+        # The socket first: a pusher that cannot bind it must have leased nothing.
+        # Then the fetcher, before the other threads: its connection and first
+        # lease are the longest step before the first job.
+        self.listener = process.Listener(self.address, self.authkey, self._arrived)
         self.fetcher.deal = self._deal_now
         self.fetcher.start()
         self.leases.start()
         self.saving.saver.start()  # it touches the database only once it is handed a result
+        # The status thread has its own broker; it reads the loop's state through _status_snapshot.
+        self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
+        self.status.start()
         self.started_at = self.clock()
 
     def _wake(self, reason: Wake) -> None:
@@ -208,8 +206,8 @@ class Pusher:
             self._hand_back()
         self._dispatch()
         self.watch.timeouts(self.slots.values())
-        if self.status.ident is None and self.started_at is not None and not self.stopping:
-            self._start_later()
+        if self.scheduler.ident is None and self.started_at is not None and not self.stopping:
+            self._start_scheduler()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
@@ -221,13 +219,11 @@ class Pusher:
             return
         self._from_worker(self.slots[conn], msg)
 
-    def _start_later(self) -> None:
-        """Start the scheduler's and status threads once the first outcome came back, or SCHEDULER_DELAY
-        after start()."""
+    def _start_scheduler(self) -> None:
+        """Start the scheduler's thread once the first outcome came back, or SCHEDULER_DELAY after start()."""
         assert self.started_at is not None
         if self.tally.started_count or self.clock() - self.started_at >= SCHEDULER_DELAY:
             self.scheduler.start()
-            self.status.start()
 
     def _idle(self) -> bool:
         return (
@@ -441,7 +437,8 @@ class Pusher:
     def close(self) -> None:
         """Ack what is saved, tell workers to exit, release the socket, and end the saver and scheduler."""
         self.fetcher.deal = None  # a fetcher still running (the loop failed) deals nothing after the STOPs
-        self.status.stop()
+        if self.status is not None:
+            self.status.stop()
         self.scheduler.stop()
         self.saving.close()  # its last answers are acked below
         self.leases.close(self.broker)  # and what the lease thread had no time for
@@ -472,12 +469,9 @@ def main(
     address: str, authkey: bytes, config: Config, run_once: bool = False, identity: Identity | None = None
 ) -> None:
     """Process entry point: run until SIGTERM (graceful) or until the sentinel disappears."""
-    # The socket first: a pusher that cannot bind it must have leased nothing,
-    # and the workers the sentinel forks next find it there.
-    listening = process.listen(address)
     process.setup("pusher", config.name, config.log_level)
     pusher = Pusher(config, address, authkey, run_once, identity)
-    pusher.start(listening)
+    pusher.start()
     signal.signal(GRACEFUL_STOP, lambda *_: pusher.stop())
     orphaned_at = None
     next_orphan_check = 0.0

@@ -49,7 +49,7 @@ def test_a_new_pusher_starts_nothing(tmp_path):
     pusher = Pusher(Config(name=QUEUE), str(tmp_path / "pusher.sock"), broker=MemoryBroker(QUEUE, LEASE))
     assert threading.active_count() == threads
     assert not (tmp_path / "pusher.sock").exists()
-    assert pusher.listener is None and pusher.status.ident is None and pusher.leases.thread is None
+    assert pusher.listener is None and pusher.status is None and pusher.leases.thread is None
     assert not pusher.fetcher.is_alive()
 
 
@@ -375,8 +375,8 @@ class TestStopAndLoss:
         assert [d.id for d in rig.broker.dequeue(100, 0)] == [held[0].delivery_id]
 
 
-class NotedThread:
-    """Stands in for the scheduler's or the status thread: notes when the pusher starts it."""
+class NotedScheduler:
+    """Stands in for the scheduler's thread: notes when the pusher starts it."""
 
     def __init__(self) -> None:
         self.ident: int | None = None
@@ -391,39 +391,37 @@ class NotedThread:
         return False
 
 
-class TestLaterThreads:
-    """The scheduler's first pass and the status's first publication must not compete with the first fetch,
-    handshakes, dispatch and task at start."""
+class TestSchedulerStart:
+    """The scheduler's first pass must not compete with the first fetch, dispatch and task at start."""
 
-    def started(self, rig) -> tuple[NotedThread, NotedThread]:
-        rig.pusher.scheduler = scheduler = NotedThread()
-        rig.pusher.status = status = NotedThread()  # type: ignore[assignment]
+    def started(self, rig) -> NotedScheduler:
+        rig.pusher.scheduler = scheduler = NotedScheduler()
         rig.pusher.started_at = rig.clock.now  # as start() sets it
-        return scheduler, status
+        return scheduler
 
-    def test_the_scheduler_and_status_threads_start_once_the_first_outcome_came_back(self, rig):
-        threads = self.started(rig)
+    def test_the_scheduler_starts_once_the_first_outcome_came_back(self, rig):
+        scheduler = self.started(rig)
         worker = rig.worker()
         rig.enqueue()
         rig.fetch()
         rig.step()
-        assert worker.jobs() and [t.ident for t in threads] == [None, None]  # the first job went out: not yet
+        assert worker.jobs() and scheduler.ident is None  # the first job went out: not yet
         worker.run(worker.jobs()[0])
         rig.step()
-        assert [t.ident for t in threads] == [1, 1]
+        assert scheduler.ident is not None
 
-    def test_with_nothing_to_run_they_start_scheduler_delay_after_start(self, rig):
-        threads = self.started(rig)
+    def test_with_nothing_to_run_the_scheduler_starts_scheduler_delay_after_start(self, rig):
+        scheduler = self.started(rig)
         rig.clock.advance(SCHEDULER_DELAY / 2)
         rig.step()
-        assert [t.ident for t in threads] == [None, None]
+        assert scheduler.ident is None
         rig.clock.advance(SCHEDULER_DELAY / 2)
         rig.step()
-        assert [t.ident for t in threads] == [1, 1]
+        assert scheduler.ident is not None
 
-    def test_a_stopping_pusher_starts_neither(self, rig):
-        threads = self.started(rig)
+    def test_a_stopping_pusher_starts_no_scheduler(self, rig):
+        scheduler = self.started(rig)
         rig.pusher.stop()
         rig.clock.advance(SCHEDULER_DELAY)
         rig.step()
-        assert [t.ident for t in threads] == [None, None]
+        assert scheduler.ident is None
