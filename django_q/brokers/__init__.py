@@ -42,7 +42,8 @@ def _create(name: str, config: Config) -> QueueBackend:
     # the Redis broker alone, and the database broker's module imports the models,
     # which need the app registry, while this module is imported before it is ready.
     if config.django_redis is not None:
-        from .redis import RedisBroker, django_redis_client
+        from .redis import RedisBroker
+        from .redis_client import django_redis_client
 
         return RedisBroker(name, config.retry, django_redis_client(config.django_redis), config.enqueue_timeout)
     if config.redis is not None:  # (broker_kind "redis" with the django_redis client handled above)

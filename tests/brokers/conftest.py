@@ -16,7 +16,8 @@ from django.test import override_settings
 from django_q.brokers.base import QueueBackend
 from django_q.brokers.memory import MemoryBroker
 from django_q.brokers.orm import OrmBroker
-from django_q.brokers.redis import RedisBroker, django_redis_client
+from django_q.brokers.redis import RedisBroker
+from django_q.brokers.redis_client import django_redis_client
 
 ALIASES = {"sqlite": "default", "pg": "pg", "mysql": "mysql"}
 

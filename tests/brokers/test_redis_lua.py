@@ -11,7 +11,8 @@ import redis
 from redis.connection import Connection, PythonRespSerializer
 
 from django_q.brokers import redis_calls
-from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT, _make_client
+from django_q.brokers.redis import KEY_NAMES, PRIORITY_SHIFT
+from django_q.brokers.redis_client import make_client
 from django_q.brokers.redis_lua import (
     ACK,
     CANCEL,
@@ -83,7 +84,7 @@ class Pair:
 
 @pytest.fixture
 def pair(queue_name: str, redis_url: str) -> Iterator[Pair]:
-    client = _make_client(redis_url)
+    client = make_client(redis_url)
     pair = Pair(client, queue_name)
     yield pair
     pair.close()

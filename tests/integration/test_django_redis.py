@@ -5,7 +5,8 @@ from django.test import override_settings
 from django_redis import get_redis_connection
 
 from django_q.brokers import close_brokers, get_broker
-from django_q.brokers.redis import RedisBroker, django_redis_client
+from django_q.brokers.redis import RedisBroker
+from django_q.brokers.redis_client import django_redis_client
 from django_q.exceptions import ConfigurationError
 from django_q.tasks import async_task, queue_size, result
 

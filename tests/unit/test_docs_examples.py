@@ -117,10 +117,10 @@ def test_the_rate_limits_guide_settings_are_valid():
 def test_the_sentinel_example_makes_a_sentinel_client():
     from redis.sentinel import SentinelConnectionPool
 
-    from django_q.brokers.redis import _make_client
+    from django_q.brokers.redis_client import make_client
     from docs.examples.settings_q_cluster import REDIS_SENTINEL
 
-    client = _make_client(REDIS_SENTINEL["redis"])  # connects lazily: no sentinel is asked here
+    client = make_client(REDIS_SENTINEL["redis"])  # connects lazily: no sentinel is asked here
     assert isinstance(client.connection_pool, SentinelConnectionPool)
     assert client.connection_pool.service_name == "mymaster"
     assert client.connection_pool.connection_kwargs["password"] == "secret"
