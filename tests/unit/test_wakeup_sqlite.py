@@ -102,3 +102,41 @@ def test_a_write_that_is_never_published_does_not_slow_the_wake_of_the_next(monk
     watch.arm(conn)  # type: ignore[arg-type]
     watch.wait(conn, 30.0)  # type: ignore[arg-type]
     assert published <= clock.now <= published + wakeup.SQLITE_SETTLE + 1e-9
+
+
+@pytest.mark.parametrize("published", [0.0, 0.0042, 0.5])
+def test_without_inotify_the_wait_reads_the_counter_every_check(
+    monkeypatch: pytest.MonkeyPatch, published: float
+) -> None:
+    """A file inotify cannot watch (a `file:` URI name): the counter is read every SQLITE_CHECK, so a commit
+    ends the wait at the first read after it, and none waits out the whole wait."""
+    clock = Clock()
+    monkeypatch.setattr(wakeup, "time", clock)
+    reads: list[float] = []
+
+    def data_version(raw: Any) -> int:
+        reads.append(clock.now)
+        return 2 if clock.now > published else 1
+
+    monkeypatch.setattr(wakeup, "_data_version", data_version)
+    watch = wakeup.DataVersionWatch()
+    watch._watched = True  # tried: no watch made
+    conn = Conn()
+    watch.arm(conn)  # type: ignore[arg-type]
+    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    assert published < clock.now <= published + wakeup.SQLITE_CHECK + 1e-9
+    assert reads[1:] == pytest.approx([wakeup.SQLITE_CHECK * i for i in range(1, len(reads))])
+
+
+def test_a_reconnect_ends_the_wait_so_the_watch_is_armed_on_the_new_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another raw connection has a counter of its own: the wait returns at its next read, whatever the counter."""
+    clock = Clock()
+    monkeypatch.setattr(wakeup, "time", clock)
+    monkeypatch.setattr(wakeup, "_data_version", lambda raw: 1)
+    watch = wakeup.DataVersionWatch()
+    watch._watched = True
+    conn = Conn()
+    watch.arm(conn)  # type: ignore[arg-type]
+    conn.connection = object()  # type: ignore[misc]  # Django reconnected
+    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    assert clock.now == pytest.approx(wakeup.SQLITE_CHECK)
