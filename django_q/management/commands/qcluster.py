@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_q import reporters
 from django_q.brokers import get_broker
 from django_q.cluster.process import log_to_stderr
-from django_q.cluster.sentinel import run
+from django_q.cluster.sentinel import pause_collector, resume_collector, run
 from django_q.conf import build_config, check_name
 from django_q.exceptions import BrokerError, ConfigurationError
 
@@ -33,6 +33,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        pause_collector()  # the sentinel resumes it as it forks the pusher
+        try:
+            self._start(options)
+        finally:
+            resume_collector()
+
+    def _start(self, options: dict[str, Any]) -> None:
         try:
             config = build_config(check_name(options["name"]) if options["name"] else None, options["queues"])
             reporters.load(config)  # made here, so that forked workers inherit them
