@@ -32,7 +32,8 @@ Each channel: what it is and how it is encoded; who writes it; who reads it.
 - STOP_SIGNALS (SIGTERM, SIGINT): from the user or a process manager to the
   sentinel, which stops the cluster gracefully; its children ignore both.
 - GRACEFUL_STOP (SIGTERM): the sentinel sends it to the pusher (stop taking
-  tasks and scheduling, finish, exit).
+  tasks and scheduling, finish, exit), again every sentinel.RESTOP seconds
+  until the pusher exits: a pusher still starting ignores it.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ _collector_paused = False  # by pause_collector(), until the first fork or resum
 
 EXIT_PATIENCE = 10.0  # seconds every process gets to exit after the pusher stopped
 WORKER_PATIENCE = 2.0  # seconds workers get to exit after the pusher stopped (see _wind_down)
+# Seconds between two GRACEFUL_STOP signals to a stopping pusher. A pusher
+# ignores the signal until it has started (process.setup ignores it, and before
+# that it has the sentinel's handler): one sent then is lost. It stops once.
+RESTOP = 1.0
 
 
 class Sentinel:
@@ -61,6 +65,7 @@ class Sentinel:
         os.set_blocking(self.notice_w, False)
         self.stop_requested = False
         self.stopping = False
+        self.next_stop_signal = 0.0  # time.monotonic() at which a stopping pusher is signalled again
         self.identity = Identity.new(config.name)  # every pusher publishes the status under it
         self.unloadable: set[str] = set()  # task modules that failed to import here
         self.task_modules_read = 0  # bytes of the task modules file read so far
@@ -169,8 +174,9 @@ class Sentinel:
             if self.stop_requested and not self.stopping:
                 self.stopping = True
                 logger.info("cluster %s stopping: finishing running tasks", self.config.name)
-                if self.pusher.is_alive():
-                    _signal(self.pusher, GRACEFUL_STOP)
+            if self.stopping and self.pusher.is_alive() and time.monotonic() >= self.next_stop_signal:
+                self.next_stop_signal = time.monotonic() + RESTOP
+                _signal(self.pusher, GRACEFUL_STOP)
             if not self.pusher.is_alive():
                 if self.stopping or self.pusher.exitcode == 0:
                     break  # stopped, or a run-once cluster found the queue empty

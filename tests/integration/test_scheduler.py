@@ -232,12 +232,19 @@ def test_a_replaced_pusher_brings_a_new_scheduler(cluster):
 
 
 def test_a_graceful_stop_ends_the_scheduler_at_once_while_the_pusher_goes_on_saving(cluster, tmp_path):
-    """What SIGTERM to the cluster does: no new schedule runs, the running task's result is still saved."""
+    """What SIGTERM to the cluster does: no new schedule runs, the running task's result is still saved.
+
+    The SIGTERM must come once the task runs: a task not yet fetched when the
+    stop begins is left in the queue, unrun, for the next start.
+    """
     running = cluster()
     first = Schedule.objects.create(func="tests.app.tasks.add", args="1, 1", repeats=1)
     wait_until(lambda: Schedule.objects.get(pk=first.pk).result() == 2)  # the scheduler thread is up
-    task_id = async_task("tests.app.tasks.touch_then_sleep", str(tmp_path), 5)
-    wait_until(lambda: any(tmp_path.iterdir()))  # it runs
+    # A folder of the task's own: tmp_path holds the sentinel's view file (Running) from the start.
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    task_id = async_task("tests.app.tasks.touch_then_sleep", str(ran), 5)
+    wait_until(lambda: any(ran.iterdir()))  # it runs
     os.kill(running.pid, signal.SIGTERM)  # the sentinel passes it on to the pusher
     time.sleep(1.5)  # past the scheduler's pass under way (INTERVAL is 1 s)
     later = Schedule.objects.create(func="tests.app.tasks.add", args="3, 3", repeats=1)
