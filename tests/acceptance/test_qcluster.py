@@ -95,7 +95,8 @@ def test_sigint_lets_running_tasks_finish(project, tmp_path):
     started = tmp_path / "started"
     started.mkdir()
     cluster = project.qcluster()
-    project.drive("enqueue", "tests.app.tasks.touch_then_sleep", "2", "slow", json.dumps([str(started), 2.0]))
+    # 4 s each: the signal must come while both still run, even if this loop is kept off the CPU for a while.
+    project.drive("enqueue", "tests.app.tasks.touch_then_sleep", "2", "slow", json.dumps([str(started), 4.0]))
     deadline = time.monotonic() + 60
     while len(list(started.iterdir())) < 2:  # both running (two workers)
         assert time.monotonic() < deadline, "the two tasks did not start within 60 s"

@@ -32,8 +32,9 @@ def test_expired_entries_are_ignored_then_cleaned(broker: QueueBackend) -> None:
     assert broker.statuses() == [b"newer"]
 
 
-def test_statuses_are_per_queue(make_broker) -> None:
-    one, other = make_broker(name="status-one"), make_broker(name="status-other")
+def test_statuses_are_per_queue(make_broker, queue_name) -> None:
+    # Names of this test's own: test runs side by side share one Redis and one database.
+    one, other = make_broker(name=f"{queue_name}-one"), make_broker(name=f"{queue_name}-other")
     one.publish_status("x", b"1", 30)
     assert other.statuses() == []
     assert one.statuses() == [b"1"]

@@ -105,7 +105,8 @@ def test_without_any_extra_the_database_broker_side_imports_and_runs():
     done = run_without(OPTIONAL, """
         import importlib, pkgutil
         import django_q
-        needs_extra = {"django_q.brokers.redis", "django_q.brokers.redis_calls", "django_q.brokers.redis_owners",
+        needs_extra = {"django_q.brokers.redis", "django_q.brokers.redis_calls", "django_q.brokers.redis_client",
+                       "django_q.brokers.redis_owners",
                        "django_q.metrics", "django_q.urls"}
         needs_django6 = {"django_q.tasks_backend", "django_q.djtasks"}
         for info in pkgutil.walk_packages(django_q.__path__, "django_q."):
