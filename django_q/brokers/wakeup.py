@@ -152,15 +152,14 @@ class DataVersionWatch(Waiter):
         end = time.monotonic() + seconds
         written: float | None = None  # when inotify reported a write (monotonic seconds)
         while (left := end - time.monotonic()) > 0:
-            since = None if written is None else time.monotonic() - written
-            if self._files is not None and (since is None or since >= SQLITE_CHECK):
-                # Past the settle reads a write may still be unpublished (or was this
-                # connection's own, which never moves its counter): read the counter
-                # every SQLITE_CHECK, and settle again at once on the next write.
-                if self._files.wait(left if since is None else min(left, SQLITE_CHECK)):
-                    written = time.monotonic()
-            else:
-                time.sleep(min(SQLITE_SETTLE if since is not None and since < SQLITE_CHECK else SQLITE_CHECK, left))
+            settling = written is not None and time.monotonic() - written < SQLITE_CHECK
+            if settling or self._files is None:
+                time.sleep(min(SQLITE_SETTLE if settling else SQLITE_CHECK, left))
+            # Past the settle reads a write may still be unpublished (or was this
+            # connection's own, which never moves its counter): read the counter
+            # every SQLITE_CHECK, and settle again at once on the next write.
+            elif self._files.wait(left if written is None else min(left, SQLITE_CHECK)):
+                written = time.monotonic()
             # A new raw connection (a reconnect) has its own counter: wake to re-arm.
             if conn.connection is not self._raw or _data_version(self._raw) != self._version:
                 return

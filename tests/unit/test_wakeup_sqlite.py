@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -43,6 +44,21 @@ class Conn:
     connection = object()
 
 
+def wait(monkeypatch: pytest.MonkeyPatch, clock: Clock, data_version: Callable[[Any], int | None],
+         files: Any = None, reconnect: bool = False) -> None:
+    """Arm a watch on a stand-in connection, with `files` for inotify's watch (None: none could be made),
+    and wait up to 30 s on `clock`; with `reconnect`, Django reconnects between the two."""
+    monkeypatch.setattr(wakeup, "time", clock)
+    monkeypatch.setattr(wakeup, "_data_version", data_version)
+    watch = wakeup.DataVersionWatch()
+    watch._files, watch._watched = files, True
+    conn = Conn()
+    watch.arm(conn)  # type: ignore[arg-type]
+    if reconnect:
+        conn.connection = object()  # type: ignore[misc]
+    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("publish_after", [0.0005, 0.05, 2.0])
 def test_a_commit_published_long_after_its_write_still_ends_the_wait(
     monkeypatch: pytest.MonkeyPatch, publish_after: float
@@ -51,17 +67,11 @@ def test_a_commit_published_long_after_its_write_still_ends_the_wait(
     published, which under load can come long after. The wait reads the counter until it changes, however
     late (up to its own end), rather than going back to inotify, which reports nothing more."""
     clock = Clock()
-    monkeypatch.setattr(wakeup, "time", clock)
 
     def data_version(raw: Any) -> int:
         return 2 if clock.now >= publish_after else 1
 
-    monkeypatch.setattr(wakeup, "_data_version", data_version)
-    watch = wakeup.DataVersionWatch()
-    watch._files, watch._watched = OneWrite(clock), True  # type: ignore[assignment]
-    conn = Conn()
-    watch.arm(conn)  # type: ignore[arg-type]
-    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    wait(monkeypatch, clock, data_version, OneWrite(clock))
     assert publish_after <= clock.now < 30.0
     assert clock.now <= publish_after + (wakeup.SQLITE_SETTLE if publish_after < wakeup.SQLITE_CHECK
                                          else wakeup.SQLITE_CHECK) + 1e-9
@@ -89,18 +99,12 @@ def test_a_write_that_is_never_published_does_not_slow_the_wake_of_the_next(monk
     """The connection's own claim writes the file and never moves its counter; another connection's commit
     written 15 ms later is seen within SQLITE_SETTLE of its publication, not at the next SQLITE_CHECK."""
     clock = Clock()
-    monkeypatch.setattr(wakeup, "time", clock)
     published = 0.0153
 
     def data_version(raw: Any) -> int:
         return 2 if clock.now >= published else 1
 
-    monkeypatch.setattr(wakeup, "_data_version", data_version)
-    watch = wakeup.DataVersionWatch()
-    watch._files, watch._watched = Writes(clock, [0.0, 0.015]), True  # type: ignore[assignment]
-    conn = Conn()
-    watch.arm(conn)  # type: ignore[arg-type]
-    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    wait(monkeypatch, clock, data_version, Writes(clock, [0.0, 0.015]))
     assert published <= clock.now <= published + wakeup.SQLITE_SETTLE + 1e-9
 
 
@@ -111,19 +115,13 @@ def test_without_inotify_the_wait_reads_the_counter_every_check(
     """A file inotify cannot watch (a `file:` URI name): the counter is read every SQLITE_CHECK, so a commit
     ends the wait at the first read after it, and none waits out the whole wait."""
     clock = Clock()
-    monkeypatch.setattr(wakeup, "time", clock)
     reads: list[float] = []
 
     def data_version(raw: Any) -> int:
         reads.append(clock.now)
         return 2 if clock.now > published else 1
 
-    monkeypatch.setattr(wakeup, "_data_version", data_version)
-    watch = wakeup.DataVersionWatch()
-    watch._watched = True  # tried: no watch made
-    conn = Conn()
-    watch.arm(conn)  # type: ignore[arg-type]
-    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    wait(monkeypatch, clock, data_version)
     assert published < clock.now <= published + wakeup.SQLITE_CHECK + 1e-9
     assert reads[1:] == pytest.approx([wakeup.SQLITE_CHECK * i for i in range(1, len(reads))])
 
@@ -131,12 +129,5 @@ def test_without_inotify_the_wait_reads_the_counter_every_check(
 def test_a_reconnect_ends_the_wait_so_the_watch_is_armed_on_the_new_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another raw connection has a counter of its own: the wait returns at its next read, whatever the counter."""
     clock = Clock()
-    monkeypatch.setattr(wakeup, "time", clock)
-    monkeypatch.setattr(wakeup, "_data_version", lambda raw: 1)
-    watch = wakeup.DataVersionWatch()
-    watch._watched = True
-    conn = Conn()
-    watch.arm(conn)  # type: ignore[arg-type]
-    conn.connection = object()  # type: ignore[misc]  # Django reconnected
-    watch.wait(conn, 30.0)  # type: ignore[arg-type]
+    wait(monkeypatch, clock, lambda raw: 1, reconnect=True)
     assert clock.now == pytest.approx(wakeup.SQLITE_CHECK)
