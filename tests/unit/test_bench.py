@@ -25,6 +25,8 @@ import guard  # noqa: E402
 import lock  # noqa: E402
 import targets  # noqa: E402
 from report import Results  # noqa: E402
+from systems import Target  # noqa: E402
+from workloads import Runner  # noqa: E402
 
 
 @pytest.fixture
@@ -195,6 +197,23 @@ def test_redis_clients_of_other_databases_are_ignored(harness, strays):
         guard.check_redis(harness, {WATCHED}, grace=0.2)
     assert "1 client(s) outside the bench" in str(err.value) and watched in str(err.value)
     assert elsewhere not in str(err.value)
+
+
+def test_a_run_stops_before_it_flushes_anything_while_a_foreign_client_is_connected(harness, strays, tmp_path):
+    runner = Runner(tmp_path)
+    runner.broker.close()
+    runner.counter.close()
+    runner.broker, runner.counter = harness, guard.redis_client(REDIS_URL.format(OTHER))  # not the bench's 12 and 15
+    runner.dbs = {WATCHED, OTHER}
+    try:
+        harness.set("bench:done", 7)
+        _, name, _ = strays("redis", REDIS_URL.format(OTHER))
+        with pytest.raises(guard.Foreign, match=name):
+            runner.prepare(Target("huey"))  # a Redis peer: nothing to migrate
+        assert harness.get("bench:done") == b"7"
+    finally:
+        harness.delete("bench:done")
+        runner.counter.close()
 
 
 def test_a_foreign_postgres_connection_stops_the_run_naming_it_and_the_harness_own_is_not_counted(pg_database, strays):
