@@ -7,7 +7,8 @@ queue, lets it settle, then reads psutil's cpu_times of every process in its
 tree at the start and end of the window. Prints one line per target, as a
 percentage of one core. Uses bench/.venvs/django-q, made or brought up to
 date (ours is installed, not editable) first, and holds the bench lock: it
-shares the bench's databases.
+shares the bench's databases. Like every bench run, it stops if a process
+outside the bench uses them (guard.py).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import guard  # noqa: E402
 import lock  # noqa: E402
 import procs  # noqa: E402
 import venvs  # noqa: E402
-from systems import BENCH, OURS, Target  # noqa: E402
+from systems import BENCH, BROKER_URL, OURS, Target, pg_name  # noqa: E402
 
 TARGETS = {
     "redis": Target(OURS),
@@ -48,6 +50,10 @@ def cpu_seconds(group: procs.Group) -> dict[int, float]:
 
 def measure(target: Target, seconds: float, settle: float, scratch: Path) -> float:
     """Percent of one core the idle cluster of `target` used over `seconds`."""
+    with guard.redis_client(BROKER_URL) as client:
+        guard.check_redis(client, {12, 15})  # a stray producer would keep the cluster busy
+    if target.db == "postgres":
+        guard.check_postgres(pg_name(target.system))
     env = target.env(scratch)
     procs.run(target.driver_cmd("migrate"), env, BENCH, timeout=120)
     procs.run(target.driver_cmd("enqueue", "noop", "0", "--reset"), env, BENCH, timeout=120)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from django_q.brokers.redis import RedisBroker  # noqa: E402  (needs no Django settings)
 
 sys.path.insert(0, str(REPO / "bench"))
+import guard  # noqa: E402
 import lock  # noqa: E402
 
 URL = "redis://127.0.0.1:6379/12"
@@ -330,7 +331,8 @@ def main() -> int:
     opts = parser.parse_args()
     lock.acquire()  # it flushes db 12, which bench runs use: held until this process ends
     rounds = 3 if opts.quick and opts.rounds == 5 else opts.rounds
-    client = redis.Redis.from_url(URL)
+    client = guard.redis_client(URL)
+    guard.check_redis(client, {12})  # a stray consumer of db 12 would take the patterns' messages
     plan = measures(opts.quick)
     runs: dict[str, dict[str, list[float]]] = {m: {p.name: [] for p in PATTERNS} for m, _, _ in plan}
     started = time.monotonic()

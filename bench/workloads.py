@@ -1,7 +1,8 @@
 """The workloads of shared/BENCH.md, one function per kind of run; each returns the figures of one run.
 
-A run flushes the broker database (12) and the counter database (15), empties
-the Django Q tables (through the driver's --reset), enqueues through the
+A run first stops the session if a process outside the bench uses its stores
+(guard.py), then flushes the broker database (12) and the counter database
+(15), empties the Django Q tables (through the driver's --reset), enqueues through the
 driver in the system's own venv, then starts the system's workers as one
 process group and kills the whole group before it returns.
 """
@@ -14,8 +15,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-import redis
-
+import guard
 import procs
 from systems import BENCH, BROKER_URL, COUNTER_URL, Target, pg_name
 
@@ -29,15 +29,23 @@ class Runner:
     def __init__(self, scratch: Path, log=print) -> None:
         self.scratch = scratch
         self.log = log
-        self.broker = redis.Redis.from_url(BROKER_URL)
-        self.counter = redis.Redis.from_url(COUNTER_URL)
+        self.broker = guard.redis_client(BROKER_URL)
+        self.counter = guard.redis_client(COUNTER_URL)
+        self.dbs = {r.connection_pool.connection_kwargs["db"] for r in (self.broker, self.counter)}  # 12 and 15
         self.migrated: set[tuple[str, str]] = set()
         self.serial = 0
 
     # --- helpers ------------------------------------------------------------
 
     def prepare(self, target: Target) -> None:
-        """Flush both Redis databases; migrate the target's database on first use."""
+        """Stop if a process outside the bench uses its stores; flush both Redis databases; migrate on first use.
+
+        The guard (guard.py) raises Foreign, a SystemExit, so the session ends
+        before anything of this run is measured or written.
+        """
+        guard.check_redis(self.broker, self.dbs)
+        if target.db == "postgres":
+            guard.check_postgres(pg_name(target.system))
         self.broker.flushdb()
         self.counter.flushdb()
         if target.stores and (target.system, target.db or "sqlite") not in self.migrated:
@@ -66,7 +74,8 @@ class Runner:
         if target.db == "postgres":
             import psycopg
 
-            conn = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={pg_name(target.system)}", autocommit=True)
+            conn = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={pg_name(target.system)}", autocommit=True,
+                                   application_name=guard.harness_name())
         else:
             conn = sqlite3.connect(target.env(self.scratch)["BENCH_SQLITE"], timeout=5, isolation_level=None)
 

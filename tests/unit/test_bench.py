@@ -1,19 +1,32 @@
-"""The bench harness (bench/): its run lock and the issue #21 targets table, without running a bench."""
+"""The bench harness (bench/): its run lock, its guard against foreign clients and the issue #21 targets table.
 
+No bench runs here. The guard's tests use the real Redis (db 8 and 9, never
+the bench's 12 and 15) and PostgreSQL (a database of their own).
+"""
+
+import fcntl
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
     sys.path.append(str(BENCH))  # appended: the bench's module names (lock, targets ...) shadow nothing
 
+import guard  # noqa: E402
 import lock  # noqa: E402
 import targets  # noqa: E402
 from report import Results  # noqa: E402
+from systems import Target  # noqa: E402
+from workloads import Runner  # noqa: E402
 
 
 @pytest.fixture
@@ -52,6 +65,175 @@ def test_the_lock_is_free_again_once_its_run_ended(holder):
     fd = lock.acquire(path)
     assert path.read_text().startswith(f"pid {__import__('os').getpid()},")
     __import__("os").close(fd)
+
+
+WATCHED, OTHER = 9, 8  # the Redis databases of the guard's tests
+REDIS_URL = "redis://127.0.0.1:6379/{}"
+# db 8 and 9 are shared by the xdist workers, both interpreters' lanes and other checkouts: their tests take turns.
+REDIS_TURN = Path(tempfile.gettempdir()) / "django_q_tests_bench_guard.lock"
+
+# A process outside the bench: holds one connection (named argv[3]) until its stdin closes, then lingers
+# argv[4] seconds and exits without closing it, as a killed worker's socket is closed by the kernel.
+STRAY = textwrap.dedent("""
+    import sys, time
+    kind, where, name, linger = sys.argv[1:]
+    if kind == "redis":
+        import redis
+        conn = redis.Redis.from_url(where, client_name=name)
+        print(conn.client_info()["addr"], flush=True)
+    else:
+        import psycopg
+        conn = psycopg.connect(where, application_name=name)
+        print(conn.info.backend_pid, flush=True)
+    sys.stdin.read()
+    time.sleep(float(linger))
+""")
+
+
+@pytest.fixture
+def harness():
+    """A harness connection to db 9 (named as the bench names its own), with db 8 and 9 to this test alone.
+
+    Waits (up to 60 s) for its turn, then up to 10 s for clients other tests left to go.
+    """
+    fd = os.open(REDIS_TURN, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{REDIS_TURN} stayed locked 60 s: another test run holds Redis db 8 and 9")
+                time.sleep(0.05)
+        client = guard.redis_client(REDIS_URL.format(WATCHED))
+        try:
+            try:
+                guard.check_redis(client, {WATCHED, OTHER}, grace=10)
+            except guard.Foreign as exc:
+                pytest.fail(f"Redis db 8 or 9 is used outside these tests:\n{exc}")
+            yield client
+        finally:
+            client.close()
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def strays():
+    """start(kind, where, linger=0.0) -> (process, name, its address or backend pid); every one killed at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(kind: str, where: str, linger: float = 0.0) -> tuple[subprocess.Popen, str, str]:
+        name = f"stray-{uuid.uuid4().hex[:8]}"
+        proc = subprocess.Popen([sys.executable, "-c", STRAY, kind, where, name, str(linger)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        ident = proc.stdout.readline().strip()
+        assert ident, f"the stray {kind} client did not connect (exit {proc.poll()})"
+        return proc, name, ident
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(10)
+            proc.stdin.close()
+            proc.stdout.close()
+
+
+@pytest.fixture
+def pg_database():
+    """A PostgreSQL database of this test's own, dropped (its connections with it) at the end."""
+    name = f"dq_test_guard_{os.getpid()}"
+    with psycopg.connect(guard.POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(guard.POSTGRES_DSN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_foreign_redis_client_stops_the_run_naming_it(harness, strays):
+    _, name, addr = strays("redis", REDIS_URL.format(WATCHED))
+    with pytest.raises(guard.Foreign) as err:
+        guard.check_redis(harness, {WATCHED}, grace=0.2)
+    message = str(err.value)
+    assert f"addr={addr} name={name}" in message
+    assert f"db={WATCHED} cmd=client|info age=" in message  # after lib=redis-py <version> from Redis 7.2
+    assert "1 client(s) outside the bench use Redis db 9 on 127.0.0.1:6379" in message
+    assert "stop the process that holds it" in message
+
+
+def test_a_redis_client_that_closes_within_the_grace_period_does_not_stop_the_run(harness, strays):
+    proc, name, _ = strays("redis", REDIS_URL.format(WATCHED), linger=0.3)
+    with pytest.raises(guard.Foreign, match=name):  # seen while it is connected
+        guard.check_redis(harness, {WATCHED}, grace=0)
+    proc.stdin.close()  # it exits 0.3 s later, its socket closed by the kernel: a worker of the run before
+    guard.check_redis(harness, {WATCHED}, grace=10)
+
+
+def test_the_harness_own_redis_clients_are_not_counted(harness, strays):
+    counter = guard.redis_client(REDIS_URL.format(WATCHED))  # a second one, as the Runner's counter
+    try:
+        counter.ping()
+        _, name, _ = strays("redis", REDIS_URL.format(WATCHED))
+        with pytest.raises(guard.Foreign) as err:
+            guard.check_redis(harness, {WATCHED}, grace=0.2)
+        assert "1 client(s) outside the bench" in str(err.value) and name in str(err.value)
+        assert guard.harness_name() not in str(err.value)
+    finally:
+        counter.close()
+
+
+def test_redis_clients_of_other_databases_are_ignored(harness, strays):
+    _, elsewhere, _ = strays("redis", REDIS_URL.format(OTHER))
+    _, watched, _ = strays("redis", REDIS_URL.format(WATCHED))
+    with pytest.raises(guard.Foreign) as err:
+        guard.check_redis(harness, {WATCHED}, grace=0.2)
+    assert "1 client(s) outside the bench" in str(err.value) and watched in str(err.value)
+    assert elsewhere not in str(err.value)
+
+
+def test_a_run_stops_before_it_flushes_anything_while_a_foreign_client_is_connected(harness, strays, tmp_path):
+    runner = Runner(tmp_path)
+    runner.broker.close()
+    runner.counter.close()
+    runner.broker, runner.counter = harness, guard.redis_client(REDIS_URL.format(OTHER))  # not the bench's 12 and 15
+    runner.dbs = {WATCHED, OTHER}
+    try:
+        harness.set("bench:done", 7)
+        _, name, _ = strays("redis", REDIS_URL.format(OTHER))
+        with pytest.raises(guard.Foreign, match=name):
+            runner.prepare(Target("huey"))  # a Redis peer: nothing to migrate
+        assert harness.get("bench:done") == b"7"
+    finally:
+        harness.delete("bench:done")
+        runner.counter.close()
+
+
+def test_a_foreign_postgres_connection_stops_the_run_naming_it_and_the_harness_own_is_not_counted(pg_database, strays):
+    dsn = f"host=127.0.0.1 user=postgres dbname={pg_database}"
+    with psycopg.connect(dsn, application_name=guard.harness_name()):  # as the Runner's stored_results
+        _, name, pid = strays("postgres", dsn)
+        with pytest.raises(guard.Foreign) as err:
+            guard.check_postgres(pg_database, grace=0.2)
+    message = str(err.value)
+    assert f"1 connection(s) outside the bench use the PostgreSQL database {pg_database}" in message
+    assert f"pid={pid} application_name={name} addr=127.0.0.1:" in message
+    assert guard.harness_name() not in message
+
+
+def test_a_postgres_connection_that_closes_within_the_grace_period_does_not_stop_the_run(pg_database, strays):
+    proc, name, _ = strays("postgres", f"host=127.0.0.1 user=postgres dbname={pg_database}", linger=0.3)
+    with pytest.raises(guard.Foreign, match=name):  # seen while it is connected
+        guard.check_postgres(pg_database, grace=0)
+    proc.stdin.close()
+    guard.check_postgres(pg_database, grace=10)
 
 
 def summary_of(values: dict[str, dict[str, list[float]]]) -> dict:
