@@ -1,6 +1,6 @@
 """The floors under two targets of issue #21: what no Django Q change can take off.
 
-    python3 bench/floors.py [--repeats 15] [--tasks 300]
+    .venv/bin/python bench/floors.py [--repeats 15] [--tasks 300]
 
 1. Django's own start. `manage.py qcluster` first imports Django's management
    package and runs `django.setup()` with the project's settings; only then
@@ -18,8 +18,8 @@
    queue on PostgreSQL that wakes by NOTIFY cannot start a task sooner.
    W3's target on the database broker is a fifth of procrastinate's p50.
 
-Uses bench/.venvs/django-q and the harness venv (made or brought up to date
-first), holds the bench lock, and a PostgreSQL database of its own,
+Runs, like idle_cpu.py, in the project's venv (psycopg); spawns
+bench/.venvs/django-q (made or brought up to date first); holds the bench lock, and a PostgreSQL database of its own,
 `dq_bench_floor`, dropped at the end. Prints medians and min-max, and a JSON line.
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,6 @@ import lock  # noqa: E402
 import venvs  # noqa: E402
 from systems import BENCH, OURS, Target  # noqa: E402
 
-HARNESS = "harness"  # as in run.py: the venv with psycopg
 FLOOR_DB = "dq_bench_floor"
 CHANNEL = "dq_floor"
 GAP = 0.02  # seconds between two inserts, as in W3
@@ -122,32 +120,20 @@ def summary(values: list[float]) -> dict[str, float]:
             "min": round(values[0], 2), "max": round(values[-1], 2), "n": len(values)}
 
 
-def bootstrap() -> None:
-    """Take the lock, make the venvs, then continue in the harness venv (psycopg), lock held."""
-    if os.environ.get("BENCH_IN_VENV") == "1":
-        lock.inherited()
-        return
-    fd = lock.acquire()
-    for system in (HARNESS, OURS):
-        venvs.ensure(system)
-    python = str(venvs.python(HARNESS))
-    os.execve(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]],
-              {**os.environ, "BENCH_IN_VENV": "1", lock.ENV: str(fd)})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15, help="spawns of each start (default 15)")
     parser.add_argument("--tasks", type=int, default=300, help="rows of the PostgreSQL pick-up (default 300)")
     opts = parser.parse_args()
-    bootstrap()
+    lock.acquire()  # held until this process ends
+    venvs.ensure(OURS)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="django_q_floor-") as scratch:
         env = Target(OURS).env(Path(scratch))
         ours = str(venvs.python(OURS))
         for name, steps in (("django_start_ms", SETUP), ("django_start_redis_ms", f"{SETUP}; import redis")):
             results[name] = summary([start_ms(ours, env, steps) for _ in range(opts.repeats)])
-    results["pg_pickup_ms"] = summary(pg_pickup(str(venvs.python(HARNESS)), opts.tasks))
+    results["pg_pickup_ms"] = summary(pg_pickup(sys.executable, opts.tasks))
     labels = {
         "django_start_ms": "Django's start (import management, django.setup()), ms",
         "django_start_redis_ms": "  the same, then import redis, ms",

@@ -44,6 +44,13 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, client_name=harness_name())
 
 
+def check(client: redis.Redis, dbs: Collection[int], database: str | None = None) -> None:
+    """Before a run: check_redis on `dbs`, then check_postgres on `database` if the run uses one."""
+    check_redis(client, dbs)
+    if database is not None:
+        check_postgres(database)
+
+
 def check_redis(client: redis.Redis, dbs: Collection[int], grace: float = GRACE, poll: float = POLL) -> None:
     """Raise Foreign naming every client of `dbs` not named harness_name() still connected after `grace` seconds."""
     found = _lingering(lambda: redis_foreign(client, dbs), grace, poll)

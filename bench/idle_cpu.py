@@ -50,10 +50,8 @@ def cpu_seconds(group: procs.Group) -> dict[int, float]:
 
 def measure(target: Target, seconds: float, settle: float, scratch: Path) -> float:
     """Percent of one core the idle cluster of `target` used over `seconds`."""
-    with guard.redis_client(BROKER_URL) as client:
-        guard.check_redis(client, {12, 15})  # a stray producer would keep the cluster busy
-    if target.db == "postgres":
-        guard.check_postgres(pg_name(target.system))
+    with guard.redis_client(BROKER_URL) as client:  # a stray producer would keep the cluster busy
+        guard.check(client, {12, 15}, pg_name(target.system) if target.db == "postgres" else None)
     env = target.env(scratch)
     procs.run(target.driver_cmd("migrate"), env, BENCH, timeout=120)
     procs.run(target.driver_cmd("enqueue", "noop", "0", "--reset"), env, BENCH, timeout=120)

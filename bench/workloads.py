@@ -43,9 +43,7 @@ class Runner:
         The guard (guard.py) raises Foreign, a SystemExit, so the session ends
         before anything of this run is measured or written.
         """
-        guard.check_redis(self.broker, self.dbs)
-        if target.db == "postgres":
-            guard.check_postgres(pg_name(target.system))
+        guard.check(self.broker, self.dbs, pg_name(target.system) if target.db == "postgres" else None)
         self.broker.flushdb()
         self.counter.flushdb()
         if target.stores and (target.system, target.db or "sqlite") not in self.migrated:
