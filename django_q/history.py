@@ -31,7 +31,7 @@ from .brokers import get_broker
 from .brokers.base import HISTORY_MINUTES, QueueBackend
 from .conf import Config, get_config
 from .outcomes import Outcome
-from .status import DURATION_BUCKETS
+from .counters import DURATION_BUCKETS
 
 logger = logging.getLogger("django_q")
 

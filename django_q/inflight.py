@@ -12,11 +12,8 @@ the package: a report costs the task no broker call.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
 from .brokers import get_broker
-from .brokers.base import LEASED, Pending
+from .brokers.base import LEASED, Pending, RunningInfo
 from .conf import Config, get_config
 from .exceptions import PackageError
 from .models import Task
@@ -26,28 +23,6 @@ from .status import cluster_statuses
 
 # (cluster identity, task id) -> the task's last progress report, as published
 Reports = dict[tuple[str, str], dict]
-
-
-@dataclass(frozen=True, slots=True)
-class RunningInfo:
-    """Where and since when a leased task runs; kept in the broker while it runs."""
-
-    cluster: str  # the cluster's name (its queue)
-    cluster_id: str  # the running cluster's identity (django_q.status)
-    worker: str  # worker_id() of the worker process
-    started: float  # epoch seconds
-
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, data: bytes | None) -> RunningInfo | None:
-        if not data:
-            return None
-        try:
-            return cls(**json.loads(data))
-        except (ValueError, TypeError):
-            return None
 
 
 def task_of(pending: Pending, config: Config, reports: Reports | None = None) -> Task | None:

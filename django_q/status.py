@@ -33,11 +33,11 @@ from .backoff import Outage
 from .brokers import cluster_broker, get_broker
 from .conf import Config, get_config
 from .context import Progress
+from .counters import DURATION_BUCKETS, Counters, Tally
 from .extras import installed
 from .exceptions import BrokerError, PackageError
 from .models import DeadLetter, Schedule, Task
 from .names import Identity
-from .outcomes import DeadLetterNote
 from .package import unpack
 
 MEASURED = installed("psutil")  # the workers' RSS and CPU: psutil comes with the [monitor] extra
@@ -53,10 +53,6 @@ RATE_SPAN = 10.0  # seconds the published tasks-per-second rate is taken over
 
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 
-#: upper bounds (seconds) of the task duration histogram; the last bucket is +Inf
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-
-
 @dataclass(frozen=True, slots=True)
 class WorkerStatus:
     """One connected worker and the task it runs (None when idle)."""
@@ -70,22 +66,6 @@ class WorkerStatus:
     rss: int | None = None  # KiB of resident memory; None if it could not be read
     cpu: float | None = None  # percent of one CPU since the previous publication
     tasks: int = 0  # tasks it finished since it connected
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """What the cluster did since its pusher started."""
-
-    enqueued: int = 0  # tasks received for their first delivery
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0  # deliveries after the first: lapsed leases, requeues, failures run again
-    dead_lettered: int = 0
-    duration_buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)  # per bucket, not cumulative
-    duration_sum: float = 0.0  # seconds
-    # With metrics_functions only: func -> [succeeded, failed, duration sum (s), *duration buckets]
-    functions: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,77 +134,10 @@ def cluster_statuses(name: str | None = None, config: Config | None = None) -> l
     return sorted(out, key=lambda s: (s.started, s.id))
 
 
-class Tally:
-    """The pusher's counters. Written by the pusher's loop only; the publisher reads `counters`, a snapshot.
-
-    Plain integers per event (this runs once or more per task); the frozen
-    Counters is built only when the status is published.
-    """
-
-    def __init__(self, per_function: bool = False) -> None:
-        self.per_function = per_function
-        self.functions: dict[str, list] = {}
-        self.enqueued = self.started_count = self.succeeded = self.failed = self.retried = self.dead_lettered = 0
-        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
-
-    @property
-    def counters(self) -> Counters:
-        return Counters(
-            enqueued=self.enqueued,
-            started=self.started_count,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            retried=self.retried,
-            dead_lettered=self.dead_lettered,
-            duration_buckets=tuple(self.buckets),
-            duration_sum=self.duration_sum,
-            functions={func: list(counts) for func, counts in list(self.functions.items())},
-        )
-
-    def received(self, attempts: int) -> None:
-        """A delivery reached the pusher (its `attempts` includes this one)."""
-        if attempts <= 1:
-            self.enqueued += 1
-        else:
-            self.retried += 1
-
-    def started(self) -> None:
-        self.started_count += 1
-
-    def finished(self, msg: Any) -> None:
-        """Count an outcome or a dead letter on its way to be saved."""
-        if isinstance(msg, DeadLetterNote):
-            self.dead_lettered += 1
-            return
-        seconds = max(0.0, msg.stopped - msg.started)
-        index = _bucket(seconds)
-        self.buckets[index] += 1
-        self.duration_sum += seconds
-        if msg.success:
-            self.succeeded += 1
-        else:
-            self.failed += 1
-        if self.per_function:
-            counts = self.functions.get(msg.task.func_name)
-            if counts is None:
-                counts = self.functions[msg.task.func_name] = [0, 0, 0.0] + [0] * (len(DURATION_BUCKETS) + 1)
-            counts[0 if msg.success else 1] += 1
-            counts[2] += seconds
-            counts[3 + index] += 1
-
-
-def _bucket(seconds: float) -> int:
-    for i, bound in enumerate(DURATION_BUCKETS):
-        if seconds <= bound:
-            return i
-    return len(DURATION_BUCKETS)
-
-
-# What the pusher hands the publisher each period: state and workers (index,
-# pid, running package or None, start time, progress, tasks finished); the
-# publisher adds the rest.
-Snapshot = tuple[str, list[tuple[int, int, Any, float | None, Progress | None, int]]]
+# What the pusher hands the publisher each period: whether it is stopping, and
+# its workers (index, pid, running package or None, start time, progress, tasks
+# finished); the publisher adds the rest.
+Snapshot = tuple[bool, list[tuple[int, int, Any, float | None, Progress | None, int]]]
 
 
 class Publisher(threading.Thread):
@@ -240,6 +153,7 @@ class Publisher(threading.Thread):
         self._names: dict[str, tuple[str | None, str | None]] = {}  # delivery id -> task id, name
         self._processes: dict[int, psutil.Process] = {}  # pid -> its Process, which keeps CPU times between calls
         self._finished: deque[tuple[float, int]] = deque()  # (monotonic time, tasks finished) of each build
+        self._all_connected = False  # every worker has been connected once: RUNNING from then on
         # No pause of its own (it publishes every PERIOD) and no line when it goes through again.
         self.outage = Outage(logger, "cluster status not published: %s", level=logging.WARNING)
 
@@ -275,7 +189,9 @@ class Publisher(threading.Thread):
 
     def build(self, broker: Any) -> ClusterStatus:
         """The current status: the pusher's snapshot plus the queue size."""
-        state, slots = self.snapshot()
+        stopping, slots = self.snapshot()
+        self._all_connected = self._all_connected or len(slots) >= self.config.workers
+        state = STOPPING if stopping else RUNNING if self._all_connected else STARTING
         try:
             queued = broker.size()
         except BrokerError:

@@ -50,9 +50,10 @@ returns does all three (`QueueBackend`).
 from __future__ import annotations
 
 import abc
+import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..exceptions import BatchMismatch, InvalidPriority, TaskTypeError
 from ..rates import Limit
@@ -90,6 +91,28 @@ class Pending:
     attempts: int
     due: float | None = None  # epoch seconds: when a delayed package is due, or a lease ends
     running: bytes | None = None  # what mark_running recorded, while LEASED
+
+
+@dataclass(frozen=True, slots=True)
+class RunningInfo:
+    """Where and since when a leased task runs; kept in the broker while it runs."""
+
+    cluster: str  # the cluster's name (its queue)
+    cluster_id: str  # the running cluster's identity (django_q.names.Identity)
+    worker: str  # worker_id() of the worker process
+    started: float  # epoch seconds
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> RunningInfo | None:
+        if not data:
+            return None
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError):
+            return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class Fetcher(threading.Thread):
         self.room = threading.Event()  # set by the pusher when it took deliveries out
         self.stopping = threading.Event()
         self.empty_polls = 0  # consecutive dequeues that found nothing (run-once mode reads it)
+        self.first_round = threading.Event()  # set once the first dequeue answered or failed
         # Set by the pusher while tasks are short: what its workers' prefetch
         # takes per round; the buffer may hold that much, or queue_limit if more.
         self.prefetch = 0
@@ -121,8 +122,10 @@ class Fetcher(threading.Thread):
                 try:
                     self.fetch(broker, room)
                 except BrokerError as exc:
+                    self.first_round.set()
                     self.stopping.wait(self.outage.failed(exc))
                     continue
+                self.first_round.set()
                 self.outage.recovered()
         finally:
             broker.close()

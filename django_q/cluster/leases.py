@@ -34,11 +34,10 @@ from collections.abc import Callable, Iterable
 
 from ..backoff import Outage
 from ..brokers import cluster_broker
-from ..brokers.base import QueueBackend
+from ..brokers.base import QueueBackend, RunningInfo
 from ..brokers.queues import queue_of
 from ..conf import Config
 from ..exceptions import BrokerError
-from ..inflight import RunningInfo
 from ..names import worker_id
 
 logger = logging.getLogger("django_q")

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe
+from typing import TYPE_CHECKING
 
 from .. import deadletters, reporters
 from ..backoff import Outage
@@ -39,11 +40,11 @@ from ..brokers import cluster_broker
 from ..brokers.base import Delivery, QueueBackend
 from ..brokers.queues import queue_of
 from ..conf import Config
+from ..counters import Tally
 from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..names import Identity, worker_id
 from ..package import unpack, verify
 from ..runner import class_path
-from ..status import RUNNING, STARTING, STOPPING, Publisher, Snapshot, Tally
 from . import process
 from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
@@ -57,6 +58,9 @@ from .scheduler import SchedulerThread
 from .slots import Slot, deal, depth
 from .watch import Watch
 
+if TYPE_CHECKING:
+    from ..status import Publisher, Snapshot
+
 logger = logging.getLogger("django_q")
 
 _LOST = class_path(WorkerLost)  # the exception named for a failure the task did not raise
@@ -68,6 +72,10 @@ BACKLOG = 5000  # unsaved outcomes beyond which no new job starts (the database 
 # Seconds after start() the scheduler's thread starts if no outcome came back before: its first
 # pass (queries, imports) must not compete with the first fetch, dispatch and task at start.
 SCHEDULER_DELAY = 1.0
+# Seconds after start() the lease and status threads start if the fetcher's first dequeue has not
+# answered by then. Each opens a connection of its own and makes a broker call at once (a beat, a
+# publication), which slowed that first dequeue by a few milliseconds when they raced it for the GIL.
+KEEPERS_DELAY = 0.1
 SCHEDULER_PATIENCE = 5.0  # seconds close() waits for the scheduler's pass under way
 
 
@@ -122,10 +130,10 @@ class Pusher:
                              lambda: self._wake(Wake.SAVED), clock)
         self.scheduler = SchedulerThread(config)
         self.started_at: float | None = None  # clock time of start(); None: never started (a test steps it)
-        self.all_connected = False
 
     def start(self) -> None:
-        """Wire the process: the wake pipe, the socket, and the fetcher, lease, saver and status threads."""
+        """Wire the process: the wake pipe, the socket, and the fetcher and saver threads (the lease and
+        status threads follow, see _start_keepers)."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
         # The socket first: a pusher that cannot bind it must have leased nothing.
         # Then the fetcher, before the other threads: its connection and first
@@ -133,12 +141,22 @@ class Pusher:
         self.listener = process.Listener(self.address, self.authkey, self._arrived)
         self.fetcher.deal = self._deal_now
         self.fetcher.start()
-        self.leases.start()
         self.saving.saver.start()  # it touches the database only once it is handed a result
-        # The status thread has its own broker; it reads the loop's state through _status_snapshot.
-        self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
-        self.status.start()
-        self.started_at = self.clock()
+        self.started_at = self.clock()  # the lease and status threads start in step(): _start_keepers
+
+    def _start_keepers(self) -> None:
+        """Start the lease and status threads once the fetcher's first dequeue answered, or KEEPERS_DELAY
+        after start(). Until then nothing needs them: leases taken within DEAD_AFTER are never released
+        for want of a beat, acks wait in `leases`, and a graceful stop still starts them."""
+        assert self.started_at is not None
+        if self.fetcher.first_round.is_set() or self.clock() - self.started_at >= KEEPERS_DELAY:
+            # Imported here, off the way to the first task: the status's records take milliseconds to make.
+            from ..status import Publisher
+
+            self.leases.start()
+            # The status thread has its own broker; it reads the loop's state through _status_snapshot.
+            self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
+            self.status.start()
 
     def _wake(self, reason: Wake) -> None:
         """Called from the other threads: end the loop's wait."""
@@ -206,6 +224,8 @@ class Pusher:
             self._hand_back()
         self._dispatch()
         self.watch.timeouts(self.slots.values())
+        if self.status is None and self.started_at is not None:
+            self._start_keepers()
         if self.scheduler.ident is None and self.started_at is not None and not self.stopping:
             self._start_scheduler()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
@@ -458,11 +478,10 @@ class Pusher:
             self.scheduler.join(SCHEDULER_PATIENCE)  # its pass under way finishes
 
     def _status_snapshot(self) -> Snapshot:
-        """State and workers for the status. Called from the status thread: list() copies in one step."""
+        """Stopping or not, and the workers, for the status. Called from the status thread: list() copies in
+        one step."""
         slots = [s for s in list(self.slots.values()) if not s.standby]
-        self.all_connected = self.all_connected or len(slots) >= self.config.workers
-        state = STOPPING if self.stopping else RUNNING if self.all_connected else STARTING
-        return state, [(s.index, s.pid, s.running, s.started, s.progress, s.answered) for s in slots]
+        return self.stopping, [(s.index, s.pid, s.running, s.started, s.progress, s.answered) for s in slots]
 
 
 def main(

@@ -33,12 +33,12 @@ from ..backoff import Outage
 from ..brokers import close_brokers, get_broker
 from ..brokers.queues import queue_of
 from ..conf import Config
+from ..counters import Tally
 from ..enqueue import continue_chain
 from ..exceptions import BrokerError
 from ..history import HistoryWriter
 from ..names import new_id, worker_id
 from ..recorder import Recorder
-from ..status import Tally
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import DeadLetterNote, Outcome, Saved

@@ -100,6 +100,19 @@ class HandedSaver:
         pass
 
 
+class NotedPublisher:
+    """Stands in for the status thread (django_q.status.Publisher): notes that the pusher started it."""
+
+    def __init__(self, *args: object) -> None:
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        pass
+
+
 class WorkerConn(FakeConn):
     """A worker's connection: what it said since the pusher last read comes as one message, as send_many sends it."""
 
@@ -170,6 +183,8 @@ class Rig:
         self.task_ids = itertools.count(1)
         self.saver = HandedSaver()
         self.pusher.saving.saver = self.saver  # type: ignore[assignment]
+        # A rig's pusher starts no thread: as far as step() can tell, its lease and status threads are up.
+        self.pusher.status = NotedPublisher()  # type: ignore[assignment]
         self.leases()  # the lease thread's first beat: results may go to be saved from now on
 
     def worker(self, index: int | None = None) -> FakeWorker:

@@ -21,13 +21,13 @@ from django_q.brokers.memory import MemoryBroker, reset
 from django_q.cluster.channels import cancel_path, decode_cancels
 from django_q.cluster.leases import CANCEL_POLL
 from django_q.cluster.messages import STOP, Batch, Outcome
-from django_q.cluster.pusher import SCHEDULER_DELAY, Pusher
+from django_q.cluster.pusher import KEEPERS_DELAY, SCHEDULER_DELAY, Pusher
 from django_q.cluster.unsaved import WINDOW
 from django_q.conf import Config
 from django_q.outcomes import DeadLetterNote
 from django_q.package import TaskPackage, pack, sign
 
-from .pusher_rig import LEASE, QUEUE, SHORT, Rig, task_of
+from .pusher_rig import LEASE, QUEUE, SHORT, NotedPublisher, Rig, task_of
 
 
 @pytest.fixture
@@ -373,6 +373,45 @@ class TestStopAndLoss:
         rig.step()
         assert [j.delivery_id for j in second.jobs()[: len(held) - 1]] == [j.delivery_id for j in held[1:]]
         assert [d.id for d in rig.broker.dequeue(100, 0)] == [held[0].delivery_id]
+
+
+class TestKeepersStart:
+    """The lease and status threads each open a connection and make a broker call at once (a beat, a
+    publication): at start they must not race the fetcher's first dequeue for the GIL."""
+
+    @pytest.fixture
+    def leases(self, rig, monkeypatch) -> list[float]:
+        """The times the lease thread was started, from a pusher as start() leaves it."""
+        rig.pusher.status = None
+        rig.pusher.started_at = rig.clock.now
+        started: list[float] = []
+        monkeypatch.setattr(rig.pusher.leases, "start", lambda: started.append(rig.clock.now))
+        monkeypatch.setattr("django_q.status.Publisher", NotedPublisher)
+        return started
+
+    def test_they_start_once_the_first_dequeue_answered(self, rig, leases):
+        rig.step()
+        assert leases == [] and rig.pusher.status is None
+        rig.pusher.fetcher.first_round.set()
+        rig.step()
+        assert leases == [rig.clock.now] and rig.pusher.status.started
+        rig.step()
+        assert len(leases) == 1  # once
+
+    def test_with_no_answer_they_start_keepers_delay_after_start(self, rig, leases):
+        rig.clock.advance(KEEPERS_DELAY / 2)
+        rig.step()
+        assert leases == [] and rig.pusher.status is None
+        rig.clock.advance(KEEPERS_DELAY / 2 + 0.001)  # past it, whatever the float sum rounds to
+        rig.step()
+        assert leases == [rig.clock.now] and rig.pusher.status.started
+
+    def test_a_pusher_stopping_before_they_started_still_starts_them(self, rig, leases):
+        """Its running tasks finish first: their leases are renewed meanwhile, their results acked."""
+        rig.pusher.stop()
+        rig.clock.advance(KEEPERS_DELAY)
+        rig.step()
+        assert leases == [rig.clock.now] and rig.pusher.status.started
 
 
 class NotedScheduler:

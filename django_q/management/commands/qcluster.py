@@ -51,15 +51,19 @@ class Command(BaseCommand):
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
         log_to_stderr(config.log_level)
-        logger = logging.getLogger("django_q")
-        for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
-            logger.warning(warning)
-        if config.broker_kind == "redis":
-            # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
-            from django_q.brokers.redis import RedisBroker
-            from django_q.legacy import take_redis_list
 
-            assert isinstance(broker, RedisBroker)  # get_broker's for broker_kind "redis"
-            take_redis_list(broker.client, config.name)
-        run(config, run_once=options["run_once"], start_method=options["start_method"])
+        def chores() -> None:
+            # Once the processes are started: none of this needs to hold up the first task.
+            logger = logging.getLogger("django_q")
+            for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
+                logger.warning(warning)
+            if config.broker_kind == "redis":
+                # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
+                from django_q.brokers.redis import RedisBroker
+                from django_q.legacy import take_redis_list
+
+                assert isinstance(broker, RedisBroker)  # get_broker's for broker_kind "redis"
+                take_redis_list(broker.client, config.name)
+
+        run(config, run_once=options["run_once"], start_method=options["start_method"], chores=chores)
 
