@@ -154,8 +154,7 @@ def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
     scratch = Path(tempfile.mkdtemp(prefix="django_q_far-"))
     stack.callback(shutil.rmtree, scratch, True)
     runner = far_runner(scratch, ns, link)
-    stack.callback(runner.counter.flushdb)
-    stack.callback(runner.broker.flushdb)
+    stack.callback(runner.flush)
     conf = settings(argparse.Namespace(quick=False, n=None, repeats=None, w5_repeats=None))
     figures: dict = {}
     for rep in range(opts.repeats):

@@ -227,8 +227,7 @@ def main() -> int:
         jobs, once = build(opts, conf, no_pg, results)
         run_all(runner, jobs, once, conf["repeats"], results)
     finally:
-        runner.broker.flushdb()
-        runner.counter.flushdb()
+        runner.flush()
         if opts.keep_scratch:
             print(f"scratch kept: {scratch}")
         else:

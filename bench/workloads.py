@@ -34,6 +34,7 @@ class Runner:
         self.dbs = {r.connection_pool.connection_kwargs["db"] for r in (self.broker, self.counter)}  # 12 and 15
         self.migrated: set[tuple[str, str]] = set()
         self.serial = 0
+        self.refused = False  # the guard found someone else using the stores: flush() leaves them alone
 
     # --- helpers ------------------------------------------------------------
 
@@ -43,12 +44,22 @@ class Runner:
         The guard (guard.py) raises Foreign, a SystemExit, so the session ends
         before anything of this run is measured or written.
         """
-        guard.check(self.broker, self.dbs, pg_name(target.system) if target.db == "postgres" else None)
-        self.broker.flushdb()
-        self.counter.flushdb()
+        try:
+            guard.check(self.broker, self.dbs, pg_name(target.system) if target.db == "postgres" else None)
+        except guard.Foreign:
+            self.refused = True
+            raise
+        self.flush()
         if target.stores and (target.system, target.db or "sqlite") not in self.migrated:
             procs.run(target.driver_cmd("migrate"), target.env(self.scratch), BENCH, timeout=120)
             self.migrated.add((target.system, target.db or "sqlite"))
+
+    def flush(self) -> None:
+        """Empty both Redis databases (before a run, and when the session ends), unless the guard refused them:
+        what is in them then is another process's."""
+        if not self.refused:
+            self.broker.flushdb()
+            self.counter.flushdb()
 
     def enqueue(self, target: Target, kind: str, n: int, interval: float = 0.02, max_seconds: float = 600) -> tuple[int, float]:
         """Enqueue up to n tasks through the driver (Django Q tables emptied first): (tasks sent, seconds)."""
