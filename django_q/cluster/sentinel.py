@@ -17,7 +17,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.context import DefaultContext, ForkContext, ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
@@ -281,20 +280,13 @@ def resume_collector() -> None:
         gc.enable()
 
 
-def run(
-    config: Config, run_once: bool = False, start_method: str | None = None, chores: Callable[[], None] | None = None
-) -> None:
-    """Run a cluster in this process until SIGTERM or SIGINT (or, with run_once, an empty queue).
-
-    `chores` is called once every process has started: work that must not hold up the first task.
-    """
+def run(config: Config, run_once: bool = False, start_method: str | None = None) -> None:
+    """Run a cluster in this process until SIGTERM or SIGINT (or, with run_once, an empty queue)."""
     sentinel = Sentinel(config, run_once, start_method)
     process.set_title("sentinel", config.name)
     previous = {sig: signal.signal(sig, sentinel.request_stop) for sig in STOP_SIGNALS}
     try:
         sentinel.start()
-        if chores is not None:
-            chores()
         sentinel.guard()
     finally:
         for sig, handler in previous.items():

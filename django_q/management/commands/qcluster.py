@@ -51,19 +51,18 @@ class Command(BaseCommand):
         except BrokerError as exc:
             raise CommandError(f"cannot reach the {config.broker_kind} broker: {exc}") from None
         log_to_stderr(config.log_level)
+        # What follows need not come before the first task, but it comes before the fork: made by the
+        # sentinel after it, it cost 1.3 MiB of idle PSS (the pages it touched, copied) for a first task
+        # about 2 ms sooner.
+        logger = logging.getLogger("django_q")
+        for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
+            logger.warning(warning)
+        if config.broker_kind == "redis":
+            # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
+            from django_q.brokers.redis import RedisBroker
+            from django_q.legacy import take_redis_list
 
-        def chores() -> None:
-            # Once the processes are started: none of this needs to hold up the first task.
-            logger = logging.getLogger("django_q")
-            for warning in [*broker.setup_warnings(), *reporters.missing(config)]:
-                logger.warning(warning)
-            if config.broker_kind == "redis":
-                # Packages a django-q / django-q2 cluster left in its Redis list run here (django_q.legacy).
-                from django_q.brokers.redis import RedisBroker
-                from django_q.legacy import take_redis_list
-
-                assert isinstance(broker, RedisBroker)  # get_broker's for broker_kind "redis"
-                take_redis_list(broker.client, config.name)
-
-        run(config, run_once=options["run_once"], start_method=options["start_method"], chores=chores)
+            assert isinstance(broker, RedisBroker)  # get_broker's for broker_kind "redis"
+            take_redis_list(broker.client, config.name)
+        run(config, run_once=options["run_once"], start_method=options["start_method"])
 
