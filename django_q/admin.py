@@ -24,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from .brokers.base import RunningInfo
 from .conf import get_config
 from .context import describe
 from .dashboard import DashboardAdmin, PageAdmin
@@ -31,7 +32,7 @@ from .deadletters import requeue as send_back
 from .enqueue import run_now as enqueue_now
 from .exceptions import BrokerError, DjangoQError, PackageError, ScheduleError, TaskTypeError
 from .guard import denied, offered
-from .inflight import RunningInfo, pending_tasks
+from .inflight import pending_tasks
 from .models import Dashboard, DeadLetter, Failure, InFlight, OrmQ, Schedule, Success, Task
 from .package import unpack, verify
 from .status import look

@@ -345,7 +345,7 @@ class OrmQ(models.Model):
     created = models.DateTimeField(default=timezone.now)
     # The task id, so that a task can be found, and cancelled, while it waits.
     key = models.CharField(max_length=32, null=True, db_index=True)
-    # Set by the cluster when a worker starts the task (django_q.inflight.RunningInfo).
+    # Set by the cluster when a worker starts the task (django_q.brokers.base.RunningInfo).
     running = models.BinaryField(null=True)
     # cancel() asked the cluster running this row to stop it.
     cancel = models.BooleanField(default=False)

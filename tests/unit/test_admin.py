@@ -249,7 +249,7 @@ class TestQueuedAndRunning:
     """The page of tasks still in the broker: what fetch(in_flight=True) sees before a result exists, and cancel."""
 
     def running_task(self) -> str:
-        from django_q.inflight import RunningInfo
+        from django_q.brokers.base import RunningInfo
         from django_q.tasks import async_task
 
         task_id = async_task("tests.app.tasks.add", 5, 6, priority=7)
