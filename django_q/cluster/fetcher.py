@@ -122,10 +122,10 @@ class Fetcher(threading.Thread):
                 try:
                     self.fetch(broker, room)
                 except BrokerError as exc:
-                    self.first_round.set()
                     self.stopping.wait(self.outage.failed(exc))
                     continue
-                self.first_round.set()
+                finally:
+                    self.first_round.set()
                 self.outage.recovered()
         finally:
             broker.close()

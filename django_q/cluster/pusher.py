@@ -15,8 +15,8 @@ connection; its running job is recorded as failed or handed back to the
 broker, and any job it had not started goes back to the front of the buffer.
 
 `Pusher(...)` starts nothing; `start()` binds the socket and starts the
-fetcher, lease, saver and status threads (the scheduler's follows the first
-outcome), and `loop()` waits for connections and calls `step(ready)`, which
+fetcher and saver threads (the lease and status threads follow the first
+dequeue's answer, the scheduler's the first outcome), and `loop()` waits for connections and calls `step(ready)`, which
 makes every decision (all but one: while the loop waits, the fetcher thread
 deals out what it fetched itself, under the same lock, see `_deal_now`). A
 test calls `step()` with connections of its own, a clock of its own and a `kill` that records signals.
@@ -34,17 +34,14 @@ from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING
 
-from .. import deadletters, reporters
 from ..backoff import Outage
 from ..brokers import cluster_broker
 from ..brokers.base import Delivery, QueueBackend
-from ..brokers.queues import queue_of
 from ..conf import Config
 from ..counters import Tally
-from ..exceptions import BrokerError, PackageError, WorkerLost
-from ..names import Identity, worker_id
-from ..package import unpack, verify
-from ..runner import class_path
+from ..exceptions import BrokerError, PackageError
+from ..names import Identity
+from ..package import verify
 from . import process
 from .channels import GRACEFUL_STOP, Wake, folder_of, state_path
 from .fetcher import Fetcher
@@ -62,8 +59,6 @@ if TYPE_CHECKING:
     from ..status import Publisher, Snapshot
 
 logger = logging.getLogger("django_q")
-
-_LOST = class_path(WorkerLost)  # the exception named for a failure the task did not raise
 
 TICK = 0.1  # seconds between housekeeping passes when nothing arrives
 ORPHAN_CHECK = 0.5  # seconds between checks that the sentinel is still there
@@ -133,7 +128,7 @@ class Pusher:
 
     def start(self) -> None:
         """Wire the process: the wake pipe, the socket, and the fetcher and saver threads (the lease and
-        status threads follow, see _start_keepers)."""
+        status threads follow, see _start_late_threads)."""
         self.wake_r, self.wake_w = Pipe(duplex=False)
         # The socket first: a pusher that cannot bind it must have leased nothing.
         # Then the fetcher, before the other threads: its connection and first
@@ -142,21 +137,7 @@ class Pusher:
         self.fetcher.deal = self._deal_now
         self.fetcher.start()
         self.saving.saver.start()  # it touches the database only once it is handed a result
-        self.started_at = self.clock()  # the lease and status threads start in step(): _start_keepers
-
-    def _start_keepers(self) -> None:
-        """Start the lease and status threads once the fetcher's first dequeue answered, or KEEPERS_DELAY
-        after start(). Until then nothing needs them: leases taken within DEAD_AFTER are never released
-        for want of a beat, acks wait in `leases`, and a graceful stop still starts them."""
-        assert self.started_at is not None
-        if self.fetcher.first_round.is_set() or self.clock() - self.started_at >= KEEPERS_DELAY:
-            # Imported here, off the way to the first task: the status's records take milliseconds to make.
-            from ..status import Publisher
-
-            self.leases.start()
-            # The status thread has its own broker; it reads the loop's state through _status_snapshot.
-            self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
-            self.status.start()
+        self.started_at = self.clock()  # the lease and status threads start in step(): _start_late_threads
 
     def _wake(self, reason: Wake) -> None:
         """Called from the other threads: end the loop's wait."""
@@ -224,10 +205,8 @@ class Pusher:
             self._hand_back()
         self._dispatch()
         self.watch.timeouts(self.slots.values())
-        if self.status is None and self.started_at is not None:
-            self._start_keepers()
-        if self.scheduler.ident is None and self.started_at is not None and not self.stopping:
-            self._start_scheduler()
+        if self.started_at is not None:
+            self._start_late_threads()
         if self.run_once and not self.stopping and self.fetcher.empty_polls and self._idle():
             self.stop()
 
@@ -239,10 +218,24 @@ class Pusher:
             return
         self._from_worker(self.slots[conn], msg)
 
-    def _start_scheduler(self) -> None:
-        """Start the scheduler's thread once the first outcome came back, or SCHEDULER_DELAY after start()."""
+    def _start_late_threads(self) -> None:
+        """Start what must not race the first tasks at start. The lease and status threads (each opens a
+        connection and makes a broker call at once) once the fetcher's first dequeue answered, or
+        KEEPERS_DELAY after start(), stopping or not: until then nothing needs them, as leases taken within
+        DEAD_AFTER are never released for want of a beat and acks wait in `leases`. The scheduler (queries,
+        imports) once the first outcome came back, or SCHEDULER_DELAY after start(), unless stopping."""
         assert self.started_at is not None
-        if self.tally.started_count or self.clock() - self.started_at >= SCHEDULER_DELAY:
+        since = self.clock() - self.started_at
+        if self.status is None and (self.fetcher.first_round.is_set() or since >= KEEPERS_DELAY):
+            # Imported here, off the way to the first task: the status's records take milliseconds to make.
+            from ..status import Publisher
+
+            self.leases.start()
+            # The status thread has its own broker; it reads the loop's state through _status_snapshot.
+            self.status = Publisher(self.config, self.identity, self._status_snapshot, self.tally)
+            self.status.start()
+        scheduler_due = self.tally.started_count or since >= SCHEDULER_DELAY
+        if self.scheduler.ident is None and not self.stopping and scheduler_due:
             self.scheduler.start()
 
     def _idle(self) -> bool:
@@ -297,11 +290,11 @@ class Pusher:
         try:
             verify(delivery.payload, self.config.package_limit)
         except PackageError as exc:
-            self._dead_letter(delivery, str(exc))
+            self.saving.dead_letter(delivery, str(exc))
             return False
         limit = self.config.max_attempts
         if limit and delivery.attempts > limit:
-            self._fail(delivery, f"delivered {delivery.attempts} times without finishing (max_attempts={limit})")
+            self.saving.fail(delivery, f"delivered {delivery.attempts} times without finishing (max_attempts={limit})")
             return False
         return True
 
@@ -328,7 +321,7 @@ class Pusher:
         elif isinstance(msg, Rejected):
             delivery = slot.finish()
             if delivery is not None:
-                self._dead_letter(delivery, msg.reason)
+                self.saving.dead_letter(delivery, msg.reason)
 
     def _gone(self, conn: Connection) -> None:
         """A connection closed: a worker died or recycled.
@@ -362,12 +355,12 @@ class Pusher:
             self.saving.disowned.discard(delivery.id)
             return
         if slot.killed and slot.cancel_id == delivery.id:
-            self._fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
+            self.saving.fail(delivery, f"cancelled; its worker (pid {slot.pid}) was killed after the grace period", slot,
                        cancelled=True)
         elif slot.killed:
-            self._fail(delivery, f"task exceeded its timeout and its worker (pid {slot.pid}) was killed", slot)
+            self.saving.fail(delivery, f"task exceeded its timeout and its worker (pid {slot.pid}) was killed", slot)
         elif self.config.max_attempts and delivery.attempts >= self.config.max_attempts:
-            self._fail(delivery, f"worker lost after {delivery.attempts} attempts", slot)
+            self.saving.fail(delivery, f"worker lost after {delivery.attempts} attempts", slot)
         else:
             logger.warning("worker pid %s died running delivery %s; handing it back", slot.pid, delivery.id)
             self._broker_call(self.broker.requeue, [delivery.id])
@@ -381,7 +374,7 @@ class Pusher:
         buffer = self.fetcher.buffer
         for delivery in [d for d in buffer if d.id in wanted]:
             buffer.remove(delivery)
-            self._fail(delivery, "cancelled before it started", cancelled=True)
+            self.saving.fail(delivery, "cancelled before it started", cancelled=True)
         self.watch.cancel(wanted, self.slots.values())
 
     def _retry_later(self, outcome: Outcome) -> None:
@@ -392,30 +385,6 @@ class Pusher:
         )
         assert outcome.retry_payload is not None  # only outcomes with a retry come here
         self.leases.retry_later(outcome.delivery_id, outcome.retry_payload, outcome.retry_in)
-
-    def _fail(self, delivery: Delivery, reason: str, slot: Slot | None = None, cancelled: bool = False) -> None:
-        """Record a task that did not finish as a failure or as cancelled (it is acked once saved)."""
-        try:
-            task = unpack(delivery.payload, self.config.package_limit, verified=True)
-        except PackageError as exc:
-            self._dead_letter(delivery, str(exc))
-            return
-        now = time.time()
-        started = slot.started if slot and slot.started else now
-        outcome = Outcome(
-            delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name,
-            cancelled=cancelled, worker=worker_id(slot.pid) if slot else None,
-            exception=None if cancelled else _LOST,
-        )
-        self.saving.pend(outcome)
-        if not cancelled:
-            reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
-
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        queue = queue_of(delivery.id, self.config.name)
-        logger.error("package %s of queue %s set aside: %s", delivery.id, queue, reason)
-        # A package over package_limit is kept as its header only.
-        self.saving.pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
 
     def _hand_back(self) -> None:
         """On a graceful stop, return fetched-but-unstarted deliveries to the queue at once."""

@@ -29,23 +29,30 @@ from collections.abc import Callable
 from django import db
 from django.db import DatabaseError
 
+from .. import deadletters, reporters
 from ..backoff import Outage
 from ..brokers import close_brokers, get_broker
+from ..brokers.base import Delivery
 from ..brokers.queues import queue_of
 from ..conf import Config
 from ..counters import Tally
 from ..enqueue import continue_chain
-from ..exceptions import BrokerError
+from ..exceptions import BrokerError, PackageError, WorkerLost
 from ..history import HistoryWriter
 from ..names import new_id, worker_id
+from ..package import unpack
 from ..recorder import Recorder
+from ..runner import class_path
 from .fetcher import Fetcher
 from .leases import Leases
 from .messages import DeadLetterNote, Outcome, Saved
+from .slots import Slot
 from .unsaved import WINDOW, Unsaved
 from .watch import Watch
 
 logger = logging.getLogger("django_q")
+
+_LOST = class_path(WorkerLost)  # the exception named for a failure the task did not raise
 
 BATCH = WINDOW  # most messages saved in one transaction: all the pusher hands over unsaved
 # Seconds a batch waits for more results once the first arrived: fewer commits,
@@ -232,6 +239,7 @@ class Saving:
         wake: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.config = config
         self.leases = leases
         self.fetcher = fetcher
         self.watch = watch
@@ -258,6 +266,31 @@ class Saving:
             return
         self.tally.finished(msg)
         self.unsaved.add(msg)
+
+    def fail(self, delivery: Delivery, reason: str, slot: Slot | None = None, cancelled: bool = False) -> None:
+        """Record a task that did not finish as a failure or as cancelled (it is acked once saved)."""
+        try:
+            task = unpack(delivery.payload, self.config.package_limit, verified=True)
+        except PackageError as exc:
+            self.dead_letter(delivery, str(exc))
+            return
+        now = time.time()
+        started = slot.started if slot and slot.started else now
+        outcome = Outcome(
+            delivery.id, task, False, reason, started, now, delivery.attempts, task.cluster or self.config.name,
+            cancelled=cancelled, worker=worker_id(slot.pid) if slot else None,
+            exception=None if cancelled else _LOST,
+        )
+        self.pend(outcome)
+        if not cancelled:
+            reporters.report(self.config, WorkerLost(f"task {task.name} ({task.id}, {task.func_name}): {reason}"))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Set a package aside as a dead letter (saved, then acked)."""
+        queue = queue_of(delivery.id, self.config.name)
+        logger.error("package %s of queue %s set aside: %s", delivery.id, queue, reason)
+        # A package over package_limit is kept as its header only.
+        self.pend(deadletters.note(delivery.id, queue, delivery.payload, reason, self.config.package_limit))
 
     def may_save(self, stopping: bool) -> bool:
         """Whether results may go to be saved: the lease thread confirmed lately that every held lease is
