@@ -189,6 +189,9 @@ class Publisher(threading.Thread):
 
     def build(self, broker: Any) -> ClusterStatus:
         """The current status: the pusher's snapshot plus the queue size."""
+        # The counters before the workers: the pusher frees a worker's slot before it counts the outcome, so
+        # a status read in this order never counts as finished a task it shows running.
+        counters = self.tally.counters
         stopping, slots = self.snapshot()
         self._all_connected = self._all_connected or len(slots) >= self.config.workers
         state = STOPPING if stopping else RUNNING if self._all_connected else STARTING
@@ -209,7 +212,6 @@ class Publisher(threading.Thread):
         self._names = {k: v for k, v in self._names.items() if k in seen}
         self._processes = {pid: p for pid, p in self._processes.items() if pid in {s[1] for s in slots}}
         ident = self.identity
-        counters = self.tally.counters
         return ClusterStatus(
             id=ident.id, host=ident.host, pid=ident.pid, name=self.config.name, state=state,
             workers=tuple(workers), queued=queued, done=counters.succeeded, failed=counters.failed,

@@ -173,6 +173,33 @@ def test_the_pusher_publishes_the_report_of_the_job_a_worker_runs(tmp_path):
         reset()
 
 
+def test_a_status_never_counts_as_finished_a_task_it_shows_running(tmp_path):
+    """The outcome may arrive while the status is built: its worker shown running then, it is not counted yet."""
+    reset()
+    try:
+        rig = Rig(str(tmp_path))
+        worker = rig.worker()
+        (task_id,) = rig.enqueue()
+        rig.fetch()
+        rig.step()
+        (job,) = worker.jobs()
+        worker.start(job)
+        rig.step()
+
+        def snapshot_then_finish():
+            taken = rig.pusher._status_snapshot()
+            worker.finish(job)  # the outcome comes in between the publisher's reads
+            rig.step()
+            return taken
+
+        publisher = Publisher(rig.config, rig.pusher.identity, snapshot_then_finish, rig.pusher.tally)
+        status = publisher.build(rig.broker)
+        assert status.workers[0].task_id == task_id and status.counters.succeeded == 0
+        assert publisher.build(rig.broker).counters.succeeded == 1
+    finally:
+        reset()
+
+
 def test_describe_a_report():
     assert describe(None) == ""
     assert describe({"done": 3, "total": 10, "note": "copying"}) == "3/10 (30%) copying"
