@@ -119,12 +119,19 @@ def ask_for_spare(notice_fd: int | None, index: int) -> None:
         pass  # the sentinel is gone or busy: it replaces this worker when it exits, as before
 
 
-# Outcomes of short tasks go to the pusher together: a message when OUTBOX_MAX
-# wait, when the worker has no job left, or FLUSH_AFTER seconds after the
-# oldest was added (a thread sees to that while a long task runs). The pusher
-# learns which job runs, and since when, from the worker's RunState instead.
+# Outcomes of short tasks go to the pusher together, sent by the main thread: as
+# a task ends once the oldest has waited FLUSH_AFTER seconds or OUTBOX_MAX wait,
+# when the worker has no job left, and before a job of a function that ran
+# FLUSH_AFTER or longer last time here. Behind a task that runs long unexpectedly,
+# a thread sends what waited BACKSTOP seconds. That thread looks in once a
+# BACKSTOP while the worker has jobs, not at each message: when it sent every
+# message, the GIL changed hands between the two threads at each one, which
+# cost a drain of short tasks 4-7 % on a slow 2-core machine (see the
+# performance page). The pusher learns which job runs, and since when, from
+# the worker's RunState instead.
 OUTBOX_MAX = 32
 FLUSH_AFTER = 0.002
+BACKSTOP = 0.05
 
 
 class Worker:
@@ -146,7 +153,9 @@ class Worker:
         self.outbox_since = 0.0  # monotonic time the oldest message in the outbox was added
         self.lock = threading.Condition()
         self.closed = False
-        threading.Thread(target=self._flusher, name="django_q-flusher", daemon=True).start()
+        self.slow: set[str] = set()  # functions whose last run here took FLUSH_AFTER or longer
+        self.busy = False  # jobs in hand: the backstop looks in every BACKSTOP rather than wait to be woken
+        threading.Thread(target=self._backstop, name="django_q-backstop", daemon=True).start()
 
     def loop(self) -> Exit | None:
         """Serve one job (or STOP); an Exit once the worker should end."""
@@ -154,7 +163,9 @@ class Worker:
             job = self.jobs.popleft()
         else:
             self.flush()  # everything said before waiting for more work
+            self.busy = False
             job, *rest = unbatch(self.conn.recv())  # several jobs may come together
+            self.busy = True
             self.jobs.extend(rest)
         if job is STOP:
             return Exit.STOPPED
@@ -193,8 +204,16 @@ class Worker:
             self._write_state()
             self.say(Late(job.delivery_id))
             return None
+        func = task.func_name
+        if self.outbox and func in self.slow:
+            self.flush()  # what ran before need not wait out this one
+        began = time.monotonic()
         outcome = execute(task, job.delivery_id, job.attempts, self.config)
         self._write_state()
+        if time.monotonic() - began >= FLUSH_AFTER:
+            self.slow.add(func)
+        else:
+            self.slow.discard(func)
         self.say(outcome)
         self.done += 1
         if self.done >= self.config.recycle or (self.config.max_rss and rss_kib() > self.config.max_rss):
@@ -209,11 +228,12 @@ class Worker:
     def say(self, message: Any) -> None:
         """Queue a message for the pusher; sent with others (see OUTBOX_MAX, FLUSH_AFTER)."""
         with self.lock:
+            now = time.monotonic()
             if not self.outbox:
-                self.outbox_since = time.monotonic()
-                self.lock.notify()
+                self.outbox_since = now
+                self.lock.notify()  # the backstop, if it waits (the worker was idle); else nothing to do
             self.outbox.append(message)
-            if len(self.outbox) >= OUTBOX_MAX:
+            if len(self.outbox) >= OUTBOX_MAX or now - self.outbox_since >= FLUSH_AFTER:
                 self._flush()
 
     def flush(self) -> None:
@@ -225,19 +245,25 @@ class Worker:
             self.closed = True
             self.lock.notify()
 
-    def _flusher(self) -> None:
-        """Send messages that waited FLUSH_AFTER, however long the task under way runs."""
+    def _backstop(self) -> None:
+        """Send messages that waited BACKSTOP, however long the task under way runs.
+
+        While tasks keep ending, the main thread sends each message before this
+        thread's turn comes: the thread looks in once a BACKSTOP while the
+        worker has jobs in hand, and only an idle worker's first message wakes
+        it (a wake-up is a hand-over of the GIL, which the main thread waits for).
+        """
         try:
             while True:
                 with self.lock:
-                    while not self.outbox and not self.closed:
+                    while not self.outbox and not self.busy and not self.closed:
                         self.lock.wait()
                     if self.closed:
                         return
-                    due = self.outbox_since + FLUSH_AFTER
+                    due = (self.outbox_since if self.outbox else time.monotonic()) + BACKSTOP
                 time.sleep(max(0.0, due - time.monotonic()))
                 with self.lock:
-                    if self.outbox and time.monotonic() >= self.outbox_since + FLUSH_AFTER:
+                    if self.outbox and time.monotonic() >= self.outbox_since + BACKSTOP:
                         self._flush()
         except (OSError, EOFError):
             return  # the pusher is gone: the main thread finds out on its next send or receive

@@ -319,7 +319,7 @@ def test_a_worker_killed_for_a_timeout_loses_no_outcome_of_the_short_tasks_befor
     keys = [f"{queue_name}:short:{i}" for i in range(200)]
     try:
         ids = async_many("tests.app.tasks.incr", [(key,) for key in keys])
-        # Holds the GIL: the worker's flusher thread cannot send what waits while it runs.
+        # Holds the GIL: the worker's backstop thread cannot send what waits while it runs.
         hog = async_task("tests.app.tasks.hold_gil", timeout=1)
         ids += async_many("tests.app.tasks.incr", [(key,) for key in keys[:20]])
         failed = fetch(hog, wait=30_000)

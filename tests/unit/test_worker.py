@@ -2,10 +2,14 @@
 
 import pickle
 import threading
+from multiprocessing import Pipe
 
 import pytest
 
-from django_q.cluster.messages import Outcome
+from django_q.cluster import worker as worker_module
+from django_q.cluster.messages import STOP, Batch, Exit, Job, Outcome, unbatch
+from django_q.cluster.runstate import RunState
+from django_q.cluster.worker import Worker
 from django_q.runner import call, checked, execute, run_package
 from django_q.conf import Config
 from django_q.exceptions import BadSignature, CorruptPackage
@@ -131,7 +135,6 @@ class TestRunState:
     """The state file a worker writes and the pusher and the sentinel read."""
 
     def test_a_reader_sees_what_the_writer_wrote(self, tmp_path):
-        from django_q.cluster.runstate import RunState
 
         writer = RunState(str(tmp_path / "state-1"), writer=True)
         reader = RunState(str(tmp_path / "state-1"), writer=False)
@@ -158,3 +161,86 @@ class TestRunState:
         assert reader.read() is None
         writer.write(2, "10")
         assert reader.read().running == "10"
+
+
+class TestOutbox:
+    """How a worker's outcomes travel to the pusher: several to a message, none held behind a long task.
+
+    A real Worker on one end of a socket pair; the test plays the pusher on the other end.
+    """
+
+    @pytest.fixture
+    def pusher_end(self, tmp_path):
+        ours, theirs = Pipe()
+        state = RunState(str(tmp_path / "state"), writer=True)
+        worker = Worker(theirs, 0, CONFIG, state)
+        yield ours, worker
+        worker.close()
+        ours.close()
+        theirs.close()
+        state.remove()
+
+    @staticmethod
+    def job(n: int, func="tests.app.tasks.add", args=(1, 2)):
+        return Job(f"delivery-{n}", 1, pack(TaskPackage(id=f"{n:032x}", name=f"t{n}", func=func, args=args)))
+
+    @staticmethod
+    def received(conn) -> list[list[str]]:
+        """The delivery ids of each message the worker sent so far, a list per message."""
+        got = []
+        while conn.poll(0):
+            got.append([m.delivery_id for m in unbatch(conn.recv())])
+        return got
+
+    def send_jobs(self, conn, *jobs):
+        conn.send(Batch(tuple(jobs)))
+
+    def test_short_outcomes_go_together_once_no_job_is_left(self, pusher_end, monkeypatch):
+        conn, worker = pusher_end
+        monkeypatch.setattr(worker_module, "FLUSH_AFTER", 60.0)  # age alone sends nothing here
+        monkeypatch.setattr(worker_module, "BACKSTOP", 60.0)
+        self.send_jobs(conn, *(self.job(n) for n in range(5)))
+        conn.send(STOP)
+        for _ in range(5):
+            assert worker.loop() is None
+        assert self.received(conn) == []  # five outcomes wait in the outbox
+        assert worker.loop() is Exit.STOPPED  # no job left: they go before it waits for more
+        assert self.received(conn) == [[f"delivery-{n}" for n in range(5)]]
+
+    def test_outcomes_that_waited_flush_after_go_as_the_next_task_ends(self, pusher_end, monkeypatch):
+        conn, worker = pusher_end
+        monkeypatch.setattr(worker_module, "FLUSH_AFTER", 0.0)
+        monkeypatch.setattr(worker_module, "BACKSTOP", 60.0)
+        self.send_jobs(conn, *(self.job(n) for n in range(3)))
+        for _ in range(3):
+            assert worker.loop() is None
+        assert self.received(conn) == [["delivery-0"], ["delivery-1"], ["delivery-2"]]
+
+    def test_outcomes_go_before_a_job_of_a_function_that_ran_long(self, pusher_end, monkeypatch):
+        conn, worker = pusher_end
+        monkeypatch.setattr(worker_module, "FLUSH_AFTER", 0.05)
+        monkeypatch.setattr(worker_module, "BACKSTOP", 60.0)
+        sleep = "tests.app.tasks.sleep"
+        self.send_jobs(conn, self.job(0, sleep, (0.06,)), self.job(1), self.job(2, sleep, (0.06,)), self.job(3))
+        assert worker.loop() is None  # sleep ran 0.06 s: its function is slow from now on
+        assert worker.loop() is None  # add: its outcome waits behind sleep's, which waited under 0.05 s
+        assert self.received(conn) == []
+        assert worker.loop() is None  # before the next sleep starts, both go
+        assert self.received(conn) == [["delivery-0", "delivery-1"]]
+        assert worker.loop() is None  # add: as before, its outcome waits with sleep's
+        assert self.received(conn) == []
+
+    def test_an_outcome_does_not_wait_out_a_task_that_runs_long_unexpectedly(self, pusher_end):
+        conn, worker = pusher_end
+        self.send_jobs(conn, self.job(0), self.job(1, "tests.app.tasks.sleep", (1.0,)))
+        ran = threading.Thread(target=lambda: [worker.loop(), worker.loop()], daemon=True)
+        ran.start()
+        try:
+            assert conn.poll(10.0)
+            # Held to the end of the long task, it would have gone with that task's outcome.
+            assert [m.delivery_id for m in unbatch(conn.recv())] == ["delivery-0"]
+        finally:
+            ran.join(10)
+        assert not ran.is_alive()
+        assert conn.poll(2.0)  # the long task's own outcome, sent by the backstop too
+        assert self.received(conn) == [["delivery-1"]]
