@@ -135,7 +135,6 @@ class TestRunState:
     """The state file a worker writes and the pusher and the sentinel read."""
 
     def test_a_reader_sees_what_the_writer_wrote(self, tmp_path):
-
         writer = RunState(str(tmp_path / "state-1"), writer=True)
         reader = RunState(str(tmp_path / "state-1"), writer=False)
         seen = reader.read()
@@ -152,7 +151,7 @@ class TestRunState:
         assert not (tmp_path / "state-1").exists()
 
     def test_a_read_during_a_write_is_refused(self, tmp_path):
-        from django_q.cluster.runstate import _SEQ, RunState
+        from django_q.cluster.runstate import _SEQ
 
         writer = RunState(str(tmp_path / "state-2"), writer=True)
         reader = RunState(str(tmp_path / "state-2"), writer=False)
