@@ -2,14 +2,18 @@
 """W7, a far broker: W2 and W3 of each Redis system with its workers a round trip away from Redis, against loopback.
 
 For the far runs the workers start in a network namespace of their own
-(`dq-h9`, hosts.Hosts) and reach Redis through the link's far end: the broker (db 12) through
-bench/delay_proxy.py, which adds `--delay-ms` to every round trip, the bench's
-counter (db 15, the task bodies' INCR and the W3 list) through socat, which
-adds nothing (and costs the 2 cores little), so only the broker is far. The driver
-enqueues on loopback, as an application next to Redis would. The loopback runs
-are bench/run.py's, unchanged. Each repeat runs every system loopback then far
-(far first in the 2nd, 4th ... repeat). Takes the bench lock; needs root
-(`ip netns`). Namespace, link and proxies are removed on the way out, also on
+(`dq-h9`, hosts.Hosts) and reach the broker (db 12) through the link's far end
+and bench/delay_proxy.py, which adds `--delay-ms` to every round trip. The
+bench's counter (db 15, the task bodies' INCR and the W3 list) is a Redis
+server of this script's own, listening on loopback and on the link, which
+every run here uses, loopback or far: reached directly, with no relay, so only
+the broker is far. (Through a relay, socat, the counter cost a drain of ours
+0.22 of the 2 cores on 2026-12-04, a CPU the loopback runs did not pay.) The
+driver enqueues on loopback, as an application next to Redis would. The
+loopback runs are bench/run.py's, but for the counter's server. Each repeat
+runs every system loopback then far (far first in the 2nd, 4th ... repeat).
+Takes the bench lock; needs root (`ip netns`) and redis-server. Namespace,
+link, proxy and the counter's server are removed on the way out, also on
 Ctrl-C and SIGTERM.
 
     python3 bench/far.py -n 2000 --peers huey,dramatiq --delay-ms 1.2 --out /tmp/far.json
@@ -90,22 +94,31 @@ def bootstrap(opts: argparse.Namespace) -> None:
 
 
 def far_runner(scratch: Path, ns: str, link: str):
-    """A workloads.Runner whose workers, while `far` is set, run in namespace `ns` and reach Redis through the proxies."""
+    """A workloads.Runner counting on the counter's own server; while `far` is set, its workers run in namespace
+    `ns` and reach the broker through the delaying proxy."""
+    import guard
     import procs
     from systems import BROKER_URL
     from workloads import Runner
 
-    broker_url, counter_url = f"redis://{link}:{BROKER_PORT}/12", f"redis://{link}:{COUNTER_PORT}/15"
+    broker_url = f"redis://{link}:{BROKER_PORT}/12"
+    counter_urls = {False: f"redis://127.0.0.1:{COUNTER_PORT}/15", True: f"redis://{link}:{COUNTER_PORT}/15"}
 
     class FarRunner(Runner):
         far = False
 
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.counter = guard.redis_client(counter_urls[False])  # read, polled and flushed here
+
         def start(self, target):
-            if not self.far:
-                return super().start(target)
             self.serial += 1
-            log = self.scratch / f"{self.serial:03d}-far-{target.label.replace(' ', '_').replace('/', '-')}.log"
-            env = {**target.env(self.scratch), "BENCH_BROKER_URL": broker_url, "BENCH_COUNTER_URL": counter_url}
+            where = "far-" if self.far else ""
+            log = self.scratch / f"{self.serial:03d}-{where}{target.label.replace(' ', '_').replace('/', '-')}.log"
+            env = {**target.env(self.scratch), "BENCH_COUNTER_URL": counter_urls[self.far]}
+            if not self.far:
+                return procs.Group(target.worker_cmd(), env, BENCH, log)
+            env["BENCH_BROKER_URL"] = broker_url
             cmd = [broker_url if part == BROKER_URL else part for part in target.worker_cmd()]  # rq's -u
             return procs.Group(["ip", "netns", "exec", ns, *cmd], env, BENCH, log)
 
@@ -121,38 +134,37 @@ def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
     hostset = hosts.Hosts(1, first=HOST)
     stack.callback(hostset.close)
     ns, link = hostset.names[0], f"10.77.{HOST}.1"
-    proxies: list[subprocess.Popen] = []
-
-    def stop_proxies() -> None:
-        for proc in proxies:
-            with suppress(ProcessLookupError):
-                if proc.args[0] == "socat":
-                    os.killpg(proc.pid, signal.SIGKILL)  # and the process it forked for each connection
-                else:
-                    proc.kill()
-            proc.wait(10)
-
-    stack.callback(stop_proxies)
-    proxies.append(subprocess.Popen([sys.executable, str(BENCH / "delay_proxy.py"), "--listen", f"{link}:{BROKER_PORT}",
-                                     "--to", "127.0.0.1:6379", "--delay-ms", str(opts.delay_ms)]))
-    # The counter's path is not part of what is measured: socat (C, a process per connection) costs the
-    # 2 cores far less than the Python proxy would for the task bodies' INCR each.
-    if shutil.which("socat"):
-        plain = ["socat", f"TCP-LISTEN:{COUNTER_PORT},bind={link},fork,reuseaddr,nodelay", "TCP:127.0.0.1:6379,nodelay"]
-    else:
-        plain = [sys.executable, str(BENCH / "delay_proxy.py"), "--listen", f"{link}:{COUNTER_PORT}", "--to",
-                 "127.0.0.1:6379", "--delay-ms", "0"]
-    proxies.append(subprocess.Popen(plain, start_new_session=True))
-    for port in (BROKER_PORT, COUNTER_PORT):
-        hosts.wait_port(link, port)
-    rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
-                   f"{link}:{BROKER_PORT}", "--to", "unused:0", "--check").strip()
-    loop_rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
-                        f"{link}:{COUNTER_PORT}", "--to", "unused:0", "--check").strip()
-    print(f"round trip to Redis from {ns}: {rtt} through the delaying proxy, {loop_rtt} through the plain one")
-
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("bench/far.py needs redis-server: the counter's Redis is a server of its own")
     scratch = Path(tempfile.mkdtemp(prefix="django_q_far-"))
     stack.callback(shutil.rmtree, scratch, True)
+    helpers: list[subprocess.Popen] = []
+
+    def stop_helpers() -> None:
+        for proc in helpers:
+            proc.kill()
+            proc.wait(10)
+
+    stack.callback(stop_helpers)
+    helpers.append(subprocess.Popen([sys.executable, str(BENCH / "delay_proxy.py"), "--listen", f"{link}:{BROKER_PORT}",
+                                     "--to", "127.0.0.1:6379", "--delay-ms", str(opts.delay_ms)]))
+    # The counter's path is not part of what is measured: a server of its own, which the workers reach
+    # directly, on loopback or across the link (reachable from this machine's namespaces only, hence no
+    # protected mode, which would refuse the link's clients), nothing kept on disk.
+    helpers.append(subprocess.Popen(
+        [server, "--port", str(COUNTER_PORT), "--bind", f"127.0.0.1 {link}", "--protected-mode", "no", "--save", "",
+         "--appendonly", "no", "--dir", str(scratch), "--logfile", str(scratch / "counter-redis.log")],
+        stdout=subprocess.DEVNULL))
+    hosts.wait_port(link, BROKER_PORT)
+    hosts.wait_port("127.0.0.1", COUNTER_PORT)
+    hosts.wait_port(link, COUNTER_PORT)
+    rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
+                   f"{link}:{BROKER_PORT}", "--to", "unused:0", "--check").strip()
+    counter_rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
+                           f"{link}:{COUNTER_PORT}", "--to", "unused:0", "--check").strip()
+    print(f"round trip from {ns}: {rtt} to the broker through the delaying proxy, {counter_rtt} to the counter's Redis")
+
     runner = far_runner(scratch, ns, link)
     stack.callback(runner.flush)
     conf = settings(argparse.Namespace(quick=False, n=None, repeats=None, w5_repeats=None))
