@@ -96,8 +96,6 @@ def bootstrap(opts: argparse.Namespace) -> None:
 def far_runner(scratch: Path, ns: str, link: str):
     """A workloads.Runner counting on the counter's own server; while `far` is set, its workers run in namespace
     `ns` and reach the broker through the delaying proxy."""
-    import guard
-    import procs
     from systems import BROKER_URL
     from workloads import Runner
 
@@ -107,22 +105,15 @@ def far_runner(scratch: Path, ns: str, link: str):
     class FarRunner(Runner):
         far = False
 
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.counter = guard.redis_client(counter_urls[False])  # read, polled and flushed here
-
         def start(self, target):
-            self.serial += 1
-            where = "far-" if self.far else ""
-            log = self.scratch / f"{self.serial:03d}-{where}{target.label.replace(' ', '_').replace('/', '-')}.log"
             env = {**target.env(self.scratch), "BENCH_COUNTER_URL": counter_urls[self.far]}
             if not self.far:
-                return procs.Group(target.worker_cmd(), env, BENCH, log)
+                return self.launch(target, target.worker_cmd(), env)
             env["BENCH_BROKER_URL"] = broker_url
             cmd = [broker_url if part == BROKER_URL else part for part in target.worker_cmd()]  # rq's -u
-            return procs.Group(["ip", "netns", "exec", ns, *cmd], env, BENCH, log)
+            return self.launch(target, ["ip", "netns", "exec", ns, *cmd], env, "far-")
 
-    return FarRunner(scratch, log=lambda *_: None)
+    return FarRunner(scratch, log=lambda *_: None, counter_url=counter_urls[False])
 
 
 def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
@@ -159,10 +150,13 @@ def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
     hosts.wait_port(link, BROKER_PORT)
     hosts.wait_port("127.0.0.1", COUNTER_PORT)
     hosts.wait_port(link, COUNTER_PORT)
-    rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
-                   f"{link}:{BROKER_PORT}", "--to", "unused:0", "--check").strip()
-    counter_rtt = hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
-                           f"{link}:{COUNTER_PORT}", "--to", "unused:0", "--check").strip()
+
+    def round_trip(port: int) -> str:
+        """The median PING round trip from the namespace to `port` on the link's far end (delay_proxy --check)."""
+        return hosts.sh("ip", "netns", "exec", ns, sys.executable, str(BENCH / "delay_proxy.py"), "--listen",
+                        f"{link}:{port}", "--to", "unused:0", "--check").strip()
+
+    rtt, counter_rtt = round_trip(BROKER_PORT), round_trip(COUNTER_PORT)
     print(f"round trip from {ns}: {rtt} to the broker through the delaying proxy, {counter_rtt} to the counter's Redis")
 
     runner = far_runner(scratch, ns, link)

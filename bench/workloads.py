@@ -26,11 +26,11 @@ MiB = 1024 * 1024
 class Runner:
     """Shared state of one bench session: Redis clients, the scratch folder, migrated databases."""
 
-    def __init__(self, scratch: Path, log=print) -> None:
+    def __init__(self, scratch: Path, log=print, counter_url: str = COUNTER_URL) -> None:
         self.scratch = scratch
         self.log = log
         self.broker = guard.redis_client(BROKER_URL)
-        self.counter = guard.redis_client(COUNTER_URL)
+        self.counter = guard.redis_client(counter_url)  # read, polled and flushed here
         self.dbs = {r.connection_pool.connection_kwargs["db"] for r in (self.broker, self.counter)}  # 12 and 15
         self.migrated: set[tuple[str, str]] = set()
         self.serial = 0
@@ -71,9 +71,13 @@ class Runner:
         return answer["n"], answer["seconds"]
 
     def start(self, target: Target) -> procs.Group:
+        return self.launch(target, target.worker_cmd(), target.env(self.scratch))
+
+    def launch(self, target: Target, cmd: list[str], env: dict[str, str], tag: str = "") -> procs.Group:
+        """Start `cmd` as `target`'s workers, logging to a file of the scratch folder numbered by start."""
         self.serial += 1
-        log = self.scratch / f"{self.serial:03d}-{target.label.replace(' ', '_').replace('/', '-')}.log"
-        return procs.Group(target.worker_cmd(), target.env(self.scratch), BENCH, log)
+        log = self.scratch / f"{self.serial:03d}-{tag}{target.label.replace(' ', '_').replace('/', '-')}.log"
+        return procs.Group(cmd, env, BENCH, log)
 
     def done(self) -> int:
         return int(self.counter.get("bench:done") or 0)
