@@ -49,10 +49,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def stored(success: bool, name: str, **fields) -> Task:
+    """A finished task's row, its status as the cluster saves it (the field's default says succeeded)."""
     now = timezone.now()
     return Task.objects.create(
         id=new_id(), name=name, started=now - timedelta(seconds=2.25), stopped=now, success=success,
-        attempt_count=fields.pop("attempt_count", 1), cluster="default", **fields,
+        status=Task.SUCCESS if success else Task.FAILURE, attempt_count=fields.pop("attempt_count", 1),
+        cluster="default", **fields,
     )
 
 
@@ -87,7 +89,8 @@ def test_failed_task_page_in_chromium(admin_server, tmp_path, screenshots):
     traceback = ('Traceback (most recent call last):\n  File "/srv/app/tasks.py", line 12, in charge\n'
                  '    raise ValueError(f"card {card!r} declined")\nValueError: card <4242> declined\n')
     task = stored(False, "charge-card-declined", func="shop.tasks.charge", args=(42, "4242"),
-                  kwargs={"amount": 9.5, "currency": "EUR"}, result=traceback, group="payments", attempt_count=3)
+                  kwargs={"amount": 9.5, "currency": "EUR"}, result=traceback, group="payments", attempt_count=3,
+                  exception="builtins.ValueError")
 
     pages = {
         "failure": f"/admin/django_q/failure/{task.id}/change/",
@@ -102,6 +105,7 @@ def test_failed_task_page_in_chromium(admin_server, tmp_path, screenshots):
             assert "charge-card-declined" in dom.stdout
             assert "ValueError: card &lt;4242&gt; declined" in dom.stdout
             assert "2.250 s" in dom.stdout
+            assert '<div class="readonly">Failed</div>' in dom.stdout and "Succeeded" not in dom.stdout
         else:
             assert all(f"fine-task-{i}" in dom.stdout for i in range(3))
         shot = screenshots / f"admin_{name}.png"
