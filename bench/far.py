@@ -99,21 +99,19 @@ def far_runner(scratch: Path, ns: str, link: str):
     from systems import BROKER_URL
     from workloads import Runner
 
-    broker_url = f"redis://{link}:{BROKER_PORT}/12"
-    counter_urls = {False: f"redis://127.0.0.1:{COUNTER_PORT}/15", True: f"redis://{link}:{COUNTER_PORT}/15"}
+    broker_url, far_counter_url = f"redis://{link}:{BROKER_PORT}/12", f"redis://{link}:{COUNTER_PORT}/15"
 
     class FarRunner(Runner):
         far = False
 
         def start(self, target):
-            env = {**target.env(self.scratch), "BENCH_COUNTER_URL": counter_urls[self.far]}
             if not self.far:
-                return self.launch(target, target.worker_cmd(), env)
-            env["BENCH_BROKER_URL"] = broker_url
+                return super().start(target)
+            env = {**self.worker_env(target), "BENCH_BROKER_URL": broker_url, "BENCH_COUNTER_URL": far_counter_url}
             cmd = [broker_url if part == BROKER_URL else part for part in target.worker_cmd()]  # rq's -u
             return self.launch(target, ["ip", "netns", "exec", ns, *cmd], env, "far-")
 
-    return FarRunner(scratch, log=lambda *_: None, counter_url=counter_urls[False])
+    return FarRunner(scratch, log=lambda *_: None, counter_url=f"redis://127.0.0.1:{COUNTER_PORT}/15")
 
 
 def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
@@ -148,8 +146,7 @@ def measure(opts: argparse.Namespace, stack: ExitStack) -> tuple[dict, str]:
          "--appendonly", "no", "--dir", str(scratch), "--logfile", str(scratch / "counter-redis.log")],
         stdout=subprocess.DEVNULL))
     hosts.wait_port(link, BROKER_PORT)
-    hosts.wait_port("127.0.0.1", COUNTER_PORT)
-    hosts.wait_port(link, COUNTER_PORT)
+    hosts.wait_port(link, COUNTER_PORT)  # redis-server binds both its addresses before it serves either
 
     def round_trip(port: int) -> str:
         """The median PING round trip from the namespace to `port` on the link's far end (delay_proxy --check)."""

@@ -30,6 +30,7 @@ class Runner:
         self.scratch = scratch
         self.log = log
         self.broker = guard.redis_client(BROKER_URL)
+        self.counter_url = counter_url  # the workers this runner starts count there (worker_env)
         self.counter = guard.redis_client(counter_url)  # read, polled and flushed here
         self.dbs = {r.connection_pool.connection_kwargs["db"] for r in (self.broker, self.counter)}  # 12 and 15
         self.migrated: set[tuple[str, str]] = set()
@@ -71,7 +72,11 @@ class Runner:
         return answer["n"], answer["seconds"]
 
     def start(self, target: Target) -> procs.Group:
-        return self.launch(target, target.worker_cmd(), target.env(self.scratch))
+        return self.launch(target, target.worker_cmd(), self.worker_env(target))
+
+    def worker_env(self, target: Target) -> dict[str, str]:
+        """`target`'s environment, its task bodies counting on this runner's counter."""
+        return {**target.env(self.scratch), "BENCH_COUNTER_URL": self.counter_url}
 
     def launch(self, target: Target, cmd: list[str], env: dict[str, str], tag: str = "") -> procs.Group:
         """Start `cmd` as `target`'s workers, logging to a file of the scratch folder numbered by start."""
