@@ -30,6 +30,9 @@ SOURCES = VENVS / "src"  # src/<commit>: this repository as it was at a --baseli
 DJANGO = "Django==6.1.3"  # django.tasks (django-tasks-db) needs Django 6, so Python 3.12
 POSTGRES = "psycopg[binary]==3.3.9"
 BENCH_REDIS = "redis==8.1.0"  # the harness's own client
+# The counter client of the database peers' task bodies (jobs.py): unpinned like every Redis system's,
+# so that a new venv counts with the redis-py our database broker's workers count with.
+COUNTER_REDIS = "redis"
 
 # system -> pip requirements. Ours is `pip install .[redis,postgres]` from the work
 # tree, not editable: a user's install (pip compiles it, as it does the peers'),
@@ -44,10 +47,9 @@ PINS: dict[str, list[str]] = {
     "dramatiq": ["dramatiq[redis]==2.2.1"],
     # saq 0.26.4 imports typing_extensions without declaring it: a plain install fails at import.
     "saq": ["saq[redis]==0.26.4", "typing_extensions"],
-    # The database peers need no Redis client; the bench's task bodies (jobs.py) count runs with one,
-    # unpinned like everyone else's: the same redis-py as our database broker's workers count with.
-    "procrastinate": ["procrastinate==3.10.0", POSTGRES, "redis"],
-    "django-tasks-db": ["django-tasks-db==0.13.0", DJANGO, POSTGRES, "redis"],
+    # The database peers need no Redis client; the bench's task bodies count runs with one.
+    "procrastinate": ["procrastinate==3.10.0", POSTGRES, COUNTER_REDIS],
+    "django-tasks-db": ["django-tasks-db==0.13.0", DJANGO, POSTGRES, COUNTER_REDIS],
     # The harness itself (run.py re-executes in it): none of the systems' venvs carry its tools.
     "harness": ["psutil==7.2.2", BENCH_REDIS, POSTGRES, "py-spy==0.4.3"],
 }
