@@ -330,6 +330,19 @@ class QueueBackend(Broker, Tracking, Throttle):
     broker here is."""
 
 
+def visible_pending(
+    message_id: str, leased: bool, visible: float, now: float, payload: bytes, attempts: int, running: bytes | None
+) -> Pending:
+    """The Pending of a message kept by the time it becomes `visible` (the memory and database brokers):
+    LEASED while its lease holds, DELAYED until it is due, QUEUED once visible (ready, or its lease lapsed:
+    the next dequeue hands it out)."""
+    if visible <= now:
+        return Pending(id=message_id, state=QUEUED, payload=payload, attempts=attempts)
+    state = LEASED if leased else DELAYED
+    return Pending(id=message_id, state=state, payload=payload, attempts=attempts, due=visible,
+                   running=running if leased else None)
+
+
 def check_priority(priority: int) -> int:
     """`priority` itself if it is a whole number from PRIORITY_MIN to PRIORITY_MAX; InvalidPriority otherwise."""
     if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 
 from ..rates import Limit, take
 from .base import (
-    DELAYED,
     HISTORY_MINUTES,
     LEASED,
-    QUEUED,
     REMOVED,
     REQUESTED,
     Broker,
@@ -39,6 +37,7 @@ from .base import (
     batch_keys,
     check_priority,
     check_unique,
+    visible_pending,
 )
 
 # Longest wait between looks at the clock while a dequeue waits: an injected
@@ -355,20 +354,8 @@ class MemoryBroker(QueueBackend):
 
 
 def _pending(message: _Message, now: float) -> Pending:
-    if message.leased and message.visible > now:
-        state = LEASED
-    elif message.visible > now:
-        state = DELAYED
-    else:
-        state = QUEUED  # ready, or its lease lapsed: the next dequeue hands it out
-    return Pending(
-        id=str(message.seq),
-        state=state,
-        payload=message.payload,
-        attempts=message.attempts,
-        due=message.visible if state != QUEUED else None,
-        running=message.running if state == LEASED else None,
-    )
+    return visible_pending(str(message.seq), message.leased, message.visible, now, message.payload,
+                           message.attempts, message.running)
 
 
 class _ChangeWatch(ReadyWatch):

@@ -51,9 +51,6 @@ from ..rates import Limit
 from . import orm_rates, orm_sqlite, wakeup
 from .base import (
     HISTORY_MINUTES,
-    DELAYED,
-    LEASED,
-    QUEUED,
     REMOVED,
     REQUESTED,
     Cancelled,
@@ -64,6 +61,7 @@ from .base import (
     batch_keys,
     check_priority,
     check_unique,
+    visible_pending,
 )
 from .orm_owners import OrmOwners
 
@@ -442,17 +440,5 @@ def _insert_sql(conn: BaseDatabaseWrapper, notify: bool) -> str:
 
 
 def _pending(row: OrmQ, now: float) -> Pending:
-    if row.leased and row.visible > now:
-        state = LEASED
-    elif row.visible > now:
-        state = DELAYED
-    else:
-        state = QUEUED  # ready, or its lease lapsed: the next dequeue hands it out
-    return Pending(
-        id=str(row.pk),
-        state=state,
-        payload=bytes(row.payload),
-        attempts=row.attempts,
-        due=row.visible if state != QUEUED else None,
-        running=bytes(row.running) if state == LEASED and row.running is not None else None,
-    )
+    running = None if row.running is None else bytes(row.running)
+    return visible_pending(str(row.pk), row.leased, row.visible, now, bytes(row.payload), row.attempts, running)
