@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from .brokers.base import RunningInfo
+from .brokers.base import DELAYED, LEASED, RunningInfo, visible_state
 from .conf import get_config
 from .context import describe
 from .dashboard import DashboardAdmin, PageAdmin
@@ -331,10 +331,10 @@ class QueueAdmin(PackageAdmin):
     @admin.display(description=_("state"))
     def state(self, obj: OrmQ) -> str | Promise:
 
-        now = time.time()
-        if obj.leased and obj.visible > now:
+        state = visible_state(obj.leased, obj.visible, time.time())
+        if state == LEASED:
             return _("cancelling") if obj.cancel else _("running") if obj.running else _("fetched")
-        return _("deferred") if obj.visible > now else _("queued")
+        return _("deferred") if state == DELAYED else _("queued")
 
     @admin.display(description=_("running on"))
     def running_on(self, obj: OrmQ) -> str:

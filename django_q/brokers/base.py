@@ -330,17 +330,24 @@ class QueueBackend(Broker, Tracking, Throttle):
     broker here is."""
 
 
-def visible_pending(
-    message_id: str, leased: bool, visible: float, now: float, payload: bytes, attempts: int, running: bytes | None
-) -> Pending:
-    """The Pending of a message kept by the time it becomes `visible` (the memory and database brokers):
+def visible_state(leased: bool, visible: float, now: float) -> str:
+    """The state of a message kept by the time it becomes `visible` (the memory and database brokers):
     LEASED while its lease holds, DELAYED until it is due, QUEUED once visible (ready, or its lease lapsed:
     the next dequeue hands it out)."""
     if visible <= now:
-        return Pending(id=message_id, state=QUEUED, payload=payload, attempts=attempts)
-    state = LEASED if leased else DELAYED
+        return QUEUED
+    return LEASED if leased else DELAYED
+
+
+def visible_pending(
+    message_id: str, leased: bool, visible: float, now: float, payload: bytes, attempts: int, running: bytes | None
+) -> Pending:
+    """The Pending of such a message (visible_state): `due` unless QUEUED, `running` only while LEASED."""
+    state = visible_state(leased, visible, now)
+    if state == QUEUED:
+        return Pending(id=message_id, state=state, payload=payload, attempts=attempts)
     return Pending(id=message_id, state=state, payload=payload, attempts=attempts, due=visible,
-                   running=running if leased else None)
+                   running=running if state == LEASED else None)
 
 
 def check_priority(priority: int) -> int:
